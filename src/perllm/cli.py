@@ -1,0 +1,183 @@
+"""The ``perllm`` command line. Thin: it parses flags and delegates.
+
+Every user error (bad flag, scenario, trace, parameter) ends with one line on stderr naming the
+field and the problem, and exit code 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from perllm.errors import InputError, PerllmError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise InputError(message)
+
+
+def _positive_int(flag: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag}: expected an integer, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{flag}: must be >= 1, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(flag: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag}: expected a number, got {text!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{flag}: must be a positive number, got {text}")
+        return value
+
+    return parse
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed: expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--seed: must be >= 0, got {value}")
+    return value
+
+
+def _params(text: str) -> dict[str, Any]:
+    """``--param key=value`` pairs; values parsed as YAML scalars/lists."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--param: expected KEY=VALUE, got {text!r}")
+    try:
+        return {key.strip(): yaml.safe_load(value)}
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"--param {key}: cannot parse {value!r}") from None
+
+
+def writable_dir(flag: str, path: Path) -> Path:
+    """Create ``path`` if needed and check it is a writable directory (one-line error if not)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".perllm-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise InputError(f"{flag}: cannot write to {str(path)!r}: {err.strerror}") from None
+    return path
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from perllm.experiments.show import progress_bar, summary_table
+    from perllm.metrics.export import write_json, write_records_csv
+    from perllm.sim import scenario
+    from perllm.sim.runner import run_once
+
+    cluster = scenario.load(args.scenario)
+    params: dict[str, Any] = {}
+    for pair in args.param or []:
+        params.update(pair)
+    out = writable_dir("--out", Path(args.out)) if args.out else None
+    n = args.requests or cluster.requests
+    with progress_bar(n, f"simulating {args.policy}", enabled=n >= 2000) as advance:
+        result = run_once(
+            cluster, args.policy, requests=n, rate_rps=args.rate, seed=args.seed,
+            policy_params=params, progress=advance,
+        )
+    if out is not None:
+        write_records_csv(result.recorder, out / "records.csv")
+        write_json(result.summary, out / "summary.json")
+    if args.json:
+        print(json.dumps(result.summary, indent=2))
+    else:
+        summary_table([result.summary], title=f"{cluster.name}: {args.policy}")
+        if out is not None:
+            print(f"records and summary written to {out}/")
+    return 0
+
+
+def _cmd_scenarios(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from perllm.sim import scenario
+
+    table = Table(title="built-in scenarios")
+    for column in ("name", "servers", "description"):
+        table.add_column(column)
+    for name in scenario.builtin_names():
+        cluster = scenario.load(name)
+        table.add_row(name, scenario.describe(cluster), cluster.config.description)
+    Console().print(table)
+    return 0
+
+
+def _cmd_policies(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from perllm.policies.registry import ENTRIES
+
+    table = Table(title="policies (--policy NAME, --param KEY=VALUE)")
+    for column in ("name", "description", "parameters"):
+        table.add_column(column, overflow="fold")
+    for entry in ENTRIES:
+        table.add_row(entry.name, entry.summary, entry.parameters())
+    Console(width=160).print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="perllm", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sim = sub.add_parser("simulate", help="simulate one policy on one scenario")
+    sim.add_argument("--scenario", required=True, help="built-in name or YAML file")
+    sim.add_argument("--policy", required=True, help="policy name (see `perllm policies`)")
+    sim.add_argument("--param", action="append", type=_params, metavar="KEY=VALUE")
+    sim.add_argument("--requests", type=_positive_int("--requests"))
+    sim.add_argument("--rate", type=_positive_float("--rate"), help="arrival rate, requests/s")
+    sim.add_argument("--seed", type=_seed, default=0)
+    sim.add_argument("--out", help="directory for records.csv and summary.json")
+    sim.add_argument("--json", action="store_true", help="print the summary JSON to stdout")
+    sim.set_defaults(func=_cmd_simulate)
+
+    sub.add_parser("scenarios", help="list built-in scenarios").set_defaults(func=_cmd_scenarios)
+    sub.add_parser("policies", help="list policies").set_defaults(func=_cmd_policies)
+
+    from perllm.experiments.cli import add_reproduce
+
+    add_reproduce(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        result: int = args.func(args)
+        return result
+    except PerllmError as err:
+        print(f"perllm: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("perllm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Domain types shared by every part of perllm: the simulator, the policies and the gateway.
+
+Everything here is a plain frozen dataclass or a Protocol. Validation of user input happens at
+the edges (YAML, CLI, HTTP) with pydantic; inside, these types are trusted.
+
+Units are part of the names: ``_s`` seconds, ``_mbps`` megabits per second, ``_j`` joules,
+``_w`` watts, ``_tokens`` tokens, ``_bytes`` bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, NamedTuple, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Tier = Literal["edge", "cloud"]
+TIERS: tuple[Tier, ...] = ("edge", "cloud")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One LLM service request.
+
+    ``deadline_s`` is the service's processing-time requirement: the time from arrival to the
+    last byte of the response, in seconds. ``output_tokens`` is the true output length; only the
+    simulator and the clairvoyant oracle may read it (a router cannot know it in advance).
+    """
+
+    id: int
+    arrival_s: float
+    service_class: str
+    prompt_tokens: int
+    output_tokens: int
+    request_bytes: int
+    response_bytes: int
+    deadline_s: float
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PowerSpec:
+    """Electrical power of one server.
+
+    While busy with a batch of ``b`` requests the server draws
+    ``idle_w + (max_w - idle_w) * min(1, batch1_fraction + log2_slope * log2(b))``;
+    while idle it draws ``idle_w``.
+    """
+
+    idle_w: float
+    max_w: float
+    batch1_fraction: float = 0.43
+    log2_slope: float = 0.066
+
+    def busy_w(self, batch: int) -> float:
+        """Power drawn while running a batch of ``batch`` requests (``batch >= 1``)."""
+        frac = self.batch1_fraction + self.log2_slope * math.log2(max(batch, 1))
+        return self.idle_w + (self.max_w - self.idle_w) * min(1.0, frac)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerPerf:
+    """Performance coefficients of one (hardware, model) deployment.
+
+    Derived by :mod:`perllm.perf` from hardware and model numbers, or fitted by calibration.
+
+    - prefill of ``n`` prompt tokens takes ``prefill_fixed_s + n * prefill_s_per_token``;
+    - one decode step of a batch of ``b`` sequences holding ``kv`` cached tokens takes
+      ``step_overhead_s + max(step_compute_s_per_seq * b, step_weights_s + kv * step_s_per_kv_token)``
+      (compute-bound versus memory-bound, a roofline).
+    """
+
+    prefill_fixed_s: float
+    prefill_s_per_token: float
+    step_overhead_s: float
+    step_weights_s: float
+    step_s_per_kv_token: float
+    step_compute_s_per_seq: float
+
+    def prefill_s(self, prompt_tokens: int) -> float:
+        """Time to prefill ``prompt_tokens`` tokens (also the time to the first token)."""
+        return self.prefill_fixed_s + prompt_tokens * self.prefill_s_per_token
+
+    def step_s(self, batch: int, kv_tokens: float) -> float:
+        """Time of one decode step for ``batch`` sequences holding ``kv_tokens`` cached tokens."""
+        memory = self.step_weights_s + kv_tokens * self.step_s_per_kv_token
+        return self.step_overhead_s + max(self.step_compute_s_per_seq * batch, memory)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSpec:
+    """Static description of one LLM server: what a router can know before any request."""
+
+    name: str
+    tier: Tier
+    hardware: str
+    model: str
+    max_batch: int
+    kv_capacity_tokens: int
+    perf: ServerPerf
+    power: PowerSpec
+    link: str
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSpec:
+    """A network link between the users and a server (shared by every server behind it).
+
+    ``tx_power_w`` is the power spent while a transfer is active on the link (the radio / NIC
+    and network share attributed to the transfer); transmission energy is
+    ``tx_power_w * transfer_time_s``.
+    """
+
+    name: str
+    bandwidth_mbps: float
+    rtt_s: float
+    tx_power_w: float
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyWeights:
+    """The paper's weights on the three energy parts."""
+
+    transmission: float = 1.0
+    inference: float = 1.0
+    idle: float = 1.0
+
+    def weighted(self, transmission_j: float, inference_j: float, idle_j: float) -> float:
+        return (
+            self.transmission * transmission_j + self.inference * inference_j + self.idle * idle_j
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where a request runs and what share of the link it gets.
+
+    ``share`` is the request's weight in weighted fair sharing of its link's bandwidth
+    (1.0 is a full fair share). ``reject`` refuses the request at admission (counted, never
+    silently dropped). ``arm`` is an opaque index a learning policy may use to match feedback.
+    """
+
+    server: int
+    share: float = 1.0
+    reject: bool = False
+    arm: int = -1
+    estimate_s: float = math.nan
+
+
+REJECT = Decision(server=-1, share=0.0, reject=True)
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyParts:
+    transmission_j: float = 0.0
+    inference_j: float = 0.0
+    idle_j: float = 0.0
+
+    @property
+    def total_j(self) -> float:
+        return self.transmission_j + self.inference_j + self.idle_j
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """What a world (simulated or real) reports after executing a decision.
+
+    Times are in seconds; a part that is not known is ``nan``. ``processing_s`` is the time from
+    arrival to the last byte of the response.
+    """
+
+    request: Request
+    decision: Decision
+    processing_s: float
+    transfer_s: float
+    queue_s: float
+    prefill_s: float
+    decode_s: float
+    output_tokens: int
+    energy: EnergyParts
+    met: bool
+    failed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLoad:
+    """Live load of one server as a router sees it."""
+
+    queued: int = 0
+    running: int = 0
+    tokens_in_flight: int = 0
+    healthy: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """A clairvoyant prediction of one assignment (only the oracle's view gives these)."""
+
+    processing_s: float
+    energy: EnergyParts
+
+
+class LoadArrays(NamedTuple):
+    """Live load of every server at once, indexed like ``ClusterView.servers`` (read-only)."""
+
+    queued: npt.NDArray[np.float64]
+    running: npt.NDArray[np.float64]
+    tokens_in_flight: npt.NDArray[np.float64]
+    bandwidth_mbps: npt.NDArray[np.float64]
+    link_active_weight: npt.NDArray[np.float64]
+    healthy: npt.NDArray[np.bool_]
+
+
+class ClusterView(Protocol):
+    """What a real router could know at decision time. Never the future."""
+
+    @property
+    def servers(self) -> tuple[ServerSpec, ...]: ...
+
+    @property
+    def links(self) -> dict[str, LinkSpec]: ...
+
+    @property
+    def weights(self) -> EnergyWeights: ...
+
+    @property
+    def admission_control(self) -> bool: ...
+
+    def now(self) -> float: ...
+
+    def load(self, server: int) -> ServerLoad: ...
+
+    def load_arrays(self) -> LoadArrays:
+        """Every server's load, its link's bandwidth estimate and active transfer weight."""
+        ...
+
+    def bandwidth_mbps(self, link: str) -> float:
+        """Recent estimate of the link's bandwidth."""
+        ...
+
+    def link_active_weight(self, link: str) -> float:
+        """Sum of the shares of the transfers active on the link now."""
+        ...
+
+
+class ClairvoyantView(ClusterView, Protocol):
+    """The oracle's view: exact state and true output lengths, via exact predictions."""
+
+    def predict(self, request: Request, server: int, share: float) -> Prediction:
+        """Exact outcome of sending ``request`` to ``server`` now, with no later arrivals."""
+        ...

@@ -1,0 +1,14 @@
+"""Hardware and LLM performance and power models, the built-in catalog and calibration."""
+
+from perllm.perf.catalog import BYTES_PER_WEIGHT, HARDWARE, MODELS, HardwareProfile, ModelProfile
+from perllm.perf.model import Deployment, deployment
+
+__all__ = [
+    "BYTES_PER_WEIGHT",
+    "HARDWARE",
+    "MODELS",
+    "Deployment",
+    "HardwareProfile",
+    "ModelProfile",
+    "deployment",
+]

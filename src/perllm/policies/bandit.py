@@ -1,0 +1,114 @@
+"""Shared pieces of the bandit policies: the UCB index, the reward, per-class arm statistics.
+
+Arms are ``(server, share level)`` pairs, numbered ``server * len(shares) + level``. Statistics
+are kept per service class, which is what makes the policies *personalized*.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from perllm.domain import EnergyWeights, Feedback
+
+Array = npt.NDArray[np.float64]
+
+
+def ucb_index(mean: Array, count: Array, total: float, exploration: float) -> Array:
+    """``mean + exploration * sqrt(2 ln(total) / count)``; ``inf`` where ``count == 0``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bonus = exploration * np.sqrt(2.0 * np.log(max(total, 1.0)) / count)
+        return np.where(count > 0, mean + bonus, np.inf)
+
+
+class Reward:
+    """Reward of one finished request, in ``[-1 - penalty, 0]``.
+
+    ``r = -E / (E + E_ref) - penalty * missed`` where ``E`` is the weighted energy
+    ``w_tran E_tran + w_infer E_infer + w_idle E_idle`` and ``E_ref`` the mean weighted energy
+    observed so far for the request's class. The ratio normalises energies that differ by orders
+    of magnitude between classes and bounds outliers; any met deadline beats any miss when
+    ``penalty >= 1``.
+    """
+
+    def __init__(self, weights: EnergyWeights | None, penalty: float) -> None:
+        self.weights = weights
+        self.penalty = penalty
+        self._sum: dict[str, float] = {}
+        self._count: dict[str, int] = {}
+
+    def weighted_j(self, feedback: Feedback) -> float:
+        e = feedback.energy
+        weights = self.weights or EnergyWeights()
+        return weights.weighted(e.transmission_j, e.inference_j, e.idle_j)
+
+    def __call__(self, feedback: Feedback) -> float:
+        energy = self.weighted_j(feedback)
+        name = feedback.request.service_class
+        self._sum[name] = self._sum.get(name, 0.0) + energy
+        self._count[name] = self._count.get(name, 0) + 1
+        reference = self._sum[name] / self._count[name]
+        normalised = energy / (energy + reference) if energy + reference > 0 else 0.0
+        return -normalised - self.penalty * (not feedback.met)
+
+    def state(self) -> dict[str, Any]:
+        return {"sum": dict(self._sum), "count": dict(self._count)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self._sum = {str(k): float(v) for k, v in state.get("sum", {}).items()}
+        self._count = {str(k): int(v) for k, v in state.get("count", {}).items()}
+
+
+class ArmStats:
+    """Per-class pull counts (finished and pending) and reward sums, one row per class."""
+
+    def __init__(self, n_arms: int) -> None:
+        self.n_arms = n_arms
+        self.classes: dict[str, int] = {}
+        self.count = np.zeros((0, n_arms))
+        self.pending = np.zeros((0, n_arms))
+        self.reward_sum = np.zeros((0, n_arms))
+
+    def row(self, service_class: str) -> int:
+        row = self.classes.get(service_class)
+        if row is None:
+            row = self.classes[service_class] = len(self.classes)
+            grow = np.zeros((1, self.n_arms))
+            self.count = np.vstack([self.count, grow])
+            self.pending = np.vstack([self.pending, grow])
+            self.reward_sum = np.vstack([self.reward_sum, grow])
+        return row
+
+    def mean(self, row: int) -> Array:
+        count = self.count[row]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(count > 0, self.reward_sum[row] / count, 0.0)
+
+    def pull(self, row: int, arm: int) -> None:
+        self.pending[row, arm] += 1.0
+
+    def update(self, row: int, arm: int, reward: float) -> None:
+        self.pending[row, arm] = max(self.pending[row, arm] - 1.0, 0.0)
+        self.count[row, arm] += 1.0
+        self.reward_sum[row, arm] += reward
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "n_arms": self.n_arms,
+            "classes": dict(self.classes),
+            "count": self.count.tolist(),
+            "reward_sum": self.reward_sum.tolist(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Restore learned statistics (pending pulls are not carried across restarts)."""
+        if int(state.get("n_arms", -1)) != self.n_arms:
+            raise ValueError(
+                f"saved state has {state.get('n_arms')} arms, this cluster has {self.n_arms}"
+            )
+        self.classes = {str(k): int(v) for k, v in state["classes"].items()}
+        self.count = np.array(state["count"], dtype=float).reshape(-1, self.n_arms)
+        self.reward_sum = np.array(state["reward_sum"], dtype=float).reshape(-1, self.n_arms)
+        self.pending = np.zeros_like(self.count)

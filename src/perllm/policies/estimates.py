@@ -1,0 +1,150 @@
+"""Model-based estimates a router can make from server specs and live load (no clairvoyance).
+
+For request ``r`` on server ``s`` with link share ``z``, expected output ``o`` tokens:
+
+- transfer: ``(bytes_up + bytes_down) * 8 / (bw_s * z / (z + W_s)) + rtt_s`` where ``W_s`` is the
+  weight of the transfers already active on the link;
+- batch seen by the request: ``b = min(running + queued + 1, max_batch)``;
+- service: ``prefill(prompt) + o * step(b, kv)`` with ``kv = tokens_in_flight + prompt``;
+- queueing: ``max(0, running + queued + 1 - max_batch) / max_batch * service`` (the work ahead
+  that does not fit in the batch, drained ``max_batch`` at a time);
+- processing time = transfer + queueing + service;
+- inference energy = ``busy_w(b) * service / b`` (the request's share of the batch's power),
+  transmission energy = ``tx_power_w * transfer``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from perllm.domain import ClusterView, LoadArrays, Request, ServerSpec
+
+Array = npt.NDArray[np.float64]
+_ONE_SHARE = np.ones(1)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTable:
+    """Per-server constants as arrays, built once per cluster."""
+
+    prefill_fixed_s: Array
+    prefill_s_per_token: Array
+    step_overhead_s: Array
+    step_weights_s: Array
+    step_s_per_kv_token: Array
+    step_compute_s_per_seq: Array
+    max_batch: Array
+    idle_w: Array
+    max_w: Array
+    batch1_fraction: Array
+    log2_slope: Array
+    tx_power_w: Array
+    rtt_s: Array
+    kv_capacity_tokens: Array
+    is_cloud: npt.NDArray[np.bool_]
+
+    @classmethod
+    def of(cls, view: ClusterView) -> ServerTable:
+        servers: tuple[ServerSpec, ...] = view.servers
+
+        def col(get: Any) -> Array:
+            return np.array([float(get(s)) for s in servers])
+
+        return cls(
+            prefill_fixed_s=col(lambda s: s.perf.prefill_fixed_s),
+            prefill_s_per_token=col(lambda s: s.perf.prefill_s_per_token),
+            step_overhead_s=col(lambda s: s.perf.step_overhead_s),
+            step_weights_s=col(lambda s: s.perf.step_weights_s),
+            step_s_per_kv_token=col(lambda s: s.perf.step_s_per_kv_token),
+            step_compute_s_per_seq=col(lambda s: s.perf.step_compute_s_per_seq),
+            max_batch=col(lambda s: s.max_batch),
+            idle_w=col(lambda s: s.power.idle_w),
+            max_w=col(lambda s: s.power.max_w),
+            batch1_fraction=col(lambda s: s.power.batch1_fraction),
+            log2_slope=col(lambda s: s.power.log2_slope),
+            tx_power_w=col(lambda s: view.links[s.link].tx_power_w),
+            rtt_s=col(lambda s: view.links[s.link].rtt_s),
+            kv_capacity_tokens=col(lambda s: s.kv_capacity_tokens),
+            is_cloud=np.array([s.tier == "cloud" for s in servers]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """Estimates for every server (arrays indexed like ``view.servers``); the transfer parts
+    have one row per link share asked for (shape ``(shares, servers)``)."""
+
+    transfer_s: Array
+    service_s: Array
+    queue_s: Array
+    transmission_j: Array
+    inference_j: Array
+
+    @property
+    def processing_s(self) -> Array:
+        return self.transfer_s + self.queue_s + self.service_s
+
+    @property
+    def energy_j(self) -> Array:
+        return self.transmission_j + self.inference_j
+
+
+def estimate(
+    table: ServerTable,
+    loads: LoadArrays,
+    request: Request,
+    expected_output_tokens: float,
+    shares: Array = _ONE_SHARE,
+) -> Estimate:
+    """Estimate the outcome of ``request`` on every server (see the module docstring)."""
+    bits = (request.request_bytes + request.response_bytes) * 8.0
+    column = shares[:, None]
+    rate_bps = loads.bandwidth_mbps * 1e6 * column / (column + loads.link_active_weight)
+    transfer = bits / rate_bps + table.rtt_s
+    ahead = loads.running + loads.queued + 1.0
+    batch = np.minimum(ahead, table.max_batch)
+    kv = loads.tokens_in_flight + request.prompt_tokens
+    step = table.step_overhead_s + np.maximum(
+        table.step_compute_s_per_seq * batch,
+        table.step_weights_s + kv * table.step_s_per_kv_token,
+    )
+    prefill = table.prefill_fixed_s + request.prompt_tokens * table.prefill_s_per_token
+    service = prefill + max(expected_output_tokens - 1.0, 0.0) * step
+    queue = np.maximum(ahead - table.max_batch, 0.0) / table.max_batch * service
+    fraction = np.minimum(1.0, table.batch1_fraction + table.log2_slope * np.log2(batch))
+    busy_w = table.idle_w + (table.max_w - table.idle_w) * fraction
+    return Estimate(
+        transfer_s=transfer,
+        service_s=service,
+        queue_s=queue,
+        transmission_j=table.tx_power_w * (transfer - table.rtt_s),
+        inference_j=busy_w * service / batch,
+    )
+
+
+class OutputLengths:
+    """Running mean of observed output tokens per service class (a router learns lengths)."""
+
+    def __init__(self, prior_tokens: float = 128.0) -> None:
+        self.prior_tokens = prior_tokens
+        self._sum: dict[str, float] = {}
+        self._count: dict[str, int] = {}
+
+    def expected(self, service_class: str) -> float:
+        count = self._count.get(service_class, 0)
+        return self._sum[service_class] / count if count else self.prior_tokens
+
+    def observe(self, service_class: str, tokens: int) -> None:
+        self._sum[service_class] = self._sum.get(service_class, 0.0) + tokens
+        self._count[service_class] = self._count.get(service_class, 0) + 1
+
+    def state(self) -> dict[str, Any]:
+        return {"sum": dict(self._sum), "count": dict(self._count)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self._sum = {str(k): float(v) for k, v in state.get("sum", {}).items()}
+        self._count = {str(k): int(v) for k, v in state.get("count", {}).items()}

@@ -1,0 +1,128 @@
+"""Load- and model-based baselines: least-loaded, cloud-only, edge-only, greedy-latency,
+greedy-energy. None of them learns anything but the mean output length of each class."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from perllm.domain import ClusterView, Decision, Feedback, Request
+from perllm.policies.base import PolicyConfig, StatelessPolicy
+from perllm.policies.estimates import OutputLengths, ServerTable, estimate
+
+
+class _TableCache:
+    """Builds the per-server constant arrays once per cluster."""
+
+    _table: ServerTable | None = None
+    _servers: object = None
+
+    def table(self, view: ClusterView) -> ServerTable:
+        if self._table is None or self._servers is not view.servers:
+            self._table = ServerTable.of(view)
+            self._servers = view.servers
+        return self._table
+
+
+def _argmin_masked(values: npt.NDArray[np.float64], mask: npt.NDArray[np.bool_]) -> int:
+    """Index of the smallest value where ``mask`` holds (the first on ties); -1 if none."""
+    if not mask.any():
+        return -1
+    return int(np.argmin(np.where(mask, values, np.inf)))
+
+
+class LoadConfig(PolicyConfig):
+    pass
+
+
+class _LeastLoadedAmong(StatelessPolicy, _TableCache):
+    """Join the server with the fewest requests per batch slot, within a tier filter."""
+
+    name = "least-loaded"
+    tier: str | None = None
+
+    def __init__(self, config: LoadConfig, seed: int) -> None:
+        self.config = config
+
+    def select(self, request: Request, view: ClusterView) -> Decision:
+        loads = view.load_arrays()
+        table = self.table(view)
+        mask = loads.healthy.copy()
+        if self.tier is not None:
+            mask &= table.is_cloud if self.tier == "cloud" else ~table.is_cloud
+        occupancy = (loads.queued + loads.running) / table.max_batch
+        server = _argmin_masked(occupancy, mask)
+        if server < 0:  # nothing healthy in the tier: fall back to any server
+            server = int(np.argmin(occupancy))
+        return Decision(server=server)
+
+
+class LeastLoadedPolicy(_LeastLoadedAmong):
+    """Join the shortest queue: fewest queued + running requests per batch slot."""
+
+    name = "least-loaded"
+
+
+class CloudOnlyPolicy(_LeastLoadedAmong):
+    """Every request to the cloud (the least-loaded cloud server if several)."""
+
+    name = "cloud-only"
+    tier = "cloud"
+
+
+class EdgeOnlyPolicy(_LeastLoadedAmong):
+    """Every request to the least-loaded edge server."""
+
+    name = "edge-only"
+    tier = "edge"
+
+
+class GreedyConfig(PolicyConfig):
+    prior_output_tokens: float = 128.0
+
+
+class _Greedy(_TableCache):
+    def __init__(self, config: GreedyConfig, seed: int) -> None:
+        self.config = config
+        self.lengths = OutputLengths(config.prior_output_tokens)
+
+    def observe(self, feedback: Feedback) -> None:
+        self.lengths.observe(feedback.request.service_class, feedback.output_tokens)
+
+    def state(self) -> dict[str, Any]:
+        return {"lengths": self.lengths.state()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.lengths.restore(state.get("lengths", {}))
+
+    def _estimate(self, request: Request, view: ClusterView) -> tuple[Any, Any]:
+        loads = view.load_arrays()
+        est = estimate(
+            self.table(view), loads, request, self.lengths.expected(request.service_class)
+        )
+        return est, loads.healthy
+
+
+class GreedyLatencyPolicy(_Greedy):
+    """Minimum estimated processing time (transfer + queueing + inference)."""
+
+    name = "greedy-latency"
+
+    def select(self, request: Request, view: ClusterView) -> Decision:
+        est, healthy = self._estimate(request, view)
+        times = est.processing_s[0]
+        server = _argmin_masked(times, healthy)
+        return Decision(server=max(server, 0), estimate_s=float(times[max(server, 0)]))
+
+
+class GreedyEnergyPolicy(_Greedy):
+    """Minimum estimated energy (transmission + inference); deadlines ignored."""
+
+    name = "greedy-energy"
+
+    def select(self, request: Request, view: ClusterView) -> Decision:
+        est, healthy = self._estimate(request, view)
+        server = max(_argmin_masked(est.energy_j[0], healthy), 0)
+        return Decision(server=server, estimate_s=float(est.processing_s[0, server]))

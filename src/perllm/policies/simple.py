@@ -1,0 +1,44 @@
+"""Policies that ignore load: ``random`` and ``round-robin``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from perllm.domain import ClusterView, Decision, Request
+from perllm.policies.base import PolicyConfig, StatelessPolicy
+
+
+class RandomConfig(PolicyConfig):
+    pass
+
+
+class RandomPolicy(StatelessPolicy):
+    """Send each request to a server drawn uniformly at random."""
+
+    name = "random"
+
+    def __init__(self, config: RandomConfig, seed: int) -> None:
+        self.config = config
+        self._rng = np.random.default_rng(seed)
+
+    def select(self, request: Request, view: ClusterView) -> Decision:
+        return Decision(server=int(self._rng.integers(len(view.servers))))
+
+
+class RoundRobinConfig(PolicyConfig):
+    pass
+
+
+class RoundRobinPolicy(StatelessPolicy):
+    """Send requests to the servers in turn."""
+
+    name = "round-robin"
+
+    def __init__(self, config: RoundRobinConfig, seed: int) -> None:
+        self.config = config
+        self._next = 0
+
+    def select(self, request: Request, view: ClusterView) -> Decision:
+        server = self._next % len(view.servers)
+        self._next = server + 1
+        return Decision(server=server)

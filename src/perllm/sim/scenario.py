@@ -1,0 +1,294 @@
+"""Scenarios: the YAML a user writes (validated by pydantic) and the cluster built from it.
+
+A scenario names links, server groups (hardware + model + quantisation from the catalog, with
+any number overridable), energy weights, admission control and a workload. Built-in scenarios
+ship as YAML files inside the package (``perllm/scenarios/``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from perllm.config_errors import validation_message
+from perllm.domain import EnergyWeights, LinkSpec, ServerSpec, Tier
+from perllm.errors import InputError
+from perllm.perf.catalog import HARDWARE, MODELS
+from perllm.perf.model import Deployment
+from perllm.workload.config import WorkloadConfig
+from perllm.workload.presets import BUILTIN_CLASS_TABLE
+
+
+def _kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, alias_generator=_kebab, frozen=True
+    )
+
+
+class DynamicsConfig(_Config):
+    """How a link's bandwidth changes: ``fixed``; ``fluctuate`` (a uniform draw within
+    ``±amplitude`` of nominal every ``period_s``); or ``series`` (``(time_s, mbps)`` points,
+    inline or from a two-column CSV ``file``, each held until the next)."""
+
+    kind: Literal["fixed", "fluctuate", "series"] = "fixed"
+    amplitude: float = Field(0.2, ge=0.0, lt=1.0)
+    period_s: float = Field(1.0, gt=0.0)
+    points: list[tuple[float, float]] | None = None
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _series_has_points(self) -> DynamicsConfig:
+        if self.kind == "series" and not self.points and not self.file:
+            raise ValueError("kind 'series' needs 'points' or 'file'")
+        return self
+
+
+class LinkConfig(_Config):
+    name: str
+    bandwidth_mbps: float = Field(gt=0.0)
+    rtt_ms: float = Field(0.0, ge=0.0)
+    tx_power_w: float = Field(ge=0.0)
+    dynamics: DynamicsConfig = DynamicsConfig()
+    per_server: bool = False
+
+
+class PowerOverride(_Config):
+    idle_w: float | None = Field(None, ge=0.0)
+    max_w: float | None = Field(None, gt=0.0)
+
+
+class HardwareOverrides(_Config):
+    memory_bandwidth_gbps: float | None = Field(None, gt=0.0)
+    compute_tflops: float | None = Field(None, gt=0.0)
+    memory_gb: float | None = Field(None, gt=0.0)
+    idle_w: float | None = Field(None, ge=0.0)
+    max_w: float | None = Field(None, gt=0.0)
+    batch1_fraction: float | None = Field(None, gt=0.0, le=1.0)
+    log2_slope: float | None = Field(None, ge=0.0)
+    mem_efficiency: float | None = Field(None, gt=0.0, le=1.0)
+    compute_efficiency: float | None = Field(None, gt=0.0, le=1.0)
+    step_overhead_s: float | None = Field(None, ge=0.0)
+
+
+class ServerGroupConfig(_Config):
+    name: str
+    count: int = Field(1, ge=1, le=10_000)
+    tier: Tier
+    hardware: str
+    model: str
+    dtype: Literal["fp16", "int8", "q4"] = "fp16"
+    max_batch: int = Field(32, ge=1)
+    link: str
+    hardware_overrides: HardwareOverrides = HardwareOverrides()
+
+    @model_validator(mode="after")
+    def _known_names(self) -> ServerGroupConfig:
+        if self.hardware not in HARDWARE:
+            raise ValueError(f"unknown hardware {self.hardware!r}; known: {', '.join(HARDWARE)}")
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; known: {', '.join(MODELS)}")
+        return self
+
+
+class ScenarioConfig(_Config):
+    name: str
+    description: str = ""
+    links: list[LinkConfig] = Field(min_length=1)
+    servers: list[ServerGroupConfig] = Field(min_length=1)
+    energy_weights: dict[Literal["transmission", "inference", "idle"], float] = {}
+    admission_control: bool = False
+    workload: WorkloadConfig
+    requests: int = Field(2000, ge=1)
+
+    @model_validator(mode="after")
+    def _links_exist(self) -> ScenarioConfig:
+        names = [link.name for link in self.links]
+        if len(set(names)) != len(names):
+            raise ValueError("link names must be unique")
+        for group in self.servers:
+            if group.link not in names:
+                raise ValueError(f"server group {group.name!r} names unknown link {group.link!r}")
+        if any(w < 0 for w in self.energy_weights.values()):
+            raise ValueError("energy weights must be >= 0")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDynamics:
+    kind: str
+    amplitude: float
+    period_s: float
+    points: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """A built scenario: what the simulator runs."""
+
+    name: str
+    servers: tuple[ServerSpec, ...]
+    links: dict[str, LinkSpec]
+    dynamics: dict[str, LinkDynamics]
+    weights: EnergyWeights
+    admission_control: bool
+    workload: WorkloadConfig
+    requests: int
+    config: ScenarioConfig
+
+
+def _deployment(group: ServerGroupConfig) -> Deployment:
+    changes = {k: v for k, v in group.hardware_overrides.model_dump().items() if v is not None}
+    hardware = dataclasses.replace(HARDWARE[group.hardware], **changes)
+    return Deployment(hardware, MODELS[group.model], group.dtype)
+
+
+def _series_points(dyn: DynamicsConfig, source: str) -> tuple[tuple[float, float], ...]:
+    if dyn.points:
+        return tuple(dyn.points)
+    if dyn.file is None:
+        return ()
+    path = Path(dyn.file)
+    if not path.is_file():
+        raise InputError(f"{source}: field 'dynamics.file': file not found: {dyn.file}")
+    points = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            time_s, mbps = (float(x) for x in line.split(","))
+        except ValueError:
+            raise InputError(
+                f"{dyn.file}:{number}: expected 'time_s,mbps' numbers, got {line!r}"
+            ) from None
+        if mbps <= 0:
+            raise InputError(f"{dyn.file}:{number}: bandwidth must be > 0, got {mbps}")
+        points.append((time_s, mbps))
+    return tuple(points)
+
+
+def build(config: ScenarioConfig, source: str = "scenario") -> Cluster:
+    """Expand server groups and per-server links into a :class:`Cluster`."""
+    link_cfg = {link.name: link for link in config.links}
+    links: dict[str, LinkSpec] = {}
+    dynamics: dict[str, LinkDynamics] = {}
+    servers: list[ServerSpec] = []
+
+    def add_link(cfg: LinkConfig, name: str) -> None:
+        links[name] = LinkSpec(name, cfg.bandwidth_mbps, cfg.rtt_ms / 1000.0, cfg.tx_power_w)
+        dyn = cfg.dynamics
+        dynamics[name] = LinkDynamics(
+            dyn.kind, dyn.amplitude, dyn.period_s, _series_points(dyn, source)
+        )
+
+    for cfg in config.links:
+        if not cfg.per_server:
+            add_link(cfg, cfg.name)
+    for group in config.servers:
+        dep = _deployment(group)
+        if dep.weight_bytes > dep.hardware.memory_gb * 1e9:
+            raise InputError(
+                f"{source}: field 'servers.{group.name}': {group.model} {group.dtype} needs "
+                f"{dep.weight_bytes / 1e9:.1f} GB, more than {group.hardware}'s "
+                f"{dep.hardware.memory_gb:g} GB"
+            )
+        for i in range(group.count):
+            name = group.name if group.count == 1 else f"{group.name}-{i}"
+            link = link_cfg[group.link]
+            link_name = f"{link.name}-{name}" if link.per_server else link.name
+            if link.per_server:
+                add_link(link, link_name)
+            servers.append(
+                ServerSpec(
+                    name=name,
+                    tier=group.tier,
+                    hardware=group.hardware,
+                    model=group.model,
+                    max_batch=group.max_batch,
+                    kv_capacity_tokens=dep.kv_capacity_tokens(),
+                    perf=dep.perf(),
+                    power=dep.power(),
+                    link=link_name,
+                )
+            )
+    return Cluster(
+        name=config.name,
+        servers=tuple(servers),
+        links=links,
+        dynamics=dynamics,
+        weights=EnergyWeights(**config.energy_weights),
+        admission_control=config.admission_control,
+        workload=config.workload,
+        requests=config.requests,
+        config=config,
+    )
+
+
+# Named sets of service classes a scenario may use as ``workload: {classes: NAME}``.
+CLASS_SETS = {"personalized": BUILTIN_CLASS_TABLE}
+
+
+def parse(data: Any, source: str) -> ScenarioConfig:
+    """Validate a scenario mapping; errors become one-line :class:`InputError`."""
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: a scenario must be a YAML mapping")
+    workload = data.get("workload")
+    if isinstance(workload, dict) and isinstance(workload.get("classes"), str):
+        name = workload["classes"]
+        if name not in CLASS_SETS:
+            raise InputError(
+                f"{source}: field 'workload.classes': unknown class set {name!r}; "
+                f"known: {', '.join(CLASS_SETS)} (or a list of classes)"
+            )
+        data = {**data, "workload": {**workload, "classes": list(CLASS_SETS[name])}}
+    try:
+        return ScenarioConfig.model_validate(data)
+    except ValidationError as err:
+        raise InputError(validation_message(err, source)) from None
+
+
+def builtin_names() -> list[str]:
+    files = resources.files("perllm").joinpath("scenarios")
+    return sorted(p.name.removesuffix(".yaml") for p in files.iterdir() if p.name.endswith(".yaml"))
+
+
+def load(name_or_path: str) -> Cluster:
+    """Load a built-in scenario by name, or a YAML file by path."""
+    path = Path(name_or_path)
+    if name_or_path in builtin_names():
+        text = resources.files("perllm").joinpath(f"scenarios/{name_or_path}.yaml").read_text()
+        source = f"{name_or_path}.yaml"
+    elif path.is_file():
+        text, source = path.read_text(), str(path)
+    else:
+        raise InputError(
+            f"--scenario: {name_or_path!r} is neither a built-in scenario "
+            f"({', '.join(builtin_names())}) nor a file"
+        )
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise InputError(f"{source}{line}: invalid YAML: {getattr(err, 'problem', err)}") from None
+    return build(parse(data, source), source)
+
+
+def describe(cluster: Cluster) -> str:
+    tiers: dict[str, int] = {}
+    for spec in cluster.servers:
+        tiers[spec.tier] = tiers.get(spec.tier, 0) + 1
+    parts = ", ".join(f"{n} {tier}" for tier, n in sorted(tiers.items()))
+    return f"{parts} servers, {len(cluster.links)} links"
+
+
+__all__ = ["Cluster", "ScenarioConfig", "build", "builtin_names", "load"]

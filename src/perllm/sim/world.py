@@ -1,0 +1,346 @@
+"""The simulated edge-cloud world: requests arrive, a policy places them, links and servers
+serve them, feedback flows back to the policy, and the recorder keeps every record.
+
+Life of a request: arrival -> ``policy.select`` -> upload on the server's link (weighted fair
+share) -> half an RTT -> the server's queue -> prefill + decode (continuous batching) -> download
+on the link -> half an RTT -> done: feedback to the policy and a record.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from perllm.domain import (
+    ClusterView,
+    Decision,
+    EnergyParts,
+    EnergyWeights,
+    Feedback,
+    LinkSpec,
+    LoadArrays,
+    Prediction,
+    Request,
+    ServerLoad,
+    ServerSpec,
+)
+from perllm.metrics.recorder import Recorder
+from perllm.policies.base import Policy
+from perllm.sim.engine import PRIORITY_ARRIVAL, PRIORITY_ENVIRONMENT, PRIORITY_PROGRESS, EventLoop
+from perllm.sim.link import Channel
+from perllm.sim.scenario import Cluster, LinkDynamics
+from perllm.sim.server import Job, ServerEngine
+
+UP, DOWN = 0, 1
+BANDWIDTH_EWMA = 0.5  # weight of the newest bandwidth sample in the view's estimate
+
+
+@dataclass(slots=True)
+class _LinkState:
+    spec: LinkSpec
+    dynamics: LinkDynamics
+    channels: tuple[Channel, Channel]
+    estimate_mbps: float
+    servers: tuple[int, ...]
+
+
+class SimView:
+    """The :class:`ClusterView` (and oracle's clairvoyant view) of a simulated world."""
+
+    def __init__(self, world: World) -> None:
+        self._world = world
+        self.servers: tuple[ServerSpec, ...] = world.cluster.servers
+        self.links: dict[str, LinkSpec] = world.cluster.links
+        self.weights: EnergyWeights = world.cluster.weights
+        self.admission_control: bool = world.cluster.admission_control
+        self._healthy = np.ones(len(self.servers), dtype=bool)
+        self._healthy.flags.writeable = False
+
+    def now(self) -> float:
+        return self._world.loop.now
+
+    def load(self, server: int) -> ServerLoad:
+        w = self._world
+        return ServerLoad(
+            queued=int(w.queued[server]),
+            running=int(w.running[server]),
+            tokens_in_flight=int(w.tokens[server]),
+        )
+
+    def load_arrays(self) -> LoadArrays:
+        w = self._world
+        return LoadArrays(
+            w.queued, w.running, w.tokens,
+            w.link_estimate[w.server_link], w.link_weight[w.server_link], self._healthy,
+        )
+
+    def bandwidth_mbps(self, link: str) -> float:
+        return self._world.links[link].estimate_mbps
+
+    def link_active_weight(self, link: str) -> float:
+        return self._world.links[link].channels[UP].weight_sum
+
+    def predict(self, request: Request, server: int, share: float) -> Prediction:
+        """Exact outcome of placing ``request`` on ``server`` now, if nothing else arrives."""
+        return self._world.predict(request, server, share)
+
+
+class World:
+    """One simulation run. Build it, call :meth:`run`, read :attr:`recorder`."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        policy: Policy,
+        requests: Sequence[Request],
+        *,
+        seed: int = 0,
+        oracle: Policy | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.policy = policy
+        self.oracle = oracle
+        self.requests = requests
+        self.progress = progress
+        self.loop = EventLoop()
+        self.rng = np.random.default_rng(seed)
+        self.servers = [ServerEngine(spec) for spec in cluster.servers]
+        self.server_versions = [-1] * len(self.servers)
+        link_names = list(cluster.links)
+        self.links: dict[str, _LinkState] = {}
+        for name, spec in cluster.links.items():
+            bps = spec.bandwidth_mbps * 1e6
+            members = tuple(i for i, s in enumerate(cluster.servers) if s.link == name)
+            self.links[name] = _LinkState(
+                spec, cluster.dynamics[name], (Channel(bps), Channel(bps)), spec.bandwidth_mbps,
+                members,
+            )
+        n = len(self.servers)
+        self.server_link = np.array([link_names.index(s.link) for s in cluster.servers])
+        self.link_estimate = np.array([self.links[k].estimate_mbps for k in link_names])
+        self.link_weight = np.zeros(len(link_names))
+        self._link_index = {name: i for i, name in enumerate(link_names)}
+        self.queued = np.zeros(n)
+        self.running = np.zeros(n)
+        self.tokens = np.zeros(n)
+        self.uploading = [0] * n
+        self.uploading_prompt = [0] * n
+        self.recorder = Recorder(cluster.servers)
+        self.view = SimView(self)
+        self.finished = 0
+        self._progress_every = max(1, len(requests) // 200)
+        self.transmission_j = 0.0
+
+    # -- running ---------------------------------------------------------------------------
+    def run(self) -> Recorder:
+        if not self.requests:
+            self.recorder.on_end(0.0, {})
+            return self.recorder
+        for request in self.requests:
+            self.loop.schedule(request.arrival_s, PRIORITY_ARRIVAL, self._on_arrival, request)
+        for name, state in self.links.items():
+            self._schedule_dynamics(name, state, 0.0)
+        self.loop.run()
+        horizon = self.loop.now
+        trailing = {}
+        for engine in self.servers:
+            trailing[engine.spec.name] = engine.idle_energy_until(horizon) - (
+                engine.idle_attributed_j
+            )
+        self.recorder.on_end(horizon, trailing)
+        return self.recorder
+
+    def _count_done(self) -> None:
+        self.finished += 1
+        if self.progress is not None and self.finished % self._progress_every == 0:
+            self.progress(self.finished)
+        if self.finished == len(self.requests):
+            self.loop.stop()
+
+    # -- arrivals and decisions --------------------------------------------------------------
+    def _on_arrival(self, request: Request) -> None:
+        now = self.loop.now
+        if self.oracle is not None:
+            self._record_oracle(request)
+        decision = self.policy.select(request, self.view)
+        if decision.reject or not 0 <= decision.server < len(self.servers):
+            self.recorder.on_reject(now, request)
+            self._count_done()
+            return
+        job = Job(request, decision, dispatch_s=now)
+        server = decision.server
+        self.uploading[server] += 1
+        self.uploading_prompt[server] += request.prompt_tokens
+        self._sync_load(server)
+        link = self.links[self.cluster.servers[server].link]
+        self._transfer(link, UP, job, request.request_bytes * 8.0)
+
+    def _record_oracle(self, request: Request) -> None:
+        assert self.oracle is not None
+        choice = self.oracle.select(request, self.view)
+        if choice.reject:
+            return
+        outcome = self.predict(request, choice.server, choice.share)
+        weighted = self.cluster.weights.weighted(
+            outcome.energy.transmission_j, outcome.energy.inference_j, outcome.energy.idle_j
+        )
+        self.recorder.on_oracle(request, weighted, outcome.processing_s <= request.deadline_s)
+
+    # -- links -------------------------------------------------------------------------------
+    def _transfer(self, link: _LinkState, direction: int, job: Job, bits: float) -> None:
+        channel = link.channels[direction]
+        channel.start(self.loop.now, max(bits, 1.0), max(job.decision.share, 1e-6), job)
+        self._schedule_channel(link, direction)
+
+    def _schedule_channel(self, link: _LinkState, direction: int) -> None:
+        channel = link.channels[direction]
+        if direction == UP:
+            self.link_weight[self._link_index[link.spec.name]] = channel.weight_sum
+        finish = channel.next_finish_s()
+        if finish is not None:
+            arg = (link, direction, channel.version)
+            self.loop.schedule(finish, PRIORITY_PROGRESS, self._on_channel, arg)
+
+    def _on_channel(self, arg: tuple[_LinkState, int, int]) -> None:
+        link, direction, version = arg
+        channel = link.channels[direction]
+        if version != channel.version:
+            return
+        now = self.loop.now
+        spec = link.spec
+        half_rtt = spec.rtt_s / 2.0
+        for job in channel.pop_finished(now):
+            if direction == UP:
+                job.uplink_s = now - job.dispatch_s
+                job.transmission_j += spec.tx_power_w * job.uplink_s
+                self.loop.schedule(now + half_rtt, PRIORITY_PROGRESS, self._on_delivered, job)
+            else:
+                job.downlink_s = now - job.finish_s
+                job.transmission_j += spec.tx_power_w * job.downlink_s
+                job.done_s = now + half_rtt
+                self._complete(job)
+        self._schedule_channel(link, direction)
+
+    def _schedule_dynamics(self, name: str, state: _LinkState, now: float) -> None:
+        dyn = state.dynamics
+        if dyn.kind == "fluctuate":
+            self.loop.schedule(now + dyn.period_s, PRIORITY_ENVIRONMENT, self._on_bandwidth, name)
+        elif dyn.kind == "series":
+            for time_s, _ in dyn.points:
+                self.loop.schedule(time_s, PRIORITY_ENVIRONMENT, self._on_bandwidth, name)
+
+    def _on_bandwidth(self, name: str) -> None:
+        state = self.links[name]
+        now = self.loop.now
+        dyn = state.dynamics
+        if dyn.kind == "fluctuate":
+            factor = self.rng.uniform(1.0 - dyn.amplitude, 1.0 + dyn.amplitude)
+            mbps = state.spec.bandwidth_mbps * factor
+            self._schedule_dynamics(name, state, now)
+        else:
+            mbps = next(v for t, v in reversed(dyn.points) if t <= now)
+        for direction in (UP, DOWN):
+            state.channels[direction].set_bandwidth(now, mbps * 1e6)
+            self._schedule_channel(state, direction)
+        state.estimate_mbps = BANDWIDTH_EWMA * mbps + (1 - BANDWIDTH_EWMA) * state.estimate_mbps
+        self.link_estimate[self._link_index[name]] = state.estimate_mbps
+
+    # -- servers -----------------------------------------------------------------------------
+    def _on_delivered(self, job: Job) -> None:
+        server = job.decision.server
+        self.uploading[server] -= 1
+        self.uploading_prompt[server] -= job.request.prompt_tokens
+        self.servers[server].add(job, self.loop.now)
+        self._after_server(server)
+
+    def _on_server(self, arg: tuple[int, int]) -> None:
+        server, version = arg
+        engine = self.servers[server]
+        if version != engine.version:
+            return
+        finished = engine.wakeup(self.loop.now)
+        if finished:
+            link = self.links[engine.spec.link]
+            for job in finished:
+                self._transfer(link, DOWN, job, job.request.response_bytes * 8.0)
+        self._after_server(server)
+
+    def _after_server(self, server: int) -> None:
+        engine = self.servers[server]
+        if engine.version != self.server_versions[server]:
+            self.server_versions[server] = engine.version
+            if engine.phase_end_s < math.inf:
+                arg = (server, engine.version)
+                self.loop.schedule(engine.phase_end_s, PRIORITY_PROGRESS, self._on_server, arg)
+        self._sync_load(server)
+
+    def _sync_load(self, server: int) -> None:
+        engine = self.servers[server]
+        self.queued[server] = len(engine.queue) + self.uploading[server]
+        self.running[server] = engine.batch
+        self.tokens[server] = (
+            engine.kv_tokens() + engine.queued_prompt + self.uploading_prompt[server]
+        )
+
+    # -- completion --------------------------------------------------------------------------
+    def _complete(self, job: Job) -> None:
+        request = job.request
+        processing = job.done_s - request.arrival_s
+        feedback = Feedback(
+            request=request,
+            decision=job.decision,
+            processing_s=processing,
+            transfer_s=job.uplink_s + job.downlink_s + self.links[
+                self.cluster.servers[job.decision.server].link
+            ].spec.rtt_s,
+            queue_s=job.start_s - job.arrive_server_s,
+            prefill_s=job.first_token_s - job.start_s,
+            decode_s=job.finish_s - job.first_token_s,
+            output_tokens=request.output_tokens,
+            energy=EnergyParts(job.transmission_j, job.inference_j, job.idle_j),
+            met=processing <= request.deadline_s,
+        )
+        self.transmission_j += job.transmission_j
+        self.recorder.on_feedback(job.done_s, feedback)
+        self.policy.observe(feedback)
+        self._count_done()
+
+    # -- clairvoyance ------------------------------------------------------------------------
+    def predict(self, request: Request, server: int, share: float) -> Prediction:
+        now = self.loop.now
+        spec = self.cluster.servers[server]
+        link = self.links[spec.link]
+        up, down = link.channels
+        weight = max(share, 1e-6)
+        up_end = up.predict_finish_s(now, max(request.request_bytes * 8.0, 1.0), weight)
+        job = Job(request, Decision(server=server, share=share), dispatch_s=now)
+        probe = self.servers[server].predict(job, up_end + link.spec.rtt_s / 2.0)
+        down_end = down.predict_finish_s(
+            probe.finish_s, max(request.response_bytes * 8.0, 1.0), weight
+        )
+        tx = link.spec.tx_power_w * ((up_end - now) + (down_end - probe.finish_s))
+        done = down_end + link.spec.rtt_s / 2.0
+        return Prediction(
+            processing_s=done - request.arrival_s,
+            energy=EnergyParts(tx, probe.inference_j, probe.idle_j),
+        )
+
+
+def simulate(
+    cluster: Cluster,
+    policy: Policy,
+    requests: Sequence[Request],
+    *,
+    seed: int = 0,
+    oracle: Policy | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Recorder:
+    """Run one simulation and return its recorder."""
+    return World(cluster, policy, requests, seed=seed, oracle=oracle, progress=progress).run()
+
+
+__all__ = ["ClusterView", "SimView", "World", "simulate"]
