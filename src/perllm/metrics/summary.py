@@ -1,8 +1,12 @@
 """Summaries of a recorder's records: throughput, goodput, satisfaction, latency, energy.
 
-Definitions (``horizon`` is from time 0 to the last completion):
+Definitions. The *window* is the arrival window, from the first to the last arrival: rates are
+measured over it, as a steady-state rate of service (a drain after the last arrival, or a few
+very late stragglers, do not dilute them). The *horizon* runs from time 0 to the last
+completion: energy is counted over it.
 
-- throughput_rps = completed / horizon; goodput_rps = deadline-met completions / horizon;
+- throughput_rps = completions inside the window / window;
+- goodput_rps = deadline-met completions inside the window / window;
 - deadline_satisfaction = met / all requests (rejected and failed ones count as missed);
 - latency percentiles over completed requests' processing times;
 - energy totals include each server's idle energy not attributed to any request (the idle
@@ -37,17 +41,36 @@ def _latency(processing: Array) -> dict[str, float]:
             "latency_p99_s": float(p99), "latency_mean_s": float(done.mean())}
 
 
-def _group(cols: dict[str, Array], mask: Array, horizon: float) -> dict[str, Any]:
+def _window(cols: dict[str, Array]) -> tuple[float, float]:
+    arrivals = cols["arrival_s"]
+    if arrivals.size < 2:
+        return 0.0, 0.0
+    return float(arrivals.min()), float(arrivals.max())
+
+
+def _rates(cols: dict[str, Array], mask: Array) -> tuple[float, float]:
+    """(throughput, goodput) of the masked requests over the arrival window."""
+    start, end = _window(cols)
+    if end <= start:
+        return 0.0, 0.0
+    inside = mask & (cols["finish_s"] <= end) & ~cols["rejected"] & ~cols["failed"]
+    met = inside & cols["met"]
+    return float(inside.sum()) / (end - start), float(met.sum()) / (end - start)
+
+
+def _group(cols: dict[str, Array], mask: Array) -> dict[str, Any]:
     n = int(mask.sum())
     completed = mask & ~cols["rejected"] & ~cols["failed"]
     met = int((mask & cols["met"]).sum())
+    throughput, goodput = _rates(cols, mask)
     energy = float((cols["transmission_j"][mask] + cols["inference_j"][mask]
                     + cols["idle_j"][mask]).sum())
     n_done = int(completed.sum())
     return {
         "requests": n,
         "completed": n_done,
-        "goodput_rps": met / horizon if horizon > 0 else 0.0,
+        "throughput_rps": throughput,
+        "goodput_rps": goodput,
         "deadline_satisfaction": met / n if n else 0.0,
         "energy_j": energy,
         "energy_per_request_j": energy / n_done if n_done else 0.0,
@@ -78,6 +101,8 @@ def summarize(
     total = sum(parts.values())
     weights = weights or EnergyWeights()
     ok = ~cols["rejected"] & ~cols["failed"]
+    throughput, goodput = _rates(cols, np.ones(n, dtype=bool))
+    start, end = _window(cols)
     summary: dict[str, Any] = {
         "policy": policy,
         "scenario": scenario,
@@ -86,9 +111,10 @@ def summarize(
         "rejected": rejected,
         "failed": failed,
         "met": met,
+        "window_s": end - start,
         "duration_s": horizon,
-        "throughput_rps": completed / horizon if horizon > 0 else 0.0,
-        "goodput_rps": met / horizon if horizon > 0 else 0.0,
+        "throughput_rps": throughput,
+        "goodput_rps": goodput,
         "deadline_satisfaction": met / n if n else 0.0,
         **_latency(cols["processing_s"][ok]),
         "energy_j": {"total": total, **parts},
@@ -97,13 +123,13 @@ def summarize(
         ),
         "energy_per_request_j": total / completed if completed else 0.0,
         "per_class": {
-            str(name): _group(cols, cols["service_class"] == name, horizon)
+            str(name): _group(cols, cols["service_class"] == name)
             for name in sorted(set(rec.columns["service_class"]), key=str)
         },
         "per_server": {},
     }
     for spec in rec.servers:
-        group = _group(cols, cols["server"] == spec.name, horizon)
+        group = _group(cols, cols["server"] == spec.name)
         group["energy_j"] += rec.server_extra_idle_j.get(spec.name, 0.0)
         group["tier"] = spec.tier
         summary["per_server"][spec.name] = group

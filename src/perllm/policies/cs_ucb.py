@@ -14,9 +14,13 @@ A combinatorial bandit over arms ``(server s, link share z)`` with statistics pe
    (compute and memory), with the link's bandwidth shared as ``z / (z + W)`` (bandwidth).
 4. **Explore** every feasible arm of class ``c`` once (random order) before exploiting.
 5. **Exploit**: among feasible arms, maximise
-   ``U(k) = mean_reward(c, k) + alpha * sqrt(2 ln N_c / (n(c, k) + pending(c, k)))``,
+   ``U(k) = mean_reward(c, k) + alpha * sqrt(2 ln N_c / (n(c, k) + pending(c, k))) - price(s)``,
    where ``N_c`` counts the class's pulls, finished or not. Counting *pending* pulls shrinks an
    arm's bonus as soon as it is chosen, so delayed feedback does not pile requests onto it.
+   ``price(s) = pressure * max(0, occupancy(s) - target)`` with
+   ``occupancy = (running + queued) / max_batch`` is the price of the server's computing-power
+   constraint: as a server nears its capacity, requests that can meet their deadline elsewhere
+   go elsewhere, keeping its capacity for the requests only it can serve in time.
 6. **No feasible arm**: reject if the scenario enables admission control; otherwise take the
    arm with the least expected violation, ``argmin T_ucb(k) - deadline``.
 
@@ -31,6 +35,9 @@ Defaults, and why:
 - ``exploration`` (alpha) = 0.3: rewards span about ``[-2, 0]`` with energy gaps between
   servers of ``0.1 - 0.5``; 0.3 keeps the bonus after 20 pulls (~0.2) near those gaps.
 - ``penalty`` = 1.0: a missed deadline costs more than any energy difference.
+- ``pressure`` = 2.0 and ``target`` = 0.75: at a full batch (occupancy 1) the price is 0.5,
+  about the reward gap between an efficient GPU and a CPU server, so lenient requests start
+  moving away from a server a little before it must queue.
 - ``share_levels`` = (0.5, 1.0, 2.0): half, equal or double weight on the link.
 - ``confidence`` (beta) = 1.0 standard error and ``prior_log_sd`` = 0.3: time estimates
   are trusted once a few observations agree, and a single bad one does not ban a server.
@@ -54,6 +61,8 @@ from perllm.policies.estimates import OutputLengths, ServerTable, estimate
 class CsUcbConfig(PolicyConfig):
     exploration: float = Field(0.3, ge=0.0)
     penalty: float = Field(1.0, ge=0.0)
+    pressure: float = Field(2.0, ge=0.0)
+    target: float = Field(0.75, ge=0.0)
     share_levels: tuple[float, ...] = (0.5, 1.0, 2.0)
     confidence: float = Field(1.0, ge=0.0)
     prior_log_sd: float = Field(0.3, ge=0.0)
@@ -153,6 +162,9 @@ class CsUcbPolicy:
                 arm = int(self.rng.choice(np.flatnonzero(fresh)))
             else:
                 index = ucb_index(arms.mean(row), tried, float(tried.sum()), cfg.exploration)
+                occupancy = (loads.running + loads.queued) / table.max_batch
+                price = cfg.pressure * np.maximum(occupancy - cfg.target, 0.0)
+                index = index - np.repeat(price, len(self.shares))
                 arm = int(np.argmax(np.where(feasible, index, -np.inf)))
         elif view.admission_control:
             return REJECT
