@@ -6,6 +6,7 @@ are kept per service class, which is what makes the policies *personalized*.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -18,9 +19,9 @@ Array = npt.NDArray[np.float64]
 
 def ucb_index(mean: Array, count: Array, total: float, exploration: float) -> Array:
     """``mean + exploration * sqrt(2 ln(total) / count)``; ``inf`` where ``count == 0``."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        bonus = exploration * np.sqrt(2.0 * np.log(max(total, 1.0)) / count)
-        return np.where(count > 0, mean + bonus, np.inf)
+    bonus = exploration * np.sqrt(2.0 * math.log(max(total, 1.0)) / np.maximum(count, 1.0))
+    index: Array = np.where(count > 0, mean + bonus, np.inf)
+    return index
 
 
 class Reward:
@@ -62,7 +63,11 @@ class Reward:
 
 
 class ArmStats:
-    """Per-class pull counts (finished and pending) and reward sums, one row per class."""
+    """Per-class pull counts (finished and pending) and mean rewards, one row per class.
+
+    ``tried = count + pending`` and the class totals are kept up to date on every pull and
+    update, so that a decision reads them without recomputing.
+    """
 
     def __init__(self, n_arms: int) -> None:
         self.n_arms = n_arms
@@ -70,29 +75,55 @@ class ArmStats:
         self.count = np.zeros((0, n_arms))
         self.pending = np.zeros((0, n_arms))
         self.reward_sum = np.zeros((0, n_arms))
+        self.mean = np.zeros((0, n_arms))
+        self.tried = np.zeros((0, n_arms))
+        self.inv_sqrt_tried = np.zeros((0, n_arms))
+        self.total = np.zeros(0)
+        self.untried: list[int] = []
 
     def row(self, service_class: str) -> int:
         row = self.classes.get(service_class)
         if row is None:
             row = self.classes[service_class] = len(self.classes)
-            grow = np.zeros((1, self.n_arms))
-            self.count = np.vstack([self.count, grow])
-            self.pending = np.vstack([self.pending, grow])
-            self.reward_sum = np.vstack([self.reward_sum, grow])
+            self._grow(1)
         return row
 
-    def mean(self, row: int) -> Array:
-        count = self.count[row]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(count > 0, self.reward_sum[row] / count, 0.0)
+    def _grow(self, rows: int) -> None:
+        pad = np.zeros((rows, self.n_arms))
+        self.count = np.vstack([self.count, pad])
+        self.pending = np.vstack([self.pending, pad])
+        self.reward_sum = np.vstack([self.reward_sum, pad])
+        self.mean = np.vstack([self.mean, pad])
+        self.tried = np.vstack([self.tried, pad])
+        self.inv_sqrt_tried = np.vstack([self.inv_sqrt_tried, pad + np.inf])
+        self.total = np.concatenate([self.total, np.zeros(rows)])
+        self.untried.extend([self.n_arms] * rows)
+
+    def index(self, row: int, exploration: float) -> Array:
+        """UCB index of every arm of the class: :func:`ucb_index` from running statistics."""
+        scale = exploration * math.sqrt(2.0 * math.log(max(float(self.total[row]), 1.0)))
+        index: Array = self.mean[row] + scale * self.inv_sqrt_tried[row]
+        return index
+
+    def _tried(self, row: int, arm: int) -> None:
+        if self.tried[row, arm] == 0.0:
+            self.untried[row] -= 1
+        self.tried[row, arm] += 1.0
+        self.inv_sqrt_tried[row, arm] = 1.0 / math.sqrt(self.tried[row, arm])
+        self.total[row] += 1.0
 
     def pull(self, row: int, arm: int) -> None:
         self.pending[row, arm] += 1.0
+        self._tried(row, arm)
 
     def update(self, row: int, arm: int, reward: float) -> None:
-        self.pending[row, arm] = max(self.pending[row, arm] - 1.0, 0.0)
+        if self.pending[row, arm] >= 1.0:
+            self.pending[row, arm] -= 1.0
+        else:  # feedback for a pull made before a restart: count it as a new pull
+            self._tried(row, arm)
         self.count[row, arm] += 1.0
         self.reward_sum[row, arm] += reward
+        self.mean[row, arm] = self.reward_sum[row, arm] / self.count[row, arm]
 
     def state(self) -> dict[str, Any]:
         return {
@@ -112,3 +143,9 @@ class ArmStats:
         self.count = np.array(state["count"], dtype=float).reshape(-1, self.n_arms)
         self.reward_sum = np.array(state["reward_sum"], dtype=float).reshape(-1, self.n_arms)
         self.pending = np.zeros_like(self.count)
+        self.tried = self.count.copy()
+        with np.errstate(divide="ignore"):
+            self.inv_sqrt_tried = 1.0 / np.sqrt(self.tried)
+        self.total = self.count.sum(axis=1)
+        self.untried = [int(n) for n in (self.tried == 0).sum(axis=1)]
+        self.mean = self.reward_sum / np.maximum(self.count, 1.0)

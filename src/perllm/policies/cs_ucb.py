@@ -49,13 +49,12 @@ import math
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from pydantic import Field, field_validator
 
 from perllm.domain import REJECT, ClusterView, Decision, EnergyWeights, Feedback, Request
-from perllm.policies.bandit import ArmStats, Reward, ucb_index
+from perllm.policies.bandit import ArmStats, Reward
 from perllm.policies.base import PolicyConfig
-from perllm.policies.estimates import OutputLengths, ServerTable, estimate
+from perllm.policies.estimates import OutputLengths, ServerTable, processing_times
 
 
 class CsUcbConfig(PolicyConfig):
@@ -78,13 +77,17 @@ class CsUcbConfig(PolicyConfig):
 
 
 class TimeCorrection:
-    """Per (class, server) statistics of ``ln(observed / estimated processing time)``."""
+    """Per (class, server) statistics of ``ln(observed / estimated processing time)`` and the
+    pessimistic correction factor they give, kept up to date on every observation."""
 
-    def __init__(self, n_servers: int) -> None:
+    def __init__(self, n_servers: int, confidence: float, prior_sd: float) -> None:
         self.n_servers = n_servers
+        self.confidence = confidence
+        self.prior_sd = prior_sd
         self.count = np.zeros((0, n_servers))
         self.total = np.zeros((0, n_servers))
         self.total_sq = np.zeros((0, n_servers))
+        self.factor = np.ones((0, n_servers))
 
     def ensure_rows(self, rows: int) -> None:
         missing = rows - self.count.shape[0]
@@ -93,19 +96,39 @@ class TimeCorrection:
             self.count = np.vstack([self.count, pad])
             self.total = np.vstack([self.total, pad])
             self.total_sq = np.vstack([self.total_sq, pad])
-
-    def factor(self, row: int, confidence: float, prior_sd: float) -> npt.NDArray[np.float64]:
-        n = self.count[row]
-        safe = np.maximum(n, 1.0)
-        mean = self.total[row] / safe
-        var = np.maximum(self.total_sq[row] / safe - mean * mean, 0.0)
-        sd = np.where(n >= 2, np.sqrt(var), prior_sd)
-        return np.where(n > 0, np.exp(mean + confidence * sd / np.sqrt(safe)), 1.0)
+            self.factor = np.vstack([self.factor, pad + 1.0])
 
     def observe(self, row: int, server: int, log_ratio: float) -> None:
         self.count[row, server] += 1.0
         self.total[row, server] += log_ratio
         self.total_sq[row, server] += log_ratio * log_ratio
+        self._refresh(row, server)
+
+    def _refresh(self, row: int, server: int) -> None:
+        n = self.count[row, server]
+        mean = self.total[row, server] / n
+        sd = (
+            math.sqrt(max(self.total_sq[row, server] / n - mean * mean, 0.0))
+            if n >= 2
+            else self.prior_sd
+        )
+        self.factor[row, server] = math.exp(mean + self.confidence * sd / math.sqrt(n))
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "count": self.count.tolist(),
+            "total": self.total.tolist(),
+            "total_sq": self.total_sq.tolist(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        n = self.n_servers
+        self.count = np.array(state["count"], dtype=float).reshape(-1, n)
+        self.total = np.array(state["total"], dtype=float).reshape(-1, n)
+        self.total_sq = np.array(state["total_sq"], dtype=float).reshape(-1, n)
+        self.factor = np.ones_like(self.count)
+        for row, server in zip(*np.nonzero(self.count), strict=True):
+            self._refresh(int(row), int(server))
 
 
 class CsUcbPolicy:
@@ -135,7 +158,7 @@ class CsUcbPolicy:
             if self.arms is None or self.times is None:
                 n = len(view.servers)
                 self.arms = ArmStats(n * len(self.shares))
-                self.times = TimeCorrection(n)
+                self.times = TimeCorrection(n, self.config.confidence, self.config.prior_log_sd)
                 if self._saved is not None:
                     self._apply(self._saved)
         assert self.arms is not None and self.times is not None
@@ -148,28 +171,27 @@ class CsUcbPolicy:
         times.ensure_rows(row + 1)
         loads = view.load_arrays()
         expected = self.lengths.expected(request.service_class)
-        est = estimate(table, loads, request, expected, self.shares)
-        factor = times.factor(row, cfg.confidence, cfg.prior_log_sd)
-        t_hat = est.processing_s  # (shares, servers)
-        t_ucb = (t_hat * factor).T.ravel()  # arm = server * shares + level
+        t_hat = processing_times(table, loads, request, expected, self.shares)
+        # Work on (servers, shares) so that arm = server * shares + level after ravel().
+        t_ucb = t_hat.T * times.factor[row][:, None]
         fits = loads.tokens_in_flight + request.prompt_tokens + expected <= table.kv_capacity_tokens
-        server_ok = np.repeat(loads.healthy & fits, len(self.shares))
+        server_ok = (loads.healthy & fits)[:, None]
         feasible = server_ok & (t_ucb <= request.deadline_s)
         if feasible.any():
-            tried = arms.count[row] + arms.pending[row]
-            fresh = feasible & (tried == 0)
-            if fresh.any():
+            fresh = feasible.ravel() & (arms.tried[row] == 0) if arms.untried[row] else None
+            if fresh is not None and fresh.any():
                 arm = int(self.rng.choice(np.flatnonzero(fresh)))
             else:
-                index = ucb_index(arms.mean(row), tried, float(tried.sum()), cfg.exploration)
+                index = arms.index(row, cfg.exploration)
                 occupancy = (loads.running + loads.queued) / table.max_batch
                 price = cfg.pressure * np.maximum(occupancy - cfg.target, 0.0)
-                index = index - np.repeat(price, len(self.shares))
+                index = index.reshape(t_ucb.shape) - price[:, None]
                 arm = int(np.argmax(np.where(feasible, index, -np.inf)))
         elif view.admission_control:
             return REJECT
         else:
-            arm = int(np.argmin(np.where(server_ok, t_ucb, np.inf)) if server_ok.any() else 0)
+            late = np.where(server_ok, t_ucb, np.inf)
+            arm = int(np.argmin(late)) if server_ok.any() else 0
         arms.pull(row, arm)
         server, level = divmod(arm, len(self.shares))
         return Decision(
@@ -198,11 +220,7 @@ class CsUcbPolicy:
         return {
             "policy": self.name,
             "arms": self.arms.state(),
-            "times": {
-                "count": self.times.count.tolist(),
-                "total": self.times.total.tolist(),
-                "total_sq": self.times.total_sq.tolist(),
-            },
+            "times": self.times.state(),
             "lengths": self.lengths.state(),
             "reward": self.reward.state(),
         }
@@ -221,8 +239,4 @@ class CsUcbPolicy:
         if "arms" not in state:
             return
         self.arms.restore(state["arms"])
-        n = self.times.n_servers
-        saved = state["times"]
-        self.times.count = np.array(saved["count"], dtype=float).reshape(-1, n)
-        self.times.total = np.array(saved["total"], dtype=float).reshape(-1, n)
-        self.times.total_sq = np.array(saved["total_sq"], dtype=float).reshape(-1, n)
+        self.times.restore(state["times"])

@@ -93,6 +93,49 @@ class Estimate:
         return self.transmission_j + self.inference_j
 
 
+def _service(
+    table: ServerTable, loads: LoadArrays, request: Request, expected_output_tokens: float
+) -> tuple[Array, Array, Array]:
+    """(batch seen, service time, queueing time) on every server."""
+    ahead = loads.running + loads.queued + 1.0
+    batch = np.minimum(ahead, table.max_batch)
+    memory = table.step_weights_s + (loads.tokens_in_flight + request.prompt_tokens) * (
+        table.step_s_per_kv_token
+    )
+    step = np.maximum(table.step_compute_s_per_seq * batch, memory)
+    steps = max(expected_output_tokens - 1.0, 0.0)
+    prefill = table.prefill_fixed_s + request.prompt_tokens * table.prefill_s_per_token
+    service = (prefill + steps * table.step_overhead_s) + steps * step
+    queue = (ahead - batch) * service / table.max_batch
+    return batch, service, queue
+
+
+def _transfer(table: ServerTable, loads: LoadArrays, request: Request, shares: Array) -> Array:
+    """Transfer time (shape ``(shares, servers)``), the link shared by weight.
+
+    With ``W`` the active weight, share ``z`` gets ``bw * z / (z + W)``, so the time is
+    ``bits / bw * (1 + W / z) + rtt``: a per-server base plus a per-server term over ``z``.
+    """
+    seconds = (request.request_bytes + request.response_bytes) * 8e-6 / loads.bandwidth_mbps
+    transfer: Array = (seconds + table.rtt_s) + np.outer(
+        1.0 / shares, seconds * loads.link_active_weight
+    )
+    return transfer
+
+
+def processing_times(
+    table: ServerTable,
+    loads: LoadArrays,
+    request: Request,
+    expected_output_tokens: float,
+    shares: Array = _ONE_SHARE,
+) -> Array:
+    """Estimated processing time, shape ``(shares, servers)`` (times only: the fast path)."""
+    _, service, queue = _service(table, loads, request, expected_output_tokens)
+    times: Array = _transfer(table, loads, request, shares) + (service + queue)
+    return times
+
+
 def estimate(
     table: ServerTable,
     loads: LoadArrays,
@@ -101,20 +144,8 @@ def estimate(
     shares: Array = _ONE_SHARE,
 ) -> Estimate:
     """Estimate the outcome of ``request`` on every server (see the module docstring)."""
-    bits = (request.request_bytes + request.response_bytes) * 8.0
-    column = shares[:, None]
-    rate_bps = loads.bandwidth_mbps * 1e6 * column / (column + loads.link_active_weight)
-    transfer = bits / rate_bps + table.rtt_s
-    ahead = loads.running + loads.queued + 1.0
-    batch = np.minimum(ahead, table.max_batch)
-    kv = loads.tokens_in_flight + request.prompt_tokens
-    step = table.step_overhead_s + np.maximum(
-        table.step_compute_s_per_seq * batch,
-        table.step_weights_s + kv * table.step_s_per_kv_token,
-    )
-    prefill = table.prefill_fixed_s + request.prompt_tokens * table.prefill_s_per_token
-    service = prefill + max(expected_output_tokens - 1.0, 0.0) * step
-    queue = np.maximum(ahead - table.max_batch, 0.0) / table.max_batch * service
+    batch, service, queue = _service(table, loads, request, expected_output_tokens)
+    transfer = _transfer(table, loads, request, shares)
     fraction = np.minimum(1.0, table.batch1_fraction + table.log2_slope * np.log2(batch))
     busy_w = table.idle_w + (table.max_w - table.idle_w) * fraction
     return Estimate(

@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import Field
 
 from perllm.domain import ClusterView, Decision, Feedback, Request
-from perllm.policies.bandit import ArmStats, Reward, ucb_index
+from perllm.policies.bandit import ArmStats, Reward
 from perllm.policies.base import PolicyConfig
 
 
@@ -81,12 +81,10 @@ class Ucb1Policy(_ArmBandit):
         self.config = config
 
     def choose(self, row: int, arms: ArmStats) -> int:
-        tried = arms.count[row] + arms.pending[row]
-        fresh = _fresh_arm(self.rng, tried)
+        fresh = _fresh_arm(self.rng, arms.tried[row])
         if fresh is not None:
             return fresh
-        index = ucb_index(arms.mean(row), tried, float(tried.sum()), self.config.exploration)
-        return int(np.argmax(index))
+        return int(np.argmax(arms.index(row, self.config.exploration)))
 
 
 class EpsilonGreedyConfig(PolicyConfig):
@@ -105,13 +103,12 @@ class EpsilonGreedyPolicy(_ArmBandit):
         self.config = config
 
     def choose(self, row: int, arms: ArmStats) -> int:
-        tried = arms.count[row] + arms.pending[row]
-        fresh = _fresh_arm(self.rng, tried)
+        fresh = _fresh_arm(self.rng, arms.tried[row])
         if fresh is not None:
             return fresh
         if self.rng.random() < self.config.epsilon:
             return int(self.rng.integers(arms.n_arms))
-        return int(np.argmax(np.where(arms.count[row] > 0, arms.mean(row), -np.inf)))
+        return int(np.argmax(np.where(arms.count[row] > 0, arms.mean[row], -np.inf)))
 
 
 __all__ = ["EpsilonGreedyPolicy", "Ucb1Policy"]

@@ -1,0 +1,83 @@
+"""Time per ``select`` + ``observe`` for each policy at 6, 100 and 1,000 servers.
+
+Run: ``python benchmarks/decision_speed.py [--decisions N]``. Loads are redrawn at random between
+decisions (outside the timed region) so that policies see changing state; feedback for each
+decision is given right after it, inside the timed region. The oracle is left out: it needs the
+simulator's clairvoyant view and its cost is the simulation of every server forward.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from perllm.domain import EnergyParts, Feedback, Request
+from perllm.policies.registry import ENTRIES, make_policy
+from perllm.testing import paper_view
+
+
+def _requests(n: int, rng: np.random.Generator) -> list[Request]:
+    classes = ("realtime-assistant", "chat", "doc-summary", "batch-analytics")
+    return [
+        Request(
+            id=i, arrival_s=float(i), service_class=classes[i % 4],
+            prompt_tokens=int(rng.integers(10, 2000)), output_tokens=int(rng.integers(5, 500)),
+            request_bytes=4000, response_bytes=2000, deadline_s=float(rng.uniform(3, 300)),
+        )
+        for i in range(n)
+    ]
+
+
+def measure(policy_name: str, servers: int, decisions: int) -> np.ndarray:
+    """Nanoseconds per select + observe, one sample per decision."""
+    rng = np.random.default_rng(0)
+    view = paper_view(servers)
+    policy = make_policy(policy_name, seed=0)
+    requests = _requests(decisions, rng)
+    samples = np.empty(decisions)
+    clock = time.perf_counter_ns
+    for i, request in enumerate(requests):
+        view.running[:] = rng.integers(0, 4, servers)
+        view.queued[:] = rng.integers(0, 2, servers)
+        start = clock()
+        decision = policy.select(request, view)
+        policy.observe(
+            Feedback(
+                request=request, decision=decision, processing_s=5.0, transfer_s=0.1,
+                queue_s=0.5, prefill_s=0.4, decode_s=4.0, output_tokens=request.output_tokens,
+                energy=EnergyParts(0.1, 100.0, 0.0), met=bool(i % 3),
+            )
+        )
+        samples[i] = clock() - start
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--decisions", type=int, default=8000)
+    args = parser.parse_args()
+    table = Table(
+        title=f"select + observe, {args.decisions} decisions each (microseconds); "
+        "'steady' = the second half, after exploration"
+    )
+    for column in ("policy", "servers", "mean", "p50", "p99", "steady p50", "steady p99"):
+        table.add_column(column, justify="right")
+    for entry in ENTRIES:
+        if entry.clairvoyant:
+            continue
+        for servers in (6, 100, 1000):
+            us = measure(entry.name, servers, args.decisions) / 1000.0
+            steady = us[len(us) // 2 :]
+            table.add_row(
+                entry.name, str(servers), f"{us.mean():.1f}",
+                *(f"{np.percentile(x, q):.1f}" for x in (us, steady) for q in (50, 99)),
+            )
+    Console(width=120).print(table)
+
+
+if __name__ == "__main__":
+    main()

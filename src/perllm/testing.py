@@ -1,0 +1,61 @@
+"""Helpers for testing and benchmarking policies without a simulator: a view whose load the
+caller sets directly, and a cluster of any size built from the ``perllm-paper`` scenario."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from perllm.domain import EnergyWeights, LinkSpec, LoadArrays, ServerLoad, ServerSpec
+from perllm.sim import scenario
+
+
+class StaticView:
+    """A :class:`~perllm.domain.ClusterView` whose loads are plain arrays the caller sets."""
+
+    def __init__(self, servers: tuple[ServerSpec, ...], links: dict[str, LinkSpec]) -> None:
+        self.servers = servers
+        self.links = links
+        self.weights = EnergyWeights()
+        self.admission_control = False
+        n = len(servers)
+        self.queued = np.zeros(n)
+        self.running = np.zeros(n)
+        self.tokens = np.zeros(n)
+        self.healthy = np.ones(n, dtype=bool)
+        self.bandwidth = np.array([links[s.link].bandwidth_mbps for s in servers])
+        self.active_weight = np.zeros(n)
+        self.clock = 0.0
+
+    def now(self) -> float:
+        return self.clock
+
+    def load(self, server: int) -> ServerLoad:
+        return ServerLoad(
+            int(self.queued[server]), int(self.running[server]), int(self.tokens[server]),
+            bool(self.healthy[server]),
+        )
+
+    def load_arrays(self) -> LoadArrays:
+        return LoadArrays(
+            self.queued, self.running, self.tokens, self.bandwidth, self.active_weight,
+            self.healthy,
+        )
+
+    def bandwidth_mbps(self, link: str) -> float:
+        return self.links[link].bandwidth_mbps
+
+    def link_active_weight(self, link: str) -> float:
+        return 0.0
+
+
+def paper_cluster(servers: int = 6) -> scenario.Cluster:
+    """The ``perllm-paper`` cluster with ``servers - 1`` edge servers and one cloud server."""
+    base = scenario.load("perllm-paper").config
+    edges, *others = base.servers
+    groups = [edges.model_copy(update={"count": servers - 1}), *others]
+    return scenario.build(base.model_copy(update={"servers": groups}))
+
+
+def paper_view(servers: int = 6) -> StaticView:
+    cluster = paper_cluster(servers)
+    return StaticView(cluster.servers, cluster.links)

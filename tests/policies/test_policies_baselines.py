@@ -1,0 +1,110 @@
+"""Each baseline's defining behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perllm.errors import InputError
+from perllm.policies.registry import ENTRIES, REGISTRY, make_policy
+
+
+def test_every_policy_is_registered_with_a_description() -> None:
+    expected = {
+        "cs-ucb", "random", "round-robin", "least-loaded", "cloud-only", "edge-only",
+        "greedy-latency", "greedy-energy", "ucb1", "epsilon-greedy", "oracle",
+    }
+    assert expected == set(REGISTRY)
+    for entry in ENTRIES:
+        assert entry.summary
+
+
+def test_cloud_only_never_picks_an_edge(paper_view, request_factory) -> None:
+    policy = make_policy("cloud-only")
+    rng = np.random.default_rng(0)
+    for i in range(200):
+        paper_view.queued[:] = rng.integers(0, 10, len(paper_view.servers))
+        decision = policy.select(request_factory(i), paper_view)
+        assert paper_view.servers[decision.server].tier == "cloud"
+
+
+def test_edge_only_never_picks_the_cloud_and_prefers_the_emptiest_edge(
+    paper_view, request_factory
+) -> None:
+    policy = make_policy("edge-only")
+    paper_view.running[:] = [3, 3, 0, 3, 3, 0]  # the cloud (index 5) is empty too
+    decision = policy.select(request_factory(), paper_view)
+    assert decision.server == 2
+
+
+def test_least_loaded_picks_the_emptiest_server_relative_to_its_batch(
+    paper_view, request_factory
+) -> None:
+    policy = make_policy("least-loaded")
+    # Edges hold 4 at most, the cloud 48: 10 running on the cloud is emptier than 2 on an edge.
+    paper_view.running[:] = [2, 2, 2, 2, 2, 10]
+    assert policy.select(request_factory(), paper_view).server == 5
+    paper_view.running[:] = [2, 1, 2, 2, 2, 40]
+    assert policy.select(request_factory(), paper_view).server == 1
+
+
+def test_least_loaded_skips_unhealthy_servers(paper_view, request_factory) -> None:
+    policy = make_policy("least-loaded")
+    paper_view.running[:] = [4, 4, 4, 4, 0, 40]
+    paper_view.healthy[4] = False
+    assert policy.select(request_factory(), paper_view).server != 4
+
+
+def test_round_robin_cycles_through_every_server(paper_view, request_factory) -> None:
+    policy = make_policy("round-robin")
+    chosen = [policy.select(request_factory(i), paper_view).server for i in range(12)]
+    assert chosen == list(range(6)) * 2
+
+
+def test_random_is_seeded(paper_view, request_factory) -> None:
+    a = make_policy("random", seed=3)
+    b = make_policy("random", seed=3)
+    picks_a = [a.select(request_factory(i), paper_view).server for i in range(50)]
+    picks_b = [b.select(request_factory(i), paper_view).server for i in range(50)]
+    assert picks_a == picks_b
+    assert len(set(picks_a)) == 6
+
+
+def test_greedy_latency_prefers_the_fast_cloud_until_it_is_congested(
+    paper_view, request_factory
+) -> None:
+    policy = make_policy("greedy-latency")
+    request = request_factory(prompt=50, output=20)
+    assert paper_view.servers[policy.select(request, paper_view).server].tier == "cloud"
+    paper_view.queued[5] = 5000  # a very long cloud queue
+    assert paper_view.servers[policy.select(request, paper_view).server].tier == "edge"
+
+
+def test_greedy_energy_ignores_deadlines(paper_view, request_factory) -> None:
+    policy = make_policy("greedy-energy")
+    # The A100 is far more energy-efficient per token: chosen even with a hopeless deadline.
+    decision = policy.select(request_factory(deadline_s=0.001), paper_view)
+    assert paper_view.servers[decision.server].tier == "cloud"
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "field"),
+    [
+        ("cs-ucb", {"exploration": -1}, "exploration"),
+        ("cs-ucb", {"share-levels": [0, 1]}, "share-levels"),
+        ("cs-ucb", {"bogus": 1}, "bogus"),
+        ("epsilon-greedy", {"epsilon": 2}, "epsilon"),
+        ("ucb1", {"penalty": -0.5}, "penalty"),
+    ],
+)
+def test_bad_parameters_give_one_line_naming_the_field(name, params, field) -> None:
+    with pytest.raises(InputError) as info:
+        make_policy(name, params)
+    message = str(info.value)
+    assert "\n" not in message
+    assert field in message and name in message
+
+
+def test_unknown_policy_lists_the_known_ones() -> None:
+    with pytest.raises(InputError, match="unknown policy 'nope'.*cs-ucb"):
+        make_policy("nope")
