@@ -3,7 +3,53 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
+import shlex
+import sys
+from pathlib import Path
+
+
+
+def _count(flag: str, low: int) -> type[int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag}: expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{flag}: must be >= {low}, got {value}")
+        return value
+
+    return parse  # type: ignore[return-value]
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from perllm.cli import writable_dir
+    from perllm.experiments.grid import GridConfig
+    from perllm.experiments.reproduce import reproduce, total_runs
+    from perllm.experiments.show import progress_bar
+
+    out = writable_dir("--out", Path(args.out))
+    grid = GridConfig.preset(args.quick, args.seeds)
+    if args.requests is not None:
+        grid = dataclasses.replace(grid, requests=args.requests)
+    command = "perllm " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "perllm reproduce"
+    label = f"reproduce ({'quick' if args.quick else 'full'} grid, {args.jobs} jobs)"
+    with progress_bar(total_runs(grid), label) as advance:
+        report = reproduce(grid, out, args.jobs, advance, command)
+    print(f"report: {report}")
+    print(f"results: {out / 'results.csv'}, {out / 'results.json'}; plots: {out}/*.png")
+    return 0
 
 
 def add_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    pass
+    parser = sub.add_parser(
+        "reproduce", help="run the paper's evaluation grid: tables, ratios and plots"
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer seeds, rates and conditions")
+    parser.add_argument("--out", required=True, help="directory for the results")
+    parser.add_argument("--seeds", type=_count("--seeds", 1), help="seeds per grid point")
+    parser.add_argument("--jobs", type=_count("--jobs", 1), default=os.cpu_count() or 1)
+    parser.add_argument("--requests", type=_count("--requests", 10), help="requests per run")
+    parser.set_defaults(func=_cmd_reproduce)

@@ -1,0 +1,155 @@
+"""The experiment grid: model deployments x bandwidth conditions x load x policies x seeds.
+
+Each grid point is a :class:`Task` that a worker process runs on its own (it rebuilds its
+cluster from names), so the grid runs in parallel and gives the same rows in any order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from perllm.metrics.summary import regret_curve
+from perllm.policies.registry import ENTRIES
+from perllm.sim import scenario
+from perllm.sim.runner import run_once
+
+# Built-in scenarios, one per model deployment (5 Xeon edges + 1 A100 cloud in each).
+DEPLOYMENTS: dict[str, str] = {
+    "6b/6b": "perllm-paper-6b",
+    "7b/13b": "perllm-paper",
+    "7b/33b": "perllm-paper-33b",
+}
+
+# How each bandwidth condition changes the scenario's links.
+BANDWIDTHS: dict[str, str] = {
+    "nominal": "cloud 300 Mbps, edges 100 Mbps, +-20% redrawn every second",
+    "constrained": "the cloud link at a tenth (30 Mbps), +-20% every second",
+    "volatile": "every link +-50%, redrawn every 0.2 s",
+}
+
+RATE_FACTORS_FULL = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
+RATE_FACTORS_QUICK = (0.5, 1.0, 1.5)
+
+
+@dataclass(frozen=True, slots=True)
+class GridConfig:
+    deployments: tuple[str, ...]
+    bandwidths: tuple[str, ...]
+    rate_factors: tuple[float, ...]
+    policies: tuple[str, ...]
+    seeds: int
+    requests: int
+
+    @classmethod
+    def preset(cls, quick: bool, seeds: int | None = None) -> GridConfig:
+        policies = tuple(entry.name for entry in ENTRIES)
+        if quick:
+            return cls(
+                tuple(DEPLOYMENTS), ("nominal", "constrained"), RATE_FACTORS_QUICK, policies,
+                seeds or 3, 1000,
+            )
+        return cls(
+            tuple(DEPLOYMENTS), tuple(BANDWIDTHS), RATE_FACTORS_FULL, policies, seeds or 5, 2000
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    deployment: str
+    bandwidth: str
+    rate_factor: float
+    policy: str
+    seed: int
+    requests: int
+
+    @property
+    def key(self) -> tuple[str, str, float, str, int]:
+        return (self.deployment, self.bandwidth, self.rate_factor, self.policy, self.seed)
+
+
+def tasks(grid: GridConfig) -> list[Task]:
+    """Every run of the grid, in a fixed order."""
+    return [
+        Task(d, b, f, p, seed, grid.requests)
+        for d in grid.deployments
+        for b in grid.bandwidths
+        for f in grid.rate_factors
+        for p in grid.policies
+        for seed in range(grid.seeds)
+    ]
+
+
+def cluster_for(deployment: str, bandwidth: str) -> scenario.Cluster:
+    """The deployment's built-in scenario with the bandwidth condition applied."""
+    config = scenario.load(DEPLOYMENTS[deployment]).config
+    links = []
+    for link in config.links:
+        if bandwidth == "constrained" and link.name == "cloud-wan":
+            link = link.model_copy(update={"bandwidth_mbps": link.bandwidth_mbps / 10.0})
+        elif bandwidth == "volatile":
+            dynamics = link.dynamics.model_copy(
+                update={"kind": "fluctuate", "amplitude": 0.5, "period_s": 0.2}
+            )
+            link = link.model_copy(update={"dynamics": dynamics})
+        links.append(link)
+    name = f"{config.name}/{bandwidth}"
+    return scenario.build(config.model_copy(update={"links": links, "name": name}))
+
+
+def nominal_rate(deployment: str) -> float:
+    return scenario.load(DEPLOYMENTS[deployment]).workload.arrivals.rate_rps
+
+
+ROW_FIELDS: tuple[str, ...] = (
+    "deployment", "bandwidth", "rate_factor", "rate_rps", "policy", "seed", "requests",
+    "completed", "rejected", "throughput_rps", "goodput_rps", "deadline_satisfaction",
+    "latency_p50_s", "latency_p95_s", "latency_p99_s", "energy_total_j",
+    "energy_transmission_j", "energy_inference_j", "energy_idle_j", "energy_per_request_j",
+    "weighted_energy_j",
+)
+
+
+def run_task(task: Task) -> dict[str, Any]:
+    """One grid run -> one results row (runs in a worker process)."""
+    cluster = cluster_for(task.deployment, task.bandwidth)
+    rate = round(nominal_rate(task.deployment) * task.rate_factor, 6)
+    s = run_once(cluster, task.policy, requests=task.requests, rate_rps=rate, seed=task.seed)
+    s = s.summary
+    energy = s["energy_j"]
+    return {
+        "deployment": task.deployment,
+        "bandwidth": task.bandwidth,
+        "rate_factor": task.rate_factor,
+        "rate_rps": rate,
+        "policy": task.policy,
+        "seed": task.seed,
+        "requests": s["requests"],
+        "completed": s["completed"],
+        "rejected": s["rejected"],
+        "throughput_rps": s["throughput_rps"],
+        "goodput_rps": s["goodput_rps"],
+        "deadline_satisfaction": s["deadline_satisfaction"],
+        "latency_p50_s": s["latency_p50_s"],
+        "latency_p95_s": s["latency_p95_s"],
+        "latency_p99_s": s["latency_p99_s"],
+        "energy_total_j": energy["total"],
+        "energy_transmission_j": energy["transmission"],
+        "energy_inference_j": energy["inference"],
+        "energy_idle_j": energy["idle"],
+        "energy_per_request_j": s["energy_per_request_j"],
+        "weighted_energy_j": s["weighted_energy_j"],
+    }
+
+
+def run_regret(deployment: str, policy: str, requests: int, seed: int) -> dict[str, Any]:
+    """Cumulative regret of ``policy`` against the oracle at nominal load and bandwidth."""
+    cluster = cluster_for(deployment, "nominal")
+    result = run_once(cluster, policy, requests=requests, seed=seed, track_oracle=True)
+    times, regret = regret_curve(result.recorder, cluster.weights)
+    return {
+        "deployment": deployment,
+        "policy": policy,
+        "time_s": times.tolist(),
+        "regret": regret.tolist(),
+    }

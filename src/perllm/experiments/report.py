@@ -1,0 +1,150 @@
+"""``report.md``: the setup, the headline ratios next to the paper's claims, per-cell tables."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from perllm.experiments.analysis import SATISFACTION_TARGET, Cell
+from perllm.experiments.grid import BANDWIDTHS, DEPLOYMENTS
+
+PAPER_THROUGHPUT = (2.2, 2.1, 1.6)
+SUBJECT = "cs-ucb"
+
+
+def _fmt(stat: dict[str, float], digits: int = 2, suffix: str = "") -> str:
+    mean = stat["mean"]
+    if not math.isfinite(mean):
+        return "n/a"
+    if math.isfinite(stat["ci_low"]):
+        return f"{mean:.{digits}f}{suffix} [{stat['ci_low']:.{digits}f}, {stat['ci_high']:.{digits}f}]"
+    return f"{mean:.{digits}f}{suffix}"
+
+
+def _setup(setup: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Setup",
+        "",
+        "Infrastructure (every deployment): 5 Intel Xeon Silver 4214R CPU edge servers "
+        "(llama.cpp-class, 4-bit) and one NVIDIA A100 80 GB cloud server.",
+        "",
+        "| deployment | scenario | nominal load (req/s) |",
+        "|---|---|---|",
+    ]
+    for dep in setup["deployments"]:
+        lines.append(f"| {dep} | `{DEPLOYMENTS[dep]}` | {setup['nominal_rate_rps'][dep]:g} |")
+    lines += ["", "Bandwidth conditions:", ""]
+    lines += [f"- **{b}**: {BANDWIDTHS[b]}" for b in setup["bandwidths"]]
+    factors = ", ".join(f"{f:g}" for f in setup["rate_factors"])
+    lines += [
+        "",
+        f"Load: {factors} x the nominal load (the rate at which the A100 alone is at its "
+        f"capacity). Policies: {', '.join(setup['policies'])}. Seeds: {setup['seeds']} per "
+        f"point; {setup['requests']} requests per run.",
+        "",
+        "Definitions: *goodput* = deadline-met completions per second over the arrival window, "
+        "at nominal load; *capacity* = the highest arrival rate keeping at least "
+        f"{SATISFACTION_TARGET:.0%} of deadlines met (interpolated from the sweep; "
+        "`>=` where never lost); *energy* = joules per completed request (transmission + "
+        "inference + idle, idle over the whole run). Ratios are CS-UCB / other, paired by seed, "
+        "mean [95% CI].",
+        "",
+        f"Command: `{setup['command']}`",
+        "",
+    ]
+    return lines
+
+
+def _claims(headline: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [
+        "## Against the paper's claims",
+        "",
+        "The paper reports 2.2x, 2.1x and 1.6x the throughput of other methods and more than "
+        "50% lower energy; its baselines are not named. Here is what the same comparison gives "
+        "in this simulator, cell by cell (goodput at nominal load):",
+        "",
+    ]
+    for cell in headline.values():
+        versus = cell["versus"]
+        ratios = {p: v["goodput_ratio"]["mean"] for p, v in versus.items() if p != "oracle"}
+        finite = {p: r for p, r in ratios.items() if math.isfinite(r)}
+        over = sorted(p for p, r in finite.items() if r >= min(PAPER_THROUGHPUT))
+        halved = sorted(p for p, v in versus.items() if v["energy_ratio"]["mean"] <= 0.5)
+        worst = min(finite, key=finite.__getitem__) if finite else None
+        cloud = versus.get("cloud-only", {}).get("energy_ratio", {}).get("mean", math.nan)
+        oracle = versus.get("oracle", {}).get("goodput_ratio", {}).get("mean", math.nan)
+        lines.append(f"- **{cell['deployment']}, {cell['bandwidth']} bandwidth**: ")
+        if worst is not None:
+            lines[-1] += (
+                f"CS-UCB's goodput is {finite[worst]:.2f}x that of the strongest other policy "
+                f"({worst}); at least 1.6x that of {', '.join(over) or 'none'}. "
+            )
+        lines[-1] += (
+            f"Energy per request is at most half that of {', '.join(halved) or 'none'}; "
+            f"against cloud-only it is {cloud:.2f}x. Against the one-step oracle: "
+            f"{oracle:.2f}x goodput."
+        )
+    lines += [
+        "",
+        "Why the numbers differ from the paper's: in this model a CPU edge server prefills at "
+        "about 40 tokens/s and decodes at about 13 tokens/s for a 7B 4-bit model, while the "
+        "A100 serves dozens of requests per decode step. The edges add a few percent of "
+        "capacity and cost roughly ten times the energy per token, so (1) the large throughput "
+        "ratios appear only against policies that send much of the load to the edges (random, "
+        "round-robin, edge-only, ucb1), (2) against cloud-heavy policies CS-UCB's advantage is "
+        "the smaller, real gain of offloading lenient classes when the cloud nears "
+        "saturation, and (3) cloud-only remains the energy floor: any use of the edges "
+        "raises energy per request. Text requests are small, so bandwidth matters only "
+        "for the document class's uploads; the constrained condition shows its effect.",
+        "",
+    ]
+    return lines
+
+
+def _cell_tables(
+    tables: dict[Cell, dict[str, dict[str, Any]]], headline: dict[str, dict[str, Any]]
+) -> list[str]:
+    lines = ["## Per cell", ""]
+    for (dep, bw), table in sorted(tables.items()):
+        versus = headline.get(f"{dep}|{bw}", {}).get("versus", {})
+        lines += [
+            f"### {dep}, {bw} bandwidth",
+            "",
+            "| policy | goodput (req/s) | deadlines met | energy / req (J) | capacity (req/s) "
+            "| goodput ratio | capacity ratio | energy ratio |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        order = sorted(table, key=lambda p: (p != SUBJECT, -table[p]["goodput_rps"]["mean"]))
+        for policy in order:
+            row = table[policy]
+            cap = ("≥ " if row["capacity_censored"] else "") + _fmt(row["capacity_rps"])
+            ratios = versus.get(policy)
+            ratio_cells = (
+                [_fmt(ratios[k], suffix="x") for k in
+                 ("goodput_ratio", "capacity_ratio", "energy_ratio")]
+                if ratios else ["-", "-", "-"]
+            )
+            lines.append(
+                f"| {policy} | {_fmt(row['goodput_rps'])} | "
+                f"{_fmt(row['deadline_satisfaction'], 3)} | {_fmt(row['energy_per_request_j'], 1)} "
+                f"| {cap} | " + " | ".join(ratio_cells) + " |"
+            )
+        lines.append("")
+    return lines
+
+
+def write_report(
+    path: Path,
+    setup: dict[str, Any],
+    tables: dict[Cell, dict[str, dict[str, Any]]],
+    headline: dict[str, dict[str, Any]],
+    figures: list[str],
+) -> None:
+    lines = ["# PerLLM's evaluation, redone with perllm", ""]
+    lines += _setup(setup)
+    lines += _claims(headline)
+    lines += _cell_tables(tables, headline)
+    lines += ["## Figures", ""]
+    lines += [f"![{name}]({name})" for name in figures]
+    path.write_text("\n".join(lines) + "\n")
