@@ -34,14 +34,24 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def _run(args: tuple[str, str, dict[str, Any], str, int, int]) -> tuple[str, str, float, float, float]:
+def _run(
+    args: tuple[str, str, dict[str, Any], str, int, int],
+) -> tuple[str, str, float, float, float]:
     label, policy, params, deployment, seed, requests = args
     summary = run_once(
-        cluster_for(deployment, "nominal"), policy, requests=requests, seed=seed,
+        cluster_for(deployment, "nominal"),
+        policy,
+        requests=requests,
+        seed=seed,
         policy_params=params,
     ).summary
-    return (label, deployment, summary["goodput_rps"], summary["deadline_satisfaction"],
-            summary["energy_per_request_j"])
+    return (
+        label,
+        deployment,
+        summary["goodput_rps"],
+        summary["deadline_satisfaction"],
+        summary["energy_per_request_j"],
+    )
 
 
 def main() -> None:
@@ -59,8 +69,10 @@ def main() -> None:
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
         results = list(pool.map(_run, work))
-    table = Table(title=f"goodput req/s | deadlines met | J/request (mean of {args.seeds} seeds, "
-                  f"{args.requests} requests, nominal load)")
+    table = Table(
+        title=f"goodput req/s | deadlines met | J/request (mean of {args.seeds} seeds, "
+        f"{args.requests} requests, nominal load)"
+    )
     table.add_column("variant")
     for dep in DEPLOYMENTS:
         table.add_column(dep, justify="right")

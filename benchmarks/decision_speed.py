@@ -24,9 +24,14 @@ def _requests(n: int, rng: np.random.Generator) -> list[Request]:
     classes = ("realtime-assistant", "chat", "doc-summary", "batch-analytics")
     return [
         Request(
-            id=i, arrival_s=float(i), service_class=classes[i % 4],
-            prompt_tokens=int(rng.integers(10, 2000)), output_tokens=int(rng.integers(5, 500)),
-            request_bytes=4000, response_bytes=2000, deadline_s=float(rng.uniform(3, 300)),
+            id=i,
+            arrival_s=float(i),
+            service_class=classes[i % 4],
+            prompt_tokens=int(rng.integers(10, 2000)),
+            output_tokens=int(rng.integers(5, 500)),
+            request_bytes=4000,
+            response_bytes=2000,
+            deadline_s=float(rng.uniform(3, 300)),
         )
         for i in range(n)
     ]
@@ -47,9 +52,16 @@ def measure(policy_name: str, servers: int, decisions: int) -> np.ndarray:
         decision = policy.select(request, view)
         policy.observe(
             Feedback(
-                request=request, decision=decision, processing_s=5.0, transfer_s=0.1,
-                queue_s=0.5, prefill_s=0.4, decode_s=4.0, output_tokens=request.output_tokens,
-                energy=EnergyParts(0.1, 100.0, 0.0), met=bool(i % 3),
+                request=request,
+                decision=decision,
+                processing_s=5.0,
+                transfer_s=0.1,
+                queue_s=0.5,
+                prefill_s=0.4,
+                decode_s=4.0,
+                output_tokens=request.output_tokens,
+                energy=EnergyParts(0.1, 100.0, 0.0),
+                met=bool(i % 3),
             )
         )
         samples[i] = clock() - start
@@ -73,7 +85,9 @@ def main() -> None:
             us = measure(entry.name, servers, args.decisions) / 1000.0
             steady = us[len(us) // 2 :]
             table.add_row(
-                entry.name, str(servers), f"{us.mean():.1f}",
+                entry.name,
+                str(servers),
+                f"{us.mean():.1f}",
                 *(f"{np.percentile(x, q):.1f}" for x in (us, steady) for q in (50, 99)),
             )
     Console(width=120).print(table)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from perllm.cli_args import integer, key_value, positive_float, writable_dir
 from perllm.errors import InputError, PerllmError
 
 
@@ -21,70 +22,10 @@ class _Parser(argparse.ArgumentParser):
         raise InputError(message)
 
 
-def _positive_int(flag: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag}: expected an integer, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{flag}: must be >= 1, got {value}")
-        return value
-
-    return parse
-
-
-def _positive_float(flag: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag}: expected a number, got {text!r}") from None
-        if not value > 0 or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"{flag}: must be a positive number, got {text}")
-        return value
-
-    return parse
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seed: expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"--seed: must be >= 0, got {value}")
-    return value
-
-
-def _params(text: str) -> dict[str, Any]:
-    """``--param key=value`` pairs; values parsed as YAML scalars/lists."""
-    import yaml
-
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--param: expected KEY=VALUE, got {text!r}")
-    try:
-        return {key.strip(): yaml.safe_load(value)}
-    except yaml.YAMLError:
-        raise argparse.ArgumentTypeError(f"--param {key}: cannot parse {value!r}") from None
-
-
-def writable_dir(flag: str, path: Path) -> Path:
-    """Create ``path`` if needed and check it is a writable directory (one-line error if not)."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".perllm-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise InputError(f"{flag}: cannot write to {str(path)!r}: {err.strerror}") from None
-    return path
-
-
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from perllm.experiments.show import progress_bar, summary_table
-    from perllm.metrics.export import write_json, write_records_csv
+    from perllm.metrics.export import write_json, write_records_csv, write_regret_csv
+    from perllm.metrics.summary import regret_curve
     from perllm.sim import scenario
     from perllm.sim.runner import run_once
 
@@ -96,12 +37,23 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     n = args.requests or cluster.requests
     with progress_bar(n, f"simulating {args.policy}", enabled=n >= 2000) as advance:
         result = run_once(
-            cluster, args.policy, requests=n, rate_rps=args.rate, seed=args.seed,
-            policy_params=params, progress=advance,
+            cluster,
+            args.policy,
+            requests=n,
+            rate_rps=args.rate,
+            seed=args.seed,
+            policy_params=params,
+            progress=advance,
+            track_oracle=args.track_oracle,
         )
+    if args.track_oracle:
+        times, regret = regret_curve(result.recorder, cluster.weights)
+        result.summary["regret_vs_oracle"] = float(regret[-1]) if regret.size else 0.0
     if out is not None:
         write_records_csv(result.recorder, out / "records.csv")
         write_json(result.summary, out / "summary.json")
+        if args.track_oracle:
+            write_regret_csv(times, regret, out / "regret.csv")
     if args.json:
         print(json.dumps(result.summary, indent=2))
     else:
@@ -149,12 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="simulate one policy on one scenario")
     sim.add_argument("--scenario", required=True, help="built-in name or YAML file")
     sim.add_argument("--policy", required=True, help="policy name (see `perllm policies`)")
-    sim.add_argument("--param", action="append", type=_params, metavar="KEY=VALUE")
-    sim.add_argument("--requests", type=_positive_int("--requests"))
-    sim.add_argument("--rate", type=_positive_float("--rate"), help="arrival rate, requests/s")
-    sim.add_argument("--seed", type=_seed, default=0)
+    sim.add_argument("--param", action="append", type=key_value, metavar="KEY=VALUE")
+    sim.add_argument("--requests", type=integer(1))
+    sim.add_argument("--rate", type=positive_float, help="arrival rate, requests/s")
+    sim.add_argument("--seed", type=integer(0), default=0)
     sim.add_argument("--out", help="directory for records.csv and summary.json")
     sim.add_argument("--json", action="store_true", help="print the summary JSON to stdout")
+    sim.add_argument(
+        "--track-oracle",
+        action="store_true",
+        help="also ask the clairvoyant oracle at every decision and report regret against it",
+    )
     sim.set_defaults(func=_cmd_simulate)
 
     sub.add_parser("scenarios", help="list built-in scenarios").set_defaults(func=_cmd_scenarios)

@@ -68,8 +68,9 @@ class ServerPerf:
 
     - prefill of ``n`` prompt tokens takes ``prefill_fixed_s + n * prefill_s_per_token``;
     - one decode step of a batch of ``b`` sequences holding ``kv`` cached tokens takes
-      ``step_overhead_s + max(step_compute_s_per_seq * b, step_weights_s + kv * step_s_per_kv_token)``
-      (compute-bound versus memory-bound, a roofline).
+      ``step_overhead_s + max(compute, memory)`` (a roofline) with
+      ``compute = step_compute_s_per_seq * b`` and
+      ``memory = step_weights_s + kv * step_s_per_kv_token``.
     """
 
     prefill_fixed_s: float

@@ -31,13 +31,19 @@ class StaticView:
 
     def load(self, server: int) -> ServerLoad:
         return ServerLoad(
-            int(self.queued[server]), int(self.running[server]), int(self.tokens[server]),
+            int(self.queued[server]),
+            int(self.running[server]),
+            int(self.tokens[server]),
             bool(self.healthy[server]),
         )
 
     def load_arrays(self) -> LoadArrays:
         return LoadArrays(
-            self.queued, self.running, self.tokens, self.bandwidth, self.active_weight,
+            self.queued,
+            self.running,
+            self.tokens,
+            self.bandwidth,
+            self.active_weight,
             self.healthy,
         )
 

@@ -17,20 +17,44 @@ def paper_view() -> StaticView:
 
 
 def make_request(
-    i: int = 0, *, deadline_s: float = 1000.0, cls: str = "chat", prompt: int = 100, output: int = 50
+    i: int = 0,
+    *,
+    deadline_s: float = 1000.0,
+    cls: str = "chat",
+    prompt: int = 100,
+    output: int = 50,
 ) -> Request:
     return Request(
-        id=i, arrival_s=float(i), service_class=cls, prompt_tokens=prompt, output_tokens=output,
-        request_bytes=prompt * 4, response_bytes=output * 4 + 512, deadline_s=deadline_s,
+        id=i,
+        arrival_s=float(i),
+        service_class=cls,
+        prompt_tokens=prompt,
+        output_tokens=output,
+        request_bytes=prompt * 4,
+        response_bytes=output * 4 + 512,
+        deadline_s=deadline_s,
     )
 
 
-def make_feedback(request: Request, decision, *, energy_j: float, met: bool = True,  # type: ignore[no-untyped-def]
-                  processing_s: float = 1.0) -> Feedback:
+def make_feedback(
+    request: Request,
+    decision,
+    *,
+    energy_j: float,
+    met: bool = True,  # type: ignore[no-untyped-def]
+    processing_s: float = 1.0,
+) -> Feedback:
     return Feedback(
-        request=request, decision=decision, processing_s=processing_s, transfer_s=0.01,
-        queue_s=0.0, prefill_s=0.1, decode_s=processing_s - 0.11, output_tokens=request.output_tokens,
-        energy=EnergyParts(0.0, energy_j, 0.0), met=met,
+        request=request,
+        decision=decision,
+        processing_s=processing_s,
+        transfer_s=0.01,
+        queue_s=0.0,
+        prefill_s=0.1,
+        decode_s=processing_s - 0.11,
+        output_tokens=request.output_tokens,
+        energy=EnergyParts(0.0, energy_j, 0.0),
+        met=met,
     )
 
 

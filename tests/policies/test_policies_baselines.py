@@ -11,8 +11,17 @@ from perllm.policies.registry import ENTRIES, REGISTRY, make_policy
 
 def test_every_policy_is_registered_with_a_description() -> None:
     expected = {
-        "cs-ucb", "random", "round-robin", "least-loaded", "cloud-only", "edge-only",
-        "greedy-latency", "greedy-energy", "ucb1", "epsilon-greedy", "oracle",
+        "cs-ucb",
+        "random",
+        "round-robin",
+        "least-loaded",
+        "cloud-only",
+        "edge-only",
+        "greedy-latency",
+        "greedy-energy",
+        "ucb1",
+        "epsilon-greedy",
+        "oracle",
     }
     assert expected == set(REGISTRY)
     for entry in ENTRIES:
@@ -106,5 +115,5 @@ def test_bad_parameters_give_one_line_naming_the_field(name, params, field) -> N
 
 
 def test_unknown_policy_lists_the_known_ones() -> None:
-    with pytest.raises(InputError, match="unknown policy 'nope'.*cs-ucb"):
+    with pytest.raises(InputError, match=r"unknown policy 'nope'.*cs-ucb"):
         make_policy("nope")

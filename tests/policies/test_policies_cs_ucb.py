@@ -55,7 +55,10 @@ def test_learns_that_a_server_is_slower_than_its_spec(
         slow = 40.0 if decision.server == 5 else 1.0
         policy.observe(
             feedback_factory(
-                request, decision, energy_j=5.0, processing_s=decision.estimate_s * slow,
+                request,
+                decision,
+                energy_j=5.0,
+                processing_s=decision.estimate_s * slow,
                 met=decision.estimate_s * slow <= 3.0,
             )
         )

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -41,7 +42,7 @@ def capacity(rates: Sequence[float], satisfaction: Sequence[float]) -> tuple[flo
     """Highest rate with satisfaction >= target (interpolated); (rate, censored)."""
     points = sorted(zip(rates, satisfaction, strict=True))
     best = 0.0
-    for (r0, s0), (r1, s1) in zip(points, points[1:], strict=False):
+    for (r0, s0), (r1, s1) in itertools.pairwise(points):
         if s0 >= SATISFACTION_TARGET > s1:
             return r0 + (s0 - SATISFACTION_TARGET) / (s0 - s1) * (r1 - r0), False
         if s0 >= SATISFACTION_TARGET:
@@ -83,8 +84,9 @@ def cell_tables(rows: Sequence[Row]) -> dict[Cell, dict[str, dict[str, Any]]]:
             "capacity_rps": mean_ci([c for c, _ in cap_values]),
             "capacity_censored": any(censored for _, censored in cap_values),
             "energy_parts_j": {
-                part: float(np.mean([r[f"energy_{part}_j"] / max(r["completed"], 1)
-                                     for r in group]))
+                part: float(
+                    np.mean([r[f"energy_{part}_j"] / max(r["completed"], 1) for r in group])
+                )
                 for part in ("transmission", "inference", "idle")
             },
         }
@@ -116,17 +118,21 @@ def headline(rows: Sequence[Row], subject: str = "cs-ucb") -> dict[str, dict[str
                 if (dep, bw, other, s) in nominal
             ]
             versus[other] = {
-                "goodput_ratio": mean_ci([_ratio(a["goodput_rps"], b["goodput_rps"])
-                                          for a, b in pairs]),
-                "capacity_ratio": mean_ci([
-                    _ratio(caps[(dep, bw, subject, a["seed"])][0],
-                           caps[(dep, bw, other, a["seed"])][0])
-                    for a, _ in pairs
-                ]),
-                "energy_ratio": mean_ci([
-                    _ratio(a["energy_per_request_j"], b["energy_per_request_j"])
-                    for a, b in pairs
-                ]),
+                "goodput_ratio": mean_ci(
+                    [_ratio(a["goodput_rps"], b["goodput_rps"]) for a, b in pairs]
+                ),
+                "capacity_ratio": mean_ci(
+                    [
+                        _ratio(
+                            caps[(dep, bw, subject, a["seed"])][0],
+                            caps[(dep, bw, other, a["seed"])][0],
+                        )
+                        for a, _ in pairs
+                    ]
+                ),
+                "energy_ratio": mean_ci(
+                    [_ratio(a["energy_per_request_j"], b["energy_per_request_j"]) for a, b in pairs]
+                ),
             }
         out[f"{dep}|{bw}"] = {"deployment": dep, "bandwidth": bw, "versus": versus}
     return out

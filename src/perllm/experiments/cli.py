@@ -9,23 +9,11 @@ import shlex
 import sys
 from pathlib import Path
 
-
-
-def _count(flag: str, low: int) -> type[int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag}: expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{flag}: must be >= {low}, got {value}")
-        return value
-
-    return parse  # type: ignore[return-value]
+from perllm.cli_args import integer
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from perllm.cli import writable_dir
+    from perllm.cli_args import writable_dir
     from perllm.experiments.grid import GridConfig
     from perllm.experiments.reproduce import reproduce, total_runs
     from perllm.experiments.show import progress_bar
@@ -49,7 +37,7 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     parser.add_argument("--quick", action="store_true", help="fewer seeds, rates and conditions")
     parser.add_argument("--out", required=True, help="directory for the results")
-    parser.add_argument("--seeds", type=_count("--seeds", 1), help="seeds per grid point")
-    parser.add_argument("--jobs", type=_count("--jobs", 1), default=os.cpu_count() or 1)
-    parser.add_argument("--requests", type=_count("--requests", 10), help="requests per run")
+    parser.add_argument("--seeds", type=integer(1), help="seeds per grid point")
+    parser.add_argument("--jobs", type=integer(1), default=os.cpu_count() or 1)
+    parser.add_argument("--requests", type=integer(10), help="requests per run")
     parser.set_defaults(func=_cmd_reproduce)

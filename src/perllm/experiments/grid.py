@@ -29,7 +29,7 @@ BANDWIDTHS: dict[str, str] = {
 }
 
 RATE_FACTORS_FULL = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
-RATE_FACTORS_QUICK = (0.5, 1.0, 1.5)
+RATE_FACTORS_QUICK = (0.5, 1.0, 1.25)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +46,15 @@ class GridConfig:
         policies = tuple(entry.name for entry in ENTRIES)
         if quick:
             return cls(
-                tuple(DEPLOYMENTS), ("nominal", "constrained"), RATE_FACTORS_QUICK, policies,
-                seeds or 3, 1000,
+                tuple(DEPLOYMENTS),
+                ("nominal", "constrained"),
+                RATE_FACTORS_QUICK,
+                policies,
+                seeds or 3,
+                2000,
             )
         return cls(
-            tuple(DEPLOYMENTS), tuple(BANDWIDTHS), RATE_FACTORS_FULL, policies, seeds or 5, 2000
+            tuple(DEPLOYMENTS), tuple(BANDWIDTHS), RATE_FACTORS_FULL, policies, seeds or 5, 3000
         )
 
 
@@ -102,10 +106,26 @@ def nominal_rate(deployment: str) -> float:
 
 
 ROW_FIELDS: tuple[str, ...] = (
-    "deployment", "bandwidth", "rate_factor", "rate_rps", "policy", "seed", "requests",
-    "completed", "rejected", "throughput_rps", "goodput_rps", "deadline_satisfaction",
-    "latency_p50_s", "latency_p95_s", "latency_p99_s", "energy_total_j",
-    "energy_transmission_j", "energy_inference_j", "energy_idle_j", "energy_per_request_j",
+    "deployment",
+    "bandwidth",
+    "rate_factor",
+    "rate_rps",
+    "policy",
+    "seed",
+    "requests",
+    "completed",
+    "rejected",
+    "throughput_rps",
+    "goodput_rps",
+    "deadline_satisfaction",
+    "latency_p50_s",
+    "latency_p95_s",
+    "latency_p99_s",
+    "energy_total_j",
+    "energy_transmission_j",
+    "energy_inference_j",
+    "energy_idle_j",
+    "energy_per_request_j",
     "weighted_energy_j",
 )
 
@@ -114,8 +134,8 @@ def run_task(task: Task) -> dict[str, Any]:
     """One grid run -> one results row (runs in a worker process)."""
     cluster = cluster_for(task.deployment, task.bandwidth)
     rate = round(nominal_rate(task.deployment) * task.rate_factor, 6)
-    s = run_once(cluster, task.policy, requests=task.requests, rate_rps=rate, seed=task.seed)
-    s = s.summary
+    result = run_once(cluster, task.policy, requests=task.requests, rate_rps=rate, seed=task.seed)
+    s = result.summary
     energy = s["energy_j"]
     return {
         "deployment": task.deployment,

@@ -9,10 +9,10 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from perllm.experiments.analysis import SATISFACTION_TARGET, Cell  # noqa: E402
+from perllm.experiments.analysis import SATISFACTION_TARGET, Cell
 
 SUBJECT = "cs-ucb"
 
@@ -25,7 +25,7 @@ _PALETTE = [plt.get_cmap("tab10")(i) for i in (0, 1, 2, 4, 5, 6, 8, 9)] + [
 
 def _colors(policies: Sequence[str]) -> dict[str, Any]:
     others = [p for p in sorted(set(policies)) if p not in (SUBJECT, "oracle")]
-    colors = {p: _PALETTE[i % len(_PALETTE)] for i, p in enumerate(others)}
+    colors: dict[str, Any] = {p: _PALETTE[i % len(_PALETTE)] for i, p in enumerate(others)}
     colors[SUBJECT] = "#d62728"
     colors["oracle"] = "#222222"
     return colors
@@ -99,19 +99,31 @@ def satisfaction_vs_rate(rows: Sequence[dict[str, Any]], bandwidth: str, path: P
     deployments = sorted({r["deployment"] for r in rows if r["bandwidth"] == bandwidth})
     policies = sorted({r["policy"] for r in rows})
     colors = _colors(policies)
-    fig, axes = plt.subplots(1, len(deployments), figsize=(5 * len(deployments), 4.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(deployments), figsize=(5 * len(deployments), 4.5), squeeze=False
+    )
     for col, dep in enumerate(deployments):
         ax = axes[0][col]
         for policy in _order(policies):
-            mine = [r for r in rows if (r["deployment"], r["bandwidth"], r["policy"])
-                    == (dep, bandwidth, policy)]
+            mine = [
+                r
+                for r in rows
+                if (r["deployment"], r["bandwidth"], r["policy"]) == (dep, bandwidth, policy)
+            ]
             rates = sorted({r["rate_rps"] for r in mine})
-            means = [np.mean([r["deadline_satisfaction"] for r in mine if r["rate_rps"] == x])
-                     for x in rates]
-            ax.plot(rates, means, marker="o", color=colors[policy], label=policy,
-                    linewidth=2.5 if policy == SUBJECT else 1.2,
-                    linestyle="--" if policy == "oracle" else "-")
+            means = [
+                np.mean([r["deadline_satisfaction"] for r in mine if r["rate_rps"] == x])
+                for x in rates
+            ]
+            ax.plot(
+                rates,
+                means,
+                marker="o",
+                color=colors[policy],
+                label=policy,
+                linewidth=2.5 if policy == SUBJECT else 1.2,
+                linestyle="--" if policy == "oracle" else "-",
+            )
         ax.axhline(SATISFACTION_TARGET, color="grey", linestyle=":", linewidth=1)
         ax.set_title(f"{dep} - {bandwidth} bandwidth")
         ax.set_xlabel("arrival rate (requests / s)")
@@ -127,14 +139,18 @@ def satisfaction_vs_rate(rows: Sequence[dict[str, Any]], bandwidth: str, path: P
 def regret(curves: Sequence[dict[str, Any]], path: Path) -> None:
     """Cumulative regret against the oracle over simulated time."""
     deployments = sorted({c["deployment"] for c in curves})
-    fig, axes = plt.subplots(1, len(deployments), figsize=(5 * len(deployments), 4),
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(deployments), figsize=(5 * len(deployments), 4), squeeze=False)
     colors = _colors([c["policy"] for c in curves])
     for col, dep in enumerate(deployments):
         ax = axes[0][col]
         for curve in (c for c in curves if c["deployment"] == dep):
-            ax.plot(curve["time_s"], curve["regret"], color=colors[curve["policy"]],
-                    label=curve["policy"], linewidth=2 if curve["policy"] == SUBJECT else 1.2)
+            ax.plot(
+                curve["time_s"],
+                curve["regret"],
+                color=colors[curve["policy"]],
+                label=curve["policy"],
+                linewidth=2 if curve["policy"] == SUBJECT else 1.2,
+            )
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.set_title(f"{dep} - regret vs one-step oracle")
         ax.set_xlabel("simulated time (s)")

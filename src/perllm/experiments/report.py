@@ -18,7 +18,9 @@ def _fmt(stat: dict[str, float], digits: int = 2, suffix: str = "") -> str:
     if not math.isfinite(mean):
         return "n/a"
     if math.isfinite(stat["ci_low"]):
-        return f"{mean:.{digits}f}{suffix} [{stat['ci_low']:.{digits}f}, {stat['ci_high']:.{digits}f}]"
+        return (
+            f"{mean:.{digits}f}{suffix} [{stat['ci_low']:.{digits}f}, {stat['ci_high']:.{digits}f}]"
+        )
     return f"{mean:.{digits}f}{suffix}"
 
 
@@ -121,9 +123,12 @@ def _cell_tables(
             cap = ("≥ " if row["capacity_censored"] else "") + _fmt(row["capacity_rps"])
             ratios = versus.get(policy)
             ratio_cells = (
-                [_fmt(ratios[k], suffix="x") for k in
-                 ("goodput_ratio", "capacity_ratio", "energy_ratio")]
-                if ratios else ["-", "-", "-"]
+                [
+                    _fmt(ratios[k], suffix="x")
+                    for k in ("goodput_ratio", "capacity_ratio", "energy_ratio")
+                ]
+                if ratios
+                else ["-", "-", "-"]
             )
             lines.append(
                 f"| {policy} | {_fmt(row['goodput_rps'])} | "

@@ -13,14 +13,19 @@ from rich.table import Table
 
 
 @contextmanager
-def progress_bar(total: int, label: str, *, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+def progress_bar(
+    total: int, label: str, *, enabled: bool = True
+) -> Iterator[Callable[[int], None]]:
     """Yield ``advance(done)``, which moves a progress bar on stderr to ``done`` of ``total``."""
     if not enabled:
         yield lambda done: None
         return
     console = Console(file=sys.stderr)
     columns = (
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(label, total=total)
@@ -32,8 +37,18 @@ def summary_table(summaries: Sequence[dict[str, Any]], title: str) -> None:
     """Print one row per summary: goodput, satisfaction, latency and energy."""
     table = Table(title=title)
     columns = (
-        "policy", "completed", "throughput/s", "goodput/s", "met %", "p50 s", "p95 s", "p99 s",
-        "energy/req J", "tran J", "infer J", "idle J",
+        "policy",
+        "completed",
+        "throughput/s",
+        "goodput/s",
+        "met %",
+        "p50 s",
+        "p95 s",
+        "p99 s",
+        "energy/req J",
+        "tran J",
+        "infer J",
+        "idle J",
     )
     for column in columns:
         table.add_column(column, justify="left" if column == "policy" else "right")

@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from perllm.metrics.recorder import COLUMNS, Recorder
 
 
@@ -19,3 +22,13 @@ def write_records_csv(rec: Recorder, path: Path) -> None:
 
 def write_json(data: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_regret_csv(
+    times: npt.NDArray[np.float64], regret: npt.NDArray[np.float64], path: Path
+) -> None:
+    """Cumulative regret against the oracle, one row per decision, in arrival order."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(("arrival_s", "cumulative_regret"))
+        writer.writerows(zip(times.tolist(), regret.tolist(), strict=True))

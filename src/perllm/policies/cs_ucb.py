@@ -50,7 +50,7 @@ Defaults, and why:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -138,7 +138,7 @@ class TimeCorrection:
 class CsUcbPolicy:
     """PerLLM's CS-UCB (see the module docstring for the formulas)."""
 
-    name = "cs-ucb"
+    name: ClassVar[str] = "cs-ucb"
 
     def __init__(self, config: CsUcbConfig, seed: int) -> None:
         self.config = config

@@ -3,7 +3,7 @@ greedy-energy. None of them learns anything but the mean output length of each c
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -40,7 +40,7 @@ class LoadConfig(PolicyConfig):
 class _LeastLoadedAmong(StatelessPolicy, _TableCache):
     """Join the server with the fewest requests per batch slot, within a tier filter."""
 
-    name = "least-loaded"
+    name: ClassVar[str] = "least-loaded"
     tier: str | None = None
 
     def __init__(self, config: LoadConfig, seed: int) -> None:
@@ -62,20 +62,20 @@ class _LeastLoadedAmong(StatelessPolicy, _TableCache):
 class LeastLoadedPolicy(_LeastLoadedAmong):
     """Join the shortest queue: fewest queued + running requests per batch slot."""
 
-    name = "least-loaded"
+    name: ClassVar[str] = "least-loaded"
 
 
 class CloudOnlyPolicy(_LeastLoadedAmong):
     """Every request to the cloud (the least-loaded cloud server if several)."""
 
-    name = "cloud-only"
+    name: ClassVar[str] = "cloud-only"
     tier = "cloud"
 
 
 class EdgeOnlyPolicy(_LeastLoadedAmong):
     """Every request to the least-loaded edge server."""
 
-    name = "edge-only"
+    name: ClassVar[str] = "edge-only"
     tier = "edge"
 
 
@@ -108,7 +108,7 @@ class _Greedy(_TableCache):
 class GreedyLatencyPolicy(_Greedy):
     """Minimum estimated processing time (transfer + queueing + inference)."""
 
-    name = "greedy-latency"
+    name: ClassVar[str] = "greedy-latency"
 
     def select(self, request: Request, view: ClusterView) -> Decision:
         est, healthy = self._estimate(request, view)
@@ -120,7 +120,7 @@ class GreedyLatencyPolicy(_Greedy):
 class GreedyEnergyPolicy(_Greedy):
     """Minimum estimated energy (transmission + inference); deadlines ignored."""
 
-    name = "greedy-energy"
+    name: ClassVar[str] = "greedy-energy"
 
     def select(self, request: Request, view: ClusterView) -> Decision:
         est, healthy = self._estimate(request, view)

@@ -4,7 +4,7 @@ comparison isolates the constraint-satisfaction mechanism."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import Field
@@ -17,7 +17,7 @@ from perllm.policies.base import PolicyConfig
 class _ArmBandit:
     """Arms ``(server, share)`` per class; subclasses choose an arm from the statistics."""
 
-    name = "arm-bandit"
+    name: ClassVar[str] = "arm-bandit"
 
     def __init__(self, seed: int, penalty: float, shares: tuple[float, ...]) -> None:
         self.rng = np.random.default_rng(seed)
@@ -74,7 +74,7 @@ class Ucb1Config(PolicyConfig):
 class Ucb1Policy(_ArmBandit):
     """UCB1 per class: ``mean + alpha * sqrt(2 ln N / n)`` over every arm, feasible or not."""
 
-    name = "ucb1"
+    name: ClassVar[str] = "ucb1"
 
     def __init__(self, config: Ucb1Config, seed: int) -> None:
         super().__init__(seed, config.penalty, config.share_levels)
@@ -96,7 +96,7 @@ class EpsilonGreedyConfig(PolicyConfig):
 class EpsilonGreedyPolicy(_ArmBandit):
     """With probability epsilon a random arm, else the best mean reward (untried arms first)."""
 
-    name = "epsilon-greedy"
+    name: ClassVar[str] = "epsilon-greedy"
 
     def __init__(self, config: EpsilonGreedyConfig, seed: int) -> None:
         super().__init__(seed, config.penalty, config.share_levels)

@@ -9,7 +9,7 @@ server meets the deadline.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import ClassVar, cast
 
 from pydantic import Field
 
@@ -24,7 +24,7 @@ class OracleConfig(PolicyConfig):
 class OraclePolicy(StatelessPolicy):
     """Minimum weighted energy among servers that meet the deadline, known exactly."""
 
-    name = "oracle"
+    name: ClassVar[str] = "oracle"
 
     def __init__(self, config: OracleConfig, seed: int) -> None:
         self.config = config

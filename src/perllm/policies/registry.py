@@ -68,7 +68,9 @@ ENTRIES: tuple[PolicyEntry, ...] = (
     ),
     PolicyEntry("ucb1", "plain UCB1 on CS-UCB's arms and reward", Ucb1Config, Ucb1Policy),
     PolicyEntry(
-        "epsilon-greedy", "epsilon-greedy on CS-UCB's arms", EpsilonGreedyConfig,
+        "epsilon-greedy",
+        "epsilon-greedy on CS-UCB's arms",
+        EpsilonGreedyConfig,
         EpsilonGreedyPolicy,
     ),
     PolicyEntry(

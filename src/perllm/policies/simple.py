@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from perllm.domain import ClusterView, Decision, Request
@@ -15,7 +17,7 @@ class RandomConfig(PolicyConfig):
 class RandomPolicy(StatelessPolicy):
     """Send each request to a server drawn uniformly at random."""
 
-    name = "random"
+    name: ClassVar[str] = "random"
 
     def __init__(self, config: RandomConfig, seed: int) -> None:
         self.config = config
@@ -32,7 +34,7 @@ class RoundRobinConfig(PolicyConfig):
 class RoundRobinPolicy(StatelessPolicy):
     """Send requests to the servers in turn."""
 
-    name = "round-robin"
+    name: ClassVar[str] = "round-robin"
 
     def __init__(self, config: RoundRobinConfig, seed: int) -> None:
         self.config = config
