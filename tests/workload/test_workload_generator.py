@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
@@ -11,9 +10,7 @@ from typing import Literal
 import numpy as np
 import pytest
 
-from perllm.domain import Request
 from perllm.errors import InputError
-from perllm.workload import generator
 from perllm.workload.config import (
     BYTES_PER_TOKEN,
     RESPONSE_OVERHEAD_BYTES,
@@ -165,13 +162,3 @@ def test_trace_rescale_needs_distinct_times(tmp_path: Path) -> None:
     path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n5,1,1\n5,2,2\n")
     with pytest.raises(InputError, match="all arrivals are equal"):
         generate_requests(_trace_cfg(str(path), "azure-csv", rate_rps=2.0), 5, seed=2)
-
-
-def test_slot_filled_requests_equal_constructed_ones(monkeypatch: pytest.MonkeyPatch) -> None:
-    fast = generate_requests(_builtin(), 500, seed=9)
-    for r in fast:
-        assert Request(**dataclasses.asdict(r)) == r
-        assert type(r.id) is int and type(r.prompt_tokens) is int
-        assert type(r.arrival_s) is float and type(r.deadline_s) is float
-    monkeypatch.setattr(generator, "_FILL_SLOTS", False)
-    assert generate_requests(_builtin(), 500, seed=9) == fast

@@ -10,13 +10,10 @@ same seed gives the same requests, and adding a class does not change the arriva
 
 from __future__ import annotations
 
-import dataclasses
 import gc
-from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
@@ -191,15 +188,6 @@ def _from_trace(
     )
 
 
-def _can_fill_slots() -> bool:
-    """Whether a Request can be filled slot by slot: a slots dataclass, no ``__post_init__``."""
-    names = tuple(field.name for field in dataclasses.fields(Request))
-    return getattr(Request, "__slots__", None) == names and not hasattr(Request, "__post_init__")
-
-
-_FILL_SLOTS = _can_fill_slots()
-
-
 @contextmanager
 def _gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while building many acyclic objects."""
@@ -213,13 +201,8 @@ def _gc_paused() -> Iterator[None]:
 
 
 def _to_requests(columns: _Columns, names: Sequence[str]) -> list[Request]:
-    """Build the Request objects, the slow part of a large synthetic workload.
-
-    The generated ``__init__`` of a frozen dataclass costs about 1 us per object. When
-    :class:`Request` is a plain slots dataclass, the slots are filled column by column
-    instead (the same ``object.__setattr__``-level stores its ``__init__`` makes, minus the
-    Python frame), about twice as fast; otherwise the constructor is called.
-    """
+    """Build the Request objects, the slow part of a large synthetic workload (the garbage
+    collector is paused meanwhile: these objects hold no cycles)."""
     classes = np.asarray(names, dtype=object)[columns.class_index].tolist()
     values: list[Sequence[object]] = [
         range(len(classes)),
@@ -233,12 +216,7 @@ def _to_requests(columns: _Columns, names: Sequence[str]) -> list[Request]:
         columns.models,
     ]
     with _gc_paused():
-        if not _FILL_SLOTS:
-            return list(map(Request, *values))
-        requests = list(map(Request.__new__, repeat(Request, len(classes))))
-        for name, column in zip(Request.__slots__, values, strict=True):
-            deque(map(getattr(Request, name).__set__, requests, column), maxlen=0)
-        return requests
+        return list(map(Request, *values))
 
 
 def generate_requests(
