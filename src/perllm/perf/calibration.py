@@ -62,7 +62,33 @@ CALIBRATION_POINTS: tuple[CalibrationPoint, ...] = (
     CalibrationPoint("h100-sxm", "llama-3.1-8b", "fp16", 64, 610.0, "power_w", 0, _MLE),
     CalibrationPoint("h100-sxm", "llama-3.1-8b", "fp16", 256, 691.0, "power_w", 0, _MLE),
     CalibrationPoint(
-        "a100-80gb", "llama-2-7b", "fp16", 1, 194.0, "power_w", 0,
-        "ML.ENERGY leaderboard, Llama-2-7B-chat, A100, batch 1 (1,829 J / 420 tokens at 44.5 tok/s)",
+        "a100-80gb",
+        "llama-2-7b",
+        "fp16",
+        1,
+        194.0,
+        "power_w",
+        0,
+        "ML.ENERGY leaderboard, Llama-2-7B-chat, A100, batch 1 (1,829 J / 420 tokens, 44.5 tok/s)",
     ),
 )
+
+
+def table_markdown() -> str:
+    """The calibration points as a Markdown table: measured, predicted, error."""
+    lines = [
+        "| hardware | model | dtype | batch | quantity | measured | predicted | error |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for point in CALIBRATION_POINTS:
+        scale, unit = (1000.0, "ms/token") if point.quantity == "step_s" else (1.0, "W")
+        lines.append(
+            f"| {point.hardware} | {point.model} | {point.dtype} | {point.batch} | {unit} "
+            f"| {point.measured * scale:.2f} | {point.predicted() * scale:.2f} "
+            f"| {point.relative_error():+.1%} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table_markdown())

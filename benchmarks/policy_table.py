@@ -1,0 +1,42 @@
+"""Every policy on one scenario, one seed, one load: the table quoted in the README.
+
+Run: ``python benchmarks/policy_table.py [--scenario perllm-paper] [--requests 20000]
+[--seed 1] [--jobs 2]``. Each row is ``perllm simulate --scenario S --policy P --requests N
+--seed K``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from perllm.experiments.show import summary_table
+from perllm.policies.registry import ENTRIES
+from perllm.sim import scenario
+from perllm.sim.runner import run_once
+
+
+def _run(args: tuple[str, str, int, int]) -> dict[str, Any]:
+    name, policy, requests, seed = args
+    return run_once(scenario.load(name), policy, requests=requests, seed=seed).summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", default="perllm-paper")
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args()
+    work = [(args.scenario, e.name, args.requests, args.seed) for e in ENTRIES]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+        summaries = list(pool.map(_run, work))
+    summaries.sort(key=lambda s: -s["goodput_rps"])
+    summary_table(summaries, title=f"{args.scenario}, {args.requests} requests, seed {args.seed}")
+
+
+if __name__ == "__main__":
+    main()
