@@ -26,6 +26,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from perllm.experiments.show import progress_bar, summary_table
     from perllm.metrics.export import write_json, write_records_csv, write_regret_csv
     from perllm.metrics.summary import regret_curve
+    from perllm.policies.registry import make_policy
     from perllm.sim import scenario
     from perllm.sim.runner import run_once
 
@@ -33,6 +34,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {}
     for pair in args.param or []:
         params.update(pair)
+    make_policy(args.policy, params)  # check the policy and its parameters before any output
     out = writable_dir("--out", Path(args.out)) if args.out else None
     n = args.requests or cluster.requests
     with progress_bar(n, f"simulating {args.policy}", enabled=n >= 2000) as advance:

@@ -131,6 +131,10 @@ def summarize(
     for spec in rec.servers:
         group = _group(cols, cols["server"] == spec.name)
         group["energy_j"] += rec.server_extra_idle_j.get(spec.name, 0.0)
+        # Per request as for the whole run: the server's total energy (its unattributed idle
+        # included) over its completed requests.
+        if group["completed"]:
+            group["energy_per_request_j"] = group["energy_j"] / group["completed"]
         group["tier"] = spec.tier
         summary["per_server"][spec.name] = group
     return summary

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -62,8 +63,14 @@ class Channel:
         self._advance(now)
         done = []
         heap = self._heap
-        # Anything due within a nanosecond is done: this absorbs the rounding of virtual time.
-        limit = self.virtual + _TOLERANCE_S * self.bandwidth_bps / max(self.weight_sum, 1e-12)
+        # Anything due within a nanosecond (or a few units of the clock's resolution at large
+        # times, or of the virtual time's own resolution) is done: this absorbs rounding, and
+        # guarantees that whatever is left ends strictly after ``now`` (else the next event would
+        # fall on ``now`` again, advance nothing, and loop forever).
+        slack_s = max(_TOLERANCE_S, 4.0 * math.ulp(now))
+        limit = self.virtual + max(
+            slack_s * self.bandwidth_bps / max(self.weight_sum, 1e-12), 4.0 * math.ulp(self.virtual)
+        )
         while heap and heap[0][0] <= limit:
             _, _, weight, token = heapq.heappop(heap)
             self.weight_sum -= weight

@@ -14,10 +14,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from perllm.config_errors import validation_message
-from perllm.domain import EnergyWeights, LinkSpec, ServerSpec, Tier
+from perllm.domain import EnergyWeights, LinkSpec, PowerSpec, ServerPerf, ServerSpec, Tier
 from perllm.errors import InputError
 from perllm.perf.catalog import HARDWARE, MODELS
 from perllm.perf.model import Deployment
@@ -50,6 +57,9 @@ class DynamicsConfig(_Config):
     def _series_has_points(self) -> DynamicsConfig:
         if self.kind == "series" and not self.points and not self.file:
             raise ValueError("kind 'series' needs 'points' or 'file'")
+        for time_s, mbps in self.points or ():
+            if not mbps > 0:
+                raise ValueError(f"points: bandwidth must be > 0, got {mbps:g} at {time_s:g} s")
         return self
 
 
@@ -90,14 +100,24 @@ class ServerGroupConfig(_Config):
     max_batch: int = Field(32, ge=1)
     link: str
     hardware_overrides: HardwareOverrides = HardwareOverrides()
+    # A profile YAML from `perllm profile` (relative to the scenario file): its fitted perf
+    # coefficients, power (if known) and max batch (unless `max-batch` is set) replace the
+    # catalog's.
+    profile: str | None = None
 
-    @model_validator(mode="after")
-    def _known_names(self) -> ServerGroupConfig:
-        if self.hardware not in HARDWARE:
-            raise ValueError(f"unknown hardware {self.hardware!r}; known: {', '.join(HARDWARE)}")
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; known: {', '.join(MODELS)}")
-        return self
+    @field_validator("hardware")
+    @classmethod
+    def _known_hardware(cls, value: str) -> str:
+        if value not in HARDWARE:
+            raise ValueError(f"unknown hardware (known: {', '.join(HARDWARE)})")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in MODELS:
+            raise ValueError(f"unknown model (known: {', '.join(MODELS)})")
+        return value
 
 
 class ScenarioConfig(_Config):
@@ -115,9 +135,12 @@ class ScenarioConfig(_Config):
         names = [link.name for link in self.links]
         if len(set(names)) != len(names):
             raise ValueError("link names must be unique")
-        for group in self.servers:
+        for index, group in enumerate(self.servers):
             if group.link not in names:
-                raise ValueError(f"server group {group.name!r} names unknown link {group.link!r}")
+                raise ValueError(
+                    f"field 'servers.{index}.link': unknown link {group.link!r} "
+                    f"(known: {', '.join(names)})"
+                )
         if any(w < 0 for w in self.energy_weights.values()):
             raise ValueError("energy weights must be >= 0")
         return self
@@ -152,14 +175,16 @@ def _deployment(group: ServerGroupConfig) -> Deployment:
     return Deployment(hardware, MODELS[group.model], group.dtype)
 
 
-def _series_points(dyn: DynamicsConfig, source: str) -> tuple[tuple[float, float], ...]:
+def _series_points(dyn: DynamicsConfig, source: str, field: str) -> tuple[tuple[float, float], ...]:
+    """The series' points in time order (a stable sort: of equal times, the last one listed
+    wins, since the world takes the last point at or before ``now``)."""
     if dyn.points:
-        return tuple(dyn.points)
+        return tuple(sorted(dyn.points, key=lambda point: point[0]))
     if dyn.file is None:
         return ()
     path = Path(dyn.file)
     if not path.is_file():
-        raise InputError(f"{source}: field 'dynamics.file': file not found: {dyn.file}")
+        raise InputError(f"{source}: field '{field}': file not found: {dyn.file}")
     points = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -173,7 +198,25 @@ def _series_points(dyn: DynamicsConfig, source: str) -> tuple[tuple[float, float
         if mbps <= 0:
             raise InputError(f"{dyn.file}:{number}: bandwidth must be > 0, got {mbps}")
         points.append((time_s, mbps))
-    return tuple(points)
+    return tuple(sorted(points, key=lambda point: point[0]))
+
+
+def _profiled(
+    group: ServerGroupConfig, dep: Deployment, source: str
+) -> tuple[ServerPerf, PowerSpec, int]:
+    """Perf, power and max batch of a group: from its ``profile`` if it names one."""
+    if group.profile is None:
+        return dep.perf(), dep.power(), group.max_batch
+    from perllm.profiling.profile import read_profile
+
+    path = Path(group.profile)
+    if not path.is_absolute() and not path.is_file() and Path(source).is_file():
+        path = Path(source).parent / path
+    if not path.is_file():
+        raise InputError(f"{source}: field 'servers.{group.name}.profile': file not found: {path}")
+    profile = read_profile(path)
+    max_batch = group.max_batch if "max_batch" in group.model_fields_set else profile.max_batch
+    return profile.server_perf(), profile.power_spec() or dep.power(), max_batch
 
 
 def build(config: ScenarioConfig, source: str = "scenario") -> Cluster:
@@ -186,8 +229,9 @@ def build(config: ScenarioConfig, source: str = "scenario") -> Cluster:
     def add_link(cfg: LinkConfig, name: str) -> None:
         links[name] = LinkSpec(name, cfg.bandwidth_mbps, cfg.rtt_ms / 1000.0, cfg.tx_power_w)
         dyn = cfg.dynamics
+        field = f"links.{config.links.index(cfg)}.dynamics.file"
         dynamics[name] = LinkDynamics(
-            dyn.kind, dyn.amplitude, dyn.period_s, _series_points(dyn, source)
+            dyn.kind, dyn.amplitude, dyn.period_s, _series_points(dyn, source, field)
         )
 
     for cfg in config.links:
@@ -195,7 +239,8 @@ def build(config: ScenarioConfig, source: str = "scenario") -> Cluster:
             add_link(cfg, cfg.name)
     for group in config.servers:
         dep = _deployment(group)
-        if dep.weight_bytes > dep.hardware.memory_gb * 1e9:
+        perf, power, max_batch = _profiled(group, dep, source)
+        if group.profile is None and dep.weight_bytes > dep.hardware.memory_gb * 1e9:
             raise InputError(
                 f"{source}: field 'servers.{group.name}': {group.model} {group.dtype} needs "
                 f"{dep.weight_bytes / 1e9:.1f} GB, more than {group.hardware}'s "
@@ -213,10 +258,10 @@ def build(config: ScenarioConfig, source: str = "scenario") -> Cluster:
                     tier=group.tier,
                     hardware=group.hardware,
                     model=group.model,
-                    max_batch=group.max_batch,
+                    max_batch=max_batch,
                     kv_capacity_tokens=dep.kv_capacity_tokens(),
-                    perf=dep.perf(),
-                    power=dep.power(),
+                    perf=perf,
+                    power=power,
                     link=link_name,
                 )
             )

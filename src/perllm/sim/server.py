@@ -112,6 +112,7 @@ class ServerEngine:
         self.busy_s = 0.0
         self.inference_j = 0.0
         self.idle_attributed_j = 0.0
+        self._busy_w: list[float] = []
 
     # -- what a router sees --------------------------------------------------------------
     @property
@@ -162,13 +163,11 @@ class ServerEngine:
         return finished
 
     def _admissible(self, job: Job) -> bool:
-        if self.batch == 0:
+        batch = len(self.running) + len(self.prefilling)
+        if batch == 0:
             return True
         need = job.request.prompt_tokens + job.request.output_tokens
-        return (
-            self.batch < self.spec.max_batch
-            and self.reserved + need <= self.spec.kv_capacity_tokens
-        )
+        return batch < self.spec.max_batch and self.reserved + need <= self.spec.kv_capacity_tokens
 
     def _continue(self, now: float) -> None:
         """Start a prefill for admissible queued requests, else a decode segment, else idle."""
@@ -189,7 +188,9 @@ class ServerEngine:
                 job.start_s = now
                 job.energy_mark = self.energy_acc
             self.phase = PREFILL
-            self.phase_end_s = now + self.perf.prefill_fixed_s + prompt * self.perf.prefill_s_per_token
+            self.phase_end_s = (
+                now + self.perf.prefill_fixed_s + prompt * self.perf.prefill_s_per_token
+            )
         elif self.running:
             b = len(self.running)
             perf = self.perf
@@ -211,8 +212,15 @@ class ServerEngine:
                 self.idle_since_s = now
             self.phase = IDLE
             self.phase_end_s = math.inf
-        self.members = self.batch
-        self.power_w = self.power.busy_w(self.members) if self.members else 0.0
+        members = self.members = len(self.running) + len(self.prefilling)
+        if members:
+            # busy_w(b) memoised per batch size (the same float, computed once).
+            cache = self._busy_w
+            while len(cache) <= members:
+                cache.append(self.power.busy_w(len(cache)))
+            self.power_w = cache[members]
+        else:
+            self.power_w = 0.0
         self.version += 1
 
     def _sync_decode(self, now: float) -> None:

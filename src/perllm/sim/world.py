@@ -9,7 +9,7 @@ on the link -> half an RTT -> done: feedback to the policy and a record.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +45,10 @@ class _LinkState:
     channels: tuple[Channel, Channel]
     estimate_mbps: float
     servers: tuple[int, ...]
+
+
+def _arrival_time(request: Request) -> float:
+    return request.arrival_s
 
 
 class SimView:
@@ -134,18 +138,25 @@ class World:
         self.finished = 0
         self._progress_every = max(1, len(requests) // 200)
         self.transmission_j = 0.0
+        self.last_done_s = 0.0
+        self._arrivals: Iterator[Request] = iter(())
 
     # -- running ---------------------------------------------------------------------------
     def run(self) -> Recorder:
         if not self.requests:
             self.recorder.on_end(0.0, {})
             return self.recorder
-        for request in self.requests:
-            self.loop.schedule(request.arrival_s, PRIORITY_ARRIVAL, self._on_arrival, request)
+        # Arrivals are fed one at a time (each schedules the next), so the event heap holds only
+        # what is in flight, not every future request. The stable sort keeps the order in which
+        # arrivals at equal times used to leave the heap (their index).
+        self._arrivals = iter(sorted(self.requests, key=_arrival_time))
+        self._schedule_next_arrival()
         for name, state in self.links.items():
             self._schedule_dynamics(name, state, 0.0)
         self.loop.run()
-        horizon = self.loop.now
+        # The last response reaches its user half an RTT after its download ends (the last
+        # event): the horizon runs to that completion.
+        horizon = max(self.loop.now, self.last_done_s)
         trailing = {}
         for engine in self.servers:
             trailing[engine.spec.name] = engine.idle_energy_until(horizon) - (
@@ -162,7 +173,13 @@ class World:
             self.loop.stop()
 
     # -- arrivals and decisions --------------------------------------------------------------
+    def _schedule_next_arrival(self) -> None:
+        request = next(self._arrivals, None)
+        if request is not None:
+            self.loop.schedule(request.arrival_s, PRIORITY_ARRIVAL, self._on_arrival, request)
+
     def _on_arrival(self, request: Request) -> None:
+        self._schedule_next_arrival()
         now = self.loop.now
         if self.oracle is not None:
             self._record_oracle(request)
@@ -305,6 +322,7 @@ class World:
             met=processing <= request.deadline_s,
         )
         self.transmission_j += job.transmission_j
+        self.last_done_s = max(self.last_done_s, job.done_s)
         self.recorder.on_feedback(job.done_s, feedback)
         self.policy.observe(feedback)
         self._count_done()

@@ -1,0 +1,266 @@
+"""Scenarios: the built-ins, one-line errors for bad YAML, and series bandwidth dynamics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import yaml
+
+from perllm.domain import Decision, Request
+from perllm.errors import InputError
+from perllm.policies.registry import make_policy
+from perllm.sim import scenario
+from perllm.sim.world import World
+
+BASE: dict[str, Any] = {
+    "name": "t",
+    "links": [{"name": "wan", "bandwidth-mbps": 100, "tx-power-w": 1.0}],
+    "servers": [
+        {
+            "name": "edge",
+            "tier": "edge",
+            "hardware": "rtx-3090",
+            "model": "llama-2-7b",
+            "dtype": "q4",
+            "link": "wan",
+        }
+    ],
+    "workload": {"arrivals": {"process": "poisson", "rate-rps": 1.0}, "classes": "personalized"},
+}
+
+
+def _write(tmp_path: Path, data: Any, name: str = "scenario.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    """BASE with top-level keys, or ``links.0.KEY`` / ``servers.0.KEY`` values, changed."""
+    data: dict[str, Any] = yaml.safe_load(yaml.safe_dump(BASE))
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            data[section][0][field.replace("_", "-")] = value
+        else:
+            data[section] = value
+    return data
+
+
+# -- built-ins ----------------------------------------------------------------------------------
+
+
+def test_builtin_names_include_the_shipped_scenarios() -> None:
+    names = scenario.builtin_names()
+    assert {"perllm-paper", "tiny"} <= set(names)
+    for name in names:
+        cluster = scenario.load(name)
+        assert cluster.name == name
+        assert cluster.servers and cluster.links
+        assert {s.link for s in cluster.servers} <= set(cluster.links)
+        assert set(cluster.dynamics) == set(cluster.links)
+
+
+def test_perllm_paper_is_five_xeon_edges_and_one_a100_cloud() -> None:
+    cluster = scenario.load("perllm-paper")
+    edges = [s for s in cluster.servers if s.tier == "edge"]
+    clouds = [s for s in cluster.servers if s.tier == "cloud"]
+    assert len(edges) == 5 and len(clouds) == 1
+    assert {s.hardware for s in edges} == {"xeon-silver-4214r"}
+    assert clouds[0].hardware.startswith("a100")
+    # Every edge has its own 100 Mbps link, the cloud a 300 Mbps one; all fluctuate by ±20%.
+    edge_links = {cluster.links[s.link].bandwidth_mbps for s in edges}
+    assert edge_links == {100.0}
+    assert len({s.link for s in edges}) == 5
+    assert cluster.links[clouds[0].link].bandwidth_mbps == 300.0
+    for name in cluster.links:
+        dyn = cluster.dynamics[name]
+        assert dyn.kind == "fluctuate"
+        assert dyn.amplitude == pytest.approx(0.2)
+    # The models fit their memory and leave room for a KV cache.
+    assert all(s.kv_capacity_tokens > 10_000 for s in cluster.servers)
+
+
+def test_tiny_scenario_is_small_and_fixed() -> None:
+    cluster = scenario.load("tiny")
+    assert len(cluster.servers) == 3
+    assert all(d.kind == "fixed" for d in cluster.dynamics.values())
+
+
+def test_a_scenario_file_loads_by_path(tmp_path: Path) -> None:
+    cluster = scenario.load(str(_write(tmp_path, BASE)))
+    assert cluster.name == "t" and len(cluster.servers) == 1
+    assert cluster.servers[0].link == "wan"
+
+
+# -- bad scenarios ------------------------------------------------------------------------------
+
+BAD = {
+    "unknown-key": (_with(colour="red"), "colour"),
+    "unknown-server-key": (_with(servers__colour="red"), "servers.0.colour"),
+    "negative-bandwidth": (_with(links__bandwidth_mbps=-5), "links.0.bandwidth-mbps"),
+    "zero-bandwidth": (_with(links__bandwidth_mbps=0), "links.0.bandwidth-mbps"),
+    "unknown-hardware": (_with(servers__hardware="tpu-v9"), "servers.0.hardware"),
+    "unknown-model": (_with(servers__model="gpt-9"), "servers.0.model"),
+    "unknown-link": (_with(servers__link="nope"), "servers.0.link"),
+    "too-big": (_with(servers__model="vicuna-33b", servers__dtype="fp16"), "servers."),
+    "bad-dtype": (_with(servers__dtype="fp3"), "servers.0.dtype"),
+    "zero-count": (_with(servers__count=0), "servers.0.count"),
+    "bad-override": (
+        _with(servers__hardware_overrides={"memory-bandwidth-gbps": -1}),
+        "servers.0.hardware-overrides.memory-bandwidth-gbps",
+    ),
+    "series-missing-file": (
+        _with(links__dynamics={"kind": "series", "file": "no-such-file.csv"}),
+        "links.0.dynamics.file",
+    ),
+    "series-zero-point": (
+        _with(links__dynamics={"kind": "series", "points": [[0, 100], [5, 0]]}),
+        "links.0.dynamics",
+    ),
+    "series-without-points": (_with(links__dynamics={"kind": "series"}), "links.0.dynamics"),
+    "amplitude-too-big": (
+        _with(links__dynamics={"kind": "fluctuate", "amplitude": 1.5}),
+        "links.0.dynamics.amplitude",
+    ),
+    "missing-workload": ({k: v for k, v in BASE.items() if k != "workload"}, "workload"),
+    "unknown-class-set": (
+        _with(workload={"arrivals": {"rate-rps": 1.0}, "classes": "nope"}),
+        "workload.classes",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_scenario_gives_one_line_naming_file_and_field(tmp_path: Path, case: str) -> None:
+    data, field = BAD[case]
+    path = _write(tmp_path, data, f"{case}.yaml")
+    with pytest.raises(InputError) as err:
+        scenario.load(str(path))
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(str(path)), message
+    assert f"'{field}" in message, message
+
+
+def test_too_big_names_the_sizes(tmp_path: Path) -> None:
+    data = _with(servers__model="vicuna-33b", servers__dtype="fp16")
+    with pytest.raises(InputError, match=r"65\.0 GB.*24 GB"):
+        scenario.load(str(_write(tmp_path, data)))
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [("name: t\nlinks: [\n  - a: b\n", ":3:"), ("name: t\n  bad: indent\n", ":2:")],
+)
+def test_invalid_yaml_syntax_names_the_line(tmp_path: Path, text: str, line: str) -> None:
+    path = _write(tmp_path, text, "broken.yaml")
+    with pytest.raises(InputError) as err:
+        scenario.load(str(path))
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}{line}") and "invalid YAML" in message
+
+
+@pytest.mark.parametrize("text", ["", "- 1\n- 2\n", "just a string\n"])
+def test_a_scenario_must_be_a_mapping(tmp_path: Path, text: str) -> None:
+    path = _write(tmp_path, text, "odd.yaml")
+    with pytest.raises(InputError, match="must be a YAML mapping"):
+        scenario.load(str(path))
+
+
+def test_unknown_scenario_name_lists_the_builtins() -> None:
+    with pytest.raises(InputError, match="perllm-paper"):
+        scenario.load("no-such-scenario")
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [("0,100\n5,abc\n", ":2:"), ("0,100\n5,-3\n", ":2: bandwidth must be > 0")],
+)
+def test_bad_series_file_names_file_and_line(tmp_path: Path, text: str, problem: str) -> None:
+    series = tmp_path / "bw.csv"
+    series.write_text(text)
+    data = _with(links__dynamics={"kind": "series", "file": str(series)})
+    with pytest.raises(InputError) as err:
+        scenario.load(str(_write(tmp_path, data)))
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith(f"{series}{problem}")
+
+
+# -- series dynamics ----------------------------------------------------------------------------
+
+
+class _FixedPolicy:
+    """Everything to server 0; remembers the bandwidth estimate it saw at each arrival."""
+
+    name: ClassVar[str] = "fixed"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, float]] = []
+
+    def select(self, request: Request, view: Any) -> Decision:
+        self.seen.append((view.now(), view.bandwidth_mbps("wan")))
+        return Decision(server=0)
+
+    def observe(self, feedback: Any) -> None:
+        return None
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        return None
+
+
+def _request(i: int, arrival_s: float, request_bytes: int) -> Request:
+    return Request(
+        id=i,
+        arrival_s=arrival_s,
+        service_class="chat",
+        prompt_tokens=10,
+        output_tokens=1,
+        request_bytes=request_bytes,
+        response_bytes=1000,
+        deadline_s=1e6,
+    )
+
+
+@pytest.mark.parametrize("order", ["sorted", "shuffled"])
+def test_series_file_changes_bandwidth_at_the_right_times(tmp_path: Path, order: str) -> None:
+    lines = ["# time_s,mbps", "0,100", "10,50", "20,200"]
+    if order == "shuffled":
+        lines = [lines[0], lines[3], lines[1], lines[2]]
+    series = tmp_path / "bw.csv"
+    series.write_text("\n".join(lines) + "\n")
+    data = _with(links__dynamics={"kind": "series", "file": str(series)})
+    cluster = scenario.load(str(_write(tmp_path, data)))
+    assert cluster.dynamics["wan"].points == ((0.0, 100.0), (10.0, 50.0), (20.0, 200.0))
+
+    # An upload of 1.2 Gbit starting at t = 5: 0.5 Gbit by t = 10 at 100 Mbps, 0.5 Gbit by
+    # t = 20 at 50 Mbps, the last 0.2 Gbit at 200 Mbps: it reaches the server at t = 21.
+    policy = _FixedPolicy()
+    requests = [_request(0, 5.0, 150_000_000), _request(1, 30.0, 1000)]
+    world = World(cluster, policy, requests)
+    recorder = world.run()
+    transfer = recorder.columns["transfer_s"]
+    response_s = 1000 * 8 / 200e6
+    assert transfer[0] == pytest.approx(16.0 + response_s, rel=1e-9)
+    assert transfer[1] == pytest.approx(1000 * 8 / 200e6 + response_s, rel=1e-9)
+    assert world.links["wan"].channels[0].bandwidth_bps == pytest.approx(200e6)
+    # The view's estimate moves towards the new bandwidth after each change (an EWMA).
+    (t0, est0), (t1, est1) = policy.seen
+    assert (t0, t1) == (5.0, 30.0)
+    assert est0 == pytest.approx(100.0)
+    assert 100.0 < est1 <= 200.0
+
+
+def test_inline_series_points_behave_like_the_file(tmp_path: Path) -> None:
+    data = _with(links__dynamics={"kind": "series", "points": [[10, 50], [0, 100], [20, 200]]})
+    cluster = scenario.load(str(_write(tmp_path, data)))
+    assert cluster.dynamics["wan"].points == ((0.0, 100.0), (10.0, 50.0), (20.0, 200.0))
+    world = World(cluster, make_policy("round-robin"), [_request(0, 5.0, 150_000_000)])
+    recorder = world.run()
+    assert recorder.columns["transfer_s"][0] == pytest.approx(16.0 + 1000 * 8 / 200e6, rel=1e-9)
