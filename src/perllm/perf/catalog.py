@@ -208,7 +208,8 @@ HARDWARE: dict[str, HardwareProfile] = {
             source=(
                 "NVIDIA Jetson AGX Orin 64 GB datasheet (204.8 GB/s, 275 INT8 TOPS sparse, "
                 "15-60 W modes). Assumptions: dense fp16 = 275 / 4 TFLOPS, 7 W idle; memory "
-                "efficiency fitted to TinyChat Llama-2-7B fp16 86.80 ms/token (mit-han-lab/llm-awq)."
+                "efficiency fitted to TinyChat Llama-2-7B fp16 86.80 ms/token "
+                "(mit-han-lab/llm-awq)."
             ),
         ),
     )

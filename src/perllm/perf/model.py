@@ -8,7 +8,8 @@ throughput ``F`` (reached at efficiency ``e_c``):
   ``t_mem = P q / (B e_m e_q) + kv_tokens * kv_bytes / (B e_m)``;
 - and does ``2 P`` FLOPs per sequence: ``t_compute = batch * 2 P / (F e_c)``;
 - ``t_step = overhead + max(t_compute, t_mem)``;
-- prefill of ``n`` tokens is compute-bound: ``t_prefill = t_weights + overhead + n * 2 P / (F e_c)``.
+- prefill of ``n`` tokens is compute-bound:
+  ``t_prefill = t_weights + overhead + n * 2 P / (F e_c)``.
 """
 
 from __future__ import annotations
