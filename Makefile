@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup lint typecheck pytest bench clean
+.PHONY: run test setup lint typecheck pytest bench bench-real llamacpp clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+# llama.cpp's server built once into ~/.cache/perllm/wheels, then installed from there.
+llamacpp: $(STAMP)
+	scripts/build_llama_wheel.sh $(BIN)/python
+
+pytest: $(STAMP) llamacpp
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
@@ -32,6 +36,11 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sim_speed.py
 	$(BIN)/python benchmarks/decision_speed.py
+	$(BIN)/python benchmarks/gateway_overhead.py
+
+bench-real: llamacpp
+	$(BIN)/python benchmarks/fidelity.py
+	$(BIN)/python benchmarks/mixed_testbed.py
 
 clean:
 	rm -rf $(VENV) results

@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     from perllm.experiments.cli import add_reproduce
 
     add_reproduce(sub)
+
+    from perllm.gateway.cli import add_gateway_commands
+    from perllm.node.cli import add_node_commands
+
+    add_gateway_commands(sub)
+    add_node_commands(sub)
     return parser
 
 

@@ -34,11 +34,19 @@ def _arrays(rec: Recorder) -> dict[str, Array]:
 def _latency(processing: Array) -> dict[str, float]:
     done = processing[~np.isnan(processing)] if processing.size else processing
     if done.size == 0:
-        return {"latency_p50_s": float("nan"), "latency_p95_s": float("nan"),
-                "latency_p99_s": float("nan"), "latency_mean_s": float("nan")}
+        return {
+            "latency_p50_s": float("nan"),
+            "latency_p95_s": float("nan"),
+            "latency_p99_s": float("nan"),
+            "latency_mean_s": float("nan"),
+        }
     p50, p95, p99 = np.percentile(done, [50, 95, 99])
-    return {"latency_p50_s": float(p50), "latency_p95_s": float(p95),
-            "latency_p99_s": float(p99), "latency_mean_s": float(done.mean())}
+    return {
+        "latency_p50_s": float(p50),
+        "latency_p95_s": float(p95),
+        "latency_p99_s": float(p99),
+        "latency_mean_s": float(done.mean()),
+    }
 
 
 def _window(cols: dict[str, Array]) -> tuple[float, float]:
@@ -63,8 +71,9 @@ def _group(cols: dict[str, Array], mask: Array) -> dict[str, Any]:
     completed = mask & ~cols["rejected"] & ~cols["failed"]
     met = int((mask & cols["met"]).sum())
     throughput, goodput = _rates(cols, mask)
-    energy = float((cols["transmission_j"][mask] + cols["inference_j"][mask]
-                    + cols["idle_j"][mask]).sum())
+    energy = float(
+        (cols["transmission_j"][mask] + cols["inference_j"][mask] + cols["idle_j"][mask]).sum()
+    )
     n_done = int(completed.sum())
     return {
         "requests": n,
@@ -86,8 +95,10 @@ def summarize(
     horizon = rec.horizon_s
     n = len(rec)
     if n == 0:
-        cols = {k: np.zeros(0, dtype=bool if k in ("met", "rejected", "failed") else float)
-                for k in cols}
+        cols = {
+            k: np.zeros(0, dtype=bool if k in ("met", "rejected", "failed") else float)
+            for k in cols
+        }
     rejected = int(cols["rejected"].sum())
     failed = int(cols["failed"].sum())
     completed = n - rejected - failed
@@ -154,8 +165,11 @@ def regret_curve(
     if not has.any():
         return np.zeros(0), np.zeros(0)
     order = np.argsort(cols["arrival_s"][has], kind="stable")
-    realised = (weights.transmission * cols["transmission_j"] + weights.inference
-                * cols["inference_j"] + weights.idle * cols["idle_j"])[has][order]
+    realised = (
+        weights.transmission * cols["transmission_j"]
+        + weights.inference * cols["inference_j"]
+        + weights.idle * cols["idle_j"]
+    )[has][order]
     oracle = cols["oracle_weighted_j"][has].astype(float)[order]
     scale = float(oracle.mean()) or 1.0
     missed = ~cols["met"][has][order]

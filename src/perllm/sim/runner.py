@@ -49,7 +49,5 @@ def run_once(
     recorder = world.run()
     summary = summarize(recorder, policy=policy, scenario=cluster.name, weights=cluster.weights)
     summary["seed"] = seed
-    summary["rate_rps"] = (
-        rate_rps if rate_rps is not None else cluster.workload.arrivals.rate_rps
-    )
+    summary["rate_rps"] = rate_rps if rate_rps is not None else cluster.workload.arrivals.rate_rps
     return RunResult(summary, recorder)

@@ -77,8 +77,12 @@ class SimView:
     def load_arrays(self) -> LoadArrays:
         w = self._world
         return LoadArrays(
-            w.queued, w.running, w.tokens,
-            w.link_estimate[w.server_link], w.link_weight[w.server_link], self._healthy,
+            w.queued,
+            w.running,
+            w.tokens,
+            w.link_estimate[w.server_link],
+            w.link_weight[w.server_link],
+            self._healthy,
         )
 
     def bandwidth_mbps(self, link: str) -> float:
@@ -120,7 +124,10 @@ class World:
             bps = spec.bandwidth_mbps * 1e6
             members = tuple(i for i, s in enumerate(cluster.servers) if s.link == name)
             self.links[name] = _LinkState(
-                spec, cluster.dynamics[name], (Channel(bps), Channel(bps)), spec.bandwidth_mbps,
+                spec,
+                cluster.dynamics[name],
+                (Channel(bps), Channel(bps)),
+                spec.bandwidth_mbps,
                 members,
             )
         n = len(self.servers)
@@ -311,9 +318,9 @@ class World:
             request=request,
             decision=job.decision,
             processing_s=processing,
-            transfer_s=job.uplink_s + job.downlink_s + self.links[
-                self.cluster.servers[job.decision.server].link
-            ].spec.rtt_s,
+            transfer_s=job.uplink_s
+            + job.downlink_s
+            + self.links[self.cluster.servers[job.decision.server].link].spec.rtt_s,
             queue_s=job.start_s - job.arrive_server_s,
             prefill_s=job.first_token_s - job.start_s,
             decode_s=job.finish_s - job.first_token_s,

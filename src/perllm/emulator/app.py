@@ -1,0 +1,260 @@
+"""An OpenAI-compatible emulated LLM server whose timing comes from the perf model.
+
+Built by :func:`create_emulator_app`. The profile is a catalog deployment
+``hardware:model:dtype`` (e.g. ``a100-80gb:llama-2-13b:fp16``), or ``instant`` for a server that
+answers at once (for measuring overheads). Endpoints: ``POST /v1/chat/completions`` and
+``POST /v1/completions`` (streamed or not, with ``usage``; a stream ends with a ``usage`` chunk
+when ``stream_options.include_usage`` is set), ``GET /v1/models``, ``GET /health``, and
+``GET /metrics`` with an emulated ``DCGM_FI_DEV_POWER_USAGE`` (the profile's ``busy_w(batch)``
+while busy, ``idle_w`` otherwise).
+
+Each answer has ``max_tokens`` tokens (default 64) of deterministic filler words. ``rtt_ms``
+emulates a network path: each call waits one RTT (times ``time_scale``) before it is queued;
+bandwidth is not emulated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from perllm.domain import PowerSpec
+from perllm.emulator.engine import BatchEngine, Stream, filler_token
+from perllm.errors import InputError
+from perllm.perf.model import Deployment, deployment
+
+__all__ = ["INSTANT", "create_emulator_app", "parse_profile"]
+
+INSTANT = "instant"
+
+
+def parse_profile(profile: str) -> Deployment | None:
+    """``hardware:model:dtype`` -> a catalog deployment; ``instant`` -> ``None``."""
+    if profile == INSTANT:
+        return None
+    parts = profile.split(":")
+    if len(parts) != 3:
+        raise InputError(f"--profile: expected HARDWARE:MODEL:DTYPE or 'instant', got {profile!r}")
+    try:
+        return deployment(*parts)
+    except KeyError as err:
+        raise InputError(f"--profile: {err.args[0]}") from None
+
+
+def _error(status: int, message: str, code: str) -> JSONResponse:
+    body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
+    return JSONResponse(body, status_code=status)
+
+
+def _prompt_chars(body: dict[str, Any]) -> int:
+    if "messages" in body:
+        return sum(len(str(m.get("content", ""))) for m in body["messages"] if isinstance(m, dict))
+    prompt = body.get("prompt", "")
+    return len(prompt) if isinstance(prompt, str) else len(json.dumps(prompt))
+
+
+class _Emulator:
+    def __init__(
+        self, dep: Deployment | None, model: str, engine: BatchEngine, rtt_s: float
+    ) -> None:
+        self.model = model
+        self.engine = engine
+        self.rtt_s = rtt_s
+        self.power: PowerSpec | None = dep.power() if dep is not None else None
+        self._ids = itertools.count(1)
+
+    def chunk(self, kind: str, rid: str, text: str, finish: str | None, first: bool) -> bytes:
+        if kind == "chat":
+            delta: dict[str, Any] = {"content": text}
+            if first:
+                delta["role"] = "assistant"
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+            obj = "chat.completion.chunk"
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+            obj = "text_completion"
+        event = {
+            "id": rid,
+            "object": obj,
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": [choice],
+        }
+        return b"data: " + json.dumps(event).encode() + b"\n\n"
+
+    async def stream(
+        self, kind: str, rid: str, stream: Stream, usage: dict[str, int] | None
+    ) -> AsyncIterator[bytes]:
+        try:
+            first = True
+            while (index := await stream.tokens.get()) is not None:
+                finish = "length" if index + 1 >= stream.max_tokens else None
+                yield self.chunk(kind, rid, filler_token(index), finish, first)
+                first = False
+            if usage is not None:
+                obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+                event = {
+                    "id": rid,
+                    "object": obj,
+                    "created": int(time.time()),
+                    "model": self.model,
+                    "choices": [],
+                    "usage": usage,
+                }
+                yield b"data: " + json.dumps(event).encode() + b"\n\n"
+            yield b"data: [DONE]\n\n"
+        finally:
+            stream.cancelled = True
+
+    async def complete(self, request: Request, kind: str) -> Response:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return _error(400, "request body is not valid JSON", "invalid_json")
+        if not isinstance(body, dict):
+            return _error(400, "request body must be a JSON object", "invalid_json")
+        if body.get("model") != self.model:
+            return _error(
+                404,
+                f"model {body.get('model')!r} not found; serving {self.model!r}",
+                "model_not_found",
+            )
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 64
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            return _error(400, "'max_tokens' must be a positive integer", "bad_max_tokens")
+        prompt_tokens = max(1, math.ceil(_prompt_chars(body) / 4))
+        if self.rtt_s > 0:
+            await asyncio.sleep(self.rtt_s * self.engine.time_scale)
+        stream = self.engine.submit(prompt_tokens, max_tokens)
+        rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-emu-{next(self._ids)}"
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": max_tokens,
+            "total_tokens": prompt_tokens + max_tokens,
+        }
+        if body.get("stream"):
+            options = body.get("stream_options") or {}
+            with_usage = (
+                usage if isinstance(options, dict) and options.get("include_usage") else None
+            )
+            return StreamingResponse(
+                self.stream(kind, rid, stream, with_usage), media_type="text/event-stream"
+            )
+        words = []
+        try:
+            while (index := await stream.tokens.get()) is not None:
+                words.append(filler_token(index))
+        finally:
+            stream.cancelled = True
+        text = "".join(words)
+        if kind == "chat":
+            choice: dict[str, Any] = {
+                "index": 0,
+                "finish_reason": "length",
+                "message": {"role": "assistant", "content": text},
+            }
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length"}
+        return JSONResponse(
+            {
+                "id": rid,
+                "object": "chat.completion" if kind == "chat" else "text_completion",
+                "created": int(time.time()),
+                "model": self.model,
+                "choices": [choice],
+                "usage": usage,
+            }
+        )
+
+    def power_w(self) -> float:
+        if self.power is None:
+            return 0.0
+        batch = self.engine.batch
+        return self.power.busy_w(batch) if batch else self.power.idle_w
+
+
+def create_emulator_app(
+    profile: str,
+    *,
+    model: str | None = None,
+    time_scale: float = 1.0,
+    max_batch: int = 32,
+    rtt_ms: float = 0.0,
+) -> Starlette:
+    """Build an emulated OpenAI-compatible LLM server.
+
+    Parameters
+    ----------
+    profile
+        ``hardware:model:dtype`` from the perf catalog, or ``instant``.
+    model
+        The model name it serves (default: the profile's model name, or ``instant``).
+    time_scale
+        Multiplier of every duration (``0`` answers without waiting).
+    max_batch
+        Most requests decoded together.
+    rtt_ms
+        Network round trip added before each call is queued (scaled by ``time_scale``).
+
+    Raises
+    ------
+    InputError
+        If the profile is unknown or a number is out of range.
+    """
+    dep = parse_profile(profile)
+    if time_scale < 0 or not math.isfinite(time_scale):
+        raise InputError(f"--time-scale: must be a number >= 0, got {time_scale}")
+    if max_batch < 1:
+        raise InputError(f"--max-batch: must be >= 1, got {max_batch}")
+    if rtt_ms < 0:
+        raise InputError(f"--rtt-ms: must be >= 0, got {rtt_ms}")
+    name = model or (dep.model.name if dep is not None else INSTANT)
+    engine = BatchEngine(dep.perf() if dep is not None else None, max_batch, time_scale)
+    emu = _Emulator(dep, name, engine, rtt_ms / 1000.0)
+
+    async def chat(request: Request) -> Response:
+        return await emu.complete(request, "chat")
+
+    async def completions(request: Request) -> Response:
+        return await emu.complete(request, "completions")
+
+    async def models(request: Request) -> Response:
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "perllm-emulator"}]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "batch": engine.batch})
+
+    async def metrics(request: Request) -> Response:
+        text = (
+            "# TYPE DCGM_FI_DEV_POWER_USAGE gauge\n"
+            f'DCGM_FI_DEV_POWER_USAGE{{gpu="0"}} {emu.power_w():.3f}\n'
+        )
+        return Response(text, media_type="text/plain; version=0.0.4")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await engine.stop()
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/completions", completions, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )

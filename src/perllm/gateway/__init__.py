@@ -1,0 +1,13 @@
+"""The live gateway: an OpenAI-compatible front that schedules calls across real backends.
+
+Build an app with :func:`create_app` from a :class:`GatewayConfig` (see
+:func:`load_config`) and a policy from :func:`perllm.policies.registry.make_policy`, and run it
+with any ASGI server (``perllm serve`` uses uvicorn).
+"""
+
+from __future__ import annotations
+
+from perllm.gateway.app import Gateway, create_app, make_clients
+from perllm.gateway.config import GatewayConfig, load_config, parse_config
+
+__all__ = ["Gateway", "GatewayConfig", "create_app", "load_config", "make_clients", "parse_config"]

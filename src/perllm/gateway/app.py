@@ -1,0 +1,296 @@
+"""The gateway's ASGI app, built by :func:`create_app` (no module-level app, no singletons).
+
+Endpoints:
+
+- ``POST /v1/chat/completions``, ``POST /v1/completions``: scheduled and forwarded (streamed
+  or not); answers carry ``x-perllm-backend``, ``x-perllm-estimate-ms`` and
+  ``x-perllm-request-id``;
+- ``GET /v1/models``: the union of the backends' public model names;
+- ``GET /health``: the gateway's own health (``503`` when no backend is healthy);
+- ``GET /metrics``: Prometheus exposition (:mod:`perllm.gateway.metrics`);
+- ``GET /stats``: per-backend load, health and counts, and the recorder's summary;
+- ``GET /admin/state`` (the policy's learned state) and ``POST /admin/state`` (save it now).
+
+When ``api-keys`` are set, ``/v1/*``, ``/stats`` and ``/admin/*`` need
+``Authorization: Bearer KEY`` (``401`` otherwise). Every error is an OpenAI-style JSON body.
+On start the policy's state is restored from ``state-file`` and health checks begin; on
+shutdown in-flight calls are drained (up to ``timeouts.drain-s``) and the state is saved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import certifi
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from perllm.gateway.config import GatewayConfig
+from perllm.gateway.dispatch import Dispatcher
+from perllm.gateway.health import CircuitBreaker, HealthChecker
+from perllm.gateway.intake import ApiError, Kind, error_response, parse_call, read_body
+from perllm.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
+from perllm.gateway.state import json_ready, load_state, save_state
+from perllm.gateway.upstream import Upstream
+from perllm.gateway.view import LiveView
+from perllm.metrics.summary import summarize
+from perllm.policies.base import Policy
+
+__all__ = ["Gateway", "create_app", "make_clients"]
+
+# Connections per upstream client: httpcore scans its whole pool on every request, so large
+# pools are split into shards of this size (requests are spread over them in turn).
+POOL_SHARD_CONNECTIONS = 32
+
+log = logging.getLogger(__name__)
+
+
+def make_clients(config: GatewayConfig) -> list[httpx.AsyncClient]:
+    """The upstream clients: timeouts and connection limits from the config, in shards."""
+    t = config.timeouts
+    total = config.limits.max_upstream_connections
+    per_shard = min(total, POOL_SHARD_CONNECTIONS)
+    tls = ssl.create_default_context(cafile=certifi.where())  # loaded once, shared by shards
+    return [
+        httpx.AsyncClient(
+            verify=tls,
+            timeout=httpx.Timeout(
+                connect=t.connect_s, read=t.read_s, write=t.read_s, pool=t.read_s
+            ),
+            limits=httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard),
+        )
+        for _ in range(max(1, -(-total // per_shard)))
+    ]
+
+
+@dataclass(slots=True)
+class Gateway:
+    """Everything one app owns (reachable as ``app.state.gateway``)."""
+
+    config: GatewayConfig
+    policy: Policy
+    clients: list[httpx.AsyncClient]
+    own_client: bool
+    view: LiveView
+    health: HealthChecker
+    metrics: GatewayMetrics
+    dispatcher: Dispatcher
+    models: tuple[str, ...]
+    started_s: float
+
+    def authorized(self, request: HttpRequest) -> bool:
+        keys = self.config.api_keys
+        if not keys:
+            return True
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        given = token.strip().encode()
+        return scheme.lower() == "bearer" and any(
+            hmac.compare_digest(given, key.encode()) for key in keys
+        )
+
+    def stats(self) -> dict[str, Any]:
+        now = time.monotonic()
+        backends = {}
+        for i, spec in enumerate(self.view.servers):
+            load = self.view.load(i)
+            breaker = self.health.breakers[i]
+            backends[spec.name] = {
+                "url": self.config.backends[i].base_url,
+                "tier": spec.tier,
+                "healthy": load.healthy,
+                "circuit": breaker.state(now),
+                "running": load.running,
+                "queued": load.queued,
+                "tokens_in_flight": load.tokens_in_flight,
+                "bandwidth_mbps": float(self.view.bandwidth[i]),
+                "power_w": self.health.power_w[i],
+                "answered": self.dispatcher.answered[spec.name],
+                "failures": self.dispatcher.failures[spec.name],
+            }
+        name = str(getattr(self.policy, "name", type(self.policy).__name__))
+        summary = summarize(
+            self.dispatcher.recorder, policy=name, scenario="gateway", weights=self.view.weights
+        )
+        stats: dict[str, Any] = json_ready(
+            {
+                "policy": name,
+                "uptime_s": now - self.started_s,
+                "in_flight": self.dispatcher.active,
+                "backends": backends,
+                "summary": summary,
+            }
+        )
+        return stats
+
+
+def _build(config: GatewayConfig, policy: Policy, client: httpx.AsyncClient | None) -> Gateway:
+    own = client is None
+    clients = [client] if client is not None else make_clients(config)
+    breakers = [
+        CircuitBreaker(config.health.failure_threshold, config.health.cooldown_s)
+        for _ in config.backends
+    ]
+    view = LiveView(config, breakers)
+    health = HealthChecker(config.backends, breakers, config.health, clients[0])
+    metrics = GatewayMetrics([b.name for b in config.backends])
+    upstream = Upstream(list(config.backends), clients)
+    dispatcher = Dispatcher(policy, view, upstream, health, metrics, config.limits.max_records)
+    return Gateway(
+        config,
+        policy,
+        clients,
+        own,
+        view,
+        health,
+        metrics,
+        dispatcher,
+        tuple(config.public_models()),
+        time.monotonic(),
+    )
+
+
+def create_app(
+    settings: GatewayConfig,
+    policy: Policy,
+    client: httpx.AsyncClient | None = None,
+    *,
+    health_checks: bool = True,
+    restore_state: bool = True,
+) -> Starlette:
+    """Build the gateway app for ``settings`` scheduling with ``policy``.
+
+    Parameters
+    ----------
+    settings
+        The validated gateway config.
+    policy
+        The scheduling policy (see :func:`perllm.policies.registry.make_policy`).
+    client
+        The upstream HTTP client; by default clients are made from the config (see
+        :func:`make_clients`) and closed on shutdown (a client passed in is left open for its
+        owner to close).
+    health_checks
+        Run periodic health checks while the app is up.
+    restore_state
+        Restore the policy from ``state-file`` on start (``perllm serve`` does it itself
+        beforehand, so that a bad file is reported as one line).
+
+    Returns
+    -------
+    Starlette
+        The ASGI app; its :class:`Gateway` is ``app.state.gateway``.
+    """
+    gw = _build(settings, policy, client)
+
+    def guarded(request: HttpRequest) -> JSONResponse | None:
+        if gw.authorized(request):
+            return None
+        return error_response(
+            401, "invalid or missing API key (Authorization: Bearer KEY)", "invalid_api_key"
+        )
+
+    async def complete(request: HttpRequest, kind: Kind) -> Response:
+        try:
+            if (denied := guarded(request)) is not None:
+                gw.metrics.answered("none", 401)
+                return denied
+            raw = await read_body(request, settings.limits.max_body_bytes)
+            call = parse_call(kind, raw, request.headers, settings, gw.models)
+            return await gw.dispatcher.dispatch(call)
+        except ApiError as err:
+            gw.metrics.answered("none", err.status)
+            return err.response()
+
+    async def chat(request: HttpRequest) -> Response:
+        return await complete(request, "chat")
+
+    async def completions(request: HttpRequest) -> Response:
+        return await complete(request, "completions")
+
+    async def models(request: HttpRequest) -> Response:
+        if (denied := guarded(request)) is not None:
+            return denied
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "perllm"} for m in gw.models]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def health(request: HttpRequest) -> Response:
+        healthy = int(gw.view.healthy().sum())
+        status = 200 if healthy else 503
+        return JSONResponse(
+            {"status": "ok" if healthy else "unavailable", "healthy_backends": healthy},
+            status_code=status,
+        )
+
+    async def metrics(request: HttpRequest) -> Response:
+        gw.metrics.refresh(list(gw.view.in_flight), list(gw.view.healthy()))
+        return Response(gw.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    async def stats(request: HttpRequest) -> Response:
+        return guarded(request) or JSONResponse(gw.stats())
+
+    async def admin_state(request: HttpRequest) -> Response:
+        if (denied := guarded(request)) is not None:
+            return denied
+        if request.method == "POST":
+            if settings.state_file is None:
+                return error_response(400, "no state-file is configured", "no_state_file")
+            save_state(policy, settings.state_file)
+            return JSONResponse({"saved": settings.state_file})
+        return JSONResponse(json_ready(policy.state()))
+
+    async def http_error(request: HttpRequest, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        detail = exc.detail if isinstance(exc, HTTPException) else "internal gateway error"
+        if status >= 500:
+            log.error("unexpected error on %s", request.url.path, exc_info=exc)
+        return error_response(
+            status,
+            f"{request.method} {request.url.path}: {detail}",
+            "not_found" if status == 404 else "http_error",
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if restore_state and settings.state_file is not None:
+            load_state(policy, settings.state_file)
+        if health_checks:
+            gw.health.start()
+        try:
+            yield
+        finally:
+            if not await gw.dispatcher.drain(settings.timeouts.drain_s):
+                log.warning("shutdown: %d calls still in flight", gw.dispatcher.active)
+            await gw.health.stop()
+            if settings.state_file is not None:
+                save_state(policy, settings.state_file)
+            if gw.own_client:
+                for upstream_client in gw.clients:
+                    await upstream_client.aclose()
+
+    routes = [
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/stats", stats, methods=["GET"]),
+        Route("/admin/state", admin_state, methods=["GET", "POST"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, Exception: http_error},
+    )
+    app.state.gateway = gw
+    return app

@@ -1,0 +1,161 @@
+"""The ``perllm serve``, ``perllm emulate`` and ``perllm testbed`` subcommands.
+
+Wired into :mod:`perllm.cli` by :func:`add_gateway_commands`. Like every perllm command, a bad
+flag, config or port ends with one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from perllm.cli_args import integer, key_value
+
+__all__ = ["add_gateway_commands"]
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _at_least(minimum: float) -> Callable[[str], float]:
+    """A finite number ``>= minimum`` (argparse names the flag in the message)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum:g}, got {text}")
+        return value
+
+    return parse
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from perllm.cli_args import writable_dir
+    from perllm.gateway.app import create_app
+    from perllm.gateway.config import load_config
+    from perllm.gateway.state import load_state
+    from perllm.gateway.testbed import bind, serve_apps
+    from perllm.policies.registry import make_policy
+
+    config = load_config(args.config)
+    policy = make_policy(config.policy.type, dict(config.policy.params), config.policy.seed)
+    if config.state_file is not None:
+        writable_dir("state-file", Path(config.state_file).resolve().parent)
+        load_state(policy, config.state_file)
+    app = create_app(config, policy, restore_state=False)
+    sock = bind(args.host, args.port)
+    _logging(args.log_level)
+    print(
+        f"perllm gateway on http://{args.host}:{args.port}/v1 ({config.policy.type}, "
+        f"{len(config.backends)} backends)",
+        flush=True,
+    )
+    asyncio.run(
+        serve_apps([(app, sock)], log_level=args.log_level, graceful_s=config.timeouts.drain_s)
+    )
+    return 0
+
+
+def _cmd_emulate(args: argparse.Namespace) -> int:
+    from perllm.emulator.app import create_emulator_app
+    from perllm.gateway.testbed import bind, serve_apps
+
+    app = create_emulator_app(
+        args.profile,
+        model=args.model,
+        time_scale=args.time_scale,
+        max_batch=args.max_batch,
+        rtt_ms=args.rtt_ms,
+    )
+    sock = bind(args.host, args.port)
+    _logging(args.log_level)
+    print(f"emulated {args.profile} on http://{args.host}:{args.port}/v1", flush=True)
+    asyncio.run(serve_apps([(app, sock)], log_level=args.log_level))
+    return 0
+
+
+def _cmd_testbed(args: argparse.Namespace) -> int:
+    from perllm.emulator.app import create_emulator_app
+    from perllm.gateway.app import create_app
+    from perllm.gateway.testbed import PUBLIC_MODEL, bind, plan_testbed, serve_apps
+    from perllm.policies.registry import make_policy
+    from perllm.sim import scenario
+
+    cluster = scenario.load(args.scenario)
+    params: dict[str, Any] = {}
+    for pair in args.param or []:
+        params.update(pair)
+    policy_spec = {"type": args.policy, "params": params, "seed": args.seed}
+    plans, config = plan_testbed(
+        cluster, host=args.host, port=args.port, time_scale=args.time_scale, policy=policy_spec
+    )
+    policy = make_policy(args.policy, params, args.seed)
+    apps = [(create_app(config, policy), bind(args.host, args.port))]
+    for plan in plans:
+        emulator = create_emulator_app(
+            plan.profile,
+            time_scale=args.time_scale,
+            max_batch=plan.max_batch,
+            rtt_ms=plan.rtt_ms,
+        )
+        apps.append((emulator, bind(args.host, plan.port)))
+    _logging(args.log_level)
+    print(
+        f"gateway  http://{args.host}:{args.port}/v1  model {PUBLIC_MODEL!r}, policy "
+        f"{args.policy}, time-scale {args.time_scale:g}"
+    )
+    for plan in plans:
+        print(
+            f"  {plan.name:<12} http://{args.host}:{plan.port}/v1  {plan.profile}  "
+            f"rtt {plan.rtt_ms:g} ms"
+        )
+    print("Ctrl-C to stop", flush=True)
+    asyncio.run(serve_apps(apps, log_level=args.log_level))
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser, port: int) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=integer(1), default=port)
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
+
+
+def add_gateway_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``serve``, ``emulate`` and ``testbed`` to the ``perllm`` subcommands."""
+    serve = sub.add_parser("serve", help="run the scheduling gateway in front of real backends")
+    serve.add_argument("--config", required=True, help="gateway YAML file")
+    _common(serve, 8080)
+    serve.set_defaults(func=_cmd_serve)
+
+    emulate = sub.add_parser("emulate", help="run an emulated OpenAI-compatible LLM server")
+    emulate.add_argument(
+        "--profile", required=True, help="HARDWARE:MODEL:DTYPE from the perf catalog, or instant"
+    )
+    emulate.add_argument("--model", help="model name served (default: the profile's model)")
+    emulate.add_argument("--time-scale", type=_at_least(0.0), default=1.0)
+    emulate.add_argument("--max-batch", type=integer(1), default=32)
+    emulate.add_argument("--rtt-ms", type=_at_least(0.0), default=0.0)
+    _common(emulate, 8000)
+    emulate.set_defaults(func=_cmd_emulate)
+
+    testbed = sub.add_parser("testbed", help="emulate a scenario's servers behind the gateway")
+    testbed.add_argument("--scenario", required=True, help="built-in name or YAML file")
+    testbed.add_argument("--policy", default="cs-ucb")
+    testbed.add_argument("--param", action="append", type=key_value, metavar="KEY=VALUE")
+    testbed.add_argument("--seed", type=integer(0), default=0)
+    testbed.add_argument("--time-scale", type=_at_least(1e-6), default=1.0)
+    _common(testbed, 8080)
+    testbed.set_defaults(func=_cmd_testbed)

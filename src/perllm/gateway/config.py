@@ -1,0 +1,207 @@
+"""The gateway's settings: YAML validated by pydantic (kebab-case keys, unknown keys refused).
+
+A gateway config names its backends (URL, tier, the models each serves, the perf-catalog
+deployment that predicts its speed and power, its link), the scheduling policy, the service
+classes with their default deadlines, and the operational limits::
+
+    backends:
+      - name: edge-0
+        url: http://10.0.0.5:8000
+        tier: edge
+        models: {llama: llama-2-7b-q4}     # public name -> the backend's name (or a list)
+        hardware: rtx-3090
+        model: llama-2-7b
+        dtype: q4
+        link: {bandwidth-mbps: 100, rtt-ms: 4, tx-power-w: 2}
+        max-concurrency: 8
+    policy: {type: cs-ucb, params: {exploration: 0.3}}
+    classes:
+      default: {deadline-ms: 30000, output-tokens: 128}
+    state-file: perllm-state.json
+
+``time-scale`` multiplies every perf-model time and link RTT: set it to the emulators'
+``--time-scale`` when the backends are emulated faster than real time (``perllm testbed`` does).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from perllm.config_errors import to_kebab, validation_message
+from perllm.domain import Tier
+from perllm.errors import InputError
+from perllm.perf.catalog import BYTES_PER_WEIGHT, HARDWARE, MODELS
+
+__all__ = [
+    "BackendConfig",
+    "ClassConfig",
+    "GatewayConfig",
+    "HealthConfig",
+    "LimitsConfig",
+    "LinkConfig",
+    "PolicySpec",
+    "PowerConfig",
+    "TimeoutsConfig",
+    "load_config",
+    "parse_config",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, alias_generator=to_kebab, frozen=True
+    )
+
+
+class PowerConfig(_Model):
+    """Explicit power profile, overriding the catalog's (watts)."""
+
+    idle_w: float = Field(ge=0.0)
+    max_w: float = Field(gt=0.0)
+
+
+class LinkConfig(_Model):
+    """What is known of the network path to a backend (``bandwidth-mbps`` is a start value)."""
+
+    bandwidth_mbps: float = Field(default=1000.0, gt=0.0)
+    rtt_ms: float = Field(default=0.0, ge=0.0)
+    tx_power_w: float = Field(default=0.0, ge=0.0)
+
+
+class BackendConfig(_Model):
+    """One OpenAI-compatible backend."""
+
+    name: str = Field(min_length=1)
+    url: str = Field(pattern=r"^https?://")
+    tier: Tier
+    models: dict[str, str] | list[str] = Field(min_length=1)
+    hardware: str
+    model: str
+    dtype: Literal["fp16", "int8", "q4"] = "fp16"
+    power: PowerConfig | None = None
+    link: LinkConfig = LinkConfig()
+    max_concurrency: int = Field(default=32, ge=1)
+    power_metrics_url: str | None = Field(default=None, pattern=r"^https?://")
+    api_key: str | None = None
+
+    @model_validator(mode="after")
+    def _known_names(self) -> BackendConfig:
+        if self.hardware not in HARDWARE:
+            raise ValueError(f"unknown hardware {self.hardware!r}; known: {', '.join(HARDWARE)}")
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; known: {', '.join(MODELS)}")
+        return self
+
+    @property
+    def model_map(self) -> dict[str, str]:
+        """Public model name -> the name this backend knows it by."""
+        if isinstance(self.models, list):
+            return {name: name for name in self.models}
+        return dict(self.models)
+
+    @property
+    def base_url(self) -> str:
+        """The server root: the URL without a trailing ``/`` or ``/v1``."""
+        return self.url.rstrip("/").removesuffix("/v1")
+
+
+class PolicySpec(_Model):
+    type: str = "cs-ucb"
+    params: dict[str, Any] = {}
+    seed: int = Field(default=0, ge=0)
+
+
+class ClassConfig(_Model):
+    """A service class: its default deadline and the output length assumed without max_tokens."""
+
+    deadline_ms: float = Field(gt=0.0)
+    output_tokens: int = Field(default=128, ge=1)
+
+
+class LimitsConfig(_Model):
+    max_body_bytes: int = Field(default=10_000_000, ge=1)
+    max_upstream_connections: int = Field(default=1024, ge=1)
+    max_records: int = Field(default=100_000, ge=1)
+
+
+class TimeoutsConfig(_Model):
+    """Upstream timeouts (seconds): connecting, and waiting for any byte of a response."""
+
+    connect_s: float = Field(default=2.0, gt=0.0)
+    read_s: float = Field(default=60.0, gt=0.0)
+    drain_s: float = Field(default=30.0, ge=0.0)
+
+
+class HealthConfig(_Model):
+    """Health checks and the circuit breaker around each backend."""
+
+    interval_s: float = Field(default=5.0, gt=0.0)
+    path: str = "/health"
+    failure_threshold: int = Field(default=3, ge=1)
+    cooldown_s: float = Field(default=10.0, gt=0.0)
+
+
+class GatewayConfig(_Model):
+    backends: list[BackendConfig] = Field(min_length=1)
+    policy: PolicySpec = PolicySpec()
+    classes: dict[str, ClassConfig] = {"default": ClassConfig(deadline_ms=30_000.0)}
+    default_class: str = "default"
+    state_file: str | None = None
+    api_keys: list[str] = []
+    limits: LimitsConfig = LimitsConfig()
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    health: HealthConfig = HealthConfig()
+    energy_weights: dict[Literal["transmission", "inference", "idle"], float] = {}
+    admission_control: bool = False
+    time_scale: float = Field(default=1.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GatewayConfig:
+        names = [b.name for b in self.backends]
+        if len(set(names)) != len(names):
+            raise ValueError("backend names must be unique")
+        if self.default_class not in self.classes:
+            raise ValueError(f"default-class {self.default_class!r} is not in classes")
+        if any(w < 0 for w in self.energy_weights.values()):
+            raise ValueError("energy weights must be >= 0")
+        for backend in self.backends:
+            if backend.dtype not in BYTES_PER_WEIGHT:  # pragma: no cover - Literal guards it
+                raise ValueError(f"unknown dtype {backend.dtype!r}")
+        return self
+
+    def public_models(self) -> list[str]:
+        """Union of the public model names of every backend, in config order."""
+        seen: dict[str, None] = {}
+        for backend in self.backends:
+            seen.update(dict.fromkeys(backend.model_map))
+        return list(seen)
+
+
+def parse_config(data: Any, source: str) -> GatewayConfig:
+    """Validate a gateway config mapping; errors become a one-line :class:`InputError`."""
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: a gateway config must be a YAML mapping")
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as err:
+        raise InputError(validation_message(err, source)) from None
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read and validate a gateway YAML file (one-line :class:`InputError` if anything is wrong)."""
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"--config: file not found: {str(file)!r}")
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise InputError(f"{file}{line}: invalid YAML: {getattr(err, 'problem', err)}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"--config: cannot read {str(file)!r}: {err}") from None
+    return parse_config(data, str(file))

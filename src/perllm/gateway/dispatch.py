@@ -1,0 +1,264 @@
+"""The request path: ask the policy, send upstream, retry elsewhere on failure, learn.
+
+For each call: build a :class:`~perllm.domain.Request`, ask ``policy.select`` through a view in
+which only the backends serving the call's model (and not yet failed for it) may be healthy,
+and send it there. A failure before the first byte marks that backend failed for the call (and
+counts against its circuit breaker) and the policy is asked again, until a backend answers or
+none is left (502, or 503 when no backend is available at all). Each finished attempt becomes a
+:class:`~perllm.domain.Feedback` for ``policy.observe``, the metrics and the recorder.
+
+If the policy picks a backend that may not take the call (a load-blind policy such as
+round-robin ignores health), the least occupied backend that may take it is used instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import math
+import time
+
+import numpy as np
+import numpy.typing as npt
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from perllm.domain import Decision, Feedback, Request
+from perllm.gateway.feedback import Attempt, make_feedback, tokens_from_body, tokens_from_sse
+from perllm.gateway.health import HealthChecker
+from perllm.gateway.intake import ApiError, Call
+from perllm.gateway.metrics import GatewayMetrics
+from perllm.gateway.upstream import AttemptFailed, StreamProgress, Upstream, relay
+from perllm.gateway.view import LiveView, RestrictedView
+from perllm.metrics.recorder import Recorder
+from perllm.policies.base import Policy
+
+__all__ = ["Dispatcher"]
+
+log = logging.getLogger(__name__)
+
+PASSED_HEADERS = ("content-type",)
+
+
+class _RelayResponse(StreamingResponse):
+    """A streaming response that always closes its relay, even if the client went away."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+class Dispatcher:
+    """Schedules and forwards calls; owns the in-flight bookkeeping of one gateway app."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        view: LiveView,
+        upstream: Upstream,
+        health: HealthChecker,
+        metrics: GatewayMetrics,
+        max_records: int = 100_000,
+    ) -> None:
+        self.policy = policy
+        self.view = view
+        self.upstream = upstream
+        self.health = health
+        self.metrics = metrics
+        self.recorder = Recorder(view.servers)
+        self.max_records = max_records
+        self.names = [s.name for s in view.servers]
+        self.serving: dict[str, npt.NDArray[np.bool_]] = {}
+        for server, model_map in enumerate(upstream.model_maps):
+            for model in model_map:
+                mask = self.serving.setdefault(model, np.zeros(len(self.names), dtype=bool))
+                mask[server] = True
+        self.answered = {name: 0 for name in self.names}
+        self.failures = {name: 0 for name in self.names}
+        self._ids = itertools.count(1)
+        self.active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def make_request(self, call: Call) -> Request:
+        return Request(
+            id=next(self._ids),
+            arrival_s=self.view.now(),
+            service_class=call.service_class,
+            prompt_tokens=call.prompt_tokens,
+            output_tokens=call.output_tokens,
+            request_bytes=len(call.raw),
+            response_bytes=call.output_tokens * 4 + 512,
+            deadline_s=call.deadline_s,
+            model=call.model,
+        )
+
+    def choose(self, request: Request, allowed: npt.NDArray[np.bool_]) -> Decision:
+        """The policy's decision among ``allowed`` backends (:class:`ApiError` 503 if none)."""
+        usable = self.view.healthy() & allowed
+        if not usable.any():
+            raise ApiError(
+                503, f"no healthy backend can serve model {request.model!r}", "no_backend"
+            )
+        decision = self.policy.select(request, RestrictedView(self.view, allowed))
+        if decision.reject:
+            raise ApiError(
+                503, "rejected by admission control: no backend can meet the deadline", "rejected"
+            )
+        if not 0 <= decision.server < len(usable) or not usable[decision.server]:
+            occupancy = self.view.in_flight / self.view.max_batch
+            fallback = int(np.argmin(np.where(usable, occupancy, np.inf)))
+            decision = dataclasses.replace(decision, server=fallback)
+        return decision
+
+    async def dispatch(self, call: Call) -> Response:
+        """Answer one validated call (raises :class:`ApiError` when no backend can)."""
+        self.active += 1
+        self._idle.clear()
+        try:
+            return await self._dispatch(call)
+        finally:
+            self.active -= 1
+            if self.active == 0:
+                self._idle.set()
+
+    async def _dispatch(self, call: Call) -> Response:
+        request = self.make_request(call)
+        allowed = self.serving[call.model].copy()
+        errors: list[str] = []
+        last: Feedback | None = None
+        while True:
+            try:
+                decision = self.choose(request, allowed)
+            except ApiError:
+                if last is None:
+                    self._recorder().on_reject(self.view.now(), request)
+                    raise
+                self._recorder().on_feedback(self.view.now(), last)
+                message = "all backends failed: " + "; ".join(errors)
+                raise ApiError(502, message, "upstream_error") from None
+            self.metrics.decided(decision.server)
+            try:
+                return await self._attempt(call, request, decision)
+            except AttemptFailed as err:
+                errors.append(str(err))
+                allowed[decision.server] = False
+                self.metrics.retried(decision.server)
+                self.health.breakers[decision.server].record_failure(time.monotonic())
+                last = err.feedback
+                log.info("retrying request %d elsewhere: %s", request.id, err)
+
+    async def _attempt(self, call: Call, request: Request, decision: Decision) -> Response:
+        server = decision.server
+        batch = self.view.begin(server, request.prompt_tokens)
+        attempt = Attempt(request, decision, batch, sent_s=self.view.now(), streamed=call.stream)
+        try:
+            response = await self.upstream.open(call, server)
+            if call.stream and response.status_code < 400:
+                chunks, first = await self.upstream.first_chunk(response, server)
+            else:
+                content = await self.upstream.read_all(response, server)
+        except AttemptFailed as err:
+            attempt.end_s = self.view.now()
+            err.feedback = self._finish(attempt, failed=True, count=False)
+            raise
+        except BaseException:
+            attempt.end_s = self.view.now()
+            self._finish(attempt, failed=True, count=False)
+            raise
+        headers = {
+            "x-perllm-backend": self.names[server],
+            "x-perllm-estimate-ms": f"{decision.estimate_s * 1000.0:.3f}",
+            "x-perllm-request-id": str(request.id),
+        }
+        self.health.breakers[server].record_success()
+        if response.status_code >= 400 or not call.stream:
+            attempt.end_s = attempt.first_byte_s = self.view.now()
+            attempt.response_bytes = len(content)
+            attempt.output_tokens = tokens_from_body(content) if response.status_code < 400 else 0
+            self._finish(attempt, failed=response.status_code >= 400)
+            self.metrics.answered(self.names[server], response.status_code)
+            for name in PASSED_HEADERS:
+                if name in response.headers:
+                    headers[name] = response.headers[name]
+            return Response(content, status_code=response.status_code, headers=headers)
+        attempt.first_byte_s = self.view.now()
+        progress = StreamProgress(
+            on_chunk=lambda n: self._streamed_tokens(attempt, n),
+            on_done=lambda p: self._stream_done(attempt, p),
+        )
+        headers["cache-control"] = "no-cache"
+        return _RelayResponse(
+            relay(response, chunks, first, progress, self.names[server]),
+            headers=headers,
+            media_type="text/event-stream",
+        )
+
+    def _streamed_tokens(self, attempt: Attempt, tokens: int) -> None:
+        attempt.view_tokens += tokens
+        self.view.add_tokens(attempt.decision.server, tokens)
+
+    def _stream_done(self, attempt: Attempt, progress: StreamProgress) -> None:
+        attempt.end_s = self.view.now()
+        attempt.response_bytes = progress.size_bytes
+        attempt.output_tokens = tokens_from_sse(progress.tail, progress.events)
+        name = self.names[attempt.decision.server]
+        if progress.outcome == "failed":
+            self.health.breakers[attempt.decision.server].record_failure(time.monotonic())
+        status = {"ok": "200", "failed": "error", "client-gone": "client-gone"}[progress.outcome]
+        self.metrics.answered(name, status)
+        # A client that went away says nothing about the backend: nothing is learned from it.
+        self._finish(
+            attempt, failed=progress.outcome != "ok", learn=progress.outcome != "client-gone"
+        )
+
+    def _finish(
+        self, attempt: Attempt, *, failed: bool, learn: bool = True, count: bool = True
+    ) -> Feedback:
+        server = attempt.decision.server
+        self.view.end(server, attempt.request.prompt_tokens + attempt.view_tokens)
+        spec = self.view.servers[server]
+        feedback = make_feedback(
+            attempt,
+            spec,
+            self.view.links[spec.link],
+            float(self.view.bandwidth[server]),
+            self.health.power_w[server],
+            failed=failed,
+        )
+        if not failed and not attempt.streamed:
+            self.view.observe_transfer(
+                server, attempt.response_bytes, attempt.end_s - attempt.sent_s
+            )
+        self.metrics.finished(feedback)
+        if failed:
+            self.failures[self.names[server]] += 1
+        if learn:
+            self.policy.observe(feedback)
+        if count:
+            self.answered[self.names[server]] += 1
+            self._recorder().on_feedback(self.view.now(), feedback)
+        return feedback
+
+    def _recorder(self) -> Recorder:
+        """The recorder, started afresh once it holds ``max_records`` (bounded memory)."""
+        if len(self.recorder) >= self.max_records:
+            self.recorder = Recorder(self.view.servers)
+        return self.recorder
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until no call is in flight (at most ``timeout_s``); returns whether it did."""
+        if math.isinf(timeout_s):
+            await self._idle.wait()
+            return True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True

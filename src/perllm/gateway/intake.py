@@ -1,0 +1,208 @@
+"""The HTTP edge of the gateway: OpenAI-style errors and validation of incoming calls.
+
+Every problem with a call becomes an :class:`ApiError`, answered as
+``{"error": {"message", "type", "code"}}`` with a 4xx status that names the problem.
+
+Per-request deadline (the processing-time requirement, arrival to last byte), first match wins:
+
+1. ``x-perllm-deadline-ms``;
+2. ``x-slo-ttft-ms`` and/or ``x-slo-tpot-ms``: ``ttft + tpot * max_tokens`` (a missing one
+   counts as 0; ``max_tokens`` from the body, else the class's ``output-tokens``);
+3. the service class's ``deadline-ms`` (class from ``x-perllm-class``, else the default class).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse
+
+from perllm.gateway.config import GatewayConfig
+
+__all__ = ["ApiError", "Call", "error_response", "parse_call", "read_body"]
+
+Kind = Literal["chat", "completions"]
+CHARS_PER_TOKEN = 4
+
+
+class ApiError(Exception):
+    """An error answered to the client as an OpenAI-style JSON body."""
+
+    def __init__(self, status: int, message: str, code: str, type_: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.type = type_ or ("invalid_request_error" if status < 500 else "server_error")
+
+    def response(self) -> JSONResponse:
+        return error_response(self.status, self.message, self.code, self.type)
+
+
+def error_response(status: int, message: str, code: str, type_: str = "") -> JSONResponse:
+    """An OpenAI-style error response."""
+    kind = type_ or ("invalid_request_error" if status < 500 else "server_error")
+    body = {"error": {"message": message, "type": kind, "code": code}}
+    return JSONResponse(body, status_code=status)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A validated call, ready to schedule."""
+
+    kind: Kind
+    body: dict[str, Any]
+    raw: bytes
+    model: str
+    stream: bool
+    max_tokens: int | None
+    output_tokens: int
+    service_class: str
+    deadline_s: float
+    prompt_tokens: int
+
+
+async def read_body(request: HttpRequest, max_bytes: int) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds ``max_bytes``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise ApiError(413, f"request body of {declared} bytes exceeds {max_bytes}", "too_large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise ApiError(413, f"request body exceeds {max_bytes} bytes", "too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _text_chars(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        if all(isinstance(v, int) for v in value):
+            return len(value) * CHARS_PER_TOKEN  # a list of token ids
+        return sum(_text_chars(v) for v in value)
+    if isinstance(value, dict):
+        return _text_chars(value.get("text", value.get("content", "")))
+    return 0
+
+
+def _prompt_tokens(kind: Kind, body: dict[str, Any]) -> int:
+    if kind == "chat":
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise ApiError(400, "'messages' must be a non-empty list", "missing_messages")
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or "role" not in message:
+                raise ApiError(
+                    400, f"'messages[{i}]' must be an object with a 'role'", "bad_message"
+                )
+        chars = sum(_text_chars(m.get("content")) for m in messages)
+    else:
+        prompt = body.get("prompt")
+        if prompt is None or not isinstance(prompt, str | list):
+            raise ApiError(400, "'prompt' is required (a string or a list)", "missing_prompt")
+        chars = _text_chars(prompt)
+    return max(1, math.ceil(chars / CHARS_PER_TOKEN))
+
+
+def _max_tokens(body: dict[str, Any]) -> int | None:
+    for key in ("max_tokens", "max_completion_tokens"):
+        value = body.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ApiError(
+                400, f"'{key}' must be a positive integer, got {value!r}", "bad_max_tokens"
+            )
+        return value
+    return None
+
+
+def _header_ms(headers: Mapping[str, str], name: str) -> float | None:
+    text = headers.get(name)
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ApiError(
+            400, f"header {name}: expected a number of ms, got {text!r}", "bad_header"
+        ) from None
+    if not math.isfinite(value) or value < 0 or (name == "x-perllm-deadline-ms" and value == 0):
+        raise ApiError(
+            400, f"header {name}: must be a positive number of ms, got {text!r}", "bad_header"
+        )
+    return value
+
+
+def _deadline_s(headers: Mapping[str, str], default_ms: float, output_tokens: int) -> float:
+    deadline = _header_ms(headers, "x-perllm-deadline-ms")
+    if deadline is not None:
+        return deadline / 1000.0
+    ttft = _header_ms(headers, "x-slo-ttft-ms")
+    tpot = _header_ms(headers, "x-slo-tpot-ms")
+    if ttft is None and tpot is None:
+        return default_ms / 1000.0
+    total = (ttft or 0.0) + (tpot or 0.0) * output_tokens
+    if total <= 0:
+        raise ApiError(
+            400, "headers x-slo-ttft-ms/x-slo-tpot-ms give a zero deadline", "bad_header"
+        )
+    return total / 1000.0
+
+
+def parse_call(
+    kind: Kind,
+    raw: bytes,
+    headers: Mapping[str, str],
+    config: GatewayConfig,
+    models: Collection[str],
+) -> Call:
+    """Validate a completion call's body and scheduling headers (:class:`ApiError` if bad)."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "request body is not valid JSON", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object", "invalid_json")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "'model' is required (a string)", "missing_model")
+    if model not in models:
+        known = ", ".join(models)
+        raise ApiError(
+            404, f"model {model!r} is not served here; known: {known}", "model_not_found"
+        )
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise ApiError(400, f"'stream' must be true or false, got {stream!r}", "bad_stream")
+    prompt_tokens = _prompt_tokens(kind, body)
+    max_tokens = _max_tokens(body)
+    name = headers.get("x-perllm-class", config.default_class)
+    service = config.classes.get(name)
+    if service is None:
+        known = ", ".join(config.classes)
+        raise ApiError(
+            400, f"header x-perllm-class: unknown class {name!r}; known: {known}", "bad_class"
+        )
+    output_tokens = max_tokens if max_tokens is not None else service.output_tokens
+    return Call(
+        kind=kind,
+        body=body,
+        raw=raw,
+        model=model,
+        stream=stream,
+        max_tokens=max_tokens,
+        output_tokens=output_tokens,
+        service_class=name,
+        deadline_s=_deadline_s(headers, service.deadline_ms, output_tokens),
+        prompt_tokens=prompt_tokens,
+    )

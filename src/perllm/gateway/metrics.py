@@ -1,0 +1,112 @@
+"""Prometheus metrics of one gateway app, in a registry of its own (never the global one).
+
+==================================================  ==========================================
+metric                                              labels
+==================================================  ==========================================
+``perllm_gateway_requests_total``                   backend, status (HTTP status or ``error``)
+``perllm_gateway_request_latency_seconds``          backend (arrival to last byte)
+``perllm_gateway_deadlines_total``                  backend, outcome (``met`` / ``missed``)
+``perllm_gateway_energy_joules_total``              backend, part (transmission / inference /
+                                                    idle)
+``perllm_gateway_decisions_total``                  backend (policy decisions, retries too)
+``perllm_gateway_retries_total``                    backend (the one that failed)
+``perllm_gateway_in_flight``                        backend
+``perllm_gateway_backend_healthy``                  backend (1 healthy, 0 circuit open)
+==================================================  ==========================================
+
+Requests answered without a backend (bad input, no backend available) carry backend ``none``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from perllm.domain import Feedback
+
+__all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics"]
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class GatewayMetrics:
+    """The gateway's Prometheus collectors, registered in a fresh :class:`CollectorRegistry`."""
+
+    def __init__(self, backends: Sequence[str]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.backends = tuple(backends)
+        r = self.registry
+        self.requests = Counter(
+            "perllm_gateway_requests", "Requests answered", ["backend", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "perllm_gateway_request_latency_seconds",
+            "Processing time, arrival to last byte",
+            ["backend"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.deadlines = Counter(
+            "perllm_gateway_deadlines",
+            "Deadlines met or missed",
+            ["backend", "outcome"],
+            registry=r,
+        )
+        self.energy = Counter(
+            "perllm_gateway_energy_joules",
+            "Estimated energy by part",
+            ["backend", "part"],
+            registry=r,
+        )
+        self.decisions = Counter(
+            "perllm_gateway_decisions", "Policy decisions", ["backend"], registry=r
+        )
+        self.retries = Counter(
+            "perllm_gateway_retries", "Attempts retried elsewhere", ["backend"], registry=r
+        )
+        self.in_flight = Gauge(
+            "perllm_gateway_in_flight", "Requests in flight", ["backend"], registry=r
+        )
+        self.healthy = Gauge(
+            "perllm_gateway_backend_healthy",
+            "1 if the backend's circuit is not open",
+            ["backend"],
+            registry=r,
+        )
+
+    def answered(self, backend: str, status: int | str) -> None:
+        self.requests.labels(backend, str(status)).inc()
+
+    def decided(self, server: int) -> None:
+        self.decisions.labels(self.backends[server]).inc()
+
+    def retried(self, server: int) -> None:
+        self.retries.labels(self.backends[server]).inc()
+
+    def finished(self, feedback: Feedback) -> None:
+        """Record one completed attempt's latency, deadline outcome and energy."""
+        backend = self.backends[feedback.decision.server]
+        if not feedback.failed:
+            self.latency.labels(backend).observe(feedback.processing_s)
+            self.deadlines.labels(backend, "met" if feedback.met else "missed").inc()
+        energy = feedback.energy
+        self.energy.labels(backend, "transmission").inc(energy.transmission_j)
+        self.energy.labels(backend, "inference").inc(energy.inference_j)
+        self.energy.labels(backend, "idle").inc(energy.idle_j)
+
+    def refresh(self, in_flight: Sequence[float], healthy: Sequence[bool]) -> None:
+        """Update the gauges (called when ``/metrics`` is scraped)."""
+        for name, count, ok in zip(self.backends, in_flight, healthy, strict=True):
+            self.in_flight.labels(name).set(count)
+            self.healthy.labels(name).set(1.0 if ok else 0.0)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

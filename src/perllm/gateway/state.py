@@ -1,0 +1,83 @@
+"""Persistence of the policy's learned state: JSON written on shutdown, read on start.
+
+The file holds ``{"policy": NAME, "saved-at": UNIX_TIME, "state": policy.state()}``. It is
+written atomically (a temporary file renamed over the old one), so a crash while saving never
+leaves a truncated file. A state saved by a different policy is ignored with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from perllm.errors import InputError
+from perllm.policies.base import Policy
+
+__all__ = ["json_ready", "load_state", "save_state"]
+
+log = logging.getLogger(__name__)
+
+
+def _policy_name(policy: Policy) -> str:
+    return str(getattr(policy, "name", type(policy).__name__))
+
+
+def json_ready(value: Any) -> Any:
+    """Replace non-finite floats (not valid JSON) by ``None``, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def save_state(policy: Policy, path: str | Path) -> None:
+    """Write ``policy.state()`` to ``path`` atomically."""
+    file = Path(path)
+    document = {
+        "policy": _policy_name(policy),
+        "saved-at": time.time(),
+        "state": json_ready(policy.state()),
+    }
+    tmp = file.with_name(file.name + ".tmp")
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(document, allow_nan=False))
+    os.replace(tmp, file)
+    log.info("policy state saved to %s", file)
+
+
+def load_state(policy: Policy, path: str | Path) -> bool:
+    """Restore ``policy`` from ``path`` if the file exists; returns whether it did.
+
+    Raises
+    ------
+    InputError
+        If the file exists but is not a state file (unreadable or not JSON).
+    """
+    file = Path(path)
+    if not file.exists():
+        return False
+    try:
+        document = json.loads(file.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"state-file {str(file)!r}: cannot read policy state: {err}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("state"), dict):
+        raise InputError(f"state-file {str(file)!r}: not a perllm policy state file")
+    if document.get("policy") != _policy_name(policy):
+        log.warning(
+            "state file %s was saved by policy %r, not %r: ignored",
+            file,
+            document.get("policy"),
+            _policy_name(policy),
+        )
+        return False
+    policy.restore(document["state"])
+    log.info("policy state restored from %s", file)
+    return True

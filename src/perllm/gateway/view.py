@@ -1,0 +1,193 @@
+"""The live :class:`~perllm.domain.ClusterView` of real backends.
+
+What the gateway itself observes (it never scrapes load from the backends):
+
+- ``running`` / ``queued``: the requests it has in flight to a backend, split at the backend's
+  ``max-concurrency`` (the first ``max-concurrency`` count as running, the rest as queued);
+- ``tokens_in_flight``: their prompt tokens plus the output tokens streamed back so far;
+- ``bandwidth_mbps``: an EWMA of measured download rates of large non-streamed responses
+  (weight :data:`BANDWIDTH_EWMA` on the newest sample), starting at the configured value;
+- ``link_active_weight``: always 0, since the gateway cannot see when a transfer is on the
+  wire (the estimates then assume a request gets its link's whole bandwidth);
+- ``healthy``: the backend's circuit breaker is not open (see :mod:`perllm.gateway.health`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from perllm.domain import (
+    EnergyWeights,
+    LinkSpec,
+    LoadArrays,
+    PowerSpec,
+    ServerLoad,
+    ServerPerf,
+    ServerSpec,
+)
+from perllm.gateway.config import BackendConfig, GatewayConfig
+from perllm.gateway.health import CircuitBreaker
+from perllm.perf.model import deployment
+
+__all__ = ["BANDWIDTH_EWMA", "MIN_BANDWIDTH_SAMPLE_BYTES", "LiveView", "build_specs"]
+
+BANDWIDTH_EWMA = 0.3
+# Responses smaller than this are dominated by latency, not bandwidth: no sample is taken.
+MIN_BANDWIDTH_SAMPLE_BYTES = 64_000
+
+Array = npt.NDArray[np.float64]
+
+
+def _scaled(perf: ServerPerf, scale: float) -> ServerPerf:
+    changes = {f.name: getattr(perf, f.name) * scale for f in dataclasses.fields(perf)}
+    return ServerPerf(**changes)
+
+
+def _spec(backend: BackendConfig, scale: float) -> tuple[ServerSpec, LinkSpec]:
+    dep = deployment(backend.hardware, backend.model, backend.dtype)
+    power = dep.power()
+    if backend.power is not None:
+        power = PowerSpec(
+            idle_w=backend.power.idle_w,
+            max_w=backend.power.max_w,
+            batch1_fraction=power.batch1_fraction,
+            log2_slope=power.log2_slope,
+        )
+    link = backend.link
+    link_spec = LinkSpec(
+        name=backend.name,
+        bandwidth_mbps=link.bandwidth_mbps,
+        rtt_s=link.rtt_ms / 1000.0 * scale,
+        tx_power_w=link.tx_power_w,
+    )
+    spec = ServerSpec(
+        name=backend.name,
+        tier=backend.tier,
+        hardware=backend.hardware,
+        model=backend.model,
+        max_batch=backend.max_concurrency,
+        kv_capacity_tokens=dep.kv_capacity_tokens(),
+        perf=_scaled(dep.perf(), scale),
+        power=power,
+        link=backend.name,
+    )
+    return spec, link_spec
+
+
+def build_specs(config: GatewayConfig) -> tuple[tuple[ServerSpec, ...], dict[str, LinkSpec]]:
+    """One :class:`ServerSpec` and one link (named after the backend) per backend."""
+    pairs = [_spec(b, config.time_scale) for b in config.backends]
+    return tuple(s for s, _ in pairs), {link.name: link for _, link in pairs}
+
+
+class LiveView:
+    """Live load and health of the backends, as the policy sees them.
+
+    Times are ``time.monotonic()`` seconds since the view was made.
+    """
+
+    def __init__(self, config: GatewayConfig, breakers: Sequence[CircuitBreaker]) -> None:
+        self.servers, self.links = build_specs(config)
+        self.weights = EnergyWeights(**config.energy_weights)
+        self.admission_control = config.admission_control
+        self.breakers = breakers
+        n = len(self.servers)
+        self._t0 = time.monotonic()
+        self.in_flight = np.zeros(n)
+        self.tokens = np.zeros(n)
+        self.max_batch = np.array([float(s.max_batch) for s in self.servers])
+        self.bandwidth = np.array([self.links[s.link].bandwidth_mbps for s in self.servers])
+        self._zeros = np.zeros(n)
+        self._index = {s.name: i for i, s in enumerate(self.servers)}
+
+    def now(self) -> float:
+        return time.monotonic() - self._t0
+
+    def healthy(self) -> npt.NDArray[np.bool_]:
+        now = time.monotonic()
+        return np.array([b.available(now) for b in self.breakers], dtype=bool)
+
+    def load(self, server: int) -> ServerLoad:
+        running = min(self.in_flight[server], self.max_batch[server])
+        return ServerLoad(
+            queued=int(self.in_flight[server] - running),
+            running=int(running),
+            tokens_in_flight=int(self.tokens[server]),
+            healthy=bool(self.healthy()[server]),
+        )
+
+    def load_arrays(self, allowed: npt.NDArray[np.bool_] | None = None) -> LoadArrays:
+        """Every backend's load; ``allowed`` (if given) further restricts ``healthy``."""
+        running = np.minimum(self.in_flight, self.max_batch)
+        healthy = self.healthy() if allowed is None else self.healthy() & allowed
+        return LoadArrays(
+            self.in_flight - running,
+            running,
+            self.tokens.copy(),
+            self.bandwidth.copy(),
+            self._zeros,
+            healthy,
+        )
+
+    def bandwidth_mbps(self, link: str) -> float:
+        return float(self.bandwidth[self._index[link]])
+
+    def link_active_weight(self, link: str) -> float:
+        return 0.0
+
+    # --- bookkeeping by the request path -------------------------------------------------
+
+    def begin(self, server: int, prompt_tokens: int) -> int:
+        """Count a request in flight; returns the batch it joins (itself included)."""
+        self.in_flight[server] += 1
+        self.tokens[server] += prompt_tokens
+        return int(min(self.in_flight[server], self.max_batch[server]))
+
+    def add_tokens(self, server: int, tokens: int) -> None:
+        self.tokens[server] += tokens
+
+    def end(self, server: int, tokens: int) -> None:
+        """Remove a finished request and the ``tokens`` it held (prompt plus streamed)."""
+        self.in_flight[server] = max(self.in_flight[server] - 1, 0.0)
+        self.tokens[server] = max(self.tokens[server] - tokens, 0.0)
+
+    def observe_transfer(self, server: int, size_bytes: int, seconds: float) -> None:
+        """Fold a measured download rate into the link's bandwidth estimate."""
+        if size_bytes < MIN_BANDWIDTH_SAMPLE_BYTES or seconds <= 0:
+            return
+        sample = size_bytes * 8.0 / seconds / 1e6
+        old = self.bandwidth[server]
+        self.bandwidth[server] = (1 - BANDWIDTH_EWMA) * old + BANDWIDTH_EWMA * sample
+
+
+class RestrictedView:
+    """A view of ``base`` where only the ``allowed`` backends may be healthy (per request)."""
+
+    def __init__(self, base: LiveView, allowed: npt.NDArray[np.bool_]) -> None:
+        self._base = base
+        self._allowed = allowed
+        self.servers = base.servers
+        self.links = base.links
+        self.weights = base.weights
+        self.admission_control = base.admission_control
+
+    def now(self) -> float:
+        return self._base.now()
+
+    def load(self, server: int) -> ServerLoad:
+        load = self._base.load(server)
+        return dataclasses.replace(load, healthy=load.healthy and bool(self._allowed[server]))
+
+    def load_arrays(self) -> LoadArrays:
+        return self._base.load_arrays(self._allowed)
+
+    def bandwidth_mbps(self, link: str) -> float:
+        return self._base.bandwidth_mbps(link)
+
+    def link_active_weight(self, link: str) -> float:
+        return 0.0

@@ -1,0 +1,113 @@
+"""The emulator: continuous batching timed by the perf model, OpenAI-shaped answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from perllm.emulator.app import create_emulator_app, parse_profile
+from perllm.emulator.engine import BatchEngine, filler_token
+from perllm.errors import InputError
+from perllm.perf.model import deployment
+
+pytestmark = pytest.mark.anyio
+
+
+async def _drain(stream: Any) -> list[int]:
+    tokens = []
+    while (token := await stream.tokens.get()) is not None:
+        tokens.append(token)
+    return tokens
+
+
+async def test_every_stream_gets_its_tokens_within_max_batch() -> None:
+    perf = deployment("rtx-3090", "llama-2-7b", "q4").perf()
+    engine = BatchEngine(perf, max_batch=3, time_scale=0.0)
+    streams = [engine.submit(10, n) for n in (5, 1, 8, 3, 6)]
+    seen_batches: list[int] = []
+
+    async def watch() -> None:
+        while any(s.generated < s.max_tokens for s in streams):
+            seen_batches.append(engine.batch)
+            await asyncio.sleep(0)
+
+    results, _ = await asyncio.gather(asyncio.gather(*map(_drain, streams)), watch())
+    assert [len(r) for r in results] == [5, 1, 8, 3, 6]
+    assert all(r == list(range(len(r))) for r in results)
+    assert max(seen_batches) == 3
+    await engine.stop()
+
+
+async def test_instant_engine_answers_at_once() -> None:
+    engine = BatchEngine(None, max_batch=1)
+    stream = engine.submit(10, 4)
+    assert stream.tokens.qsize() == 5  # 4 tokens and the end marker
+    assert await _drain(stream) == [0, 1, 2, 3]
+
+
+async def test_cancelled_stream_leaves_the_batch() -> None:
+    perf = deployment("rtx-3090", "llama-2-7b", "q4").perf()
+    engine = BatchEngine(perf, max_batch=2, time_scale=0.0)
+    gone = engine.submit(10, 1000)
+    kept = engine.submit(10, 3)
+    await asyncio.sleep(0)
+    gone.cancelled = True
+    assert await _drain(kept) == [0, 1, 2]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert engine.batch == 0
+    await engine.stop()
+
+
+async def test_emulator_http_api() -> None:
+    app = create_emulator_app("instant", model="tiny")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://emu") as client:
+        body = {
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "abcdefgh"}],
+            "max_tokens": 3,
+        }
+        answer = (await client.post("/v1/chat/completions", json=body)).json()
+        assert answer["choices"][0]["message"]["content"] == "".join(map(filler_token, range(3)))
+        assert answer["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
+        stream = await client.post(
+            "/v1/completions",
+            json={
+                "model": "tiny",
+                "prompt": "x",
+                "max_tokens": 2,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+        )
+        events = [line[6:] for line in stream.text.splitlines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        assert json.loads(events[-2])["usage"]["completion_tokens"] == 2
+        assert [json.loads(e)["choices"][0]["text"] for e in events[:2]] == [
+            filler_token(0),
+            filler_token(1),
+        ]
+        wrong = await client.post("/v1/chat/completions", json={**body, "model": "big"})
+        assert wrong.status_code == 404 and "big" in wrong.json()["error"]["message"]
+        assert (await client.get("/health")).json()["status"] == "ok"
+        assert [m["id"] for m in (await client.get("/v1/models")).json()["data"]] == ["tiny"]
+        assert "DCGM_FI_DEV_POWER_USAGE" in (await client.get("/metrics")).text
+
+
+@pytest.mark.parametrize(
+    ("profile", "message"),
+    [
+        ("a100", "HARDWARE:MODEL:DTYPE"),
+        ("tpu:llama-2-7b:fp16", "unknown hardware 'tpu'"),
+        ("a100-80gb:gpt-5:fp16", "unknown model"),
+        ("a100-80gb:llama-2-7b:fp4", "unknown dtype"),
+    ],
+)
+def test_bad_profiles(profile: str, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        parse_profile(profile)

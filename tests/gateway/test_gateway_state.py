@@ -1,0 +1,64 @@
+"""The policy's learned state is saved on shutdown and restored on start."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from perllm.errors import InputError
+from perllm.gateway import create_app
+from perllm.gateway.state import load_state, save_state
+from perllm.policies.registry import make_policy
+
+BODY = {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_state_round_trip(serve: Any, kit: Any, tmp_path: Path) -> None:
+    state_file = tmp_path / "state" / "policy.json"
+    edge = serve(kit.emulator(kit.EDGE, time_scale=0.01))
+    cloud = serve(kit.emulator(kit.CLOUD, time_scale=0.01))
+    config = kit.gateway_config(
+        [kit.backend("e", edge.url, kit.EDGE), kit.backend("c", cloud.url, kit.CLOUD)],
+        policy={"type": "cs-ucb"},
+        **{"state-file": str(state_file)},
+    )
+    policy = make_policy("cs-ucb", seed=3)
+    gateway = serve(create_app(config, policy))
+    for _ in range(6):
+        assert httpx.post(gateway.url + "/v1/chat/completions", json=BODY).is_success
+    learned = json.loads(httpx.get(gateway.url + "/admin/state").text)
+    assert sum(learned["arms"]["count"][0]) == 6
+    gateway.stop()
+
+    document = json.loads(state_file.read_text())
+    assert document["policy"] == "cs-ucb"
+    assert document["state"] == learned
+
+    fresh = make_policy("cs-ucb", seed=4)
+    restarted = serve(create_app(config, fresh))
+    assert fresh.state() == learned
+    assert httpx.post(restarted.url + "/v1/chat/completions", json=BODY).is_success
+    assert sum(fresh.state()["arms"]["count"][0]) == 7
+    saved = httpx.post(restarted.url + "/admin/state")
+    assert saved.json() == {"saved": str(state_file)}
+
+
+def test_state_of_another_policy_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    save_state(make_policy("round-robin"), path)
+    assert not load_state(make_policy("cs-ucb"), path)
+    assert not load_state(make_policy("cs-ucb"), tmp_path / "missing.json")
+
+
+def test_unreadable_state_file(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    path.write_text("{broken")
+    with pytest.raises(InputError, match="cannot read policy state"):
+        load_state(make_policy("cs-ucb"), path)
+    path.write_text("[1]")
+    with pytest.raises(InputError, match="not a perllm policy state file"):
+        load_state(make_policy("cs-ucb"), path)
