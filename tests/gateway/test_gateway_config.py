@@ -194,3 +194,20 @@ def test_cli_serve_with_missing_config(tmp_path: Path) -> None:
     args = _parser().parse_args(["serve", "--config", str(tmp_path / "no.yaml")])
     with pytest.raises(InputError, match="file not found"):
         args.func(args)
+
+
+def test_the_shipped_example_config_loads_with_its_measured_profile() -> None:
+    from pathlib import Path
+
+    from perllm.gateway.config import load_config
+    from perllm.gateway.view import build_specs
+
+    root = Path(__file__).resolve().parents[2]
+    config = load_config(root / "scenarios" / "gateway-example.yaml")
+    servers, links = build_specs(config)
+    assert [s.tier for s in servers] == ["edge", "edge", "cloud"]
+    # The edges take the measured llama.cpp profile, not the catalog's Xeon numbers.
+    catalog_cloud = servers[2].perf
+    assert servers[0].perf != catalog_cloud
+    assert 0.005 < servers[0].perf.prefill_s_per_token < 0.05
+    assert links["cloud"].rtt_s == 0.04

@@ -82,6 +82,7 @@ class BackendConfig(_Model):
     hardware: str
     model: str
     dtype: Literal["fp16", "int8", "q4"] = "fp16"
+    profile: str | None = None  # a `perllm profile` YAML: measured timing replaces the catalog's
     power: PowerConfig | None = None
     link: LinkConfig = LinkConfig()
     max_concurrency: int = Field(default=32, ge=1)
@@ -204,4 +205,17 @@ def load_config(path: str | Path) -> GatewayConfig:
         raise InputError(f"{file}{line}: invalid YAML: {getattr(err, 'problem', err)}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"--config: cannot read {str(file)!r}: {err}") from None
-    return parse_config(data, str(file))
+    config = parse_config(data, str(file))
+    # A relative `profile:` is relative to the config file, wherever the gateway is started.
+    backends = [
+        b.model_copy(update={"profile": str(file.parent / b.profile)})
+        if b.profile is not None and not Path(b.profile).is_absolute()
+        else b
+        for b in config.backends
+    ]
+    for index, backend in enumerate(backends):
+        if backend.profile is not None and not Path(backend.profile).is_file():
+            raise InputError(
+                f"{file}: field 'backends.{index}.profile': file not found: {backend.profile}"
+            )
+    return config.model_copy(update={"backends": backends})

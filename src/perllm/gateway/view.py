@@ -33,6 +33,7 @@ from perllm.domain import (
 from perllm.gateway.config import BackendConfig, GatewayConfig
 from perllm.gateway.health import CircuitBreaker
 from perllm.perf.model import deployment
+from perllm.profiling.profile import load_profile
 
 __all__ = ["BANDWIDTH_EWMA", "MIN_BANDWIDTH_SAMPLE_BYTES", "LiveView", "build_specs"]
 
@@ -50,7 +51,10 @@ def _scaled(perf: ServerPerf, scale: float) -> ServerPerf:
 
 def _spec(backend: BackendConfig, scale: float) -> tuple[ServerSpec, LinkSpec]:
     dep = deployment(backend.hardware, backend.model, backend.dtype)
-    power = dep.power()
+    perf, power = dep.perf(), dep.power()
+    if backend.profile is not None:  # measured by `perllm profile`: it replaces the catalog's
+        perf, measured_power = load_profile(backend.profile)
+        power = measured_power or power
     if backend.power is not None:
         power = PowerSpec(
             idle_w=backend.power.idle_w,
@@ -72,7 +76,7 @@ def _spec(backend: BackendConfig, scale: float) -> tuple[ServerSpec, LinkSpec]:
         model=backend.model,
         max_batch=backend.max_concurrency,
         kv_capacity_tokens=dep.kv_capacity_tokens(),
-        perf=_scaled(dep.perf(), scale),
+        perf=_scaled(perf, scale),
         power=power,
         link=backend.name,
     )
