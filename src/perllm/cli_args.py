@@ -43,6 +43,21 @@ def positive_float(text: str) -> float:
     return value
 
 
+def at_least(minimum: float) -> Callable[[str], float]:
+    """A finite number ``>= minimum``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum:g}, got {text}")
+        return value
+
+    return parse
+
+
 def key_value(text: str) -> dict[str, Any]:
     """``KEY=VALUE`` with the value read as a YAML scalar or list."""
     key, sep, value = text.partition("=")

@@ -1,4 +1,5 @@
-"""Turn pydantic validation errors into the one-line messages users see.
+"""YAML-facing pydantic models: their common base, and the one-line messages users see when
+validation fails.
 
 Every YAML-facing model uses kebab-case aliases (:func:`to_kebab`), so a field path is
 reported the way the user wrote it, e.g.
@@ -9,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import ErrorDetails
 
 from perllm.errors import where
 
-__all__ = ["to_kebab", "validation_message"]
+__all__ = ["KebabModel", "to_kebab", "validation_message"]
 
 _MAX_GOT_CHARS = 60
 _VALUE_ERROR_PREFIXES = ("Value error, ", "Assertion failed, ")
@@ -34,6 +35,14 @@ def to_kebab(name: str) -> str:
         The name with underscores replaced by hyphens.
     """
     return name.replace("_", "-")
+
+
+class KebabModel(BaseModel):
+    """Base of every YAML-facing settings model: frozen, no unknown keys, kebab-case keys."""
+
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, alias_generator=to_kebab, frozen=True
+    )
 
 
 def _field_path(error: ErrorDetails, kebab: bool) -> str:

@@ -9,31 +9,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from perllm.cli_args import integer, key_value
+from perllm.cli_args import at_least, integer, key_value
 
 __all__ = ["add_gateway_commands"]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-def _at_least(minimum: float) -> Callable[[str], float]:
-    """A finite number ``>= minimum`` (argparse names the flag in the message)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum:g}, got {text}")
-        return value
-
-    return parse
 
 
 def _logging(level: str) -> None:
@@ -145,9 +128,9 @@ def add_gateway_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
         "--profile", required=True, help="HARDWARE:MODEL:DTYPE from the perf catalog, or instant"
     )
     emulate.add_argument("--model", help="model name served (default: the profile's model)")
-    emulate.add_argument("--time-scale", type=_at_least(0.0), default=1.0)
+    emulate.add_argument("--time-scale", type=at_least(0.0), default=1.0)
     emulate.add_argument("--max-batch", type=integer(1), default=32)
-    emulate.add_argument("--rtt-ms", type=_at_least(0.0), default=0.0)
+    emulate.add_argument("--rtt-ms", type=at_least(0.0), default=0.0)
     _common(emulate, 8000)
     emulate.set_defaults(func=_cmd_emulate)
 
@@ -156,6 +139,6 @@ def add_gateway_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
     testbed.add_argument("--policy", default="cs-ucb")
     testbed.add_argument("--param", action="append", type=key_value, metavar="KEY=VALUE")
     testbed.add_argument("--seed", type=integer(0), default=0)
-    testbed.add_argument("--time-scale", type=_at_least(1e-6), default=1.0)
+    testbed.add_argument("--time-scale", type=at_least(1e-6), default=1.0)
     _common(testbed, 8080)
     testbed.set_defaults(func=_cmd_testbed)

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from perllm.config_errors import to_kebab, validation_message
+from perllm.config_errors import KebabModel, validation_message
 from perllm.domain import Tier
 from perllm.errors import InputError
 from perllm.perf.catalog import BYTES_PER_WEIGHT, HARDWARE, MODELS
@@ -51,20 +51,14 @@ __all__ = [
 ]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, alias_generator=to_kebab, frozen=True
-    )
-
-
-class PowerConfig(_Model):
+class PowerConfig(KebabModel):
     """Explicit power profile, overriding the catalog's (watts)."""
 
     idle_w: float = Field(ge=0.0)
     max_w: float = Field(gt=0.0)
 
 
-class LinkConfig(_Model):
+class LinkConfig(KebabModel):
     """What is known of the network path to a backend (``bandwidth-mbps`` is a start value)."""
 
     bandwidth_mbps: float = Field(default=1000.0, gt=0.0)
@@ -72,7 +66,7 @@ class LinkConfig(_Model):
     tx_power_w: float = Field(default=0.0, ge=0.0)
 
 
-class BackendConfig(_Model):
+class BackendConfig(KebabModel):
     """One OpenAI-compatible backend."""
 
     name: str = Field(min_length=1)
@@ -110,26 +104,26 @@ class BackendConfig(_Model):
         return self.url.rstrip("/").removesuffix("/v1")
 
 
-class PolicySpec(_Model):
+class PolicySpec(KebabModel):
     type: str = "cs-ucb"
     params: dict[str, Any] = {}
     seed: int = Field(default=0, ge=0)
 
 
-class ClassConfig(_Model):
+class ClassConfig(KebabModel):
     """A service class: its default deadline and the output length assumed without max_tokens."""
 
     deadline_ms: float = Field(gt=0.0)
     output_tokens: int = Field(default=128, ge=1)
 
 
-class LimitsConfig(_Model):
+class LimitsConfig(KebabModel):
     max_body_bytes: int = Field(default=10_000_000, ge=1)
     max_upstream_connections: int = Field(default=1024, ge=1)
     max_records: int = Field(default=100_000, ge=1)
 
 
-class TimeoutsConfig(_Model):
+class TimeoutsConfig(KebabModel):
     """Upstream timeouts (seconds): connecting, and waiting for any byte of a response."""
 
     connect_s: float = Field(default=2.0, gt=0.0)
@@ -137,7 +131,7 @@ class TimeoutsConfig(_Model):
     drain_s: float = Field(default=30.0, ge=0.0)
 
 
-class HealthConfig(_Model):
+class HealthConfig(KebabModel):
     """Health checks and the circuit breaker around each backend."""
 
     interval_s: float = Field(default=5.0, gt=0.0)
@@ -146,7 +140,7 @@ class HealthConfig(_Model):
     cooldown_s: float = Field(default=10.0, gt=0.0)
 
 
-class GatewayConfig(_Model):
+class GatewayConfig(KebabModel):
     backends: list[BackendConfig] = Field(min_length=1)
     policy: PolicySpec = PolicySpec()
     classes: dict[str, ClassConfig] = {"default": ClassConfig(deadline_ms=30_000.0)}

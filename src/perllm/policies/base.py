@@ -10,21 +10,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
-
+from perllm.config_errors import KebabModel
 from perllm.domain import ClusterView, Decision, Feedback, Request
 
 
-def _kebab(name: str) -> str:
-    return name.replace("_", "-")
-
-
-class PolicyConfig(BaseModel):
+class PolicyConfig(KebabModel):
     """Base of every policy's settings: frozen, no unknown keys, kebab-case in YAML/CLI."""
-
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, alias_generator=_kebab
-    )
 
 
 @runtime_checkable

@@ -15,15 +15,13 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from perllm.config_errors import validation_message
+from perllm.config_errors import KebabModel, validation_message
 from perllm.domain import EnergyWeights, LinkSpec, PowerSpec, ServerPerf, ServerSpec, Tier
 from perllm.errors import InputError
 from perllm.perf.catalog import HARDWARE, MODELS
@@ -32,17 +30,7 @@ from perllm.workload.config import WorkloadConfig
 from perllm.workload.presets import BUILTIN_CLASS_TABLE
 
 
-def _kebab(name: str) -> str:
-    return name.replace("_", "-")
-
-
-class _Config(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, alias_generator=_kebab, frozen=True
-    )
-
-
-class DynamicsConfig(_Config):
+class DynamicsConfig(KebabModel):
     """How a link's bandwidth changes: ``fixed``; ``fluctuate`` (a uniform draw within
     ``±amplitude`` of nominal every ``period_s``); or ``series`` (``(time_s, mbps)`` points,
     inline or from a two-column CSV ``file``, each held until the next)."""
@@ -63,7 +51,7 @@ class DynamicsConfig(_Config):
         return self
 
 
-class LinkConfig(_Config):
+class LinkConfig(KebabModel):
     name: str
     bandwidth_mbps: float = Field(gt=0.0)
     rtt_ms: float = Field(0.0, ge=0.0)
@@ -72,12 +60,12 @@ class LinkConfig(_Config):
     per_server: bool = False
 
 
-class PowerOverride(_Config):
+class PowerOverride(KebabModel):
     idle_w: float | None = Field(None, ge=0.0)
     max_w: float | None = Field(None, gt=0.0)
 
 
-class HardwareOverrides(_Config):
+class HardwareOverrides(KebabModel):
     memory_bandwidth_gbps: float | None = Field(None, gt=0.0)
     compute_tflops: float | None = Field(None, gt=0.0)
     memory_gb: float | None = Field(None, gt=0.0)
@@ -90,7 +78,7 @@ class HardwareOverrides(_Config):
     step_overhead_s: float | None = Field(None, ge=0.0)
 
 
-class ServerGroupConfig(_Config):
+class ServerGroupConfig(KebabModel):
     name: str
     count: int = Field(1, ge=1, le=10_000)
     tier: Tier
@@ -120,7 +108,7 @@ class ServerGroupConfig(_Config):
         return value
 
 
-class ScenarioConfig(_Config):
+class ScenarioConfig(KebabModel):
     name: str
     description: str = ""
     links: list[LinkConfig] = Field(min_length=1)

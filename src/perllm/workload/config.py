@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from perllm.config_errors import to_kebab, validation_message
+from perllm.config_errors import KebabModel, validation_message
 from perllm.errors import InputError
 
 __all__ = [
@@ -43,13 +43,7 @@ LengthPreset = Literal[
 ]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, alias_generator=to_kebab, frozen=True
-    )
-
-
-class LengthConfig(_Model):
+class LengthConfig(KebabModel):
     """A token-length distribution: a named preset or explicit parameters.
 
     - ``lognormal``: fitted from ``mean`` and ``median`` (``mu = ln(median)``,
@@ -96,7 +90,7 @@ class LengthConfig(_Model):
         return self
 
 
-class DeadlineConfig(_Model):
+class DeadlineConfig(KebabModel):
     """Processing-time requirement of a request: arrival to last response byte.
 
     Drawn uniformly from ``[low-s, high-s]`` plus ``per-output-token-s`` times the true
@@ -114,7 +108,7 @@ class DeadlineConfig(_Model):
         return self
 
 
-class ServiceClassConfig(_Model):
+class ServiceClassConfig(KebabModel):
     """One personalized service class.
 
     ``share`` is a relative weight (shares are normalised, they need not sum to 1).
@@ -130,7 +124,7 @@ class ServiceClassConfig(_Model):
     attachment_bytes: LengthConfig | None = None
 
 
-class ArrivalConfig(_Model):
+class ArrivalConfig(KebabModel):
     """Arrival process: Poisson, or gamma inter-arrivals with coefficient of variation ``cv``.
 
     Gamma inter-arrivals have ``shape = 1 / cv**2`` and ``scale = cv**2 / rate-rps``;
@@ -142,7 +136,7 @@ class ArrivalConfig(_Model):
     cv: float = Field(default=1.0, gt=0)
 
 
-class TraceConfig(_Model):
+class TraceConfig(KebabModel):
     """A request trace file; ``rate-rps`` rescales its timestamps to that mean rate."""
 
     path: str = Field(min_length=1)
@@ -150,7 +144,7 @@ class TraceConfig(_Model):
     rate_rps: float | None = Field(default=None, gt=0)
 
 
-class WorkloadConfig(_Model):
+class WorkloadConfig(KebabModel):
     """A whole workload: arrivals, service classes and an optional trace."""
 
     arrivals: ArrivalConfig
