@@ -10,7 +10,7 @@ Units are part of the names: ``_s`` seconds, ``_mbps`` megabits per second, ``_j
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
@@ -20,13 +20,45 @@ Tier = Literal["edge", "cloud"]
 TIERS: tuple[Tier, ...] = ("edge", "cloud")
 
 
+BYTES_PER_TOKEN = 4
+"""Bytes of text per token on the wire (UTF-8 English averages about four characters)."""
+RESPONSE_OVERHEAD_BYTES = 512
+"""Bytes of a response besides its text: HTTP headers and the JSON envelope."""
+
+
+def response_bytes(output_tokens: float) -> float:
+    """Size on the wire of a response of ``output_tokens`` tokens."""
+    return output_tokens * BYTES_PER_TOKEN + RESPONSE_OVERHEAD_BYTES
+
+
 @dataclass(frozen=True, slots=True)
-class Request:
-    """One LLM service request.
+class RouterRequest:
+    """A request as a router sees it when it arrives: what a policy may read.
 
     ``deadline_s`` is the service's processing-time requirement: the time from arrival to the
-    last byte of the response, in seconds. ``output_tokens`` is the true output length; only the
-    simulator and the clairvoyant oracle may read it (a router cannot know it in advance).
+    last byte of the response, in seconds. ``max_output_tokens`` is the client's cap on the
+    answer (``max_tokens``) when it sent one. The true output length, and the response size
+    that follows from it, are *not* here: a router learns them only when the answer ends.
+    """
+
+    id: int
+    arrival_s: float
+    service_class: str
+    prompt_tokens: int
+    request_bytes: int
+    deadline_s: float
+    model: str | None = None
+    max_output_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One LLM service request with its ground truth (the simulator's view of it).
+
+    ``output_tokens`` is the true output length and ``response_bytes`` the true response size;
+    only the simulator and the clairvoyant references may read them. Policies are handed
+    :attr:`routed`, the :class:`RouterRequest` without them, so that reading the truth from a
+    policy is a type error rather than a convention.
     """
 
     id: int
@@ -38,6 +70,19 @@ class Request:
     response_bytes: int
     deadline_s: float
     model: str | None = None
+    routed: RouterRequest = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        routed = RouterRequest(
+            self.id,
+            self.arrival_s,
+            self.service_class,
+            self.prompt_tokens,
+            self.request_bytes,
+            self.deadline_s,
+            self.model,
+        )
+        object.__setattr__(self, "routed", routed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +181,16 @@ class EnergyWeights:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """Where a request runs and what share of the link it gets.
+    """Where a request runs, what share of the link it gets and its place in the server's queue.
 
     ``share`` is the request's weight in weighted fair sharing of its link's bandwidth
-    (1.0 is a full fair share). ``reject`` refuses the request at admission (counted, never
-    silently dropped). ``arm`` is an opaque index a learning policy may use to match feedback.
+    (1.0 is a full fair share). ``priority`` orders the server's waiting queue, lower values
+    first and first come, first served among equals (vLLM's ``--scheduling-policy priority``);
+    a running request is not preempted. ``reject`` refuses the request at admission (counted,
+    never silently dropped). ``arm`` is an opaque index a learning policy may use to match
+    feedback; ``estimate_s`` and ``estimate_j`` are the policy's own estimates of the request's
+    processing time and of its share of the server's inference energy, returned with the
+    feedback so that it can learn from their errors.
     """
 
     server: int
@@ -148,6 +198,8 @@ class Decision:
     reject: bool = False
     arm: int = -1
     estimate_s: float = math.nan
+    priority: int = 0
+    estimate_j: float = math.nan
 
 
 REJECT = Decision(server=-1, share=0.0, reject=True)
@@ -172,7 +224,7 @@ class Feedback:
     arrival to the last byte of the response.
     """
 
-    request: Request
+    request: RouterRequest
     decision: Decision
     processing_s: float
     transfer_s: float
@@ -247,8 +299,9 @@ class ClusterView(Protocol):
 
 
 class ClairvoyantView(ClusterView, Protocol):
-    """The oracle's view: exact state and true output lengths, via exact predictions."""
+    """The clairvoyant references' view: exact state and true output lengths, via exact
+    predictions (the world looks the request's ground truth up by its id)."""
 
-    def predict(self, request: Request, server: int, share: float) -> Prediction:
+    def predict(self, request: RouterRequest, server: int, share: float) -> Prediction:
         """Exact outcome of sending ``request`` to ``server`` now, with no later arrivals."""
         ...

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from perllm.domain import EnergyParts, Feedback, Request
+from perllm.domain import EnergyParts, Feedback, RouterRequest
 from perllm.testing import StaticView
 from perllm.testing import paper_view as make_paper_view
 
@@ -22,27 +22,25 @@ def make_request(
     deadline_s: float = 1000.0,
     cls: str = "chat",
     prompt: int = 100,
-    output: int = 50,
-) -> Request:
-    return Request(
+) -> RouterRequest:
+    return RouterRequest(
         id=i,
         arrival_s=float(i),
         service_class=cls,
         prompt_tokens=prompt,
-        output_tokens=output,
         request_bytes=prompt * 4,
-        response_bytes=output * 4 + 512,
         deadline_s=deadline_s,
     )
 
 
 def make_feedback(
-    request: Request,
+    request: RouterRequest,
     decision,
     *,
     energy_j: float,
     met: bool = True,  # type: ignore[no-untyped-def]
     processing_s: float = 1.0,
+    output_tokens: int = 50,
 ) -> Feedback:
     return Feedback(
         request=request,
@@ -52,14 +50,14 @@ def make_feedback(
         queue_s=0.0,
         prefill_s=0.1,
         decode_s=processing_s - 0.11,
-        output_tokens=request.output_tokens,
+        output_tokens=output_tokens,
         energy=EnergyParts(0.0, energy_j, 0.0),
         met=met,
     )
 
 
 @pytest.fixture
-def request_factory() -> Callable[..., Request]:
+def request_factory() -> Callable[..., RouterRequest]:
     return make_request
 
 

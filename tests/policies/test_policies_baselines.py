@@ -83,7 +83,7 @@ def test_greedy_latency_prefers_the_fast_cloud_until_it_is_congested(
     paper_view, request_factory
 ) -> None:
     policy = make_policy("greedy-latency")
-    request = request_factory(prompt=50, output=20)
+    request = request_factory(prompt=50)
     assert paper_view.servers[policy.select(request, paper_view).server].tier == "cloud"
     paper_view.queued[5] = 5000  # a very long cloud queue
     assert paper_view.servers[policy.select(request, paper_view).server].tier == "edge"

@@ -49,7 +49,7 @@ def test_learns_that_a_server_is_slower_than_its_spec(
     # Feedback says the cloud takes 40x its estimate (~9 s): with a 3 s deadline it is infeasible.
     picks = []
     for i in range(200):
-        request = request_factory(i, deadline_s=3.0, prompt=20, output=10)
+        request = request_factory(i, deadline_s=3.0, prompt=20)
         decision = policy.select(request, paper_view)
         picks.append(paper_view.servers[decision.server].tier)
         slow = 40.0 if decision.server == 5 else 1.0

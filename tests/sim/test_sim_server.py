@@ -47,7 +47,7 @@ def make_spec(
 _ids = itertools.count()
 
 
-def make_job(prompt: int, output: int, arrival_s: float = 0.0) -> Job:
+def make_job(prompt: int, output: int, arrival_s: float = 0.0, priority: int = 0) -> Job:
     request = Request(
         id=next(_ids),
         arrival_s=arrival_s,
@@ -58,7 +58,7 @@ def make_job(prompt: int, output: int, arrival_s: float = 0.0) -> Job:
         response_bytes=4 * output,
         deadline_s=1e9,
     )
-    return Job(request, Decision(server=0), dispatch_s=arrival_s)
+    return Job(request, Decision(server=0, priority=priority), dispatch_s=arrival_s)
 
 
 class Trace:
@@ -267,6 +267,17 @@ def test_max_batch_is_respected_and_the_rest_queue() -> None:
     assert sum(j.inference_j for j in jobs) == pytest.approx(engine.inference_j, rel=1e-12)
 
 
+def test_the_queue_serves_lower_priority_values_first_then_arrivals_in_order() -> None:
+    engine = ServerEngine(make_spec(max_batch=1))
+    running = make_job(50, 100)
+    late, urgent, urgent_too = make_job(50, 10, priority=1), make_job(50, 10), make_job(50, 10)
+    arrivals = [(0.0, running), (0.1, late), (0.2, urgent), (0.3, urgent_too)]
+    trace = drive(engine, arrivals)
+    assert len(trace.finished) == 4
+    # The request that arrived first but with a higher priority value waits for both others.
+    assert running.finish_s <= urgent.start_s < urgent_too.start_s < late.start_s
+
+
 def test_kv_capacity_is_respected() -> None:
     # Each request reserves prompt + output = 400 tokens: two fit in 1,000, three do not.
     engine = ServerEngine(make_spec(max_batch=8, kv_capacity=1000))
@@ -293,7 +304,8 @@ def test_a_request_larger_than_the_cache_runs_alone_rather_than_deadlocking() ->
 
 
 def _snapshot(engine: ServerEngine) -> tuple[object, ...]:
-    jobs = [*engine.queue, *engine.prefilling, *(entry[2] for entry in engine.running)]
+    queued = (entry[2] for entry in engine.queue)
+    jobs = [*queued, *engine.prefilling, *(entry[2] for entry in engine.running)]
     return (
         engine.phase,
         engine.phase_end_s,

@@ -19,6 +19,7 @@ from perllm.workload.config import (
     WorkloadConfig,
 )
 from perllm.workload.generator import class_names, generate_requests
+from perllm.workload.lengths import length_dist
 from perllm.workload.presets import builtin_classes
 
 TraceFormat = Literal["azure-csv", "jsonl"]
@@ -44,7 +45,7 @@ def test_deadlines_lengths_and_bytes_follow_the_class() -> None:
     by_name = {c.name: c for c in cfg.classes}
     for r in generate_requests(cfg, 20_000, seed=6):
         cls = by_name[r.service_class]
-        per_token_s = cls.deadline.per_output_token_s * r.output_tokens
+        per_token_s = cls.deadline.per_output_token_s * length_dist(cls.output).nominal_mean
         assert cls.deadline.low_s + per_token_s <= r.deadline_s <= cls.deadline.high_s + per_token_s
         assert cls.prompt.min_tokens <= r.prompt_tokens <= cls.prompt.max_tokens
         assert 1 <= r.output_tokens <= cls.output.max_tokens
@@ -59,8 +60,13 @@ def test_per_output_token_deadline_term() -> None:
     data["classes"] = data["classes"][:1]
     data["classes"][0]["deadline"] = {"low-s": 2, "high-s": 2, "per-output-token-s": 0.5}
     cfg = WorkloadConfig.model_validate(data)
-    for r in generate_requests(cfg, 1000, seed=1):
-        assert r.deadline_s == pytest.approx(2 + 0.5 * r.output_tokens)
+    nominal = length_dist(cfg.classes[0].output).nominal_mean
+    requests = generate_requests(cfg, 1000, seed=1)
+    # The term comes from the class's nominal output length, never the request's true one:
+    # a deadline is set before anybody knows how long the answer will be.
+    assert len({r.output_tokens for r in requests}) > 10
+    for r in requests:
+        assert r.deadline_s == pytest.approx(2 + 0.5 * nominal)
 
 
 def test_same_seed_same_requests_different_seed_different() -> None:

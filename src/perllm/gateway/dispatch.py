@@ -1,7 +1,7 @@
 """The request path: ask the policy, send upstream, retry elsewhere on failure, learn.
 
-For each call: build a :class:`~perllm.domain.Request`, ask ``policy.select`` through a view in
-which only the backends serving the call's model (and not yet failed for it) may be healthy,
+For each call: build a :class:`~perllm.domain.RouterRequest`, ask ``policy.select`` through a
+view in which only the backends serving the call's model (and not yet failed for it) may be healthy,
 and send it there. A failure before the first byte marks that backend failed for the call (and
 counts against its circuit breaker) and the policy is asked again, until a backend answers or
 none is left (502, or 503 when no backend is available at all). Each finished attempt becomes a
@@ -25,7 +25,7 @@ import numpy.typing as npt
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from perllm.domain import Decision, Feedback, Request
+from perllm.domain import Decision, Feedback, RouterRequest
 from perllm.gateway.feedback import Attempt, make_feedback, tokens_from_body, tokens_from_sse
 from perllm.gateway.health import HealthChecker
 from perllm.gateway.intake import ApiError, Call
@@ -86,20 +86,19 @@ class Dispatcher:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def make_request(self, call: Call) -> Request:
-        return Request(
+    def make_request(self, call: Call) -> RouterRequest:
+        return RouterRequest(
             id=next(self._ids),
             arrival_s=self.view.now(),
             service_class=call.service_class,
             prompt_tokens=call.prompt_tokens,
-            output_tokens=call.output_tokens,
             request_bytes=len(call.raw),
-            response_bytes=call.output_tokens * 4 + 512,
             deadline_s=call.deadline_s,
             model=call.model,
+            max_output_tokens=call.output_tokens,
         )
 
-    def choose(self, request: Request, allowed: npt.NDArray[np.bool_]) -> Decision:
+    def choose(self, request: RouterRequest, allowed: npt.NDArray[np.bool_]) -> Decision:
         """The policy's decision among ``allowed`` backends (:class:`ApiError` 503 if none)."""
         usable = self.view.healthy() & allowed
         if not usable.any():
@@ -154,7 +153,7 @@ class Dispatcher:
                 last = err.feedback
                 log.info("retrying request %d elsewhere: %s", request.id, err)
 
-    async def _attempt(self, call: Call, request: Request, decision: Decision) -> Response:
+    async def _attempt(self, call: Call, request: RouterRequest, decision: Decision) -> Response:
         server = decision.server
         batch = self.view.begin(server, request.prompt_tokens)
         attempt = Attempt(request, decision, batch, sent_s=self.view.now(), streamed=call.stream)

@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from perllm.domain import Decision, EnergyParts, Feedback, LinkSpec, Request, ServerSpec
+from perllm.domain import Decision, EnergyParts, Feedback, LinkSpec, RouterRequest, ServerSpec
 
 __all__ = ["Attempt", "count_events", "make_feedback", "tokens_from_body", "tokens_from_sse"]
 
@@ -42,7 +42,7 @@ class Attempt:
     (removed again, with the prompt, when the attempt ends).
     """
 
-    request: Request
+    request: RouterRequest
     decision: Decision
     batch: int
     sent_s: float

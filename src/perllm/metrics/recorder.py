@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from perllm.domain import Feedback, Request, ServerSpec
+from perllm.domain import Feedback, RouterRequest, ServerSpec
 
 # Columns of a per-request record, in export order.
 COLUMNS: tuple[str, ...] = (
@@ -52,11 +52,11 @@ class Recorder:
     def __post_init__(self) -> None:
         self.columns = {name: [] for name in COLUMNS}
 
-    def on_oracle(self, request: Request, weighted_j: float, met: bool) -> None:
+    def on_oracle(self, request: RouterRequest, weighted_j: float, met: bool) -> None:
         """What the clairvoyant oracle would have achieved for ``request`` (for regret)."""
         self._oracle[request.id] = (weighted_j, met)
 
-    def on_reject(self, now: float, request: Request) -> None:
+    def on_reject(self, now: float, request: RouterRequest) -> None:
         self._append(request, now, "", "", rejected=True)
 
     def on_feedback(self, now: float, feedback: Feedback) -> None:
@@ -70,7 +70,7 @@ class Recorder:
 
     def _append(
         self,
-        request: Request,
+        request: RouterRequest,
         now: float,
         server: str,
         tier: str,

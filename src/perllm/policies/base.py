@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from perllm.config_errors import KebabModel
-from perllm.domain import ClusterView, Decision, Feedback, Request
+from perllm.domain import ClusterView, Decision, Feedback, RouterRequest
 
 
 class PolicyConfig(KebabModel):
@@ -24,7 +24,7 @@ class Policy(Protocol):
 
     name: ClassVar[str]
 
-    def select(self, request: Request, view: ClusterView) -> Decision: ...
+    def select(self, request: RouterRequest, view: ClusterView) -> Decision: ...
 
     def observe(self, feedback: Feedback) -> None: ...
 

@@ -55,7 +55,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field, field_validator
 
-from perllm.domain import REJECT, ClusterView, Decision, EnergyWeights, Feedback, Request
+from perllm.domain import REJECT, ClusterView, Decision, EnergyWeights, Feedback, RouterRequest
 from perllm.policies.bandit import ArmStats, Reward
 from perllm.policies.base import PolicyConfig
 from perllm.policies.estimates import OutputLengths, ServerTable, processing_times
@@ -168,7 +168,7 @@ class CsUcbPolicy:
         assert self.arms is not None and self.times is not None
         return self._table, self.arms, self.times
 
-    def select(self, request: Request, view: ClusterView) -> Decision:
+    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
         table, arms, times = self._setup(view)
         cfg = self.config
         row = arms.row(request.service_class)

@@ -3,14 +3,16 @@
 For request ``r`` on server ``s`` with link share ``z``, expected output ``o`` tokens:
 
 - transfer: ``(bytes_up + bytes_down) * 8 / (bw_s * z / (z + W_s)) + rtt_s`` where ``W_s`` is the
-  weight of the transfers already active on the link;
+  weight of the transfers already active on the link and ``bytes_down`` the size of a response
+  of ``o`` tokens (:func:`perllm.domain.response_bytes`);
 - batch seen by the request: ``b = min(running + queued + 1, max_batch)``;
 - service: ``prefill(prompt) + o * step(b, kv)`` with ``kv = tokens_in_flight + prompt``;
 - queueing: ``max(0, running + queued + 1 - max_batch) / max_batch * service`` (the work ahead
   that does not fit in the batch, drained ``max_batch`` at a time);
 - processing time = transfer + queueing + service;
 - inference energy = ``busy_w(b) * service / b`` (the request's share of the batch's power),
-  transmission energy = ``tx_power_w * transfer``.
+  transmission energy = ``tx_power_w * (transfer - rtt)`` (the link draws power while bytes
+  move, not while a request waits for the round trip).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from perllm.domain import ClusterView, LoadArrays, Request, ServerSpec
+from perllm.domain import ClusterView, LoadArrays, RouterRequest, ServerSpec, response_bytes
 
 Array = npt.NDArray[np.float64]
 _ONE_SHARE = np.ones(1)
@@ -94,7 +96,7 @@ class Estimate:
 
 
 def _service(
-    table: ServerTable, loads: LoadArrays, request: Request, expected_output_tokens: float
+    table: ServerTable, loads: LoadArrays, request: RouterRequest, expected_output_tokens: float
 ) -> tuple[Array, Array, Array]:
     """(batch seen, service time, queueing time) on every server."""
     ahead = loads.running + loads.queued + 1.0
@@ -110,13 +112,21 @@ def _service(
     return batch, service, queue
 
 
-def _transfer(table: ServerTable, loads: LoadArrays, request: Request, shares: Array) -> Array:
+def _transfer(
+    table: ServerTable,
+    loads: LoadArrays,
+    request: RouterRequest,
+    expected_output_tokens: float,
+    shares: Array,
+) -> Array:
     """Transfer time (shape ``(shares, servers)``), the link shared by weight.
 
     With ``W`` the active weight, share ``z`` gets ``bw * z / (z + W)``, so the time is
     ``bits / bw * (1 + W / z) + rtt``: a per-server base plus a per-server term over ``z``.
+    The response's size is the one its expected length gives (the true one is unknown).
     """
-    seconds = (request.request_bytes + request.response_bytes) * 8e-6 / loads.bandwidth_mbps
+    total_bytes = request.request_bytes + response_bytes(expected_output_tokens)
+    seconds = total_bytes * 8e-6 / loads.bandwidth_mbps
     transfer: Array = (seconds + table.rtt_s) + np.outer(
         1.0 / shares, seconds * loads.link_active_weight
     )
@@ -126,26 +136,28 @@ def _transfer(table: ServerTable, loads: LoadArrays, request: Request, shares: A
 def processing_times(
     table: ServerTable,
     loads: LoadArrays,
-    request: Request,
+    request: RouterRequest,
     expected_output_tokens: float,
     shares: Array = _ONE_SHARE,
 ) -> Array:
     """Estimated processing time, shape ``(shares, servers)`` (times only: the fast path)."""
     _, service, queue = _service(table, loads, request, expected_output_tokens)
-    times: Array = _transfer(table, loads, request, shares) + (service + queue)
+    times: Array = _transfer(table, loads, request, expected_output_tokens, shares) + (
+        service + queue
+    )
     return times
 
 
 def estimate(
     table: ServerTable,
     loads: LoadArrays,
-    request: Request,
+    request: RouterRequest,
     expected_output_tokens: float,
     shares: Array = _ONE_SHARE,
 ) -> Estimate:
     """Estimate the outcome of ``request`` on every server (see the module docstring)."""
     batch, service, queue = _service(table, loads, request, expected_output_tokens)
-    transfer = _transfer(table, loads, request, shares)
+    transfer = _transfer(table, loads, request, expected_output_tokens, shares)
     fraction = np.minimum(1.0, table.batch1_fraction + table.log2_slope * np.log2(batch))
     busy_w = table.idle_w + (table.max_w - table.idle_w) * fraction
     return Estimate(

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from perllm.domain import ClusterView, Decision, Feedback, Request
+from perllm.domain import ClusterView, Decision, Feedback, RouterRequest
 from perllm.policies.base import PolicyConfig, StatelessPolicy
 from perllm.policies.estimates import OutputLengths, ServerTable, estimate
 
@@ -46,7 +46,7 @@ class _LeastLoadedAmong(StatelessPolicy, _TableCache):
     def __init__(self, config: LoadConfig, seed: int) -> None:
         self.config = config
 
-    def select(self, request: Request, view: ClusterView) -> Decision:
+    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
         loads = view.load_arrays()
         table = self.table(view)
         mask = loads.healthy.copy()
@@ -97,7 +97,7 @@ class _Greedy(_TableCache):
     def restore(self, state: dict[str, Any]) -> None:
         self.lengths.restore(state.get("lengths", {}))
 
-    def _estimate(self, request: Request, view: ClusterView) -> tuple[Any, Any]:
+    def _estimate(self, request: RouterRequest, view: ClusterView) -> tuple[Any, Any]:
         loads = view.load_arrays()
         est = estimate(
             self.table(view), loads, request, self.lengths.expected(request.service_class)
@@ -110,7 +110,7 @@ class GreedyLatencyPolicy(_Greedy):
 
     name: ClassVar[str] = "greedy-latency"
 
-    def select(self, request: Request, view: ClusterView) -> Decision:
+    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
         est, healthy = self._estimate(request, view)
         times = est.processing_s[0]
         server = _argmin_masked(times, healthy)
@@ -122,7 +122,7 @@ class GreedyEnergyPolicy(_Greedy):
 
     name: ClassVar[str] = "greedy-energy"
 
-    def select(self, request: Request, view: ClusterView) -> Decision:
+    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
         est, healthy = self._estimate(request, view)
         server = max(_argmin_masked(est.energy_j[0], healthy), 0)
         return Decision(server=server, estimate_s=float(est.processing_s[0, server]))

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from perllm.domain import ClusterView, Decision, Feedback, Request
+from perllm.domain import ClusterView, Decision, Feedback, RouterRequest
 from perllm.policies.bandit import ArmStats, Reward
 from perllm.policies.base import PolicyConfig
 
@@ -29,7 +29,7 @@ class _ArmBandit:
     def choose(self, row: int, arms: ArmStats) -> int:
         raise NotImplementedError
 
-    def select(self, request: Request, view: ClusterView) -> Decision:
+    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
         if self.arms is None:
             self.arms = ArmStats(len(view.servers) * len(self.shares))
             self.reward.weights = self.reward.weights or view.weights

@@ -13,7 +13,7 @@ from typing import ClassVar, cast
 
 from pydantic import Field
 
-from perllm.domain import ClairvoyantView, ClusterView, Decision, Request
+from perllm.domain import ClairvoyantView, ClusterView, Decision, RouterRequest
 from perllm.policies.base import PolicyConfig, StatelessPolicy
 
 
@@ -29,7 +29,7 @@ class OraclePolicy(StatelessPolicy):
     def __init__(self, config: OracleConfig, seed: int) -> None:
         self.config = config
 
-    def select(self, request: Request, view: ClusterView) -> Decision:
+    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
         predict = getattr(view, "predict", None)
         if predict is None:
             raise TypeError("the oracle needs a clairvoyant view (simulator only)")

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from perllm.domain import ClusterView, Decision, Request
+from perllm.domain import ClusterView, Decision, RouterRequest
 from perllm.policies.base import PolicyConfig, StatelessPolicy
 
 
@@ -23,7 +23,7 @@ class RandomPolicy(StatelessPolicy):
         self.config = config
         self._rng = np.random.default_rng(seed)
 
-    def select(self, request: Request, view: ClusterView) -> Decision:
+    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
         return Decision(server=int(self._rng.integers(len(view.servers))))
 
 
@@ -40,7 +40,7 @@ class RoundRobinPolicy(StatelessPolicy):
         self.config = config
         self._next = 0
 
-    def select(self, request: Request, view: ClusterView) -> Decision:
+    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
         server = self._next % len(view.servers)
         self._next = server + 1
         return Decision(server=server)

@@ -13,6 +13,9 @@ Energy: while busy the server draws ``power.busy_w(members)``; that energy is sp
 among the members (running and prefilling requests) through a per-member accumulator, so the
 requests' inference energies add up to the server's exactly. The idle gap that ends when a busy
 period starts (``idle_w * gap``) is attributed to the first request of that busy period.
+
+Waiting requests join the batch in order of their decision's ``priority`` (lower first), then of
+arrival; a running request is never preempted.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import copy
 import heapq
 import itertools
 import math
-from collections import deque
 from dataclasses import dataclass
 
 from perllm.domain import Decision, Request, ServerSpec
@@ -92,7 +94,9 @@ class ServerEngine:
         self.spec = spec
         self.perf = spec.perf
         self.power = spec.power
-        self.queue: deque[Job] = deque()
+        # Waiting requests, served by (priority, arrival): lower priority values first, as vLLM's
+        # ``--scheduling-policy priority`` does (equal priorities: first come, first served).
+        self.queue: list[tuple[int, int, Job]] = []
         self.running: list[tuple[float, int, Job]] = []
         self.prefilling: list[Job] = []
         self._seq = itertools.count()
@@ -130,11 +134,11 @@ class ServerEngine:
         """A request's upload has reached the server."""
         self._account(now)
         job.arrive_server_s = now
-        self.queue.append(job)
+        heapq.heappush(self.queue, (job.decision.priority, next(self._seq), job))
         self.queued_prompt += job.request.prompt_tokens
         if self.phase == IDLE:
             self._continue(now)
-        elif self.phase == DECODE and self._admissible(self.queue[0]):
+        elif self.phase == DECODE and self._admissible(self.queue[0][2]):
             self._sync_decode(now)
             self._continue(now)
 
@@ -172,8 +176,8 @@ class ServerEngine:
     def _continue(self, now: float) -> None:
         """Start a prefill for admissible queued requests, else a decode segment, else idle."""
         joiners = []
-        while self.queue and self._admissible(self.queue[0]):
-            job = self.queue.popleft()
+        while self.queue and self._admissible(self.queue[0][2]):
+            job = heapq.heappop(self.queue)[2]
             self.queued_prompt -= job.request.prompt_tokens
             self.reserved += job.request.prompt_tokens + job.request.output_tokens
             self.prefilling.append(job)
@@ -242,7 +246,7 @@ class ServerEngine:
         """Run a copy of this server forward with ``job`` arriving at ``arrive_s`` and no other
         arrival; return the copy of ``job`` with its times and energies filled in."""
         clone = copy.copy(self)
-        clone.queue = deque(copy.copy(j) for j in self.queue)
+        clone.queue = [(p, s, copy.copy(j)) for p, s, j in self.queue]
         clone.running = [(f, s, copy.copy(j)) for f, s, j in self.running]
         clone.prefilling = [copy.copy(j) for j in self.prefilling]
         clone._seq = itertools.count(1 << 40)  # later than any entry already in the heap

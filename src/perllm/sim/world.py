@@ -24,6 +24,7 @@ from perllm.domain import (
     LoadArrays,
     Prediction,
     Request,
+    RouterRequest,
     ServerLoad,
     ServerSpec,
 )
@@ -91,9 +92,9 @@ class SimView:
     def link_active_weight(self, link: str) -> float:
         return self._world.links[link].channels[UP].weight_sum
 
-    def predict(self, request: Request, server: int, share: float) -> Prediction:
+    def predict(self, request: RouterRequest, server: int, share: float) -> Prediction:
         """Exact outcome of placing ``request`` on ``server`` now, if nothing else arrives."""
-        return self._world.predict(request, server, share)
+        return self._world.predict(self._world.true_request(request.id), server, share)
 
 
 class World:
@@ -113,6 +114,7 @@ class World:
         self.policy = policy
         self.oracle = oracle
         self.requests = requests
+        self._truth: dict[int, Request] | None = None
         self.progress = progress
         self.loop = EventLoop()
         self.rng = np.random.default_rng(seed)
@@ -190,9 +192,9 @@ class World:
         now = self.loop.now
         if self.oracle is not None:
             self._record_oracle(request)
-        decision = self.policy.select(request, self.view)
+        decision = self.policy.select(request.routed, self.view)
         if decision.reject or not 0 <= decision.server < len(self.servers):
-            self.recorder.on_reject(now, request)
+            self.recorder.on_reject(now, request.routed)
             self._count_done()
             return
         job = Job(request, decision, dispatch_s=now)
@@ -205,14 +207,16 @@ class World:
 
     def _record_oracle(self, request: Request) -> None:
         assert self.oracle is not None
-        choice = self.oracle.select(request, self.view)
+        choice = self.oracle.select(request.routed, self.view)
         if choice.reject:
             return
         outcome = self.predict(request, choice.server, choice.share)
         weighted = self.cluster.weights.weighted(
             outcome.energy.transmission_j, outcome.energy.inference_j, outcome.energy.idle_j
         )
-        self.recorder.on_oracle(request, weighted, outcome.processing_s <= request.deadline_s)
+        self.recorder.on_oracle(
+            request.routed, weighted, outcome.processing_s <= request.deadline_s
+        )
 
     # -- links -------------------------------------------------------------------------------
     def _transfer(self, link: _LinkState, direction: int, job: Job, bits: float) -> None:
@@ -315,7 +319,7 @@ class World:
         request = job.request
         processing = job.done_s - request.arrival_s
         feedback = Feedback(
-            request=request,
+            request=request.routed,
             decision=job.decision,
             processing_s=processing,
             transfer_s=job.uplink_s
@@ -335,6 +339,13 @@ class World:
         self._count_done()
 
     # -- clairvoyance ------------------------------------------------------------------------
+    def true_request(self, request_id: int) -> Request:
+        """The ground truth of a request, for the clairvoyant view only: policies are handed
+        the routed request (:class:`RouterRequest`), which has no true output length."""
+        if self._truth is None:
+            self._truth = {r.id: r for r in self.requests}
+        return self._truth[request_id]
+
     def predict(self, request: Request, server: int, share: float) -> Prediction:
         now = self.loop.now
         spec = self.cluster.servers[server]

@@ -11,6 +11,7 @@ from typing import Any, Literal, Self
 from pydantic import Field, ValidationError, model_validator
 
 from perllm.config_errors import KebabModel, validation_message
+from perllm.domain import BYTES_PER_TOKEN, RESPONSE_OVERHEAD_BYTES
 from perllm.errors import InputError
 
 __all__ = [
@@ -26,10 +27,6 @@ __all__ = [
     "load_workload_config",
 ]
 
-# About 4 bytes of UTF-8 text per token (PROFILES.md, "Workloads", rule of thumb).
-BYTES_PER_TOKEN = 4
-# HTTP headers and JSON framing of a response, added to its text (an assumption).
-RESPONSE_OVERHEAD_BYTES = 512
 
 LengthPreset = Literal[
     "sharegpt-prompt",
@@ -93,8 +90,10 @@ class LengthConfig(KebabModel):
 class DeadlineConfig(KebabModel):
     """Processing-time requirement of a request: arrival to last response byte.
 
-    Drawn uniformly from ``[low-s, high-s]`` plus ``per-output-token-s`` times the true
-    output length (a user asking for a long answer accepts a longer wait).
+    Drawn uniformly from ``[low-s, high-s]`` plus ``per-output-token-s`` times the class's
+    nominal mean output length (a service with long answers accepts a longer wait). The
+    requirement is fixed when the request is sent, so it cannot depend on the true length of
+    the answer, which nobody knows yet.
     """
 
     low_s: float = Field(gt=0)

@@ -18,12 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from perllm.domain import Request
+from perllm.domain import BYTES_PER_TOKEN, RESPONSE_OVERHEAD_BYTES, Request
 from perllm.errors import InputError, where
 from perllm.workload.arrivals import arrival_times
 from perllm.workload.config import (
-    BYTES_PER_TOKEN,
-    RESPONSE_OVERHEAD_BYTES,
     ServiceClassConfig,
     TraceConfig,
     WorkloadConfig,
@@ -90,6 +88,11 @@ def _draw_class(cls: ServiceClassConfig, rng: np.random.Generator, m: int) -> _C
     )
 
 
+def _deadline_per_request_s(cls: ServiceClassConfig) -> float:
+    """The length-dependent part of a class's deadline, from its nominal output length."""
+    return cls.deadline.per_output_token_s * length_dist(cls.output).nominal_mean
+
+
 def _synthetic(
     cfg: WorkloadConfig, n: int, rng: np.random.Generator, rate_rps: float | None
 ) -> _Columns:
@@ -105,8 +108,7 @@ def _synthetic(
         prompt[rows] = draws.prompt_tokens
         output[rows] = draws.output_tokens
         attachment[rows] = draws.attachment_bytes
-        per_token_s = cls.deadline.per_output_token_s
-        deadline[rows] = draws.deadline_base_s + per_token_s * draws.output_tokens
+        deadline[rows] = draws.deadline_base_s + _deadline_per_request_s(cls)
     return _Columns(
         arrival_s=arrival_times(cfg.arrivals, n, arrival_rng, rate_rps),
         class_index=class_index,
@@ -164,8 +166,7 @@ def _from_trace(
         members = np.flatnonzero(class_index == k)
         draws = _draw_class(cls, class_rng_k, members.size)
         attachment[members] = draws.attachment_bytes
-        per_token_s = cls.deadline.per_output_token_s
-        deadline[members] = draws.deadline_base_s + per_token_s * output[members]
+        deadline[members] = draws.deadline_base_s + _deadline_per_request_s(cls)
     request_bytes = prompt * BYTES_PER_TOKEN + attachment
     response_bytes = output * BYTES_PER_TOKEN + RESPONSE_OVERHEAD_BYTES
     for i, row in enumerate(rows):
@@ -226,7 +227,8 @@ def generate_requests(
 
     Synthetic (no trace): arrivals from ``cfg.arrivals``; each request's class drawn by
     share; prompt, output and attachment lengths from the class; deadline uniform in the
-    class's range plus ``per-output-token-s`` times the output length;
+    class's range plus ``per-output-token-s`` times the class's nominal mean output length
+    (never the request's true one);
     ``request_bytes = prompt * BYTES_PER_TOKEN + attachment`` and
     ``response_bytes = output * BYTES_PER_TOKEN + RESPONSE_OVERHEAD_BYTES``.
 

@@ -82,6 +82,13 @@ class LengthDist:
     low: int = 0
     high: int = 0
 
+    @property
+    def nominal_mean(self) -> float:
+        """The distribution's stated mean (before clipping), clipped to its bounds: a figure
+        known to whoever defines the service, unlike any one request's draw."""
+        mean = (self.low + self.high) / 2.0 if self.kind == "uniform" else self.mean
+        return float(min(max(mean, self.min_value), self.max_value))
+
     def sample(self, rng: np.random.Generator, n: int) -> IntArray:
         """Draw ``n`` integer lengths.
 
