@@ -19,6 +19,8 @@ def test_every_policy_is_registered_with_a_description() -> None:
         "edge-only",
         "greedy-latency",
         "greedy-energy",
+        "feasible-energy",
+        "feasible-latency",
         "ucb1",
         "epsilon-greedy",
         "oracle",
@@ -94,6 +96,55 @@ def test_greedy_energy_ignores_deadlines(paper_view, request_factory) -> None:
     # The A100 is far more energy-efficient per token: chosen even with a hopeless deadline.
     decision = policy.select(request_factory(deadline_s=0.001), paper_view)
     assert paper_view.servers[decision.server].tier == "cloud"
+
+
+def test_feasible_energy_takes_the_cheapest_server_that_meets_the_deadline(
+    paper_view, request_factory
+) -> None:
+    policy = make_policy("feasible-energy")
+    lenient = request_factory(deadline_s=600.0, prompt=50)
+    # A busy A100 is far cheaper per request than a CPU edge: it wins while it is feasible.
+    paper_view.running[5] = 20
+    assert paper_view.servers[policy.select(lenient, paper_view).server].tier == "cloud"
+    # With a queue long enough to miss the deadline, a feasible edge is taken instead.
+    paper_view.queued[5] = 20_000
+    assert paper_view.servers[policy.select(lenient, paper_view).server].tier == "edge"
+
+
+def test_feasible_policies_fall_back_to_the_least_late(paper_view, request_factory) -> None:
+    hopeless = request_factory(deadline_s=1e-3, prompt=50)
+    paper_view.running[:] = [4, 4, 4, 4, 4, 10]
+    for name in ("feasible-energy", "feasible-latency"):
+        decision = make_policy(name).select(hopeless, paper_view)
+        assert decision.server == 5, name  # the A100 is the least late by far
+
+
+def test_feasible_latency_takes_the_least_loaded_feasible_server(
+    paper_view, request_factory
+) -> None:
+    policy = make_policy("feasible-latency")
+    paper_view.running[:] = [3, 0, 3, 3, 3, 40]
+    lenient = request_factory(deadline_s=600.0, prompt=50)
+    assert policy.select(lenient, paper_view).server == 1
+    # A tight deadline that only the A100 can meet: the busier A100 is taken.
+    tight = request_factory(deadline_s=5.0, prompt=50)
+    assert policy.select(tight, paper_view).server == 5
+
+
+def test_epsilon_greedy_counts_pending_pulls_against_an_arm(
+    paper_view, request_factory, feedback_factory
+) -> None:
+    policy = make_policy("epsilon-greedy", {"epsilon": 0.0, "share-levels": [1.0]})
+    # Try every arm once and report: the cloud (arm 5) is the best.
+    tried = [policy.select(request_factory(i), paper_view) for i in range(6)]
+    for decision in tried:
+        energy = 10.0 if decision.server == 5 else 100.0
+        policy.observe(feedback_factory(request_factory(), decision, energy_j=energy))
+    picks = [policy.select(request_factory(i), paper_view).server for i in range(40)]
+    # The best arm is taken first, but its pending pulls (imputed the worst mean) soon make
+    # it look worse than the others, so a burst is not piled onto it alone.
+    assert picks[0] == 5
+    assert len(set(picks)) > 1
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,9 @@ For request ``r`` on server ``s`` with link share ``z``, expected output ``o`` t
 - queueing: ``max(0, running + queued + 1 - max_batch) / max_batch * service`` (the work ahead
   that does not fit in the batch, drained ``max_batch`` at a time);
 - processing time = transfer + queueing + service;
-- inference energy = ``busy_w(b) * service / b`` (the request's share of the batch's power),
+- inference energy = ``busy_w(b) * service / b`` (the request's share of the batch's power,
+  what the world reports), and the *marginal* weighted energy the request adds to the
+  cluster's (:func:`marginal_inference_j`), which is what an energy-minimising policy compares;
   transmission energy = ``tx_power_w * (transfer - rtt)`` (the link draws power while bytes
   move, not while a request waits for the round trip).
 """
@@ -23,10 +25,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from perllm.domain import ClusterView, LoadArrays, RouterRequest, ServerSpec, response_bytes
+from perllm.domain import (
+    ClusterView,
+    EnergyWeights,
+    LoadArrays,
+    RouterRequest,
+    ServerSpec,
+    response_bytes,
+)
 
 Array = npt.NDArray[np.float64]
 _ONE_SHARE = np.ones(1)
+_UNIT_WEIGHTS = EnergyWeights()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +88,19 @@ class ServerTable:
 @dataclass(frozen=True, slots=True)
 class Estimate:
     """Estimates for every server (arrays indexed like ``view.servers``); the transfer parts
-    have one row per link share asked for (shape ``(shares, servers)``)."""
+    and ``marginal_j`` have one row per link share asked for (shape ``(shares, servers)``).
+
+    ``inference_j`` is the request's *attributed* share of the batch's energy (what the world
+    reports back in its feedback); ``marginal_j`` is the *weighted* energy the cluster spends
+    because of this request (see :func:`marginal_inference_j`), the quantity to minimise.
+    """
 
     transfer_s: Array
     service_s: Array
     queue_s: Array
     transmission_j: Array
     inference_j: Array
+    marginal_j: Array
 
     @property
     def processing_s(self) -> Array:
@@ -106,10 +122,69 @@ def _service(
     )
     step = np.maximum(table.step_compute_s_per_seq * batch, memory)
     steps = max(expected_output_tokens - 1.0, 0.0)
-    prefill = table.prefill_fixed_s + request.prompt_tokens * table.prefill_s_per_token
-    service = (prefill + steps * table.step_overhead_s) + steps * step
+    service = (_prefill_s(table, request) + steps * table.step_overhead_s) + steps * step
     queue = (ahead - batch) * service / table.max_batch
     return batch, service, queue
+
+
+def _prefill_s(table: ServerTable, request: RouterRequest) -> Array:
+    prefill: Array = table.prefill_fixed_s + request.prompt_tokens * table.prefill_s_per_token
+    return prefill
+
+
+def busy_power_w(table: ServerTable, batch: Array) -> Array:
+    """Power of every server running ``batch`` requests (:meth:`PowerSpec.busy_w`, vectorised;
+    ``batch >= 1``)."""
+    fraction = np.minimum(1.0, table.batch1_fraction + table.log2_slope * np.log2(batch))
+    power: Array = table.idle_w + (table.max_w - table.idle_w) * fraction
+    return power
+
+
+def marginal_inference_j(
+    table: ServerTable,
+    loads: LoadArrays,
+    request: RouterRequest,
+    expected_output_tokens: float,
+    weights: EnergyWeights,
+) -> Array:
+    """Weighted inference energy the cluster spends *because of* the request, on every server.
+
+    Every server draws ``idle_w`` whether it works or not, and idle energy is counted over the
+    whole run, so what placing a request changes is the *extra* power of a busy server,
+    ``q(b) = w_infer busy_w(b) - w_idle idle_w`` (``q(0) = 0``), times how long it is busy.
+    Joining a batch of ``b - 1`` others (``b = min(running + queued + 1, max_batch)``: a request
+    that must queue runs later in a full batch) for ``o`` decode steps costs
+
+    ``prefill(prompt) q(b) + o [q(b) step(b, kv + prompt + o/2) - q(b-1) step(b-1, kv)]``
+
+    the energy of advancing the others by the same ``o`` steps with the request versus without
+    it. On a memory-bound GPU a step costs about the same at any batch, so a busy server is
+    cheap per token and an idle one pays for its whole step: the load-dependence the paper's
+    energy model implies.
+    """
+    ahead = loads.running + loads.queued + 1.0
+    batch = np.minimum(ahead, table.max_batch)
+    kv = loads.tokens_in_flight
+    steps = max(expected_output_tokens - 1.0, 0.0)
+    grown = kv + request.prompt_tokens + steps / 2.0
+    step_with = table.step_overhead_s + np.maximum(
+        table.step_compute_s_per_seq * batch,
+        table.step_weights_s + grown * table.step_s_per_kv_token,
+    )
+    step_without = table.step_overhead_s + np.maximum(
+        table.step_compute_s_per_seq * (batch - 1.0),
+        table.step_weights_s + kv * table.step_s_per_kv_token,
+    )
+    idle_w = weights.idle * table.idle_w
+    extra_with = weights.inference * busy_power_w(table, batch) - idle_w
+    extra_without = np.where(
+        batch > 1.0,
+        weights.inference * busy_power_w(table, np.maximum(batch - 1.0, 1.0)) - idle_w,
+        0.0,
+    )
+    decode = steps * (extra_with * step_with - extra_without * step_without)
+    marginal: Array = _prefill_s(table, request) * extra_with + np.maximum(decode, 0.0)
+    return marginal
 
 
 def _transfer(
@@ -154,19 +229,31 @@ def estimate(
     request: RouterRequest,
     expected_output_tokens: float,
     shares: Array = _ONE_SHARE,
+    weights: EnergyWeights = _UNIT_WEIGHTS,
 ) -> Estimate:
     """Estimate the outcome of ``request`` on every server (see the module docstring)."""
     batch, service, queue = _service(table, loads, request, expected_output_tokens)
     transfer = _transfer(table, loads, request, expected_output_tokens, shares)
-    fraction = np.minimum(1.0, table.batch1_fraction + table.log2_slope * np.log2(batch))
-    busy_w = table.idle_w + (table.max_w - table.idle_w) * fraction
+    transmission = table.tx_power_w * (transfer - table.rtt_s)
+    marginal = marginal_inference_j(table, loads, request, expected_output_tokens, weights)
     return Estimate(
         transfer_s=transfer,
         service_s=service,
         queue_s=queue,
-        transmission_j=table.tx_power_w * (transfer - table.rtt_s),
-        inference_j=busy_w * service / batch,
+        transmission_j=transmission,
+        inference_j=busy_power_w(table, batch) * service / batch,
+        marginal_j=weights.transmission * transmission + marginal,
     )
+
+
+def fits_memory(
+    table: ServerTable, loads: LoadArrays, request: RouterRequest, expected_output_tokens: float
+) -> npt.NDArray[np.bool_]:
+    """Servers whose KV cache can hold what is in flight plus this request's prompt and
+    expected output (the memory constraint)."""
+    need = loads.tokens_in_flight + request.prompt_tokens + expected_output_tokens
+    fits: npt.NDArray[np.bool_] = need <= table.kv_capacity_tokens
+    return fits
 
 
 class OutputLengths:

@@ -1,5 +1,13 @@
 """Load- and model-based baselines: least-loaded, cloud-only, edge-only, greedy-latency,
-greedy-energy. None of them learns anything but the mean output length of each class."""
+greedy-energy, feasible-energy, feasible-latency. None of them learns anything but the mean
+output length of each class.
+
+``feasible-energy`` and ``feasible-latency`` are what a practitioner would write first with the
+same estimates CS-UCB starts from (:mod:`perllm.policies.estimates`): keep the servers whose
+estimated processing time meets the deadline (and whose KV cache fits the request), then take
+the least marginal weighted energy or the least-loaded among them; with none, the least late.
+They are the strong non-learning baselines: CS-UCB must beat them by what it *learns* and by
+how it handles overload, not by having better estimates."""
 
 from __future__ import annotations
 
@@ -10,7 +18,13 @@ import numpy.typing as npt
 
 from perllm.domain import ClusterView, Decision, Feedback, RouterRequest
 from perllm.policies.base import PolicyConfig, StatelessPolicy
-from perllm.policies.estimates import OutputLengths, ServerTable, estimate
+from perllm.policies.estimates import (
+    Estimate,
+    OutputLengths,
+    ServerTable,
+    estimate,
+    fits_memory,
+)
 
 
 class _TableCache:
@@ -97,10 +111,14 @@ class _Greedy(_TableCache):
     def restore(self, state: dict[str, Any]) -> None:
         self.lengths.restore(state.get("lengths", {}))
 
-    def _estimate(self, request: RouterRequest, view: ClusterView) -> tuple[Any, Any]:
+    def _estimate(self, request: RouterRequest, view: ClusterView) -> tuple[Estimate, Any]:
         loads = view.load_arrays()
         est = estimate(
-            self.table(view), loads, request, self.lengths.expected(request.service_class)
+            self.table(view),
+            loads,
+            request,
+            self.lengths.expected(request.service_class),
+            weights=view.weights,
         )
         return est, loads.healthy
 
@@ -126,3 +144,48 @@ class GreedyEnergyPolicy(_Greedy):
         est, healthy = self._estimate(request, view)
         server = max(_argmin_masked(est.energy_j[0], healthy), 0)
         return Decision(server=server, estimate_s=float(est.processing_s[0, server]))
+
+
+class _Feasible(_Greedy):
+    """Among servers estimated to meet the deadline (and fit the request), the best by
+    :meth:`score`; with none, the least late."""
+
+    def score(self, est: Estimate, view: ClusterView) -> npt.NDArray[np.float64]:
+        raise NotImplementedError
+
+    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
+        loads = view.load_arrays()
+        table = self.table(view)
+        expected = self.lengths.expected(request.service_class)
+        est = estimate(table, loads, request, expected, weights=view.weights)
+        times = est.processing_s[0]
+        usable = loads.healthy & fits_memory(table, loads, request, expected)
+        server = _argmin_masked(self.score(est, view), usable & (times <= request.deadline_s))
+        if server < 0:
+            server = max(_argmin_masked(times, usable), _argmin_masked(times, loads.healthy), 0)
+        return Decision(server=server, estimate_s=float(times[server]))
+
+
+class FeasibleEnergyPolicy(_Feasible):
+    """Least estimated marginal weighted energy among servers estimated to meet the deadline;
+    with none, the least late."""
+
+    name: ClassVar[str] = "feasible-energy"
+
+    def score(self, est: Estimate, view: ClusterView) -> npt.NDArray[np.float64]:
+        marginal: npt.NDArray[np.float64] = est.marginal_j[0]
+        return marginal
+
+
+class FeasibleLatencyPolicy(_Feasible):
+    """Least-loaded (queued + running per batch slot) among servers estimated to meet the
+    deadline; with none, the least late."""
+
+    name: ClassVar[str] = "feasible-latency"
+
+    def score(self, est: Estimate, view: ClusterView) -> npt.NDArray[np.float64]:
+        loads = view.load_arrays()
+        occupancy: npt.NDArray[np.float64] = (loads.queued + loads.running) / self.table(
+            view
+        ).max_batch
+        return occupancy

@@ -1,6 +1,14 @@
-"""Plain learning baselines on CS-UCB's arms and reward, without constraint satisfaction:
-``ucb1`` and ``epsilon-greedy``. Both count pending pulls, as CS-UCB does, so that the
-comparison isolates the constraint-satisfaction mechanism."""
+"""Plain learning baselines on bandit arms ``(server, share)`` per class and the shared reward,
+without constraint satisfaction or any model of the servers: ``ucb1`` and ``epsilon-greedy``.
+
+- ``ucb1`` is the textbook UCB1 (Auer et al. 2002): ``mean + alpha sqrt(2 ln N / n)`` with ``n``
+  the arm's *finished* pulls. It ignores pending pulls on purpose, as the textbook does, so it
+  shows what delayed feedback does to a bandit that does not account for it.
+- ``epsilon-greedy`` accounts for its pending pulls: each pending pull is imputed the class's
+  worst mean reward so far until its feedback arrives, so that an arm that just received many
+  requests looks worse until they come back (without it, delayed feedback piles every request
+  of a burst onto one arm).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from perllm.domain import ClusterView, Decision, Feedback, RouterRequest
-from perllm.policies.bandit import ArmStats, Reward
+from perllm.policies.bandit import ArmStats, Reward, ucb_index
 from perllm.policies.base import PolicyConfig
 
 
@@ -72,7 +80,8 @@ class Ucb1Config(PolicyConfig):
 
 
 class Ucb1Policy(_ArmBandit):
-    """UCB1 per class: ``mean + alpha * sqrt(2 ln N / n)`` over every arm, feasible or not."""
+    """Textbook UCB1 per class: ``mean + alpha * sqrt(2 ln N / n)`` over every arm, feasible or
+    not, with ``n`` the finished pulls (pending pulls ignored, as in the textbook)."""
 
     name: ClassVar[str] = "ucb1"
 
@@ -84,7 +93,11 @@ class Ucb1Policy(_ArmBandit):
         fresh = _fresh_arm(self.rng, arms.tried[row])
         if fresh is not None:
             return fresh
-        return int(np.argmax(arms.index(row, self.config.exploration)))
+        finished = arms.count[row]
+        index = ucb_index(arms.mean[row], finished, float(finished.sum()), self.config.exploration)
+        # An arm tried but not yet back has index inf; among those, the first (textbook: play
+        # every arm once, then by index).
+        return int(np.argmax(index))
 
 
 class EpsilonGreedyConfig(PolicyConfig):
@@ -94,7 +107,8 @@ class EpsilonGreedyConfig(PolicyConfig):
 
 
 class EpsilonGreedyPolicy(_ArmBandit):
-    """With probability epsilon a random arm, else the best mean reward (untried arms first)."""
+    """With probability epsilon a random arm, else the best mean reward counting each pending
+    pull at the class's worst mean so far (untried arms first)."""
 
     name: ClassVar[str] = "epsilon-greedy"
 
@@ -108,7 +122,13 @@ class EpsilonGreedyPolicy(_ArmBandit):
             return fresh
         if self.rng.random() < self.config.epsilon:
             return int(self.rng.integers(arms.n_arms))
-        return int(np.argmax(np.where(arms.count[row] > 0, arms.mean[row], -np.inf)))
+        count, pending = arms.count[row], arms.pending[row]
+        seen = count > 0
+        if not seen.any():  # every arm tried, none back yet: the least pending
+            return int(np.argmin(pending))
+        worst = float(arms.mean[row][seen].min())
+        imputed = (arms.reward_sum[row] + pending * worst) / np.maximum(count + pending, 1.0)
+        return int(np.argmax(np.where(seen, imputed, -np.inf)))
 
 
 __all__ = ["EpsilonGreedyPolicy", "Ucb1Policy"]

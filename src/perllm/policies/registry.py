@@ -15,6 +15,8 @@ from perllm.policies.cs_ucb import CsUcbConfig, CsUcbPolicy
 from perllm.policies.heuristics import (
     CloudOnlyPolicy,
     EdgeOnlyPolicy,
+    FeasibleEnergyPolicy,
+    FeasibleLatencyPolicy,
     GreedyConfig,
     GreedyEnergyPolicy,
     GreedyLatencyPolicy,
@@ -65,6 +67,18 @@ ENTRIES: tuple[PolicyEntry, ...] = (
         "minimum estimated energy, deadlines ignored",
         GreedyConfig,
         GreedyEnergyPolicy,
+    ),
+    PolicyEntry(
+        "feasible-energy",
+        "least estimated marginal energy among servers estimated to meet the deadline",
+        GreedyConfig,
+        FeasibleEnergyPolicy,
+    ),
+    PolicyEntry(
+        "feasible-latency",
+        "least-loaded among servers estimated to meet the deadline",
+        GreedyConfig,
+        FeasibleLatencyPolicy,
     ),
     PolicyEntry("ucb1", "plain UCB1 on CS-UCB's arms and reward", Ucb1Config, Ucb1Policy),
     PolicyEntry(
