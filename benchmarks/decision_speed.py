@@ -49,10 +49,10 @@ def measure(policy_name: str, servers: int, decisions: int) -> np.ndarray:
         view.running[:] = rng.integers(0, 4, servers)
         view.queued[:] = rng.integers(0, 2, servers)
         start = clock()
-        decision = policy.select(request, view)
+        decision = policy.select(request.routed, view)
         policy.observe(
             Feedback(
-                request=request,
+                request=request.routed,
                 decision=decision,
                 processing_s=5.0,
                 transfer_s=0.1,
@@ -71,6 +71,7 @@ def measure(policy_name: str, servers: int, decisions: int) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decisions", type=int, default=8000)
+    parser.add_argument("--policies", nargs="*", help="only these policies (default: all)")
     args = parser.parse_args()
     table = Table(
         title=f"select + observe, {args.decisions} decisions each (microseconds); "
@@ -79,7 +80,7 @@ def main() -> None:
     for column in ("policy", "servers", "mean", "p50", "p99", "steady p50", "steady p99"):
         table.add_column(column, justify="right")
     for entry in ENTRIES:
-        if entry.clairvoyant:
+        if entry.clairvoyant or (args.policies and entry.name not in args.policies):
             continue
         for servers in (6, 100, 1000):
             us = measure(entry.name, servers, args.decisions) / 1000.0

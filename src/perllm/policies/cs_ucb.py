@@ -1,50 +1,52 @@
-"""CS-UCB: upper confidence bound with constraint satisfaction (PerLLM's scheduler).
+"""CS-UCB: upper confidence bounds with constraint satisfaction (PerLLM's scheduler).
 
-A combinatorial bandit over arms ``(server s, link share z)`` with statistics per service class
-``c`` (personalization). For a request ``r`` of class ``c`` at time ``t``:
+The arms are the servers ``s`` (with a link share ``z`` per arm when ``share-levels`` lists
+several). What an arm costs and how long it takes depend on the load the policy itself puts on
+it, so CS-UCB does not keep a stationary mean reward per arm. It keeps a physical model of every
+arm (:mod:`perllm.policies.estimates`: time and *marginal* energy at the server's current batch)
+and learns, per arm, how far reality is from that model, with confidence bounds on what it
+learned. For a request ``r`` of class ``c`` with deadline ``D``:
 
-1. **Estimate** each arm's processing time from the server specs and live load
-   (:mod:`perllm.policies.estimates`): ``T_hat(s, z)``.
-2. **Correct** it with what was learned: the log-ratio ``l = ln(T_observed / T_hat)`` per
-   ``(c, s)`` has mean ``m`` and standard deviation ``sd`` over ``n`` observations; the
-   pessimistic time is ``T_ucb = T_hat * exp(m + beta * sd / sqrt(n))`` (``T_hat`` itself before
-   any observation, and ``sd = prior_log_sd`` until two are seen).
-3. **Constraint satisfaction**: arm ``k`` is feasible when ``T_ucb(k) <= deadline(r)``, the
-   server is healthy, and its KV cache can hold ``tokens_in_flight + prompt + expected output``
-   (compute and memory), with the link's bandwidth shared as ``z / (z + W)`` (bandwidth).
-4. **Explore** every feasible arm of class ``c`` once (random order) before exploiting.
-5. **Exploit**: among feasible arms, maximise
-   ``U(k) = mean_reward(c, k) + alpha * sqrt(2 ln N_c / (n(c, k) + pending(c, k))) - price(s)``,
-   where ``N_c`` counts the class's pulls, finished or not. Counting *pending* pulls shrinks an
-   arm's bonus as soon as it is chosen, so delayed feedback does not pile requests onto it.
-   ``price(s) = pressure * max(0, occupancy(s) - target)`` with
-   ``occupancy = (running + queued) / max_batch`` is the price of the server's computing-power
-   constraint: as a server nears its capacity, requests that can meet their deadline elsewhere
-   go elsewhere, keeping its capacity for the requests only it can serve in time.
-6. **No feasible arm**: reject if the scenario enables admission control; otherwise take the
-   arm with the least expected violation, ``argmin T_ucb(k) - deadline``.
+1. **Model**: ``T(s, z)`` the estimated processing time, ``M(s, z)`` the estimated marginal
+   weighted energy of adding ``r`` to ``s`` now (transmission, plus the extra power of a busier
+   server over the extra time, see :func:`~perllm.policies.estimates.marginal_inference_j`): a
+   busy GPU is cheap per request, an idle one pays for its whole step.
+2. **Learned corrections**: the log-ratio of observed to estimated processing time per
+   ``(c, s)``, ``l_T``, and of observed to estimated inference energy per server, ``l_E``, each
+   with mean ``m``, standard deviation ``sd`` (``prior-log-sd`` until two observations) and count
+   ``n``. The confidence bounds are
 
-Reward on feedback (:class:`perllm.policies.bandit.Reward`):
-``-E_w / (E_w + E_ref_c) - penalty * missed`` with ``E_w`` the weighted energy
-``w_tran E_tran + w_infer E_infer + w_idle E_idle``.
+   - pessimism on time (the constraint): ``T_ucb = T exp(m_T + beta sd_T / sqrt(n_T))``,
+   - optimism on energy (the objective): ``E_lcb = M_tx + M_inf exp(m_E - beta sd_E / sqrt(n_E))``
 
-Each update costs ``O(1)`` and each decision ``O(servers * shares)`` vectorised.
+   (the model's own value, with the prior's width, before any observation).
+3. **Constraint satisfaction**: arm ``k`` is feasible when ``T_ucb(k) <= D``, the server is
+   healthy and its KV cache can hold what is in flight plus ``r``'s prompt and expected output.
+4. **Choice**: the feasible arm with the least ``E_lcb``; ``r`` is queued with priority
+   ``arrival + D`` (earliest deadline first in the server's queue, as vLLM's priority
+   scheduling orders it). The queueing part of ``T`` counts only the queued requests that go
+   first: the policy knows the priorities of the requests it placed and has not yet heard back
+   from (:class:`~perllm.policies.outstanding.Outstanding`).
+5. **Overload with grace**: with no feasible arm, ``r`` is rejected if the scenario enables
+   admission control; otherwise it is *deflected*: sent to the arm where it would end soonest
+   (``argmin T_ucb``) with a priority after every request that can still meet its deadline, so
+   that it runs on capacity nobody needs and never delays one that can.
 
-Defaults, and why:
+Why this is a bandit: every decision pulls one arm and reveals only that arm's outcome (its time
+and energy), which arrives late; the unknowns are per-arm parameters (how fast and how hungry a
+server really is for this class of request, against its datasheet), learned from those pulls
+only. Optimism on the objective makes an arm whose energy is uncertain look cheaper, so it is
+tried and its bound tightens, exactly as UCB's bonus does (it shrinks as ``1 / sqrt(n)``); an
+arm that is clearly worse even optimistically is left alone. Pessimism on the constraint keeps
+the deadlines: an arm is trusted to be fast only as far as its observations say. Output lengths
+are learned per class as running means (a router cannot know them in advance).
 
-- ``exploration`` (alpha) = 0.3: rewards span about ``[-2, 0]`` with energy gaps between
-  servers of ``0.1 - 0.5``; 0.3 keeps the bonus after 20 pulls (~0.2) near those gaps.
-- ``penalty`` = 1.0: a missed deadline costs more than any energy difference.
-- ``pressure`` = 2.0 and ``target`` = 0.75: at a full batch (occupancy 1) the price is 0.5,
-  about the reward gap between an efficient GPU and a CPU server, so lenient requests start
-  moving away from a server a little before it must queue. In
-  ``benchmarks/cs_ucb_sensitivity.py`` this gives the best goodput of the variants tried on all
-  three model deployments (no price: up to 10% less; a target of 1.0 or 1.25: 1-6% less).
-- ``share_levels`` = (1.0, 2.0): an equal or a double weight on the link. Text requests are
-  small, so the share matters only for large uploads; a third level (0.5) changed nothing in
-  ``benchmarks/cs_ucb_sensitivity.py`` but added arms to explore.
-- ``confidence`` (beta) = 1.0 standard error and ``prior_log_sd`` = 0.3: time estimates
-  are trusted once a few observations agree, and a single bad one does not ban a server.
+Each update costs ``O(1)`` and each decision ``O(arms)`` vectorised.
+
+Defaults (chosen on generated clusters, ``benchmarks/robustness.py``, never on a reported
+scenario): ``exploration`` (beta) = 1.0 standard error and ``prior-log-sd`` = 0.3 (a datasheet
+within about 30%); ``share-levels`` = (1.0,): one share, because per-request link weights
+changed goodput by under 0.3% in every scenario measured (the README says why).
 """
 
 from __future__ import annotations
@@ -53,24 +55,26 @@ import math
 from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import Field, field_validator
 
-from perllm.domain import REJECT, ClusterView, Decision, EnergyWeights, Feedback, RouterRequest
-from perllm.policies.bandit import ArmStats, Reward
+from perllm.domain import REJECT, ClusterView, Decision, Feedback, RouterRequest
 from perllm.policies.base import PolicyConfig
-from perllm.policies.estimates import OutputLengths, ServerTable, processing_times
+from perllm.policies.estimates import OutputLengths, ServerTable, estimate, fits_memory
+from perllm.policies.outstanding import Outstanding
+
+Array = npt.NDArray[np.float64]
+
+# Priorities are milliseconds of absolute deadline; a deflected request comes after all of them.
+DEFLECTED_PRIORITY = 1 << 50
 
 
 class CsUcbConfig(PolicyConfig):
-    exploration: float = Field(0.3, ge=0.0)
-    penalty: float = Field(1.0, ge=0.0)
-    pressure: float = Field(2.0, ge=0.0)
-    target: float = Field(0.75, ge=0.0)
-    share_levels: tuple[float, ...] = (1.0, 2.0)
-    confidence: float = Field(1.0, ge=0.0)
-    prior_log_sd: float = Field(0.3, ge=0.0)
+    exploration: float = Field(1.0, ge=0.0, le=10.0)
+    prior_log_sd: float = Field(0.3, ge=0.0, le=5.0)
+    share_levels: tuple[float, ...] = (1.0,)
     prior_output_tokens: float = Field(128.0, gt=0.0)
-    energy_weights: dict[str, float] | None = None
+    deadline_priority: bool = True
 
     @field_validator("share_levels")
     @classmethod
@@ -80,9 +84,10 @@ class CsUcbConfig(PolicyConfig):
         return value
 
 
-class TimeCorrection:
-    """Per (class, server) statistics of ``ln(observed / estimated processing time)`` and the
-    pessimistic correction factor they give, kept up to date on every observation."""
+class LogRatioStats:
+    """Per (row, server) statistics of ``ln(observed / estimated)`` and the confidence bounds
+    ``upper = exp(m + beta sd / sqrt(n))`` and ``lower = exp(m - beta sd / sqrt(n))`` they give
+    (``1 * exp(+-beta prior_sd)`` before any observation), kept up to date on every update."""
 
     def __init__(self, n_servers: int, confidence: float, prior_sd: float) -> None:
         self.n_servers = n_servers
@@ -91,7 +96,8 @@ class TimeCorrection:
         self.count = np.zeros((0, n_servers))
         self.total = np.zeros((0, n_servers))
         self.total_sq = np.zeros((0, n_servers))
-        self.factor = np.ones((0, n_servers))
+        self.upper = np.zeros((0, n_servers))
+        self.lower = np.zeros((0, n_servers))
 
     def ensure_rows(self, rows: int) -> None:
         missing = rows - self.count.shape[0]
@@ -100,9 +106,12 @@ class TimeCorrection:
             self.count = np.vstack([self.count, pad])
             self.total = np.vstack([self.total, pad])
             self.total_sq = np.vstack([self.total_sq, pad])
-            self.factor = np.vstack([self.factor, pad + 1.0])
+            width = self.confidence * self.prior_sd
+            self.upper = np.vstack([self.upper, pad + math.exp(width)])
+            self.lower = np.vstack([self.lower, pad + math.exp(-width)])
 
     def observe(self, row: int, server: int, log_ratio: float) -> None:
+        self.ensure_rows(row + 1)
         self.count[row, server] += 1.0
         self.total[row, server] += log_ratio
         self.total_sq[row, server] += log_ratio * log_ratio
@@ -111,12 +120,11 @@ class TimeCorrection:
     def _refresh(self, row: int, server: int) -> None:
         n = self.count[row, server]
         mean = self.total[row, server] / n
-        sd = (
-            math.sqrt(max(self.total_sq[row, server] / n - mean * mean, 0.0))
-            if n >= 2
-            else self.prior_sd
-        )
-        self.factor[row, server] = math.exp(mean + self.confidence * sd / math.sqrt(n))
+        var = self.total_sq[row, server] / n - mean * mean
+        sd = math.sqrt(max(var, 0.0)) if n >= 2 else self.prior_sd
+        width = self.confidence * sd / math.sqrt(n)
+        self.upper[row, server] = math.exp(mean + width)
+        self.lower[row, server] = math.exp(mean - width)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -127,10 +135,16 @@ class TimeCorrection:
 
     def restore(self, state: dict[str, Any]) -> None:
         n = self.n_servers
-        self.count = np.array(state["count"], dtype=float).reshape(-1, n)
+        count = np.array(state["count"], dtype=float).reshape(-1, n)
+        self.count = np.zeros((0, n))
+        self.total = np.zeros((0, n))
+        self.total_sq = np.zeros((0, n))
+        self.upper = np.zeros((0, n))
+        self.lower = np.zeros((0, n))
+        self.ensure_rows(count.shape[0])
+        self.count = count
         self.total = np.array(state["total"], dtype=float).reshape(-1, n)
         self.total_sq = np.array(state["total_sq"], dtype=float).reshape(-1, n)
-        self.factor = np.ones_like(self.count)
         for row, server in zip(*np.nonzero(self.count), strict=True):
             self._refresh(int(row), int(server))
 
@@ -142,105 +156,130 @@ class CsUcbPolicy:
 
     def __init__(self, config: CsUcbConfig, seed: int) -> None:
         self.config = config
-        self.rng = np.random.default_rng(seed)
         self.shares = np.array(config.share_levels, dtype=float)
         self.lengths = OutputLengths(config.prior_output_tokens)
-        weights = EnergyWeights(**config.energy_weights) if config.energy_weights else None
-        self.reward = Reward(weights, config.penalty)
+        self.classes: dict[str, int] = {}
         self._table: ServerTable | None = None
         self._servers: object = None
-        self.arms: ArmStats | None = None
-        self.times: TimeCorrection | None = None
+        self.times: LogRatioStats | None = None
+        self.energy: LogRatioStats | None = None
+        self.outstanding = Outstanding(0)
         self._saved: dict[str, Any] | None = None
 
-    def _setup(self, view: ClusterView) -> tuple[ServerTable, ArmStats, TimeCorrection]:
+    def _setup(self, view: ClusterView) -> tuple[ServerTable, LogRatioStats, LogRatioStats]:
         if self._table is None or self._servers is not view.servers:
             self._table = ServerTable.of(view)
             self._servers = view.servers
-            if self.reward.weights is None:
-                self.reward.weights = view.weights
-            if self.arms is None or self.times is None:
+            if self.times is None or self.energy is None:
                 n = len(view.servers)
-                self.arms = ArmStats(n * len(self.shares))
-                self.times = TimeCorrection(n, self.config.confidence, self.config.prior_log_sd)
+                cfg = self.config
+                self.times = LogRatioStats(n, cfg.exploration, cfg.prior_log_sd)
+                self.energy = LogRatioStats(n, cfg.exploration, cfg.prior_log_sd)
+                self.energy.ensure_rows(1)
+                self.outstanding = Outstanding(n)
                 if self._saved is not None:
                     self._apply(self._saved)
-        assert self.arms is not None and self.times is not None
-        return self._table, self.arms, self.times
+        assert self.times is not None and self.energy is not None
+        return self._table, self.times, self.energy
+
+    def _row(self, service_class: str) -> int:
+        row = self.classes.get(service_class)
+        if row is None:
+            row = self.classes[service_class] = len(self.classes)
+        return row
 
     def select(self, request: RouterRequest, view: ClusterView) -> Decision:
-        table, arms, times = self._setup(view)
-        cfg = self.config
-        row = arms.row(request.service_class)
+        table, times, energy = self._setup(view)
+        row = self._row(request.service_class)
         times.ensure_rows(row + 1)
         loads = view.load_arrays()
         expected = self.lengths.expected(request.service_class)
-        t_hat = processing_times(table, loads, request, expected, self.shares)
+        priority = self._deadline_priority(request)
+        usable = (loads.healthy & fits_memory(table, loads, request, expected))[:, None]
+        est = estimate(table, loads, request, expected, self.shares, view.weights)
+        t_ucb = est.processing_s.T * times.upper[row][:, None]
+        feasible = usable & (t_ucb <= request.deadline_s)
+        # A queue served by priority lets the request pass the queued ones that come later:
+        # where waiting behind all of them is too slow, count only those that go first.
+        passing = usable[:, 0] & ~feasible.any(axis=1) & (loads.queued > 0)
+        if priority and passing.any():
+            ahead = self.outstanding.queued_ahead(loads, priority, passing)
+            est = estimate(table, loads, request, expected, self.shares, view.weights, ahead)
+            t_ucb = est.processing_s.T * times.upper[row][:, None]
+            feasible = usable & (t_ucb <= request.deadline_s)
         # Work on (servers, shares) so that arm = server * shares + level after ravel().
-        t_ucb = t_hat.T * times.factor[row][:, None]
-        fits = loads.tokens_in_flight + request.prompt_tokens + expected <= table.kv_capacity_tokens
-        server_ok = (loads.healthy & fits)[:, None]
-        feasible = server_ok & (t_ucb <= request.deadline_s)
+        inference = est.marginal_j - view.weights.transmission * est.transmission_j
+        e_lcb = (est.marginal_j + inference * (energy.lower[0] - 1.0)).T
         if feasible.any():
-            fresh = feasible.ravel() & (arms.tried[row] == 0) if arms.untried[row] else None
-            if fresh is not None and fresh.any():
-                arm = int(self.rng.choice(np.flatnonzero(fresh)))
-            else:
-                index = arms.index(row, cfg.exploration)
-                occupancy = (loads.running + loads.queued) / table.max_batch
-                price = cfg.pressure * np.maximum(occupancy - cfg.target, 0.0)
-                index = index.reshape(t_ucb.shape) - price[:, None]
-                arm = int(np.argmax(np.where(feasible, index, -np.inf)))
+            arm = int(np.argmin(np.where(feasible, e_lcb, np.inf)))
         elif view.admission_control:
             return REJECT
         else:
-            late = np.where(server_ok, t_ucb, np.inf)
-            arm = int(np.argmin(late)) if server_ok.any() else 0
-        arms.pull(row, arm)
+            late = np.where(usable, t_ucb, np.inf) if usable.any() else t_ucb
+            arm = int(np.argmin(late))
+            priority += DEFLECTED_PRIORITY
         server, level = divmod(arm, len(self.shares))
+        self.outstanding.add(request.id, server, priority)
         return Decision(
             server=server,
             share=float(self.shares[level]),
             arm=arm,
-            estimate_s=float(t_hat[level, server]),
+            estimate_s=float(est.processing_s[level, server]),
+            estimate_j=float(est.inference_j[server]),
+            priority=priority,
         )
 
+    def _deadline_priority(self, request: RouterRequest) -> int:
+        if not self.config.deadline_priority:
+            return 0
+        return int((request.arrival_s + request.deadline_s) * 1000.0)
+
     def observe(self, feedback: Feedback) -> None:
-        if self.arms is None or self.times is None or feedback.decision.arm < 0:
+        if self.times is None or self.energy is None or feedback.decision.arm < 0:
             return
         request = feedback.request
-        row = self.arms.row(request.service_class)
-        self.times.ensure_rows(row + 1)
+        self.outstanding.remove(request.id)
+        if feedback.failed:
+            return
         self.lengths.observe(request.service_class, feedback.output_tokens)
-        self.arms.update(row, feedback.decision.arm, self.reward(feedback))
-        estimate_s = feedback.decision.estimate_s
-        if estimate_s > 0 and feedback.processing_s > 0 and not feedback.failed:
-            ratio = math.log(feedback.processing_s / estimate_s)
-            self.times.observe(row, feedback.decision.server, ratio)
+        decision = feedback.decision
+        if decision.estimate_s > 0 and feedback.processing_s > 0:
+            ratio = math.log(feedback.processing_s / decision.estimate_s)
+            self.times.observe(self._row(request.service_class), decision.server, ratio)
+        if decision.estimate_j > 0 and feedback.energy.inference_j > 0:
+            ratio = math.log(feedback.energy.inference_j / decision.estimate_j)
+            self.energy.observe(0, decision.server, ratio)
 
     def state(self) -> dict[str, Any]:
-        if self.arms is None or self.times is None:
+        if self.times is None or self.energy is None:
             return dict(self._saved or {})
         return {
             "policy": self.name,
-            "arms": self.arms.state(),
+            "n_servers": self.times.n_servers,
+            "classes": dict(self.classes),
             "times": self.times.state(),
+            "energy": self.energy.state(),
             "lengths": self.lengths.state(),
-            "reward": self.reward.state(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         """Restore learned state; applied now, or at the first decision if none was made yet."""
         self.lengths.restore(state.get("lengths", {}))
-        self.reward.restore(state.get("reward", {}))
-        if self.arms is None:
+        self.classes = {str(k): int(v) for k, v in state.get("classes", {}).items()}
+        if self.times is None:
             self._saved = state
         else:
             self._apply(state)
 
     def _apply(self, state: dict[str, Any]) -> None:
-        assert self.arms is not None and self.times is not None
-        if "arms" not in state:
+        assert self.times is not None and self.energy is not None
+        if "times" not in state or "energy" not in state:
             return
-        self.arms.restore(state["arms"])
+        if int(state.get("n_servers", -1)) != self.times.n_servers:
+            raise ValueError(
+                f"saved state has {state.get('n_servers')} servers, "
+                f"this cluster has {self.times.n_servers}"
+            )
         self.times.restore(state["times"])
+        self.energy.restore(state["energy"])
+        self.energy.ensure_rows(1)

@@ -8,7 +8,8 @@ For request ``r`` on server ``s`` with link share ``z``, expected output ``o`` t
 - batch seen by the request: ``b = min(running + queued + 1, max_batch)``;
 - service: ``prefill(prompt) + o * step(b, kv)`` with ``kv = tokens_in_flight + prompt``;
 - queueing: ``max(0, running + queued + 1 - max_batch) / max_batch * service`` (the work ahead
-  that does not fit in the batch, drained ``max_batch`` at a time);
+  that does not fit in the batch, drained ``max_batch`` at a time), where ``queued`` counts the
+  requests that will be served first (all of them in a first-come, first-served queue);
 - processing time = transfer + queueing + service;
 - inference energy = ``busy_w(b) * service / b`` (the request's share of the batch's power,
   what the world reports), and the *marginal* weighted energy the request adds to the
@@ -112,10 +113,17 @@ class Estimate:
 
 
 def _service(
-    table: ServerTable, loads: LoadArrays, request: RouterRequest, expected_output_tokens: float
+    table: ServerTable,
+    loads: LoadArrays,
+    request: RouterRequest,
+    expected_output_tokens: float,
+    queued_ahead: Array | None = None,
 ) -> tuple[Array, Array, Array]:
-    """(batch seen, service time, queueing time) on every server."""
-    ahead = loads.running + loads.queued + 1.0
+    """(batch seen, service time, queueing time) on every server; ``queued_ahead`` is how many
+    queued requests will be served before this one (all of them unless the caller knows the
+    queue's order)."""
+    queued = loads.queued if queued_ahead is None else queued_ahead
+    ahead = loads.running + queued + 1.0
     batch = np.minimum(ahead, table.max_batch)
     memory = table.step_weights_s + (loads.tokens_in_flight + request.prompt_tokens) * (
         table.step_s_per_kv_token
@@ -230,9 +238,16 @@ def estimate(
     expected_output_tokens: float,
     shares: Array = _ONE_SHARE,
     weights: EnergyWeights = _UNIT_WEIGHTS,
+    queued_ahead: Array | None = None,
 ) -> Estimate:
-    """Estimate the outcome of ``request`` on every server (see the module docstring)."""
-    batch, service, queue = _service(table, loads, request, expected_output_tokens)
+    """Estimate the outcome of ``request`` on every server (see the module docstring).
+
+    ``queued_ahead``, when given, is the number of queued requests that will be served before
+    this one on each server (a queue ordered by priority); by default all of them.
+    """
+    batch, service, queue = _service(table, loads, request, expected_output_tokens, queued_ahead)
+    if queued_ahead is not None:  # the energy is that of the server's real batch
+        batch = np.minimum(loads.running + loads.queued + 1.0, table.max_batch)
     transfer = _transfer(table, loads, request, expected_output_tokens, shares)
     transmission = table.tx_power_w * (transfer - table.rtt_s)
     marginal = marginal_inference_j(table, loads, request, expected_output_tokens, weights)
