@@ -133,10 +133,13 @@ class _Emulator:
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 64
         if not isinstance(max_tokens, int) or max_tokens < 1:
             return _error(400, "'max_tokens' must be a positive integer", "bad_max_tokens")
+        priority = body.get("priority", 0)
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            return _error(400, "'priority' must be an integer", "bad_priority")
         prompt_tokens = max(1, math.ceil(_prompt_chars(body) / 4))
         if self.rtt_s > 0:
             await asyncio.sleep(self.rtt_s * self.engine.time_scale)
-        stream = self.engine.submit(prompt_tokens, max_tokens)
+        stream = self.engine.submit(prompt_tokens, max_tokens, priority)
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-emu-{next(self._ids)}"
         usage = {
             "prompt_tokens": prompt_tokens,

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
+import heapq
+import itertools
 from dataclasses import dataclass, field
 
 from perllm.domain import ServerPerf
@@ -66,7 +67,8 @@ class BatchEngine:
     perf
         The deployment's performance coefficients, or ``None`` for an instant server.
     max_batch
-        Most streams decoded together; the others wait in arrival order.
+        Most streams decoded together; the others wait by priority (lower first, as vLLM's
+        ``--scheduling-policy priority``), then in arrival order.
     time_scale
         Multiplier of every duration (``0.1`` runs ten times faster than real time).
     """
@@ -75,7 +77,8 @@ class BatchEngine:
         self.perf = perf
         self.max_batch = max_batch
         self.time_scale = time_scale
-        self.waiting: deque[Stream] = deque()
+        self.waiting: list[tuple[int, int, Stream]] = []
+        self._seq = itertools.count()
         self.active: list[Stream] = []
         self._task: asyncio.Task[None] | None = None
         self._clock = 0.0
@@ -84,14 +87,14 @@ class BatchEngine:
     def batch(self) -> int:
         return len(self.active)
 
-    def submit(self, prompt_tokens: int, max_tokens: int) -> Stream:
+    def submit(self, prompt_tokens: int, max_tokens: int, priority: int = 0) -> Stream:
         """Queue a request; its tokens arrive on the returned stream's ``tokens`` queue."""
         stream = Stream(prompt_tokens, max(max_tokens, 1))
         if self.perf is None:
             while not stream.emit():
                 pass
             return stream
-        self.waiting.append(stream)
+        heapq.heappush(self.waiting, (priority, next(self._seq), stream))
         if self._task is None or self._task.done():
             self._clock = asyncio.get_running_loop().time()
             self._task = asyncio.create_task(self._run(), name="emulator-engine")
@@ -111,7 +114,7 @@ class BatchEngine:
         assert perf is not None
         while self.waiting or self.active:
             while self.waiting and len(self.active) < self.max_batch:
-                stream = self.waiting.popleft()
+                stream = heapq.heappop(self.waiting)[2]
                 if stream.cancelled:
                     continue
                 await self._advance(perf.prefill_s(stream.prompt_tokens))

@@ -82,6 +82,10 @@ class BackendConfig(KebabModel):
     max_concurrency: int = Field(default=32, ge=1)
     power_metrics_url: str | None = Field(default=None, pattern=r"^https?://")
     api_key: str | None = None
+    # The backend orders its queue by a request's ``priority`` (vLLM started with
+    # ``--scheduling-policy priority``, or ``perllm emulate``): send the policy's priority in the
+    # body. Off by default, as a vLLM with first-come-first-served scheduling refuses it.
+    priority_scheduling: bool = False
 
     @model_validator(mode="after")
     def _known_names(self) -> BackendConfig:

@@ -66,14 +66,19 @@ class Upstream:
                 headers["authorization"] = f"Bearer {backend.api_key}"
             self.headers.append(headers)
 
-    def body_for(self, call: Call, server: int) -> bytes:
-        """The call's body for ``server``: unchanged unless the model name is mapped."""
+    def body_for(self, call: Call, server: int, priority: int = 0) -> bytes:
+        """The call's body for ``server``: unchanged unless the model name is mapped or the
+        backend takes the policy's queue ``priority`` (``priority-scheduling``)."""
         name = self.model_maps[server][call.model]
-        if name == call.model:
+        with_priority = self.backends[server].priority_scheduling
+        if name == call.model and not with_priority:
             return call.raw
-        return json.dumps({**call.body, "model": name}).encode()
+        body = {**call.body, "model": name}
+        if with_priority:
+            body["priority"] = priority
+        return json.dumps(body).encode()
 
-    async def open(self, call: Call, server: int) -> httpx.Response:
+    async def open(self, call: Call, server: int, priority: int = 0) -> httpx.Response:
         """Send the call and return the response once its headers arrived (body unread).
 
         Raises
@@ -86,8 +91,8 @@ class Upstream:
         request = client.build_request(
             "POST",
             backend.base_url + PATHS[call.kind],
-            content=self.body_for(call, server),
-            headers=self.headers[server],
+            content=self.body_for(call, server, priority),
+            headers={**self.headers[server], "x-perllm-priority": str(priority)},
         )
         try:
             response = await client.send(request, stream=True)
