@@ -113,5 +113,5 @@ def generate(seed: int, settings: GeneratorSettings | None = None) -> GeneratedS
     draft = draw_scenario(seed, settings)
     # Capacity of the cluster as it starts (no degradation), at the draft's placeholder rate.
     capacity = measure_capacity(_build(draft.data, seed), settings.capacity_requests, seed)
-    data = finish(draft, capacity.rate_rps, settings)
+    data = finish(draft, capacity.rate_rps, capacity.slots, settings)
     return GeneratedScenario(seed, data, _build(data, seed), capacity, settings)

@@ -7,7 +7,11 @@ is given the servers' *true* specs: a simple, strong, deadline-blind dispatcher 
 datasheet. The capacity is the rate at which ``s`` falls to 90% of its value on a nearly idle
 cluster, ``0.9 s(r_idle)``: the load at which queueing, not the hardware's speed, starts to cost
 deadlines. Relative to the idle share, so that a cluster whose hardware cannot meet some class's
-deadline even when idle still has a meaningful capacity.
+deadline even when idle still has a meaningful capacity. A deadline-aware dispatcher may sustain
+more on a cluster that mixes very slow and very fast servers (it can keep tight deadlines off the
+slow ones); a best-fit probe of that kind was tried and was erratic (its idle satisfaction
+depends on how well its estimates fit), so this capacity is a simple dispatcher's, a lower
+estimate of the best one's.
 
 **Method.** Simulations of ``n = max(requests, 8 x slots)`` requests, where ``slots`` is how many
 mean-sized requests the servers hold at once (batch and KV limits), so that the system fills up
@@ -58,6 +62,7 @@ class Capacity:
     idle_satisfaction: float
     satisfaction: float
     requests: int
+    slots: int
     policy: str = f"{POLICY} (true specs)"
 
 
@@ -153,7 +158,7 @@ def measure_capacity(cluster: Cluster, requests: int = 400, seed: int = 0) -> Ca
     low, high = fluid * IDLE_FRACTION, fluid * HIGH_FRACTION
     idle = _satisfaction(true, low, n, seed)
     if idle <= 0.0:
-        return Capacity(fluid, fluid, idle, 0.0, n)
+        return Capacity(fluid, fluid, idle, 0.0, n, slots)
     target = TARGET * idle
     at_low = idle
     for _ in range(EXPANSIONS):
@@ -162,7 +167,7 @@ def measure_capacity(cluster: Cluster, requests: int = 400, seed: int = 0) -> Ca
             break
         low, at_low, high = high, at_high, high * 2.0
     else:
-        return Capacity(low, fluid, idle, at_low, n)
+        return Capacity(low, fluid, idle, at_low, n, slots)
     for _ in range(STEPS):
         mid = math.sqrt(low * high)
         value = _satisfaction(true, mid, n, seed)
@@ -170,4 +175,4 @@ def measure_capacity(cluster: Cluster, requests: int = 400, seed: int = 0) -> Ca
             low, at_low = mid, value
         else:
             high = mid
-    return Capacity(low, fluid, idle, at_low, n)
+    return Capacity(low, fluid, idle, at_low, n, slots)

@@ -188,12 +188,16 @@ def draw_scenario(seed: int, settings: GeneratorSettings) -> Draft:
     return Draft(data, degrade)
 
 
-def finish(draft: Draft, capacity_rps: float, settings: GeneratorSettings) -> dict[str, Any]:
-    """The final scenario: rate ``load x capacity``; degradations at their fraction of the
-    length of a ``requests``-long run at 1x load."""
+def finish(
+    draft: Draft, capacity_rps: float, slots: int, settings: GeneratorSettings
+) -> dict[str, Any]:
+    """The final scenario: rate ``load x capacity``; ``max(requests, steady-multiple x slots)``
+    requests; degradations at their fraction of the length of such a run at 1x load."""
     data = copy.deepcopy(draft.data)
     data["workload"]["arrivals"]["rate-rps"] = _r(settings.load * capacity_rps, 4)
-    run_s = settings.requests / capacity_rps
+    requests = max(settings.requests, math.ceil(settings.steady_multiple * slots))
+    data["requests"] = requests
+    run_s = requests / capacity_rps
     for index, (speed, at) in sorted(draft.degrade.items()):
         data["servers"][index]["degrade"] = {"at-s": _r(at * run_s), "speed-factor": speed}
     return data

@@ -78,7 +78,11 @@ class GeneratorSettings(KebabModel):
     gamma_cv: Range = (1.0, 4.0)
     class_mixes: dict[ClassMix, float] = Field(default_factory=_default_class_mixes)
     load: float = Field(1.0, gt=0, le=100)  # arrival rate as a multiple of the capacity
-    requests: int = Field(2000, ge=10, le=10_000_000)  # the scenario's default run length
+    # The scenario's run length: at least `requests`, and at least `steady-multiple` times the
+    # number of mean-sized requests the servers hold at once (so that a run reaches steady state
+    # instead of measuring how large a burst the cluster absorbs).
+    requests: int = Field(2000, ge=10, le=10_000_000)
+    steady_multiple: float = Field(4.0, ge=0, le=1000)
     capacity_requests: int = Field(400, ge=50, le=100_000)  # per capacity simulation
 
     @field_validator(*_BOUNDS, mode="after")
