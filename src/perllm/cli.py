@@ -116,7 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.set_defaults(func=_cmd_simulate)
 
-    sub.add_parser("scenarios", help="list built-in scenarios").set_defaults(func=_cmd_scenarios)
+    scenarios_parser = sub.add_parser("scenarios", help="list built-in scenarios; generate one")
+    scenarios_parser.set_defaults(func=_cmd_scenarios)
+    from perllm.clustergen.cli import add_generate
+
+    add_generate(scenarios_parser, _Parser)
     sub.add_parser("policies", help="list policies").set_defaults(func=_cmd_policies)
 
     from perllm.experiments.cli import add_reproduce

@@ -8,6 +8,7 @@ ship as YAML files inside the package (``perllm/scenarios/``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -26,6 +27,7 @@ from perllm.domain import EnergyWeights, LinkSpec, PowerSpec, ServerPerf, Server
 from perllm.errors import InputError
 from perllm.perf.catalog import HARDWARE, MODELS
 from perllm.perf.model import Deployment
+from perllm.sim.truth import ClusterTruth, DegradeConfig, ServerTruth
 from perllm.workload.config import WorkloadConfig
 from perllm.workload.presets import BUILTIN_CLASS_TABLE
 
@@ -58,6 +60,8 @@ class LinkConfig(KebabModel):
     tx_power_w: float = Field(ge=0.0)
     dynamics: DynamicsConfig = DynamicsConfig()
     per_server: bool = False
+    # Model mismatch (see perllm.sim.truth): the link really carries this times its bandwidth.
+    true_bandwidth_factor: float = Field(1.0, gt=0.0, allow_inf_nan=False)
 
 
 class PowerOverride(KebabModel):
@@ -92,6 +96,11 @@ class ServerGroupConfig(KebabModel):
     # coefficients, power (if known) and max batch (unless `max-batch` is set) replace the
     # catalog's.
     profile: str | None = None
+    # Model mismatch (see perllm.sim.truth): how the servers really run, apart from the spec
+    # that the policies see.
+    true_speed_factor: float = Field(1.0, gt=0.0, allow_inf_nan=False)
+    true_power_factor: float = Field(1.0, gt=0.0, allow_inf_nan=False)
+    degrade: DegradeConfig | None = None
 
     @field_validator("hardware")
     @classmethod
@@ -155,6 +164,8 @@ class Cluster:
     workload: WorkloadConfig
     requests: int
     config: ScenarioConfig
+    # How the servers and links really behave (default: exactly as specified).
+    truth: ClusterTruth = dataclasses.field(default_factory=ClusterTruth)
 
 
 def _deployment(group: ServerGroupConfig) -> Deployment:
@@ -207,15 +218,29 @@ def _profiled(
     return profile.server_perf(), profile.power_spec() or dep.power(), max_batch
 
 
+def _server_truth(group: ServerGroupConfig) -> ServerTruth:
+    degrade = group.degrade
+    return ServerTruth(
+        speed_factor=group.true_speed_factor,
+        power_factor=group.true_power_factor,
+        degrade_at_s=math.inf if degrade is None else degrade.at_s,
+        degrade_speed_factor=1.0 if degrade is None else degrade.speed_factor,
+    )
+
+
 def build(config: ScenarioConfig, source: str = "scenario") -> Cluster:
     """Expand server groups and per-server links into a :class:`Cluster`."""
     link_cfg = {link.name: link for link in config.links}
     links: dict[str, LinkSpec] = {}
     dynamics: dict[str, LinkDynamics] = {}
     servers: list[ServerSpec] = []
+    truths: list[ServerTruth] = []
+    bandwidth_factor: dict[str, float] = {}
 
     def add_link(cfg: LinkConfig, name: str) -> None:
         links[name] = LinkSpec(name, cfg.bandwidth_mbps, cfg.rtt_ms / 1000.0, cfg.tx_power_w)
+        if cfg.true_bandwidth_factor != 1.0:
+            bandwidth_factor[name] = cfg.true_bandwidth_factor
         dyn = cfg.dynamics
         field = f"links.{config.links.index(cfg)}.dynamics.file"
         dynamics[name] = LinkDynamics(
@@ -253,6 +278,7 @@ def build(config: ScenarioConfig, source: str = "scenario") -> Cluster:
                     link=link_name,
                 )
             )
+            truths.append(_server_truth(group))
     return Cluster(
         name=config.name,
         servers=tuple(servers),
@@ -263,6 +289,10 @@ def build(config: ScenarioConfig, source: str = "scenario") -> Cluster:
         workload=config.workload,
         requests=config.requests,
         config=config,
+        truth=ClusterTruth(
+            servers=tuple(truths) if any(t != ServerTruth() for t in truths) else (),
+            link_bandwidth_factor=bandwidth_factor,
+        ),
     )
 
 

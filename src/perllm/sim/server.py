@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 
 from perllm.domain import Decision, Request, ServerSpec
+from perllm.sim.truth import faster
 
 IDLE, PREFILL, DECODE = 0, 1, 2
 _STEP_EPS = 1e-6
@@ -262,3 +263,16 @@ class ServerEngine:
         """Idle energy of the whole run up to ``horizon_s`` (attributed and trailing)."""
         trailing = horizon_s - self.idle_since_s if self.phase == IDLE else 0.0
         return self.idle_attributed_j + self.power.idle_w * max(trailing, 0.0)
+
+    # -- model mismatch ------------------------------------------------------------------------
+    def scale_speed(self, now: float, factor: float) -> None:
+        """Run ``factor`` times as fast from ``now`` on (``< 1``: throttled). The work left in
+        the current prefill or decode segment is re-timed; the power draw is unchanged."""
+        self._account(now)
+        self.perf = faster(self.perf, factor)
+        if self.phase == PREFILL:
+            self.phase_end_s = now + (self.phase_end_s - now) / factor
+            self.version += 1
+        elif self.phase == DECODE:
+            self._sync_decode(now)
+            self._continue(now)

@@ -34,6 +34,7 @@ from perllm.sim.engine import PRIORITY_ARRIVAL, PRIORITY_ENVIRONMENT, PRIORITY_P
 from perllm.sim.link import Channel
 from perllm.sim.scenario import Cluster, LinkDynamics
 from perllm.sim.server import Job, ServerEngine
+from perllm.sim.truth import true_spec
 
 UP, DOWN = 0, 1
 BANDWIDTH_EWMA = 0.5  # weight of the newest bandwidth sample in the view's estimate
@@ -46,6 +47,7 @@ class _LinkState:
     channels: tuple[Channel, Channel]
     estimate_mbps: float
     servers: tuple[int, ...]
+    true_factor: float = 1.0  # the channels carry this times the nominal (model mismatch)
 
 
 def _arrival_time(request: Request) -> float:
@@ -118,12 +120,17 @@ class World:
         self.progress = progress
         self.loop = EventLoop()
         self.rng = np.random.default_rng(seed)
-        self.servers = [ServerEngine(spec) for spec in cluster.servers]
+        # The engines run on the true specs; the view shows the nominal ones (perllm.sim.truth).
+        truth = cluster.truth
+        self.servers = [
+            ServerEngine(true_spec(spec, truth.server(i))) for i, spec in enumerate(cluster.servers)
+        ]
         self.server_versions = [-1] * len(self.servers)
         link_names = list(cluster.links)
         self.links: dict[str, _LinkState] = {}
         for name, spec in cluster.links.items():
-            bps = spec.bandwidth_mbps * 1e6
+            factor = truth.bandwidth_factor(name)
+            bps = spec.bandwidth_mbps * factor * 1e6
             members = tuple(i for i, s in enumerate(cluster.servers) if s.link == name)
             self.links[name] = _LinkState(
                 spec,
@@ -131,6 +138,7 @@ class World:
                 (Channel(bps), Channel(bps)),
                 spec.bandwidth_mbps,
                 members,
+                factor,
             )
         n = len(self.servers)
         self.server_link = np.array([link_names.index(s.link) for s in cluster.servers])
@@ -162,6 +170,11 @@ class World:
         self._schedule_next_arrival()
         for name, state in self.links.items():
             self._schedule_dynamics(name, state, 0.0)
+        for server, truth in enumerate(self.cluster.truth.servers):
+            if truth.degrades:
+                self.loop.schedule(
+                    truth.degrade_at_s, PRIORITY_ENVIRONMENT, self._on_degrade, server
+                )
         self.loop.run()
         # The last response reaches its user half an RTT after its download ends (the last
         # event): the horizon runs to that completion.
@@ -271,13 +284,19 @@ class World:
             self._schedule_dynamics(name, state, now)
         else:
             mbps = next(v for t, v in reversed(dyn.points) if t <= now)
+        true_bps = mbps * state.true_factor * 1e6
         for direction in (UP, DOWN):
-            state.channels[direction].set_bandwidth(now, mbps * 1e6)
+            state.channels[direction].set_bandwidth(now, true_bps)
             self._schedule_channel(state, direction)
         state.estimate_mbps = BANDWIDTH_EWMA * mbps + (1 - BANDWIDTH_EWMA) * state.estimate_mbps
         self.link_estimate[self._link_index[name]] = state.estimate_mbps
 
     # -- servers -----------------------------------------------------------------------------
+    def _on_degrade(self, server: int) -> None:
+        truth = self.cluster.truth.servers[server]
+        self.servers[server].scale_speed(self.loop.now, truth.degrade_speed_factor)
+        self._after_server(server)
+
     def _on_delivered(self, job: Job) -> None:
         server = job.decision.server
         self.uploading[server] -= 1

@@ -136,10 +136,14 @@ class ArrivalConfig(KebabModel):
 
 
 class TraceConfig(KebabModel):
-    """A request trace file; ``rate-rps`` rescales its timestamps to that mean rate."""
+    """A request trace file; ``rate-rps`` rescales its timestamps to that mean rate.
+
+    Formats: ``azure-csv`` (Azure LLM inference 2023), ``jsonl`` (this project's own),
+    ``burstgpt-csv`` (BurstGPT) and ``mooncake-jsonl`` (Mooncake, FAST'25).
+    """
 
     path: str = Field(min_length=1)
-    format: Literal["azure-csv", "jsonl"]
+    format: Literal["azure-csv", "jsonl", "burstgpt-csv", "mooncake-jsonl"]
     rate_rps: float | None = Field(default=None, gt=0)
 
 

@@ -1,4 +1,5 @@
-"""Request trace readers: the Azure LLM inference CSV and a JSON-lines format.
+"""Request trace readers: the Azure LLM inference CSV and a JSON-lines format (BurstGPT and
+Mooncake traces: :mod:`perllm.workload.public_traces`).
 
 Every problem in a trace file raises :class:`~perllm.errors.InputError` with one line that
 names the file, the line and the field, e.g.
@@ -75,7 +76,8 @@ def read_trace(cfg: TraceConfig) -> list[TraceRow]:
     Parameters
     ----------
     cfg
-        The file's path and format (``azure-csv`` or ``jsonl``).
+        The file's path and format (``azure-csv``, ``jsonl``, ``burstgpt-csv`` or
+        ``mooncake-jsonl``).
 
     Returns
     -------
@@ -90,7 +92,13 @@ def read_trace(cfg: TraceConfig) -> list[TraceRow]:
     text = _read_text(cfg.path)
     if cfg.format == "azure-csv":
         return parse_azure_csv(text, cfg.path)
-    return parse_jsonl(text, cfg.path)
+    if cfg.format == "jsonl":
+        return parse_jsonl(text, cfg.path)
+    from perllm.workload.public_traces import parse_burstgpt_csv, parse_mooncake_jsonl
+
+    if cfg.format == "burstgpt-csv":
+        return parse_burstgpt_csv(text, cfg.path)
+    return parse_mooncake_jsonl(text, cfg.path)
 
 
 def _read_text(path: str) -> str:
@@ -249,3 +257,9 @@ def parse_jsonl(text: str, source: str) -> list[TraceRow]:
     if not rows:
         raise InputError(f"{where(source)}no requests in the trace")
     return rows
+
+
+# Shared with the readers of other published traces (perllm.workload.public_traces).
+bad_field = _bad
+is_blank = _is_blank
+parse_count = _parse_count
