@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from perllm.gateway import create_app
+from perllm.gateway.upstream import StreamProgress, relay, sse_error
 from perllm.policies.registry import make_policy
 
 MESSAGES: Any = [{"role": "user", "content": "hello"}]
@@ -106,3 +107,28 @@ def test_killed_backend(serve: Any, kit: Any, victim: Any) -> None:
     stats = httpx.get(gateway.url + "/stats").json()
     assert stats["backends"]["v"]["circuit"] == "open"
     assert stats["summary"]["requests"] == 30
+
+
+class _BreaksAfterOneChunk(httpx.AsyncByteStream):
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b'data: {"choices": []}\n\n'
+        raise httpx.RemoteProtocolError("peer closed connection without sending complete body")
+
+
+@pytest.mark.anyio
+async def test_mid_stream_failure_is_accounted_before_the_client_hears_of_it() -> None:
+    response = httpx.Response(200, stream=_BreaksAfterOneChunk())
+    received: list[bytes] = []
+    accounted: list[tuple[str, int]] = []  # (outcome, chunks the client held at that moment)
+    progress = StreamProgress(
+        on_chunk=lambda n: None,
+        on_done=lambda p: accounted.append((p.outcome, len(received))),
+    )
+    chunks = response.aiter_raw()
+    first = await chunks.__anext__()
+    async for chunk in relay(response, chunks, first, progress, "v"):
+        received.append(chunk)
+    broke = "RemoteProtocolError: peer closed connection without sending complete body"
+    assert received == [first, sse_error(f"backend v failed mid-stream: {broke}")]
+    assert accounted == [("failed", 1)]  # once, and before the error event reached the client
+    assert response.is_closed
