@@ -4,7 +4,9 @@ An attempt *fails before the first byte* (and may be retried on another backend)
 connection cannot be made, a timeout expires, or the backend answers 5xx or closes before any
 body byte. Once a streamed body has begun, a failure ends the stream with an SSE error event,
 ``data: {"error": {...}}`` then ``data: [DONE]``, since the client already holds part of an
-answer that a retry elsewhere would not continue.
+answer that a retry elsewhere would not continue. The failure is accounted for (the stream's
+``on_done``: circuit breaker, metrics, recorder) before that event is sent, so a client that
+hears of it and calls again is scheduled knowing of the failure.
 """
 
 from __future__ import annotations
@@ -178,6 +180,8 @@ async def relay(
         progress.outcome = "failed"
         progress.error = describe(err)
         log.warning("stream from backend %s broke: %s", backend, progress.error)
+        await response.aclose()
+        progress.finish()  # before the client hears of the failure (and perhaps calls again)
         yield sse_error(f"backend {backend} failed mid-stream: {progress.error}")
     finally:
         await response.aclose()
