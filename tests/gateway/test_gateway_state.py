@@ -31,7 +31,7 @@ def test_state_round_trip(serve: Any, kit: Any, tmp_path: Path) -> None:
     for _ in range(6):
         assert httpx.post(gateway.url + "/v1/chat/completions", json=BODY).is_success
     learned = json.loads(httpx.get(gateway.url + "/admin/state").text)
-    assert sum(learned["arms"]["count"][0]) == 6
+    assert sum(learned["times"]["count"][0]) == 6
     gateway.stop()
 
     document = json.loads(state_file.read_text())
@@ -42,7 +42,7 @@ def test_state_round_trip(serve: Any, kit: Any, tmp_path: Path) -> None:
     restarted = serve(create_app(config, fresh))
     assert fresh.state() == learned
     assert httpx.post(restarted.url + "/v1/chat/completions", json=BODY).is_success
-    assert sum(fresh.state()["arms"]["count"][0]) == 7
+    assert sum(fresh.state()["times"]["count"][0]) == 7
     saved = httpx.post(restarted.url + "/admin/state")
     assert saved.json() == {"saved": str(state_file)}
 
