@@ -68,6 +68,7 @@ def test_earliest_deadline_priority_lets_a_tight_request_pass_a_lenient_queue(
             decision = policy.select(request_factory(i, deadline_s=900.0, prompt=50), paper_view)
             assert decision.server == 5
         paper_view.running[5], paper_view.queued[5] = 48, 2000
+        paper_view.running[:5] = 4  # every edge's batch is full too
         tight = request_factory(200, deadline_s=40.0, prompt=50)
         decision = policy.select(tight, paper_view)
         assert paper_view.servers[decision.server].tier == tier, deadline_priority
@@ -156,3 +157,15 @@ def test_restoring_state_of_another_cluster_is_refused(paper_view, request_facto
     other.restore(state)
     with pytest.raises(ValueError, match="3 servers"):
         other.select(request_factory(), paper_view)
+
+
+def test_an_arm_where_the_request_starts_at_once_goes_before_a_queue(
+    paper_view, request_factory
+) -> None:
+    lenient = request_factory(deadline_s=600.0, prompt=50)
+    paper_view.running[5], paper_view.queued[5] = 48, 10  # the A100's batch is full
+    prefer = make_policy("cs-ucb", seed=1)
+    assert paper_view.servers[prefer.select(lenient, paper_view).server].tier == "edge"
+    # Without the preference, the queue of the cheaper A100 is joined.
+    cheapest = make_policy("cs-ucb", {"prefer-free-slots": False}, seed=1)
+    assert paper_view.servers[cheapest.select(lenient, paper_view).server].tier == "cloud"

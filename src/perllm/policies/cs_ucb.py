@@ -22,7 +22,11 @@ learned. For a request ``r`` of class ``c`` with deadline ``D``:
    (the model's own value, with the prior's width, before any observation).
 3. **Constraint satisfaction**: arm ``k`` is feasible when ``T_ucb(k) <= D``, the server is
    healthy and its KV cache can hold what is in flight plus ``r``'s prompt and expected output.
-4. **Choice**: the feasible arm with the least ``E_lcb``; ``r`` is queued with priority
+4. **Choice**: the feasible arm with the least ``E_lcb`` among those where ``r`` starts at once
+   (estimated queueing 0: a free batch slot, or only later deadlines queued ahead) if there
+   are any, else among all feasible arms (``prefer-free-slots``; a queue's length is the least
+   certain part of an estimate, and joining one delays the requests behind). ``r`` is queued
+   with priority
    ``arrival + D`` (earliest deadline first in the server's queue, as vLLM's priority
    scheduling orders it). The queueing part of ``T`` counts only the queued requests that go
    first: the policy knows the priorities of the requests it placed and has not yet heard back
@@ -75,6 +79,7 @@ class CsUcbConfig(PolicyConfig):
     share_levels: tuple[float, ...] = (1.0,)
     prior_output_tokens: float = Field(128.0, gt=0.0)
     deadline_priority: bool = True
+    prefer_free_slots: bool = True
 
     @field_validator("share_levels")
     @classmethod
@@ -211,6 +216,12 @@ class CsUcbPolicy:
         inference = est.marginal_j - view.weights.transmission * est.transmission_j
         e_lcb = (est.marginal_j + inference * (energy.lower[0] - 1.0)).T
         if feasible.any():
+            # Where the request starts at once (a free batch slot, or only later deadlines queued
+            # ahead) its estimate holds best and it delays nobody: such arms go first, and a
+            # queue is joined only when none is left.
+            starts_now = feasible & (est.queue_s <= 0.0)[:, None]
+            if self.config.prefer_free_slots and starts_now.any():
+                feasible = starts_now
             arm = int(np.argmin(np.where(feasible, e_lcb, np.inf)))
         elif view.admission_control:
             return REJECT
