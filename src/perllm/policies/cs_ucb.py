@@ -80,6 +80,8 @@ class CsUcbConfig(PolicyConfig):
     prior_output_tokens: float = Field(128.0, gt=0.0)
     deadline_priority: bool = True
     prefer_free_slots: bool = True
+    risk_aware: bool = False
+    memory: float = Field(0.0, ge=0.0, le=1e9)
 
     @field_validator("share_levels")
     @classmethod
@@ -94,15 +96,20 @@ class LogRatioStats:
     ``upper = exp(m + beta sd / sqrt(n))`` and ``lower = exp(m - beta sd / sqrt(n))`` they give
     (``1 * exp(+-beta prior_sd)`` before any observation), kept up to date on every update."""
 
-    def __init__(self, n_servers: int, confidence: float, prior_sd: float) -> None:
+    def __init__(
+        self, n_servers: int, confidence: float, prior_sd: float, discount: float = 1.0
+    ) -> None:
         self.n_servers = n_servers
         self.confidence = confidence
         self.prior_sd = prior_sd
+        self.discount = discount
         self.count = np.zeros((0, n_servers))
         self.total = np.zeros((0, n_servers))
         self.total_sq = np.zeros((0, n_servers))
         self.upper = np.zeros((0, n_servers))
         self.lower = np.zeros((0, n_servers))
+        self.mean = np.zeros((0, n_servers))
+        self.spread = np.zeros((0, n_servers))
 
     def ensure_rows(self, rows: int) -> None:
         missing = rows - self.count.shape[0]
@@ -114,22 +121,27 @@ class LogRatioStats:
             width = self.confidence * self.prior_sd
             self.upper = np.vstack([self.upper, pad + math.exp(width)])
             self.lower = np.vstack([self.lower, pad + math.exp(-width)])
+            self.mean = np.vstack([self.mean, pad])
+            self.spread = np.vstack([self.spread, pad + self.prior_sd * math.sqrt(2.0)])
 
     def observe(self, row: int, server: int, log_ratio: float) -> None:
         self.ensure_rows(row + 1)
-        self.count[row, server] += 1.0
-        self.total[row, server] += log_ratio
-        self.total_sq[row, server] += log_ratio * log_ratio
+        keep = self.discount
+        self.count[row, server] = keep * self.count[row, server] + 1.0
+        self.total[row, server] = keep * self.total[row, server] + log_ratio
+        self.total_sq[row, server] = keep * self.total_sq[row, server] + log_ratio * log_ratio
         self._refresh(row, server)
 
     def _refresh(self, row: int, server: int) -> None:
         n = self.count[row, server]
         mean = self.total[row, server] / n
         var = self.total_sq[row, server] / n - mean * mean
-        sd = math.sqrt(max(var, 0.0)) if n >= 2 else self.prior_sd
+        sd = math.sqrt(max(var, 0.0)) if n >= 1.5 else self.prior_sd
         width = self.confidence * sd / math.sqrt(n)
         self.upper[row, server] = math.exp(mean + width)
         self.lower[row, server] = math.exp(mean - width)
+        self.mean[row, server] = mean
+        self.spread[row, server] = max(sd * math.sqrt(1.0 + 1.0 / n), 1e-3)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -146,6 +158,8 @@ class LogRatioStats:
         self.total_sq = np.zeros((0, n))
         self.upper = np.zeros((0, n))
         self.lower = np.zeros((0, n))
+        self.mean = np.zeros((0, n))
+        self.spread = np.zeros((0, n))
         self.ensure_rows(count.shape[0])
         self.count = count
         self.total = np.array(state["total"], dtype=float).reshape(-1, n)
@@ -178,8 +192,9 @@ class CsUcbPolicy:
             if self.times is None or self.energy is None:
                 n = len(view.servers)
                 cfg = self.config
-                self.times = LogRatioStats(n, cfg.exploration, cfg.prior_log_sd)
-                self.energy = LogRatioStats(n, cfg.exploration, cfg.prior_log_sd)
+                keep = 1.0 - 1.0 / cfg.memory if cfg.memory > 0 else 1.0
+                self.times = LogRatioStats(n, cfg.exploration, cfg.prior_log_sd, keep)
+                self.energy = LogRatioStats(n, cfg.exploration, cfg.prior_log_sd, keep)
                 self.energy.ensure_rows(1)
                 self.outstanding = Outstanding(n)
                 if self._saved is not None:
@@ -222,7 +237,14 @@ class CsUcbPolicy:
             starts_now = feasible & (est.queue_s <= 0.0)[:, None]
             if self.config.prefer_free_slots and starts_now.any():
                 feasible = starts_now
-            arm = int(np.argmin(np.where(feasible, e_lcb, np.inf)))
+            cost = e_lcb
+            if self.config.risk_aware:
+                # Expected energy per deadline met: divide by the chance of meeting it, from
+                # the spread of past outcomes (a logistic approximation of the normal CDF).
+                margin = np.log(request.deadline_s / est.processing_s.T) - times.mean[row][:, None]
+                z = margin / times.spread[row][:, None]
+                cost = e_lcb * (1.0 + np.exp(-1.702 * z))
+            arm = int(np.argmin(np.where(feasible, cost, np.inf)))
         elif view.admission_control:
             return REJECT
         else:
