@@ -73,6 +73,8 @@ def test_the_rate_is_load_times_capacity_and_degradations_fall_in_the_run() -> N
     assert rate == pytest.approx(1.5 * generated.capacity.rate_rps, rel=1e-3)
     requests = generated.cluster.requests
     assert requests == max(settings.requests, math.ceil(4 * generated.capacity.slots))
+    capped = generate(11, settings_from({"servers": [4, 6], "max-requests": 150, "requests": 100}))
+    assert capped.cluster.requests == 150
     run_s = requests / generated.capacity.rate_rps
     for group in generated.data["servers"]:
         assert 0.1 * run_s * 0.99 <= group["degrade"]["at-s"] <= 0.6 * run_s * 1.01

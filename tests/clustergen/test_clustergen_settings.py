@@ -37,6 +37,7 @@ def test_defaults_are_the_documented_envelope() -> None:
         ({"load": 0}, "field 'load'"),
         ({"servers": "many"}, "field 'servers'"),
         ({"nonsense": 1}, "field 'nonsense'"),
+        ({"requests": 500, "max-requests": 100}, "field 'max-requests': 100 is less than"),
     ],
 )
 def test_infeasible_settings_name_the_field(changes: dict[str, Any], expected: str) -> None:

@@ -192,10 +192,12 @@ def finish(
     draft: Draft, capacity_rps: float, slots: int, settings: GeneratorSettings
 ) -> dict[str, Any]:
     """The final scenario: rate ``load x capacity``; ``max(requests, steady-multiple x slots)``
-    requests; degradations at their fraction of the length of such a run at 1x load."""
+    requests (at most ``max-requests``); degradations at their fraction of the length of such a
+    run at 1x load."""
     data = copy.deepcopy(draft.data)
     data["workload"]["arrivals"]["rate-rps"] = _r(settings.load * capacity_rps, 4)
-    requests = max(settings.requests, math.ceil(settings.steady_multiple * slots))
+    steady = math.ceil(settings.steady_multiple * slots)
+    requests = min(max(settings.requests, steady), settings.max_requests)
     data["requests"] = requests
     run_s = requests / capacity_rps
     for index, (speed, at) in sorted(draft.degrade.items()):

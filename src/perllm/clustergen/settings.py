@@ -80,9 +80,10 @@ class GeneratorSettings(KebabModel):
     load: float = Field(1.0, gt=0, le=100)  # arrival rate as a multiple of the capacity
     # The scenario's run length: at least `requests`, and at least `steady-multiple` times the
     # number of mean-sized requests the servers hold at once (so that a run reaches steady state
-    # instead of measuring how large a burst the cluster absorbs).
+    # instead of measuring how large a burst the cluster absorbs), but at most `max-requests`.
     requests: int = Field(2000, ge=10, le=10_000_000)
     steady_multiple: float = Field(4.0, ge=0, le=1000)
+    max_requests: int = Field(100_000, ge=10, le=10_000_000)
     capacity_requests: int = Field(400, ge=50, le=100_000)  # per capacity simulation
 
     @field_validator(*_BOUNDS, mode="after")
@@ -126,6 +127,11 @@ def settings_from(data: dict[str, Any], source: str = "generator") -> GeneratorS
         settings = GeneratorSettings.model_validate(data)
     except ValidationError as err:
         raise InputError(validation_message(err, source)) from None
+    if settings.max_requests < settings.requests:
+        raise InputError(
+            f"{source}: field 'max-requests': {settings.max_requests} is less than requests "
+            f"({settings.requests})"
+        )
     if settings.cloud_servers[0] >= settings.servers[1]:
         raise InputError(
             f"{source}: field 'cloud-servers': at least {settings.cloud_servers[0]} cloud "

@@ -1,0 +1,201 @@
+"""Robustness over generated clusters nobody tuned on (a quality benchmark).
+
+Run: ``python benchmarks/robustness.py [--clusters 20] [--seeds 2] [--requests 1000]
+[--out results-robustness] [--workers N] [--policies a,b] [--param POLICY:KEY=VALUE]
+[--variant LABEL=POLICY[:KEY=VALUE,...]] [--set GENERATOR-KEY=VALUE] [--no-bound]``.
+
+Draws ``--clusters`` clusters with ``perllm scenarios generate`` (seeds ``--first-cluster``
+onwards; random hardware, links, model mismatch, arrivals and class mix), measures each one's
+capacity, and runs every registered non-clairvoyant policy plus ``oracle`` at 0.7x, 1x and 1.5x
+capacity with ``--seeds`` seeds. Each run has ``max(--requests, --steady-multiple x the
+cluster's concurrent slots)`` requests, at most ``--max-requests`` (the oracle's decisions cost in
+proportion to the requests in flight, so it sets the run time).
+
+Prints each policy's win rate on goodput against the others, its geometric-mean goodput and
+energy-per-met-request ratios against the strongest *other* policy in each cell (definitions:
+:mod:`perllm.experiments.robustness`) and, if the ``perllm.bound`` package is installed, its
+mean fraction of the goodput bound. Writes ``robustness.csv``, ``clusters.csv`` and
+``robustness.png`` to ``--out``. Parameter sensitivity: e.g. ``--policies cs-ucb,least-loaded
+--variant ucb-a1=cs-ucb:exploration=1.0``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from perllm.cli_args import key_value
+from perllm.errors import InputError
+from perllm.experiments.robustness_report import plot, print_tables, write_csvs
+from perllm.experiments.robustness_runs import (
+    RunTask,
+    bound_available,
+    bound_task,
+    generate_task,
+    run_task,
+)
+from perllm.experiments.show import progress_bar
+from perllm.policies.registry import ENTRIES, REGISTRY, make_policy
+
+LOADS = (0.7, 1.0, 1.5)
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clusters", type=int, default=20)
+    parser.add_argument("--first-cluster", type=int, default=0, help="seed of the first cluster")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--loads", default=",".join(map(str, LOADS)), help="x capacity")
+    parser.add_argument("--requests", type=int, default=1000, help="least requests per run")
+    parser.add_argument(
+        "--steady-multiple", type=float, default=2.0, help="requests per run >= this x slots"
+    )
+    parser.add_argument("--max-requests", type=int, default=2000, help="most requests per run")
+    parser.add_argument("--out", default="results-robustness")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--policies", help="comma-separated names (default: all, and oracle)")
+    parser.add_argument("--param", action="append", default=[], metavar="POLICY:KEY=VALUE")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL=POLICY[:K=V,..]")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a cluster generator setting (perllm.clustergen.settings)",
+    )
+    parser.add_argument("--no-bound", action="store_true", help="skip perllm.bound if installed")
+    return parser.parse_args()
+
+
+def _policies(args: argparse.Namespace) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Label -> (registered policy, params), from --policies, --param and --variant."""
+    chosen: dict[str, tuple[str, dict[str, Any]]] = {
+        e.name: (e.name, {}) for e in ENTRIES if not e.clairvoyant or e.name == "oracle"
+    }
+    for spec in args.variant:
+        label, _, rest = spec.partition("=")
+        policy, _, pairs = rest.partition(":")
+        params = chosen.get(label, (policy, {}))[1]
+        for pair in filter(None, pairs.split(",")):
+            params.update(key_value(pair))
+        chosen[label] = (policy, params)
+    for spec in args.param:
+        label, _, pair = spec.partition(":")
+        if label not in chosen:
+            sys.exit(f"robustness: --param {spec}: unknown policy {label!r}")
+        chosen[label][1].update(key_value(pair))
+    if args.policies:
+        names = [name.strip() for name in args.policies.split(",")]
+        unknown = [name for name in names if name not in chosen]
+        if unknown:
+            sys.exit(
+                f"robustness: --policies: unknown {', '.join(unknown)}; known: {', '.join(chosen)}"
+            )
+        chosen = {name: chosen[name] for name in names}
+    for label, (policy, params) in chosen.items():
+        try:
+            make_policy(policy, params)  # check names and parameters before any run
+        except InputError as err:
+            sys.exit(f"robustness: {label}: {err}")
+    return chosen
+
+
+def _contenders(chosen: dict[str, tuple[str, dict[str, Any]]]) -> list[str]:
+    return [label for label, (policy, _) in chosen.items() if not REGISTRY[policy].clairvoyant]
+
+
+def _run(
+    args: argparse.Namespace, chosen: dict[str, tuple[str, dict[str, Any]]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    settings: dict[str, Any] = {
+        "requests": args.requests,
+        "steady-multiple": args.steady_multiple,
+        "max-requests": args.max_requests,
+    }
+    for pair in args.set:
+        settings.update(key_value(pair))
+    loads = [float(x) for x in args.loads.split(",")]
+    seeds = range(args.first_cluster, args.first_cluster + args.clusters)
+    use_bound = bound_available() and not args.no_bound
+    per_cluster = len(loads) * args.seeds * (len(chosen) + (1 if use_bound else 0))
+    total = args.clusters * (1 + per_cluster)
+    context = multiprocessing.get_context("spawn")
+    rows: list[dict[str, Any]] = []
+    clusters: list[dict[str, Any]] = []
+    bounds: dict[tuple[int, float, int], float] = {}
+    label = f"robustness: {args.clusters} clusters x {len(loads)} loads x {args.seeds} seeds"
+    with (
+        progress_bar(total, label) as advance,
+        ProcessPoolExecutor(args.workers, mp_context=context) as pool,
+    ):
+        done = 0
+        pending: dict[Future[Any], str] = {
+            pool.submit(generate_task, s, settings): "cluster" for s in seeds
+        }
+        while pending:
+            future = next(as_completed(pending))
+            kind = pending.pop(future)
+            result = future.result()
+            done += 1
+            advance(done)
+            if kind == "cluster":
+                clusters.append(result)
+                capacity = result["capacity"]["rate_rps"]
+                for load in loads:
+                    for seed in range(args.seeds):
+                        for label_, (policy, params) in chosen.items():
+                            task = RunTask(
+                                result["seed"],
+                                result["data"],
+                                capacity,
+                                load,
+                                seed,
+                                label_,
+                                policy,
+                                params,
+                            )
+                            pending[pool.submit(run_task, task)] = "run"
+                        if use_bound:
+                            pending[pool.submit(bound_task, task)] = "bound"
+            elif kind == "bound":
+                key, value = result
+                bounds[key] = value
+            else:
+                rows.append(result)
+    for row in rows:
+        row["bound_goodput_rps"] = bounds.get((row["cluster"], row["load"], row["seed"]), math.nan)
+    rows.sort(key=lambda r: (r["cluster"], r["load"], r["seed"], list(chosen).index(r["policy"])))
+    clusters.sort(key=lambda c: c["seed"])
+    return rows, clusters
+
+
+def main() -> None:
+    args = _arguments()
+    chosen = _policies(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    rows, clusters = _run(args, chosen)
+    elapsed = time.perf_counter() - started
+    write_csvs(rows, clusters, out)
+    loads = sorted({float(row["load"]) for row in rows})
+    contenders = _contenders(chosen)
+    results = print_tables(rows, contenders, list(chosen), loads)
+    plot(rows, results, contenders, out / "robustness.png")
+    total = sum(int(row["requests"]) for row in rows)
+    print(
+        f"{len(rows)} runs ({total:,} simulated requests) on {len(clusters)} clusters in "
+        f"{elapsed:.0f} s with {args.workers} workers; wrote {out}/robustness.csv, "
+        f"clusters.csv, robustness.png"
+    )
+
+
+if __name__ == "__main__":
+    main()

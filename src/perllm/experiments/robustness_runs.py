@@ -1,0 +1,148 @@
+"""The runs of the robustness benchmark, one function per worker task (picklable arguments).
+
+Clusters travel between processes as their scenario mappings (plain data) and are rebuilt, once
+per process, by :func:`cluster_of`. A policy is named by a *label*: a registered policy name, or
+a variant label mapped to ``(policy, params)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import time
+from typing import Any
+
+from perllm.clustergen import generate, settings_from
+from perllm.sim import scenario
+from perllm.sim.runner import run_once, seeds_for
+from perllm.workload.generator import generate_requests
+
+__all__ = [
+    "BOUND_MODULE",
+    "ROW_FIELDS",
+    "RunTask",
+    "bound_available",
+    "bound_task",
+    "cluster_of",
+    "generate_task",
+    "run_task",
+]
+
+BOUND_MODULE = "perllm.bound"  # optional: ``compute_bound(cluster, requests, world_seed)``
+
+ROW_FIELDS = (
+    "cluster",
+    "servers",
+    "cloud_servers",
+    "capacity_rps",
+    "load",
+    "rate_rps",
+    "seed",
+    "policy",
+    "requests",
+    "completed",
+    "rejected",
+    "met",
+    "goodput_rps",
+    "deadline_satisfaction",
+    "energy_j",
+    "weighted_energy_j",
+    "energy_per_met_j",
+    "bound_goodput_rps",
+    "wall_s",
+)
+
+_CLUSTERS: dict[int, scenario.Cluster] = {}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunTask:
+    """One policy on one cell: cluster ``cluster`` at ``load x capacity``, run seed ``seed``."""
+
+    cluster: int
+    data: dict[str, Any]
+    capacity_rps: float
+    load: float
+    seed: int
+    label: str
+    policy: str
+    params: dict[str, Any]
+
+
+def generate_task(seed: int, settings: dict[str, Any]) -> dict[str, Any]:
+    """Generate cluster ``seed``: its scenario mapping and capacity (runs in a worker)."""
+    generated = generate(seed, settings_from(settings))
+    return {
+        "seed": seed,
+        "data": generated.data,
+        "capacity": dataclasses.asdict(generated.capacity),
+    }
+
+
+def cluster_of(seed: int, data: dict[str, Any]) -> scenario.Cluster:
+    """The cluster of a scenario mapping, built once per process."""
+    if seed not in _CLUSTERS:
+        source = f"generated scenario (seed {seed})"
+        _CLUSTERS[seed] = scenario.build(scenario.parse(data, source), source)
+    return _CLUSTERS[seed]
+
+
+def _rate(task: RunTask) -> float:
+    return round(task.load * task.capacity_rps, 6)
+
+
+def run_task(task: RunTask) -> dict[str, Any]:
+    """Run one policy on one cell and return its row (see :data:`ROW_FIELDS`)."""
+    cluster = cluster_of(task.cluster, task.data)
+    started = time.perf_counter()
+    result = run_once(
+        cluster,
+        task.policy,
+        requests=cluster.requests,
+        rate_rps=_rate(task),
+        seed=task.seed,
+        policy_params=task.params,
+    )
+    s = result.summary
+    met = sum(bool(m) for m in result.recorder.columns["met"])
+    return {
+        "cluster": task.cluster,
+        "servers": len(cluster.servers),
+        "cloud_servers": sum(spec.tier == "cloud" for spec in cluster.servers),
+        "capacity_rps": task.capacity_rps,
+        "load": task.load,
+        "rate_rps": _rate(task),
+        "seed": task.seed,
+        "policy": task.label,
+        "requests": s["requests"],
+        "completed": s["completed"],
+        "rejected": s["rejected"],
+        "met": met,
+        "goodput_rps": s["goodput_rps"],
+        "deadline_satisfaction": s["deadline_satisfaction"],
+        "energy_j": s["energy_j"]["total"],
+        "weighted_energy_j": s["weighted_energy_j"],
+        "energy_per_met_j": s["weighted_energy_j"] / met if met else float("inf"),
+        "bound_goodput_rps": float("nan"),
+        "wall_s": time.perf_counter() - started,
+    }
+
+
+def bound_available() -> bool:
+    """Whether the optional bound package is installed."""
+    return importlib.util.find_spec(BOUND_MODULE) is not None
+
+
+def bound_task(task: RunTask) -> tuple[tuple[int, float, int], float]:
+    """The goodput upper bound of a cell: ``((cluster, load, seed), bound_rps)``.
+
+    Calls ``perllm.bound.compute_bound(cluster, requests, world_seed)`` on exactly the requests
+    and bandwidth draws the cell's runs see, and reads ``goodput_upper_bound_rps``.
+    """
+    cluster = cluster_of(task.cluster, task.data)
+    workload_seed, _, world_seed = seeds_for(task.seed)
+    requests = generate_requests(cluster.workload, cluster.requests, workload_seed, _rate(task))
+    compute_bound = importlib.import_module(BOUND_MODULE).compute_bound
+    result = compute_bound(cluster, requests, world_seed)
+    return (task.cluster, task.load, task.seed), float(result.goodput_upper_bound_rps)
