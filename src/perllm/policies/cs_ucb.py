@@ -52,8 +52,8 @@ errors, both 1.0; ``prior-log-sd`` = 0.3 (a datasheet within about 30%); ``share
 (one share: per-request link weights moved goodput by under 0.3%, the README says why);
 ``deadline-priority`` and ``prefer-free-slots`` on. They were compared on generated clusters
 (``benchmarks/robustness.py --first-cluster 1000``, seeds 1000-1009, never the clusters or
-scenarios the README reports): turning ``prefer-free-slots`` off lost 31% goodput (geometric
-mean against the strongest baseline per cell), ``deadline-priority`` off 10%; the widths of the
+scenarios the README reports): turning ``prefer-free-slots`` off lost 33% goodput (geometric
+mean against the strongest baseline per cell), ``deadline-priority`` off 9%; the widths of the
 bounds (0 to 2) moved goodput by under 1% and energy per met request by up to 5%, within the
 noise of ten clusters, so the textbook width of one standard error was kept.
 """
