@@ -154,8 +154,10 @@ def marginal_inference_j(
     request: RouterRequest,
     expected_output_tokens: float,
     weights: EnergyWeights,
+    power_w: Array | None = None,
 ) -> Array:
-    """Weighted inference energy the cluster spends *because of* the request, on every server.
+    """Weighted inference energy the cluster spends *because of* the request, on every server
+    (``power_w``: :func:`busy_power_w` at the batch below, if the caller has it).
 
     Every server draws ``idle_w`` whether it works or not, and idle energy is counted over the
     whole run, so what placing a request changes is the *extra* power of a busy server,
@@ -184,12 +186,11 @@ def marginal_inference_j(
         table.step_weights_s + kv * table.step_s_per_kv_token,
     )
     idle_w = weights.idle * table.idle_w
-    extra_with = weights.inference * busy_power_w(table, batch) - idle_w
-    extra_without = np.where(
-        batch > 1.0,
-        weights.inference * busy_power_w(table, np.maximum(batch - 1.0, 1.0)) - idle_w,
-        0.0,
-    )
+    if power_w is None:
+        power_w = busy_power_w(table, batch)
+    extra_with = weights.inference * power_w - idle_w
+    others = busy_power_w(table, np.maximum(batch - 1.0, 1.0))
+    extra_without = (weights.inference * others - idle_w) * (batch > 1.0)
     decode = steps * (extra_with * step_with - extra_without * step_without)
     marginal: Array = _prefill_s(table, request) * extra_with + np.maximum(decode, 0.0)
     return marginal
@@ -250,13 +251,14 @@ def estimate(
         batch = np.minimum(loads.running + loads.queued + 1.0, table.max_batch)
     transfer = _transfer(table, loads, request, expected_output_tokens, shares)
     transmission = table.tx_power_w * (transfer - table.rtt_s)
-    marginal = marginal_inference_j(table, loads, request, expected_output_tokens, weights)
+    power_w = busy_power_w(table, batch)
+    marginal = marginal_inference_j(table, loads, request, expected_output_tokens, weights, power_w)
     return Estimate(
         transfer_s=transfer,
         service_s=service,
         queue_s=queue,
         transmission_j=transmission,
-        inference_j=busy_power_w(table, batch) * service / batch,
+        inference_j=power_w * service / batch,
         marginal_j=weights.transmission * transmission + marginal,
     )
 
