@@ -10,6 +10,7 @@ from perllm.bound.instance import build_instance
 from perllm.bound.model import build_model, max_met, min_energy
 from perllm.bound.result import BoundResult, FrontierPoint
 from perllm.domain import Request
+from perllm.errors import PerllmError
 from perllm.sim.runner import seeds_for
 from perllm.sim.scenario import Cluster
 from perllm.workload.generator import generate_requests
@@ -77,22 +78,26 @@ def compute_bound(
     if window > 0:
         say("solving: most deadlines met inside the arrival window (goodput)")
         inside = build_instance(cluster, requests, world_seed, done_by_s=float(arrivals.max()))
-        goodput_met = min(
-            goodput_met,
-            _up(max_met(build_model(inside, delta_s=delta_s, target=slots_per_interval))[0]),
-        )
+        inside_model = build_model(inside, delta_s=delta_s, target=slots_per_interval)
+        goodput_met = min(goodput_met, _up(max_met(inside_model)[0]))
     timings["goodput"] = time.perf_counter() - clock - timings["most_met"]
     floor_j = _down(float(inst.unmet_energy_j.sum()) + inst.base_energy_j)
-    targets = [(f, f * n) for f in frontier if f * n <= best] + [(best / max(n, 1), best)]
+    # The last point is at the most met the LP found feasible.
+    found = min(float(pair_met.sum()), best)
+    targets = [(f, f * n) for f in frontier if f * n <= found] + [(found / max(n, 1), found)]
     points: list[FrontierPoint] = []
     for k, (fraction, met) in enumerate(reversed(targets), start=1):
         target = max(met - (_REL * met + _ABS), 0.0)
+        # E(m) >= the floor always, and E is non-decreasing: when a larger m's bound is the
+        # floor, this one is too, with no LP to solve.
         if points and points[0].energy_lower_bound_j <= floor_j:
-            # The most met costs no more than the floor, so every fewer costs the floor too.
             points.insert(0, FrontierPoint(fraction, target, floor_j, 0.0))
             continue
         say(f"solving: least energy, frontier point {k}/{len(targets)}")
-        energy, slope, _ = min_energy(model, inst, target)
+        try:
+            energy, slope, _ = min_energy(model, inst, target)
+        except PerllmError:  # not solved to tolerance: the floor is still a valid bound
+            energy, slope = floor_j, 0.0
         points.insert(0, FrontierPoint(fraction, target, max(_down(energy), floor_j), slope))
     timings["total"] = time.perf_counter() - clock
     return BoundResult(

@@ -31,6 +31,7 @@ from perllm.bound.instance import Instance
 from perllm.errors import PerllmError
 
 HEAVY_SHARE = 0.005
+IPM_ABOVE_VARIABLES = 150_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +118,10 @@ def _solve(
         a = sparse.vstack([a, sparse.csr_matrix(extra_row)], format="csr")
         b = np.append(b, extra_rhs)
     bounds = np.column_stack([np.zeros(len(model.ub)), model.ub])
-    res = linprog(cost, A_ub=a, b_ub=b, bounds=bounds, method="highs-ipm")
+    # The interior-point method is the faster on large models (10,000 requests: 5 s against
+    # 18 s), dual simplex on small ones.
+    method = "highs-ipm" if a.shape[1] > IPM_ABOVE_VARIABLES else "highs-ds"
+    res = linprog(cost, A_ub=a, b_ub=b, bounds=bounds, method=method)
     if res.status != 0:
         raise PerllmError(f"the bound's LP was not solved: {res.message}")
     marginal = float(res.ineqlin.marginals[-1]) if extra_row is not None else 0.0
@@ -129,8 +133,15 @@ def _per_pair(model: Model, x: FloatArray) -> FloatArray:
     return np.asarray(met, dtype=np.float64)
 
 
+def _extra_energy(model: Model, inst: Instance) -> FloatArray:
+    """Per ``y`` column: the energy its pair costs above the request's cheapest service."""
+    pairs = inst.pairs
+    extra = np.asarray(pairs.energy_j - inst.unmet_energy_j[pairs.request], dtype=np.float64)
+    return np.maximum(extra[model.pair_of_var], 0.0)
+
+
 def max_met(model: Model) -> tuple[float, FloatArray]:
-    """Largest (fractional) number of requests met; and each pair's met fraction."""
+    """Largest (fractional) number of requests met, and each pair's met fraction."""
     cost = np.zeros(model.a.shape[1])
     cost[model.pair_vars] = -1.0
     value, x, _ = _solve(model, cost)
@@ -146,10 +157,8 @@ def min_energy(model: Model, inst: Instance, met: float) -> tuple[float, float, 
         ``slope`` is the LP's marginal cost of one more met request (a subgradient of the
         convex function ``met -> energy``).
     """
-    pairs = inst.pairs
     cost = np.zeros(model.a.shape[1])
-    extra = np.asarray(pairs.energy_j - inst.unmet_energy_j[pairs.request], dtype=np.float64)
-    cost[model.pair_vars] = extra[model.pair_of_var]
+    cost[model.pair_vars] = _extra_energy(model, inst)
     row = np.zeros(model.a.shape[1])
     row[model.pair_vars] = -1.0
     value, x, marginal = _solve(model, cost, row, -met)
