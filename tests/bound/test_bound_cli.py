@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from perllm.bound import compute_bound
 from perllm.cli import main
 from perllm.sim import scenario
 from perllm.sim.runner import run_once
@@ -72,3 +73,9 @@ def test_bad_flags_exit_2_with_one_line(
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("perllm: ") and needle in lines[0], err
     assert "Traceback" not in err
+
+
+def test_an_empty_trace_has_empty_bounds() -> None:
+    result = compute_bound(scenario.load("tiny"), [], 0)
+    assert result.met_upper_bound == 0 and result.goodput_upper_bound_rps == 0.0
+    assert result.energy_lower_bound_j == 0.0 and len(result.frontier) == 1

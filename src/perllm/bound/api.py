@@ -30,7 +30,7 @@ def _up(value: float) -> int:
 
 
 def _down(value: float) -> float:
-    return value * (1 - _REL) - _ABS
+    return max(value * (1 - _REL) - _ABS, 0.0)
 
 
 def compute_bound(
@@ -71,6 +71,7 @@ def compute_bound(
     model = build_model(inst, delta_s=delta_s, target=slots_per_interval)
     say(f"solving: most deadlines met ({model.stats['variables']:,} variables)")
     best, pair_met = max_met(model)
+    best = max(best, 0.0) + 0.0  # no negative zero
     timings["most_met"] = time.perf_counter() - clock
     arrivals = inst.arrival_s
     window = float(arrivals.max() - arrivals.min()) if n >= 2 else 0.0
@@ -84,7 +85,8 @@ def compute_bound(
     floor_j = _down(float(inst.unmet_energy_j.sum()) + inst.base_energy_j)
     # The last point is at the most met the LP found feasible.
     found = min(float(pair_met.sum()), best)
-    targets = [(f, f * n) for f in frontier if f * n <= found] + [(found / max(n, 1), found)]
+    targets = [(f, f * n) for f in frontier if 0 < f * n <= found]
+    targets.append((found / max(n, 1), found))
     points: list[FrontierPoint] = []
     for k, (fraction, met) in enumerate(reversed(targets), start=1):
         target = max(met - (_REL * met + _ABS), 0.0)
@@ -98,7 +100,8 @@ def compute_bound(
             energy, slope, _ = min_energy(model, inst, target)
         except PerllmError:  # not solved to tolerance: the floor is still a valid bound
             energy, slope = floor_j, 0.0
-        points.insert(0, FrontierPoint(fraction, target, max(_down(energy), floor_j), slope))
+        safe_slope = max(slope * (1 - _REL), 0.0) + 0.0  # a tangent must not overshoot upwards
+        points.insert(0, FrontierPoint(fraction, target, max(_down(energy), floor_j), safe_slope))
     timings["total"] = time.perf_counter() - clock
     return BoundResult(
         requests=n,
