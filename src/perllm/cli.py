@@ -65,6 +65,29 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bound(args: argparse.Namespace) -> int:
+    from perllm.bound import bound_for_run
+    from perllm.bound.result import print_table
+    from perllm.experiments.show import stage_status
+    from perllm.sim import scenario
+
+    cluster = scenario.load(args.scenario)
+    n = args.requests or cluster.requests
+    with stage_status(enabled=n >= 2000) as say:
+        result = bound_for_run(
+            cluster, requests=n, rate_rps=args.rate, seed=args.seed, progress=say
+        )
+    rate = args.rate if args.rate is not None else cluster.workload.arrivals.rate_rps
+    if args.json:
+        meta = {"scenario": cluster.name, "seed": args.seed, "rate_rps": rate}
+        print(json.dumps({**meta, **result.to_json()}, indent=2))
+    else:
+        print_table(
+            result, f"{cluster.name}: bounds ({n} requests, {rate:g} req/s, seed {args.seed})"
+        )
+    return 0
+
+
 def _cmd_scenarios(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -115,6 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="also ask the clairvoyant oracle at every decision and report regret against it",
     )
     sim.set_defaults(func=_cmd_simulate)
+
+    bound = sub.add_parser(
+        "bound", help="bounds no schedule of the same trace can beat (an LP relaxation)"
+    )
+    bound.add_argument("--scenario", required=True, help="built-in name or YAML file")
+    bound.add_argument("--requests", type=integer(1))
+    bound.add_argument("--rate", type=positive_float, help="arrival rate, requests/s")
+    bound.add_argument("--seed", type=integer(0), default=0)
+    bound.add_argument("--json", action="store_true", help="print the bounds as JSON")
+    bound.set_defaults(func=_cmd_bound)
 
     scenarios_parser = sub.add_parser("scenarios", help="list built-in scenarios; generate one")
     scenarios_parser.set_defaults(func=_cmd_scenarios)

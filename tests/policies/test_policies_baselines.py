@@ -24,6 +24,7 @@ def test_every_policy_is_registered_with_a_description() -> None:
         "ucb1",
         "epsilon-greedy",
         "oracle",
+        "planner",
     }
     assert expected == set(REGISTRY)
     for entry in ENTRIES:

@@ -19,7 +19,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from perllm.experiments.show import progress_bar
 
     out = writable_dir("--out", Path(args.out))
-    grid = GridConfig.preset(args.quick, args.seeds)
+    grid = GridConfig.preset(args.quick, args.seeds, planner=args.planner)
     if args.requests is not None:
         grid = dataclasses.replace(grid, requests=args.requests)
     command = "perllm " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "perllm reproduce"
@@ -40,4 +40,7 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     parser.add_argument("--seeds", type=integer(1), help="seeds per grid point")
     parser.add_argument("--jobs", type=integer(1), default=os.cpu_count() or 1)
     parser.add_argument("--requests", type=integer(10), help="requests per run")
+    parser.add_argument(
+        "--planner", action="store_true", help="also run the clairvoyant planner (slower)"
+    )
     parser.set_defaults(func=_cmd_reproduce)

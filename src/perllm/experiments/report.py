@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from perllm.experiments.analysis import SATISFACTION_TARGET, Cell
 from perllm.experiments.grid import BANDWIDTHS, DEPLOYMENTS
+from perllm.policies.registry import REGISTRY
 
 PAPER_THROUGHPUT = (2.2, 2.1, 1.6)
 SUBJECT = "cs-ucb"
@@ -69,7 +71,11 @@ def _claims(headline: dict[str, dict[str, Any]]) -> list[str]:
     ]
     for cell in headline.values():
         versus = cell["versus"]
-        ratios = {p: v["goodput_ratio"]["mean"] for p, v in versus.items() if p != "oracle"}
+        ratios = {
+            p: v["goodput_ratio"]["mean"]
+            for p, v in versus.items()
+            if not (p in REGISTRY and REGISTRY[p].clairvoyant)
+        }
         finite = {p: r for p, r in ratios.items() if math.isfinite(r)}
         over = sorted(p for p, r in finite.items() if r >= min(PAPER_THROUGHPUT))
         halved = sorted(p for p, v in versus.items() if v["energy_ratio"]["mean"] <= 0.5)
@@ -148,10 +154,12 @@ def write_report(
     tables: dict[Cell, dict[str, dict[str, Any]]],
     headline: dict[str, dict[str, Any]],
     figures: list[str],
+    extra: Sequence[str] = (),
 ) -> None:
     lines = ["# PerLLM's evaluation, redone with perllm", ""]
     lines += _setup(setup)
     lines += _claims(headline)
+    lines += extra
     lines += _cell_tables(tables, headline)
     lines += ["## Figures", ""]
     lines += [f"![{name}]({name})" for name in figures]

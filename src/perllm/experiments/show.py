@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -31,6 +32,22 @@ def progress_bar(
         task = progress.add_task(label, total=total)
         yield lambda done: progress.update(task, completed=done)
         progress.update(task, completed=total)
+
+
+@contextmanager
+def stage_status(*, enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """Yield ``say(text)``, which shows the current stage of a long computation on stderr."""
+    if not enabled:
+        yield lambda text: None
+        return
+    console = Console(file=sys.stderr)
+    with console.status("starting") as status:
+        started = time.perf_counter()
+
+        def say(text: str) -> None:
+            status.update(f"{text} [{time.perf_counter() - started:.0f} s]")
+
+        yield say
 
 
 def summary_table(summaries: Sequence[dict[str, Any]], title: str) -> None:

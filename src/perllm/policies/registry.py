@@ -30,6 +30,7 @@ from perllm.policies.learning import (
     Ucb1Policy,
 )
 from perllm.policies.oracle import OracleConfig, OraclePolicy
+from perllm.policies.planned import PlannedConfig, PlannedPolicy
 from perllm.policies.simple import RandomConfig, RandomPolicy, RoundRobinConfig, RoundRobinPolicy
 
 
@@ -92,6 +93,13 @@ ENTRIES: tuple[PolicyEntry, ...] = (
         "clairvoyant: exact state and output lengths, min energy meeting the deadline",
         OracleConfig,
         OraclePolicy,
+        clairvoyant=True,
+    ),
+    PolicyEntry(
+        "planner",
+        "clairvoyant: a plan of the whole trace, made offline and repaired by re-simulation",
+        PlannedConfig,
+        PlannedPolicy,
         clairvoyant=True,
     ),
 )

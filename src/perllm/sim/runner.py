@@ -10,6 +10,7 @@ import numpy as np
 
 from perllm.metrics.recorder import Recorder
 from perllm.metrics.summary import summarize
+from perllm.policies.planned import PlannedPolicy
 from perllm.policies.registry import make_policy
 from perllm.sim.scenario import Cluster
 from perllm.sim.world import World
@@ -44,6 +45,11 @@ def run_once(
     n = requests if requests is not None else cluster.requests
     reqs = generate_requests(cluster.workload, n, workload_seed, rate_rps)
     chosen = make_policy(policy, policy_params, policy_seed)
+    if isinstance(chosen, PlannedPolicy):  # clairvoyant: planned from the whole trace first
+        from perllm.planner import plan_trace
+
+        rounds = chosen.config.repair_rounds
+        chosen.load_plan(plan_trace(cluster, reqs, world_seed, repair_rounds=rounds).servers)
     oracle = make_policy("oracle", None, policy_seed) if track_oracle else None
     world = World(cluster, chosen, reqs, seed=world_seed, oracle=oracle, progress=progress)
     recorder = world.run()

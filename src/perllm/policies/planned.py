@@ -1,0 +1,44 @@
+"""``planner``: follows a plan made offline from the whole trace (a clairvoyant reference).
+
+The policy itself is trivial and pure: it looks each request's server up in a plan,
+``request id -> server index`` (``-1`` rejects). The plan is made by
+:func:`perllm.planner.plan_trace`, which knows the future (every arrival and true output
+length), so this is a yardstick, not a deployable policy: the runner builds the plan before
+the run when the policy's name is ``planner``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+from pydantic import Field
+
+from perllm.domain import REJECT, ClusterView, Decision, Request
+from perllm.policies.base import PolicyConfig, StatelessPolicy
+
+
+class PlannedConfig(PolicyConfig):
+    """``repair_rounds``: how many times the planner re-plans after simulating its plan."""
+
+    repair_rounds: int = Field(2, ge=0, le=20)
+
+
+class PlannedPolicy(StatelessPolicy):
+    """Send each request where the plan says."""
+
+    name: ClassVar[str] = "planner"
+
+    def __init__(self, config: PlannedConfig, seed: int) -> None:
+        self.config = config
+        self._plan: dict[int, int] | None = None
+
+    def load_plan(self, plan: Mapping[int, int]) -> None:
+        """Install the plan (``request id -> server index``, ``-1`` to reject)."""
+        self._plan = dict(plan)
+
+    def select(self, request: Request, view: ClusterView) -> Decision:
+        if self._plan is None:
+            raise TypeError("the planner needs a plan of the whole trace (simulator only)")
+        server = self._plan[request.id]
+        return REJECT if server < 0 else Decision(server=server)
