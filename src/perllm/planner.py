@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from perllm.bound.instance import build_instance
-from perllm.domain import REJECT, ClairvoyantView, ClusterView, Decision, Request
+from perllm.domain import REJECT, ClairvoyantView, ClusterView, Decision, Request, RouterRequest
 from perllm.metrics.summary import summarize
 from perllm.policies.base import StatelessPolicy
 from perllm.sim.scenario import Cluster
@@ -74,7 +74,7 @@ class _RoundPolicy(StatelessPolicy):
         loads = view.load_arrays()
         return np.asarray((loads.queued + loads.running) / self.max_batch)
 
-    def select(self, request: Request, view: ClusterView) -> Decision:
+    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
         occupancy = self._occupancy(view)
         if request.id not in self.give_up:
             order = sorted(

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from perllm.domain import REJECT, ClusterView, Decision, Request
+from perllm.domain import REJECT, ClusterView, Decision, RouterRequest
 from perllm.policies.base import PolicyConfig, StatelessPolicy
 
 
@@ -37,7 +37,7 @@ class PlannedPolicy(StatelessPolicy):
         """Install the plan (``request id -> server index``, ``-1`` to reject)."""
         self._plan = dict(plan)
 
-    def select(self, request: Request, view: ClusterView) -> Decision:
+    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
         if self._plan is None:
             raise TypeError("the planner needs a plan of the whole trace (simulator only)")
         server = self._plan[request.id]
