@@ -169,3 +169,11 @@ def test_bad_parameters_give_one_line_naming_the_field(name, params, field) -> N
 def test_unknown_policy_lists_the_known_ones() -> None:
     with pytest.raises(InputError, match=r"unknown policy 'nope'.*cs-ucb"):
         make_policy("nope")
+
+
+@pytest.mark.parametrize("name", [e.name for e in ENTRIES if e.clairvoyant])
+def test_clairvoyant_policies_cannot_route_live_requests(name: str) -> None:
+    with pytest.raises(InputError, match="clairvoyant") as info:
+        make_policy(name, live=True)
+    assert "\n" not in str(info.value)
+    make_policy(name)  # the simulator may build them

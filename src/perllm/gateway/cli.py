@@ -34,7 +34,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from perllm.policies.registry import make_policy
 
     config = load_config(args.config)
-    policy = make_policy(config.policy.type, dict(config.policy.params), config.policy.seed)
+    policy = make_policy(
+        config.policy.type, dict(config.policy.params), config.policy.seed, live=True
+    )
     if config.state_file is not None:
         writable_dir("state-file", Path(config.state_file).resolve().parent)
         load_state(policy, config.state_file)
@@ -85,7 +87,7 @@ def _cmd_testbed(args: argparse.Namespace) -> int:
     plans, config = plan_testbed(
         cluster, host=args.host, port=args.port, time_scale=args.time_scale, policy=policy_spec
     )
-    policy = make_policy(args.policy, params, args.seed)
+    policy = make_policy(args.policy, params, args.seed, live=True)
     apps = [(create_app(config, policy), bind(args.host, args.port))]
     for plan in plans:
         emulator = create_emulator_app(

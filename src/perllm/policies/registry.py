@@ -107,11 +107,22 @@ ENTRIES: tuple[PolicyEntry, ...] = (
 REGISTRY: dict[str, PolicyEntry] = {entry.name: entry for entry in ENTRIES}
 
 
-def make_policy(name: str, params: dict[str, Any] | None = None, seed: int = 0) -> Policy:
-    """Build a registered policy from its parameters (one-line :class:`InputError` if bad)."""
+def make_policy(
+    name: str, params: dict[str, Any] | None = None, seed: int = 0, *, live: bool = False
+) -> Policy:
+    """Build a registered policy from its parameters (one-line :class:`InputError` if bad).
+
+    ``live``: the policy will route real requests (the gateway), where clairvoyant policies,
+    which read the simulator's ground truth, cannot run.
+    """
     entry = REGISTRY.get(name)
     if entry is None:
         raise InputError(f"--policy: unknown policy {name!r}; known: {', '.join(REGISTRY)}")
+    if live and entry.clairvoyant:
+        raise InputError(
+            f"policy: {name!r} is clairvoyant (it reads the simulator's ground truth) and cannot "
+            "route live requests; choose an online policy (perllm policies)"
+        )
     try:
         config = entry.config.model_validate(params or {})
     except ValidationError as err:
