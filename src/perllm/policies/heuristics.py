@@ -24,6 +24,7 @@ from perllm.policies.estimates import (
     ServerTable,
     estimate,
     fits_memory,
+    processing_times,
 )
 
 
@@ -129,10 +130,11 @@ class GreedyLatencyPolicy(_Greedy):
     name: ClassVar[str] = "greedy-latency"
 
     def select(self, request: RouterRequest, view: ClusterView) -> Decision:
-        est, healthy = self._estimate(request, view)
-        times = est.processing_s[0]
-        server = _argmin_masked(times, healthy)
-        return Decision(server=max(server, 0), estimate_s=float(times[max(server, 0)]))
+        loads = view.load_arrays()
+        expected = self.lengths.expected(request.service_class)
+        times = processing_times(self.table(view), loads, request, expected)[0]
+        server = max(_argmin_masked(times, loads.healthy), 0)
+        return Decision(server=server, estimate_s=float(times[server]))
 
 
 class GreedyEnergyPolicy(_Greedy):
