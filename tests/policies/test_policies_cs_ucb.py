@@ -169,3 +169,27 @@ def test_an_arm_where_the_request_starts_at_once_goes_before_a_queue(
     # Without the preference, the queue of the cheaper A100 is joined.
     cheapest = make_policy("cs-ucb", {"prefer-free-slots": False}, seed=1)
     assert paper_view.servers[cheapest.select(lenient, paper_view).server].tier == "cloud"
+
+
+def test_time_is_learned_apart_for_a_crowded_batch(
+    paper_view, request_factory, feedback_factory
+) -> None:
+    policy = make_policy("cs-ucb", seed=8)
+    # The A100 takes 20x its estimate when its batch is at least half full, 1x otherwise.
+    for i in range(300):
+        crowded = i % 2 == 1
+        paper_view.running[5] = 40 if crowded else 0
+        request = request_factory(i, deadline_s=12.0, prompt=20)
+        decision = policy.select(request, paper_view)
+        factor = 20.0 if crowded and decision.server == 5 else 1.0
+        taken = decision.estimate_s * factor
+        energy = decision.estimate_j  # energy as the model says: only time is learned here
+        policy.observe(
+            feedback_factory(
+                request, decision, energy_j=energy, processing_s=taken, met=taken <= 12
+            )
+        )
+    paper_view.running[5] = 0
+    assert policy.select(request_factory(1000, deadline_s=12.0, prompt=20), paper_view).server == 5
+    paper_view.running[5] = 40
+    assert policy.select(request_factory(1001, deadline_s=12.0, prompt=20), paper_view).server != 5
