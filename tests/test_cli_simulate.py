@@ -112,6 +112,8 @@ BAD_ARGS = {
     "rate-negative": (["--rate", "-1"], "--rate"),
     "rate-zero": (["--rate", "0"], "--rate"),
     "rate-nan": (["--rate", "nan"], "--rate"),
+    "rate-absurd": (["--rate", "1e308"], "--rate: must be at most"),
+    "requests-overflow": (["--requests", "99999999999999999999"], "--requests: must be <="),
     "seed-negative": (["--seed", "-3"], "--seed"),
     "policy-unknown": (["--policy", "nope"], "--policy"),
     "scenario-unknown": (["--scenario", "nope"], "--scenario"),

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from perllm.cli_args import integer, key_value, positive_float, writable_dir
+from perllm.cli_args import integer, key_value, rate_rps, requests, writable_dir
 from perllm.errors import InputError, PerllmError
 
 
@@ -127,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--scenario", required=True, help="built-in name or YAML file")
     sim.add_argument("--policy", required=True, help="policy name (see `perllm policies`)")
     sim.add_argument("--param", action="append", type=key_value, metavar="KEY=VALUE")
-    sim.add_argument("--requests", type=integer(1))
-    sim.add_argument("--rate", type=positive_float, help="arrival rate, requests/s")
+    sim.add_argument("--requests", type=requests)
+    sim.add_argument("--rate", type=rate_rps, help="arrival rate, requests/s")
     sim.add_argument("--seed", type=integer(0), default=0)
     sim.add_argument("--out", help="directory for records.csv and summary.json")
     sim.add_argument("--json", action="store_true", help="print the summary JSON to stdout")
@@ -143,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bound", help="bounds no schedule of the same trace can beat (an LP relaxation)"
     )
     bound.add_argument("--scenario", required=True, help="built-in name or YAML file")
-    bound.add_argument("--requests", type=integer(1))
-    bound.add_argument("--rate", type=positive_float, help="arrival rate, requests/s")
+    bound.add_argument("--requests", type=requests)
+    bound.add_argument("--rate", type=rate_rps, help="arrival rate, requests/s")
     bound.add_argument("--seed", type=integer(0), default=0)
     bound.add_argument("--json", action="store_true", help="print the bounds as JSON")
     bound.set_defaults(func=_cmd_bound)

@@ -16,9 +16,16 @@ import yaml
 
 from perllm.errors import InputError
 
+MAX_REQUESTS = 100_000_000
+"""Most requests one run may simulate (about an hour at the simulator's speed)."""
+MAX_RATE_RPS = 1e6
+"""Highest arrival rate a flag or a scenario may ask for, requests per second."""
+MAX_SEED = 2**63 - 1
+MAX_PORT = 65535
 
-def integer(low: int) -> Callable[[str], int]:
-    """An integer ``>= low``."""
+
+def integer(low: int, high: int = MAX_SEED) -> Callable[[str], int]:
+    """An integer in ``[low, high]``."""
 
     def parse(text: str) -> int:
         try:
@@ -26,21 +33,37 @@ def integer(low: int) -> Callable[[str], int]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high:,}, got {text}")
         return value
 
     return parse
 
 
-def positive_float(text: str) -> float:
-    """A finite number ``> 0``."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+def positive_number(high: float = math.inf) -> Callable[[str], float]:
+    """A finite number in ``(0, high]``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:g}, got {text}")
+        return value
+
+    return parse
+
+
+positive_float = positive_number()
+"""A finite number ``> 0``."""
+rate_rps = positive_number(MAX_RATE_RPS)
+"""An arrival rate: a finite number in ``(0, MAX_RATE_RPS]``."""
+port = integer(1, MAX_PORT)
+requests = integer(1, MAX_REQUESTS)
 
 
 def at_least(minimum: float) -> Callable[[str], float]:

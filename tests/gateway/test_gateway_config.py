@@ -182,6 +182,7 @@ def _parser() -> argparse.ArgumentParser:
         (["serve"], "--config"),
         (["emulate", "--profile", "instant", "--port", "x"], "--port: expected an integer"),
         (["emulate", "--profile", "instant", "--time-scale", "-1"], "--time-scale: must be >= 0"),
+        (["emulate", "--profile", "instant", "--port", "70000"], "--port: must be <= 65,535"),
         (["testbed", "--scenario", "tiny", "--param", "oops"], "--param: expected KEY=VALUE"),
     ],
 )

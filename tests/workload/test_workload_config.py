@@ -81,6 +81,7 @@ def test_unknown_key_is_named_as_written() -> None:
     ("patch", "expected"),
     [
         ({"arrivals": {"rate-rps": -1}}, "field 'arrivals.rate-rps'"),
+        ({"arrivals": {"rate-rps": 1e308}}, "field 'arrivals.rate-rps'"),
         ({"arrivals": {"rate-rps": 1, "process": "weibull"}}, "field 'arrivals.process'"),
         ({"classes": []}, "field 'classes': List should have at least 1 item"),
         ({"trace": {"path": "t.csv", "format": "parquet"}}, "field 'trace.format'"),

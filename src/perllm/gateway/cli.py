@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from perllm.cli_args import at_least, integer, key_value
+from perllm.cli_args import port as port_number
 
 __all__ = ["add_gateway_commands"]
 
@@ -114,7 +115,7 @@ def _cmd_testbed(args: argparse.Namespace) -> int:
 
 def _common(parser: argparse.ArgumentParser, port: int) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=integer(1), default=port)
+    parser.add_argument("--port", type=port_number, default=port)
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
 
 

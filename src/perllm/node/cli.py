@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from perllm.cli_args import integer, positive_float
+from perllm.cli_args import integer, port, positive_float
 from perllm.domain import PowerSpec
 from perllm.errors import InputError
 
@@ -123,7 +123,7 @@ def add_node_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     node = sub.add_parser("node", help="run a real LLM server on this machine")
     kinds = node.add_subparsers(dest="node_kind", required=True, parser_class=type(node))
     llama = kinds.add_parser("llama-cpp", help="llama.cpp on Gemma 3 270M (perllm[llamacpp])")
-    llama.add_argument("--port", type=integer(1), default=8081)
+    llama.add_argument("--port", type=port, default=8081)
     llama.add_argument("--threads", type=integer(1), default=1)
     llama.add_argument("--model", help="GGUF file (default: the Gemma 3 270M package)")
     llama.add_argument("--host", default="127.0.0.1")

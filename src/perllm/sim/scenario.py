@@ -125,7 +125,7 @@ class ScenarioConfig(KebabModel):
     energy_weights: dict[Literal["transmission", "inference", "idle"], float] = {}
     admission_control: bool = False
     workload: WorkloadConfig
-    requests: int = Field(2000, ge=1)
+    requests: int = Field(2000, ge=1, le=100_000_000)
 
     @model_validator(mode="after")
     def _links_exist(self) -> ScenarioConfig:

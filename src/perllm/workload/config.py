@@ -131,7 +131,7 @@ class ArrivalConfig(KebabModel):
     """
 
     process: Literal["poisson", "gamma"] = "poisson"
-    rate_rps: float = Field(gt=0)
+    rate_rps: float = Field(gt=0, le=1e6)
     cv: float = Field(default=1.0, gt=0)
 
 
@@ -144,7 +144,7 @@ class TraceConfig(KebabModel):
 
     path: str = Field(min_length=1)
     format: Literal["azure-csv", "jsonl", "burstgpt-csv", "mooncake-jsonl"]
-    rate_rps: float | None = Field(default=None, gt=0)
+    rate_rps: float | None = Field(default=None, gt=0, le=1e6)
 
 
 class WorkloadConfig(KebabModel):
