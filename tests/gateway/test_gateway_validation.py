@@ -131,6 +131,20 @@ async def test_deadline_headers(gateway: Any) -> None:
         (json.dumps({**CHAT, "model": "gpt-9"}).encode(), {}, 404, ("gpt-9", "known: m")),
         (json.dumps({**CHAT, "max_tokens": -3}).encode(), {}, 400, ("max_tokens",)),
         (json.dumps({**CHAT, "stream": "yes"}).encode(), {}, 400, ("stream",)),
+        (json.dumps({**CHAT, "temperature": "hot"}).encode(), {}, 400, ("temperature",)),
+        (json.dumps({**CHAT, "top_p": 3}).encode(), {}, 400, ("top_p", "[0, 1]")),
+        (
+            json.dumps({**CHAT, "messages": [{"role": "user", "content": 5}]}).encode(),
+            {},
+            400,
+            ("messages[0].content",),
+        ),
+        (
+            json.dumps(CHAT).encode(),
+            {"x-perllm-deadline-ms": "1e308"},
+            400,
+            ("x-perllm-deadline-ms", "at most"),
+        ),
         (
             json.dumps(CHAT).encode(),
             {"x-perllm-deadline-ms": "-5"},

@@ -104,6 +104,13 @@ def _prompt_tokens(kind: Kind, body: dict[str, Any]) -> int:
                 raise ApiError(
                     400, f"'messages[{i}]' must be an object with a 'role'", "bad_message"
                 )
+            content = message.get("content")
+            if content is not None and not isinstance(content, str | list):
+                raise ApiError(
+                    400,
+                    f"'messages[{i}].content' must be a string or a list of parts, got {content!r}",
+                    "bad_message",
+                )
         chars = sum(_text_chars(m.get("content")) for m in messages)
     else:
         prompt = body.get("prompt")
@@ -111,6 +118,29 @@ def _prompt_tokens(kind: Kind, body: dict[str, Any]) -> int:
             raise ApiError(400, "'prompt' is required (a string or a list)", "missing_prompt")
         chars = _text_chars(prompt)
     return max(1, math.ceil(chars / CHARS_PER_TOKEN))
+
+
+# OpenAI's sampling parameters and their ranges: checked here so that a bad one is a 400 naming
+# it, not an error (or a silent default) from whichever backend the request lands on.
+SAMPLING_RANGES = {
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "presence_penalty": (-2.0, 2.0),
+    "frequency_penalty": (-2.0, 2.0),
+}
+MAX_DEADLINE_MS = 86_400_000.0  # a day: a longer processing-time requirement is a mistake
+
+
+def _check_sampling(body: dict[str, Any]) -> None:
+    for key, (low, high) in SAMPLING_RANGES.items():
+        value = body.get(key)
+        if value is None:
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or not low <= value <= high:
+            raise ApiError(
+                400, f"'{key}' must be a number in [{low:g}, {high:g}], got {value!r}", "bad_param"
+            )
 
 
 def _max_tokens(body: dict[str, Any]) -> int | None:
@@ -139,6 +169,12 @@ def _header_ms(headers: Mapping[str, str], name: str) -> float | None:
     if not math.isfinite(value) or value < 0 or (name == "x-perllm-deadline-ms" and value == 0):
         raise ApiError(
             400, f"header {name}: must be a positive number of ms, got {text!r}", "bad_header"
+        )
+    if value > MAX_DEADLINE_MS:
+        raise ApiError(
+            400,
+            f"header {name}: must be at most {MAX_DEADLINE_MS:.0f} ms, got {text!r}",
+            "bad_header",
         )
     return value
 
@@ -185,6 +221,7 @@ def parse_call(
     if not isinstance(stream, bool):
         raise ApiError(400, f"'stream' must be true or false, got {stream!r}", "bad_stream")
     prompt_tokens = _prompt_tokens(kind, body)
+    _check_sampling(body)
     max_tokens = _max_tokens(body)
     name = headers.get("x-perllm-class", config.default_class)
     service = config.classes.get(name)
