@@ -39,7 +39,7 @@ def test_chat_not_streamed(client: Any) -> None:
         )
         answer = raw.parse()
         assert raw.headers["x-perllm-backend"] in {"e", "c"}
-        assert float(raw.headers["x-perllm-estimate-ms"]) != 0
+        assert "x-perllm-estimate-ms" not in raw.headers  # round-robin makes no estimate
         assert answer.choices[0].message.content == expected(7)
         assert answer.usage is not None and answer.usage.completion_tokens == 7
 

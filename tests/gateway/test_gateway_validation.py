@@ -5,14 +5,16 @@ Fast unit tests through ``httpx.ASGITransport``; the backends are an ``httpx.Moc
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from perllm.domain import ClusterView, Decision, Feedback, Request
+from perllm.domain import ClusterView, Decision, Feedback, RouterRequest
 from perllm.gateway import create_app
 from perllm.gateway.config import GatewayConfig
 from perllm.policies.registry import make_policy
@@ -29,12 +31,15 @@ class SpyPolicy:
 
     def __init__(self) -> None:
         self.inner = make_policy("round-robin")
-        self.requests: list[Request] = []
+        self.requests: list[RouterRequest] = []
         self.feedback: list[Feedback] = []
 
-    def select(self, request: Request, view: ClusterView) -> Decision:
+    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
         self.requests.append(request)
-        return self.inner.select(request, view)
+        decision = self.inner.select(request, view)
+        # An estimate on even requests only: the header is sent exactly when there is one.
+        estimate_s = 0.25 if len(self.requests) % 2 == 0 else math.nan
+        return dataclasses.replace(decision, estimate_s=estimate_s)
 
     def observe(self, feedback: Feedback) -> None:
         self.feedback.append(feedback)
@@ -99,7 +104,9 @@ async def test_forwards_with_model_mapping_and_headers(gateway: Any) -> None:
     assert response.status_code == 200
     assert response.json()["choices"][0]["message"]["content"] == "hi"
     assert response.headers["x-perllm-backend"] == "e"
-    assert "x-perllm-estimate-ms" in response.headers
+    assert "x-perllm-estimate-ms" not in response.headers  # no estimate: no header, never nan
+    second = await client.post("/v1/chat/completions", json=CHAT)
+    assert second.headers["x-perllm-estimate-ms"] == "250.000"
     assert json.loads(seen[0].content)["model"] == "llama-2-7b"
     assert seen[0].url.path == "/v1/chat/completions"
     assert policy.feedback[0].output_tokens == 7

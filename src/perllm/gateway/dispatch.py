@@ -173,9 +173,10 @@ class Dispatcher:
             raise
         headers = {
             "x-perllm-backend": self.names[server],
-            "x-perllm-estimate-ms": f"{decision.estimate_s * 1000.0:.3f}",
             "x-perllm-request-id": str(request.id),
         }
+        if math.isfinite(decision.estimate_s):  # policies without an estimate send none
+            headers["x-perllm-estimate-ms"] = f"{decision.estimate_s * 1000.0:.3f}"
         self.health.breakers[server].record_success()
         if response.status_code >= 400 or not call.stream:
             attempt.end_s = attempt.first_byte_s = self.view.now()
