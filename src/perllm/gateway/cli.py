@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,18 @@ def _logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run a server coroutine on uvloop where it is installed (uvicorn's fast loop), else on
+    asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -49,9 +62,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         f"{len(config.backends)} backends)",
         flush=True,
     )
-    asyncio.run(
-        serve_apps([(app, sock)], log_level=args.log_level, graceful_s=config.timeouts.drain_s)
-    )
+    _run(serve_apps([(app, sock)], log_level=args.log_level, graceful_s=config.timeouts.drain_s))
     return 0
 
 
@@ -69,7 +80,7 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
     sock = bind(args.host, args.port)
     _logging(args.log_level)
     print(f"emulated {args.profile} on http://{args.host}:{args.port}/v1", flush=True)
-    asyncio.run(serve_apps([(app, sock)], log_level=args.log_level))
+    _run(serve_apps([(app, sock)], log_level=args.log_level))
     return 0
 
 
@@ -109,7 +120,7 @@ def _cmd_testbed(args: argparse.Namespace) -> int:
             f"rtt {plan.rtt_ms:g} ms"
         )
     print("Ctrl-C to stop", flush=True)
-    asyncio.run(serve_apps(apps, log_level=args.log_level))
+    _run(serve_apps(apps, log_level=args.log_level))
     return 0
 
 
