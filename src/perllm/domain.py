@@ -204,6 +204,10 @@ class Decision:
 
 REJECT = Decision(server=-1, share=0.0, reject=True)
 
+DEFERRED_PRIORITY = 1 << 50
+"""A queue priority after any other a policy gives (deadline-based ones are milliseconds): for
+requests that can no longer meet their deadline, so that they wait behind all that can."""
+
 
 @dataclass(frozen=True, slots=True)
 class EnergyParts:
@@ -302,6 +306,9 @@ class ClairvoyantView(ClusterView, Protocol):
     """The clairvoyant references' view: exact state and true output lengths, via exact
     predictions (the world looks the request's ground truth up by its id)."""
 
-    def predict(self, request: RouterRequest, server: int, share: float) -> Prediction:
-        """Exact outcome of sending ``request`` to ``server`` now, with no later arrivals."""
+    def predict(
+        self, request: RouterRequest, server: int, share: float, priority: int = 0
+    ) -> Prediction:
+        """Exact outcome of sending ``request`` to ``server`` now with queue ``priority``, with
+        no later arrivals."""
         ...

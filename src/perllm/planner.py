@@ -13,11 +13,13 @@ rounds, each one a full run of the simulator:
    requests that arrive later and slow it down; edges first keeps off the cloud, the scarce
    fast resource that tight requests need, whatever an edge can still meet;
 2. a request that no server can meet so is *given up*: rejected if the scenario allows
-   admission control, else sent to the least occupied edge, where it costs the cloud nothing;
+   admission control, else sent to the least occupied edge, where it costs the cloud nothing,
+   with a queue priority after every accepted request (it never delays one);
 3. after a round, the requests it accepted that still missed (later arrivals slowed them
    more than the margin) are given up in the next round, freeing what they took for others.
 
-Each strategy of :data:`STRATEGIES` (tier order, margin) gets ``1 + repair_rounds`` rounds,
+Each strategy of :data:`STRATEGIES` (tier order, margin, first-come or earliest-deadline-first
+queues, the prediction made with the request's own priority) gets ``1 + repair_rounds`` rounds,
 and the plan of the round with the highest goodput (then most deadlines met) is kept.
 Running it with :class:`~perllm.policies.planned.PlannedPolicy` reproduces that round
 exactly: the same decisions on the same trace and bandwidth draws. It copies no online
@@ -34,15 +36,30 @@ import numpy as np
 import numpy.typing as npt
 
 from perllm.bound.instance import build_instance
-from perllm.domain import REJECT, ClairvoyantView, ClusterView, Decision, Request, RouterRequest
+from perllm.domain import (
+    DEFERRED_PRIORITY,
+    REJECT,
+    ClairvoyantView,
+    ClusterView,
+    Decision,
+    Request,
+    RouterRequest,
+)
 from perllm.metrics.summary import summarize
 from perllm.policies.base import StatelessPolicy
 from perllm.sim.scenario import Cluster
 from perllm.sim.world import World
 
-# (edges first, margin): margins of 0.3-0.45 met the most on the built-in scenarios; the
-# cloud-first strategy wins on some traces.
-STRATEGIES = ((True, 0.15), (True, 0.3), (True, 0.45), (False, 0.3))
+# (edges first, margin, earliest deadline first): margins of 0.3-0.45 met the most on the
+# built-in scenarios; the cloud-first strategy wins on some traces, earliest-deadline queues on
+# others.
+STRATEGIES = (
+    (True, 0.15, False),
+    (True, 0.3, False),
+    (True, 0.45, False),
+    (False, 0.3, False),
+    (False, 0.3, True),
+)
 
 
 class _RoundPolicy(StatelessPolicy):
@@ -58,10 +75,12 @@ class _RoundPolicy(StatelessPolicy):
         window_end_s: float,
         edges_first: bool,
         margin: float,
+        edf: bool = False,
     ) -> None:
         self.candidates = candidates
         self.edges_first = edges_first
         self.margin = margin
+        self.edf = edf
         self.window_end_s = window_end_s
         self.give_up = give_up
         self.is_edge = np.array([spec.tier == "edge" for spec in cluster.servers])
@@ -69,6 +88,13 @@ class _RoundPolicy(StatelessPolicy):
         self.reject = cluster.admission_control
         self.plan: dict[int, int] = {}
         self.accepted: set[int] = set()
+        self.priorities: dict[int, int] = {}
+
+    def _priority(self, request: RouterRequest) -> int:
+        """Earliest deadline first among accepted requests (milliseconds), or first come."""
+        if not self.edf:
+            return 0
+        return int((request.arrival_s + request.deadline_s) * 1000.0)
 
     def _occupancy(self, view: ClusterView) -> npt.NDArray[np.float64]:
         loads = view.load_arrays()
@@ -88,7 +114,8 @@ class _RoundPolicy(StatelessPolicy):
                 if bool(self.is_edge[server]) in tried:
                     continue
                 tried.add(bool(self.is_edge[server]))
-                done_s = request.arrival_s + predict(request, server, 1.0).processing_s
+                outcome = predict(request, server, 1.0, self._priority(request))
+                done_s = request.arrival_s + outcome.processing_s
                 outcomes.append((server, done_s))
             due_s = request.arrival_s + request.deadline_s * (1.0 - self.margin)
             # Met inside the arrival window (counts for goodput) first, then met at all.
@@ -97,21 +124,25 @@ class _RoundPolicy(StatelessPolicy):
                     if done_s <= limit:
                         self.accepted.add(request.id)
                         self.plan[request.id] = server
-                        return Decision(server=server)
+                        self.priorities[request.id] = self._priority(request)
+                        return Decision(server=server, priority=self._priority(request))
         if self.reject:
             self.plan[request.id] = -1
             return REJECT
         pool = np.flatnonzero(self.is_edge) if self.is_edge.any() else np.arange(len(occupancy))
         server = int(pool[np.argmin(occupancy[pool])])
         self.plan[request.id] = server
-        return Decision(server=server)
+        self.priorities[request.id] = DEFERRED_PRIORITY
+        return Decision(server=server, priority=DEFERRED_PRIORITY)
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """The kept plan (``request id -> server``, ``-1`` rejects) and each round's outcome."""
+    """The kept plan (``request id -> server``, ``-1`` rejects; ``request id -> queue
+    priority``) and each round's outcome."""
 
     servers: dict[int, int]
+    priorities: dict[int, int]
     rounds: tuple[dict[str, float | bool], ...]
 
 
@@ -125,13 +156,13 @@ def plan_trace(
     for i, s in zip(inst.pairs.request.tolist(), inst.pairs.server.tolist(), strict=True):
         candidates.setdefault(ids[i], []).append(s)
     window_end = max((r.arrival_s for r in requests), default=0.0)
-    best: tuple[tuple[float, int], dict[int, int]] | None = None
+    best: tuple[tuple[float, int], dict[int, int], dict[int, int]] | None = None
     rounds = []
-    for edges_first, margin in STRATEGIES:
+    for edges_first, margin, edf in STRATEGIES:
         give_up: set[int] = set()
         for _ in range(repair_rounds + 1):
             policy = _RoundPolicy(
-                cluster, candidates, set(give_up), window_end, edges_first, margin
+                cluster, candidates, set(give_up), window_end, edges_first, margin, edf
             )
             recorder = World(cluster, policy, requests, seed=world_seed).run()
             summary = summarize(recorder, policy="planner", scenario=cluster.name)
@@ -140,20 +171,21 @@ def plan_trace(
                 {
                     "edges_first": edges_first,
                     "margin": margin,
+                    "edf": edf,
                     "goodput_rps": score[0],
                     "met": score[1],
                     "given_up": len(give_up),
                 }
             )
             if best is None or score > best[0]:
-                best = (score, dict(policy.plan))
+                best = (score, dict(policy.plan), dict(policy.priorities))
             met = dict(zip(recorder.columns["id"], recorder.columns["met"], strict=True))
             missed = {i for i in policy.accepted if not met[i]}
             if not missed:
                 break
             give_up |= missed
     assert best is not None
-    return Plan(best[1], tuple(rounds))
+    return Plan(best[1], best[2], tuple(rounds))
 
 
 __all__ = ["Plan", "plan_trace"]

@@ -71,7 +71,14 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import Field, field_validator
 
-from perllm.domain import REJECT, ClusterView, Decision, Feedback, RouterRequest
+from perllm.domain import (
+    DEFERRED_PRIORITY,
+    REJECT,
+    ClusterView,
+    Decision,
+    Feedback,
+    RouterRequest,
+)
 from perllm.policies.base import PolicyConfig
 from perllm.policies.estimates import OutputLengths, ServerTable, estimate, fits_memory
 from perllm.policies.outstanding import Outstanding
@@ -79,7 +86,7 @@ from perllm.policies.outstanding import Outstanding
 Array = npt.NDArray[np.float64]
 
 # Priorities are milliseconds of absolute deadline; a deflected request comes after all of them.
-DEFLECTED_PRIORITY = 1 << 50
+DEFLECTED_PRIORITY = DEFERRED_PRIORITY
 
 
 class CsUcbConfig(PolicyConfig):

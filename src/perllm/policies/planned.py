@@ -32,13 +32,20 @@ class PlannedPolicy(StatelessPolicy):
     def __init__(self, config: PlannedConfig, seed: int) -> None:
         self.config = config
         self._plan: dict[int, int] | None = None
+        self._priorities: dict[int, int] = {}
 
-    def load_plan(self, plan: Mapping[int, int]) -> None:
-        """Install the plan (``request id -> server index``, ``-1`` to reject)."""
+    def load_plan(
+        self, plan: Mapping[int, int], priorities: Mapping[int, int] | None = None
+    ) -> None:
+        """Install the plan (``request id -> server index``, ``-1`` to reject) and each
+        request's queue priority (0 where none is given)."""
         self._plan = dict(plan)
+        self._priorities = dict(priorities or {})
 
     def select(self, request: RouterRequest, view: ClusterView) -> Decision:
         if self._plan is None:
             raise TypeError("the planner needs a plan of the whole trace (simulator only)")
         server = self._plan[request.id]
-        return REJECT if server < 0 else Decision(server=server)
+        if server < 0:
+            return REJECT
+        return Decision(server=server, priority=self._priorities.get(request.id, 0))

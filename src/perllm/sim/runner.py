@@ -49,7 +49,8 @@ def run_once(
         from perllm.planner import plan_trace
 
         rounds = chosen.config.repair_rounds
-        chosen.load_plan(plan_trace(cluster, reqs, world_seed, repair_rounds=rounds).servers)
+        plan = plan_trace(cluster, reqs, world_seed, repair_rounds=rounds)
+        chosen.load_plan(plan.servers, plan.priorities)
     oracle = make_policy("oracle", None, policy_seed) if track_oracle else None
     world = World(cluster, chosen, reqs, seed=world_seed, oracle=oracle, progress=progress)
     recorder = world.run()

@@ -94,9 +94,12 @@ class SimView:
     def link_active_weight(self, link: str) -> float:
         return self._world.links[link].channels[UP].weight_sum
 
-    def predict(self, request: RouterRequest, server: int, share: float) -> Prediction:
+    def predict(
+        self, request: RouterRequest, server: int, share: float, priority: int = 0
+    ) -> Prediction:
         """Exact outcome of placing ``request`` on ``server`` now, if nothing else arrives."""
-        return self._world.predict(self._world.true_request(request.id), server, share)
+        truth = self._world.true_request(request.id)
+        return self._world.predict(truth, server, share, priority)
 
 
 class World:
@@ -365,14 +368,14 @@ class World:
             self._truth = {r.id: r for r in self.requests}
         return self._truth[request_id]
 
-    def predict(self, request: Request, server: int, share: float) -> Prediction:
+    def predict(self, request: Request, server: int, share: float, priority: int = 0) -> Prediction:
         now = self.loop.now
         spec = self.cluster.servers[server]
         link = self.links[spec.link]
         up, down = link.channels
         weight = max(share, 1e-6)
         up_end = up.predict_finish_s(now, max(request.request_bytes * 8.0, 1.0), weight)
-        job = Job(request, Decision(server=server, share=share), dispatch_s=now)
+        job = Job(request, Decision(server=server, share=share, priority=priority), dispatch_s=now)
         probe = self.servers[server].predict(job, up_end + link.spec.rtt_s / 2.0)
         down_end = down.predict_finish_s(
             probe.finish_s, max(request.response_bytes * 8.0, 1.0), weight
