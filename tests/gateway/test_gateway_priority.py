@@ -80,14 +80,14 @@ async def test_the_emulator_serves_its_queue_by_priority() -> None:
     engine = BatchEngine(perf, max_batch=1, time_scale=0.0)
     order: list[str] = []
 
-    async def run(name: str, priority: int) -> None:
-        stream = engine.submit(10, 3, priority)
+    async def drain(name: str, stream: Any) -> None:
         while await stream.tokens.get() is not None:
             pass
         order.append(name)
 
-    first = asyncio.create_task(run("running", 0))
-    await asyncio.sleep(0)
-    rest = [asyncio.create_task(run(name, p)) for name, p in (("late", 9), ("urgent", 1))]
-    await asyncio.gather(first, *rest)
+    running = engine.submit(10, 3, 0)
+    first_token = await running.tokens.get()  # it holds the only batch slot from here on
+    assert first_token == 0
+    late, urgent = engine.submit(10, 3, 9), engine.submit(10, 3, 1)
+    await asyncio.gather(drain("running", running), drain("late", late), drain("urgent", urgent))
     assert order == ["running", "urgent", "late"]
