@@ -55,11 +55,14 @@ from perllm.gateway.watch import Abandoned, watched
 from perllm.metrics.summary import summarize
 from perllm.policies.base import Policy
 
-__all__ = ["Gateway", "create_app", "make_clients"]
+__all__ = ["STOP_GRACE_S", "Gateway", "create_app", "make_clients"]
 
 # Connections per upstream client: httpcore scans its whole pool on every request, so large
 # pools are split into shards of this size (requests are spread over them in turn).
 POOL_SHARD_CONNECTIONS = 32
+
+# How long calls ended at shutdown may take to send their last event.
+STOP_GRACE_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +117,19 @@ class Gateway:
 
     def authorized(self, request: HttpRequest) -> bool:
         return self.caller(request) is not None
+
+    async def shutdown(self) -> None:
+        """On the first stop signal: let calls in flight finish within ``timeouts.drain-s``,
+        then end the rest (streams with an SSE error event, others with a ``503``)."""
+        if await self.dispatcher.drain(self.config.timeouts.drain_s):
+            return
+        log.warning(
+            "shutdown: ending %d calls still in flight after %g s",
+            self.dispatcher.active,
+            self.config.timeouts.drain_s,
+        )
+        self.dispatcher.stop_all("the gateway is shutting down")
+        await self.dispatcher.drain(STOP_GRACE_S)
 
     def stats(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -232,7 +248,12 @@ def create_app(
             raw = await read_body(request, settings.limits.max_body_bytes)
             call = parse_call(kind, raw, request.headers, settings, gw.models)
             ticket.limit_s = settings.timeouts.limit_s(call.deadline_s)
-            response = await watched(gw.dispatcher.dispatch(call, ticket), request.receive, ticket)
+            response = await watched(
+                gw.dispatcher.dispatch(call, ticket),
+                request.receive,
+                ticket,
+                gw.dispatcher.stopping,
+            )
         except ApiError as err:
             gw.metrics.answered("none", err.status)
             ticket.end("error", err.status, err.message)
@@ -315,7 +336,8 @@ def create_app(
         try:
             yield
         finally:
-            if not await gw.dispatcher.drain(settings.timeouts.drain_s):
+            await gw.shutdown()
+            if gw.dispatcher.active:
                 log.warning("shutdown: %d calls still in flight", gw.dispatcher.active)
             await gw.health.stop()
             if settings.state_file is not None:

@@ -118,6 +118,8 @@ class Dispatcher:
         self.active = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self.stopping = asyncio.Event()  # set when calls still in flight must end now
+        self._streams: set[StreamProgress] = set()
 
     def make_request(self, call: Call) -> RouterRequest:
         return RouterRequest(
@@ -233,7 +235,7 @@ class Dispatcher:
         except BaseException:
             # Cancelled by the gateway (client gone, time limit) or an unexpected error.
             attempt.end_s = self.view.now()
-            if ticket.cancelled_for == "abandoned":
+            if ticket.cancelled_for in ("abandoned", "shutdown"):
                 self._release(attempt)
             else:
                 self._finish(attempt, failed=True, count=False)
@@ -260,6 +262,7 @@ class Dispatcher:
             on_chunk=lambda n: self._streamed_tokens(attempt, n),
             on_done=lambda p: self._stream_done(attempt, p, ticket),
         )
+        self._streams.add(progress)
         headers["cache-control"] = "no-cache"
         body = relay(response, chunks, first, progress, self.names[server], ticket.remaining_s())
         return RelayResponse(body, self._ender(response, progress), headers)
@@ -277,6 +280,7 @@ class Dispatcher:
         self.view.add_tokens(attempt.decision.server, tokens)
 
     def _stream_done(self, attempt: Attempt, progress: StreamProgress, ticket: Ticket) -> None:
+        self._streams.discard(progress)
         self._leave()
         attempt.end_s = self.view.now()
         attempt.response_bytes = progress.size_bytes
@@ -284,6 +288,8 @@ class Dispatcher:
         name = self.names[attempt.decision.server]
         outcome = progress.outcome
         status = {"ok": "200", "failed": "error", "timeout": "timeout"}.get(outcome, "client-gone")
+        if progress.stopping:
+            status = "shutdown"
         self.metrics.answered(name, status)
         if outcome == "client-gone":
             # A client that went away says nothing about the backend: nothing is learned.
@@ -336,6 +342,13 @@ class Dispatcher:
         if len(self.recorder) >= self.max_records:
             self.recorder = Recorder(self.view.servers)
         return self.recorder
+
+    def stop_all(self, reason: str) -> None:
+        """End every call in flight now: streams with an SSE error event saying ``reason``,
+        the others (see :func:`perllm.gateway.watch.watched`) with a ``503``."""
+        self.stopping.set()
+        for progress in list(self._streams):
+            progress.stop(reason)
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until no call is in flight (at most ``timeout_s``); returns whether it did."""

@@ -63,7 +63,7 @@ class Ticket:
     limit_s: float
     started_s: float = field(default_factory=time.monotonic)
     on_end: list[Callable[[Outcome], None]] = field(default_factory=list)
-    cancelled_for: Literal["abandoned", "timeout"] | None = None
+    cancelled_for: Literal["abandoned", "timeout", "shutdown"] | None = None
     outcome: Outcome | None = None
 
     @property

@@ -153,7 +153,7 @@ class Upstream:
             await close_quietly(response)
 
 
-@dataclass(slots=True)
+@dataclass(eq=False, slots=True)
 class StreamProgress:
     """What a relay saw: bytes, events and the stream's tail (for ``usage``), and its outcome.
 
@@ -168,7 +168,15 @@ class StreamProgress:
     tail: bytes = b""
     outcome: str = "client-gone"
     error: str = ""
+    stopping: str = ""
+    _timer: asyncio.Timeout | None = field(default=None, repr=False)
     _finished: bool = field(default=False, repr=False)
+
+    def stop(self, reason: str) -> None:
+        """End the stream now with an SSE error saying ``reason`` (e.g. a shutdown)."""
+        self.stopping = reason
+        if self._timer is not None:
+            self._timer.reschedule(asyncio.get_running_loop().time())
 
     def add(self, chunk: bytes) -> None:
         self.size_bytes += len(chunk)
@@ -207,21 +215,26 @@ async def relay(
     try:
         progress.add(first)
         yield first
-        while True:
+        while not progress.stopping:
             try:
-                async with asyncio.timeout_at(deadline):
+                async with asyncio.timeout_at(deadline) as progress._timer:
                     chunk = await anext(chunks)
             except StopAsyncIteration:
                 break
+            finally:
+                progress._timer = None
             progress.add(chunk)
             yield chunk
+        else:
+            raise TimeoutError
         progress.outcome = "ok"
     except TimeoutError:
         progress.outcome = "timeout"
-        progress.error = f"the call's time limit of {remaining_s:.3f} s passed"
+        progress.error = progress.stopping or f"the call's time limit of {remaining_s:.3f} s passed"
         await close_quietly(response)
         progress.finish()
-        yield sse_error(f"backend {backend}: {progress.error}", "timeout")
+        code = "shutting_down" if progress.stopping else "timeout"
+        yield sse_error(f"backend {backend}: {progress.error}", code)
     except Exception as err:  # after the headers went out, any failure ends the stream cleanly
         progress.outcome = "failed"
         progress.error = describe(err)

@@ -4,7 +4,8 @@ time limit passes.
 :func:`watched` runs the work (scheduling, the upstream call, and for a stream its first
 chunk) as a task beside a watcher of the ASGI ``http.disconnect`` message. Whichever comes first
 wins: the work's answer, the client's disconnect (the work is cancelled, :class:`Abandoned` is
-raised), or the time limit (the work is cancelled, a ``504`` :class:`ApiError` is raised). The
+raised), the time limit (the work is cancelled, a ``504`` :class:`ApiError` is raised), or the
+gateway's shutdown once its grace period is over (cancelled, ``503``). The
 ticket's ``cancelled_for`` tells the work why it was cancelled before it is. Once a stream's
 relay has begun, the streaming response watches for the disconnect and the relay for the limit.
 """
@@ -47,28 +48,41 @@ async def _stop(task: asyncio.Task[Any]) -> None:
 
 
 async def watched(
-    work: Coroutine[Any, Any, Response], receive: Receive, ticket: Ticket
+    work: Coroutine[Any, Any, Response],
+    receive: Receive,
+    ticket: Ticket,
+    stopping: asyncio.Event,
 ) -> Response:
-    """``work``'s response, unless its client goes away first or its time limit passes."""
+    """``work``'s response, unless its client goes away first, its time limit passes, or
+    ``stopping`` is set (the gateway is shutting down: ``503``)."""
     task = asyncio.create_task(work)
     watcher = asyncio.create_task(_until_disconnect(receive))
+    stop = asyncio.create_task(stopping.wait())
     try:
         done, _ = await asyncio.wait(
-            {task, watcher}, timeout=ticket.remaining_s(), return_when=asyncio.FIRST_COMPLETED
+            {task, watcher, stop},
+            timeout=ticket.remaining_s(),
+            return_when=asyncio.FIRST_COMPLETED,
         )
     except BaseException:  # this handler itself is cancelled (a forced shutdown)
-        ticket.cancelled_for = "abandoned"
-        task.cancel()
-        watcher.cancel()
+        ticket.cancelled_for = "shutdown"
+        for pending in (task, watcher, stop):
+            pending.cancel()
         raise
+    await _stop(stop)
     if task in done:
         await _stop(watcher)
         return task.result()
-    ticket.cancelled_for = "abandoned" if watcher in done else "timeout"
+    if watcher in done:
+        ticket.cancelled_for = "abandoned"
+    else:
+        ticket.cancelled_for = "shutdown" if stop in done else "timeout"
     await _stop(task)
     if ticket.cancelled_for == "abandoned":
         raise Abandoned
     await _stop(watcher)
+    if ticket.cancelled_for == "shutdown":
+        raise ApiError(503, "the gateway is shutting down; call again", "shutting_down")
     raise ApiError(
         504,
         f"the call took longer than its time limit of {ticket.limit_s:.3f} s "
