@@ -202,8 +202,8 @@ def _plan(settings: ChaosSettings) -> list[_Call]:
             tokens = OVER_CAP_TOKENS
         else:
             tokens = rng.choice((1, 8, 32, 64, 128, 256))
-        # Model time: a second plus 40 ms a token, scaled like the emulators.
-        deadline_ms = (1000.0 + 40.0 * tokens) * settings.time_scale
+        # Model time: two seconds plus 60 ms a token, scaled like the emulators.
+        deadline_ms = (2000.0 + 60.0 * tokens) * settings.time_scale
         calls.append(_Call(i, stream, drop, tokens, deadline_ms))
     return calls
 

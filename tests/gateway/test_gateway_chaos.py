@@ -1,0 +1,43 @@
+"""Nothing lost, nothing hangs: a short chaos run (see :mod:`perllm.gateway.chaos`).
+
+Backends are emulators in their own processes; one is SIGKILLed after every 15 finished calls
+and restarted 5 calls later (kills follow events, not timers). Every wait in the run is
+bounded, so a hang fails the test instead of blocking it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from perllm.gateway.chaos import ChaosSettings, render, run_chaos
+
+
+def test_chaos_loses_nothing_and_hangs_nothing(tmp_path: Path) -> None:
+    settings = ChaosSettings(
+        requests=60,
+        concurrency=8,
+        kill_every=15,
+        restart_after=5,
+        drop_fraction=0.3,
+        drain_s=2.0,
+        seed=1,
+    )
+    report = asyncio.run(run_chaos(settings, tmp_path))
+    table = render(report)
+    assert report.kills == 3 and report.restarts == 3, table
+    assert report.client["lost"] == 0 and report.client["hung"] == 0, table
+    assert sum(report.client.values()) == settings.requests, table
+    # The gateway ended every call exactly once: in its counters and in its log.
+    assert sum(report.gateway.values()) == settings.requests, table
+    assert report.logged_once == settings.requests, table
+    # Hung-up streams were cancelled (a stream broken by a kill just before its client hung
+    # up counts as a stream error instead).
+    assert 0 < report.gateway["abandoned"] <= report.client["dropped"], table
+    assert report.in_flight_after == 0, table
+    assert report.exit_codes == {
+        "gateway": 0,
+        "backend-0": 0,
+        "backend-1": 0,
+        "backend-2": 0,
+    }, table
