@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import ErrorDetails
 
 from perllm.errors import where
 
-__all__ = ["KebabModel", "to_kebab", "validation_message"]
+__all__ = ["KebabModel", "to_kebab", "validation_message", "yaml_message"]
 
 _MAX_GOT_CHARS = 60
 _VALUE_ERROR_PREFIXES = ("Value error, ", "Assertion failed, ")
@@ -113,3 +114,26 @@ def validation_message(
         more = len(errors) - 1
         text += f" (and {more} more error{'s' if more > 1 else ''})"
     return " ".join(text.splitlines())
+
+
+def yaml_message(err: yaml.YAMLError, source: str) -> str:
+    """A YAML syntax error as one line: ``source[:line]: invalid YAML: problem``.
+
+    Parameters
+    ----------
+    err
+        The error raised by ``yaml.safe_load``.
+    source
+        Where the text came from (a file name).
+
+    Returns
+    -------
+    str
+        One line, whatever the kind of error (a marked parser error, or a reader error on a
+        character YAML does not allow).
+    """
+    mark = getattr(err, "problem_mark", None)
+    line = f":{mark.line + 1}" if mark is not None else ""
+    problem = getattr(err, "problem", None) or str(err).strip()
+    first = problem.splitlines()[0] if problem else type(err).__name__
+    return f"{source}{line}: invalid YAML: {first}"

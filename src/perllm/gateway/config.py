@@ -31,7 +31,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from perllm.config_errors import KebabModel, validation_message
+from perllm.config_errors import KebabModel, validation_message, yaml_message
 from perllm.domain import Tier
 from perllm.errors import InputError
 from perllm.perf.catalog import BYTES_PER_WEIGHT, HARDWARE, MODELS
@@ -249,9 +249,7 @@ def load_config(path: str | Path) -> GatewayConfig:
     try:
         data = yaml.safe_load(file.read_text())
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise InputError(f"{file}{line}: invalid YAML: {getattr(err, 'problem', err)}") from None
+        raise InputError(yaml_message(err, str(file))) from None
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"--config: cannot read {str(file)!r}: {err}") from None
     config = parse_config(data, str(file))

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from perllm.config_errors import to_kebab, validation_message
+from perllm.config_errors import to_kebab, validation_message, yaml_message
 from perllm.domain import PowerSpec, ServerPerf
 from perllm.errors import InputError
 
@@ -83,7 +83,7 @@ def read_profile(path: str | Path) -> ProfileFile:
     except OSError as err:
         raise InputError(f"{source}: cannot read profile: {err.strerror}") from None
     except yaml.YAMLError as err:
-        raise InputError(f"{source}: invalid YAML: {getattr(err, 'problem', err)}") from None
+        raise InputError(yaml_message(err, source)) from None
     if not isinstance(data, dict):
         raise InputError(f"{source}: a profile must be a YAML mapping")
     try:

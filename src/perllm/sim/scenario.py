@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from perllm.config_errors import KebabModel, validation_message
+from perllm.config_errors import KebabModel, validation_message, yaml_message
 from perllm.domain import EnergyWeights, LinkSpec, PowerSpec, ServerPerf, ServerSpec, Tier
 from perllm.errors import InputError
 from perllm.perf.catalog import HARDWARE, MODELS
@@ -340,9 +340,7 @@ def load(name_or_path: str) -> Cluster:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise InputError(f"{source}{line}: invalid YAML: {getattr(err, 'problem', err)}") from None
+        raise InputError(yaml_message(err, source)) from None
     return build(parse(data, source), source)
 
 

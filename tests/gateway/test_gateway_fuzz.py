@@ -1,0 +1,296 @@
+"""Property-based fuzzing (hypothesis): bad input gets a clean answer naming the problem.
+
+- Calls: chat and completion bodies (near-valid, and arbitrary JSON or bytes) with scheduling
+  headers, sent to a live gateway on loopback (an instant emulator behind it). Every answer is
+  2xx, or a 4xx OpenAI-style JSON error whose message names a field; never a 5xx, never a
+  traceback, nothing logged at error level; the gateway is healthy afterwards.
+- Configs: the gateway's YAML and a scenario's YAML, mutated from valid ones (values replaced
+  by arbitrary JSON values, keys dropped or added) or arbitrary text. Loading either succeeds or
+  raises one clean, one-line :class:`~perllm.errors.InputError`.
+
+Example counts are bounded and derandomized: the same examples on every run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from perllm.errors import InputError
+from perllm.gateway import create_app
+from perllm.gateway.config import GatewayConfig, load_config
+from perllm.policies.registry import make_policy
+from perllm.sim import scenario
+
+CALL_EXAMPLES = 300
+CONFIG_EXAMPLES = 200
+FUZZ = settings(
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+# What an error message may name: a body field, a header, or the body itself.
+FIELDS = (
+    "model",
+    "messages",
+    "prompt",
+    "max_tokens",
+    "max_completion_tokens",
+    "stream",
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "priority",
+    "header",
+    "body",
+    "JSON",
+)
+
+LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers(-10_000, 10_000)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20)
+)
+VALUES = st.recursive(
+    LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+HEADER_TEXT = st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=40)
+NUMBER_TEXT = st.one_of(
+    st.floats(-1e9, 1e12, allow_nan=False).map(repr),
+    st.integers(-10, 10**9).map(str),
+    st.sampled_from(["nan", "inf", "-0", "1e400", ""]),
+    HEADER_TEXT,
+)
+CONTENT = st.one_of(
+    st.text(max_size=30),
+    st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=10)})),
+    VALUES,
+)
+MESSAGE = st.one_of(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "system", "assistant"]) | VALUES},
+        optional={"content": CONTENT},
+    ),
+    VALUES,
+)
+MAX_TOKENS = st.one_of(st.integers(-3, 48), st.sampled_from([4096, 4097, 10**9]), VALUES)
+OPTIONAL = {
+    "max_tokens": MAX_TOKENS,
+    "max_completion_tokens": MAX_TOKENS,
+    "stream": st.booleans() | VALUES,
+    "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}) | VALUES,
+    "temperature": st.floats(-1, 3) | VALUES,
+    "top_p": st.floats(-1, 2) | VALUES,
+    "presence_penalty": st.floats(-3, 3) | VALUES,
+    "priority": st.integers(-5, 5) | VALUES,
+}
+MODEL = st.one_of(st.just("m"), st.just("m"), st.just("m"), VALUES)
+CHAT = st.fixed_dictionaries(
+    {"model": MODEL}, optional={"messages": st.lists(MESSAGE, max_size=3) | VALUES, **OPTIONAL}
+)
+COMPLETION = st.fixed_dictionaries(
+    {"model": MODEL},
+    optional={"prompt": st.text(max_size=30) | st.lists(st.integers(0, 50)) | VALUES, **OPTIONAL},
+)
+HEADERS = st.fixed_dictionaries(
+    {},
+    optional={
+        "x-perllm-deadline-ms": NUMBER_TEXT,
+        "x-slo-ttft-ms": NUMBER_TEXT,
+        "x-slo-tpot-ms": NUMBER_TEXT,
+        "x-perllm-class": st.sampled_from(["default", "tight", "nope"]) | HEADER_TEXT,
+        "x-request-id": HEADER_TEXT,
+    },
+)
+
+
+@st.composite
+def calls(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
+    """(path, body bytes, headers) of one call."""
+    kind = draw(st.sampled_from(["chat", "completions"]))
+    path = "/v1/chat/completions" if kind == "chat" else "/v1/completions"
+    shape = draw(st.sampled_from(["near-valid", "near-valid", "json", "bytes"]))
+    if shape == "bytes":
+        body = draw(st.binary(max_size=64))
+    elif shape == "json":
+        body = json.dumps(draw(VALUES)).encode()
+    else:
+        body = json.dumps(draw(CHAT if kind == "chat" else COMPLETION)).encode()
+    return path, body, draw(HEADERS)
+
+
+def _check(response: httpx.Response) -> None:
+    assert "Traceback" not in response.text
+    if response.status_code < 300:
+        if response.headers["content-type"].startswith("text/event-stream"):
+            assert response.text.rstrip().endswith("data: [DONE]"), response.text[-200:]
+        else:
+            assert response.json()["choices"]
+        return
+    assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "code"}
+    assert any(word in error["message"] for word in FIELDS), error["message"]
+
+
+def test_fuzzed_calls_get_2xx_or_a_4xx_naming_a_field(
+    serve: Any, kit: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = serve(kit.emulator(kit.EDGE, time_scale=0))
+    config = kit.gateway_config([kit.backend("b", backend.url)])
+    gateway = serve(create_app(config, make_policy("round-robin"), health_checks=False))
+    seen: list[int] = []
+    with httpx.Client(base_url=gateway.url, timeout=60) as client, caplog.at_level(logging.ERROR):
+
+        @settings(FUZZ, max_examples=CALL_EXAMPLES)
+        @given(call=calls())
+        def check(call: tuple[str, bytes, dict[str, str]]) -> None:
+            path, body, headers = call
+            response = client.post(
+                path, content=body, headers={"content-type": "application/json", **headers}
+            )
+            seen.append(response.status_code)
+            _check(response)
+
+        check()
+        assert client.get("/health").status_code == 200
+        fine = client.post(
+            "/v1/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+        )
+        assert fine.status_code == 200
+    assert len(seen) == CALL_EXAMPLES
+    assert 200 in seen and any(400 <= s < 500 for s in seen)  # both kinds were exercised
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors[0].getMessage()
+    stats = httpx.get(gateway.url + "/stats").json()
+    assert stats["in_flight"] == 0
+
+
+VALID_GATEWAY: dict[str, Any] = {
+    "backends": [
+        {
+            "name": "edge",
+            "url": "http://127.0.0.1:8001",
+            "tier": "edge",
+            "models": {"m": "llama-2-7b"},
+            "hardware": "rtx-3090",
+            "model": "llama-2-7b",
+            "dtype": "q4",
+            "link": {"bandwidth-mbps": 100, "rtt-ms": 4},
+            "max-tokens": 2048,
+        }
+    ],
+    "policy": {"type": "cs-ucb", "params": {"exploration": 0.3}},
+    "classes": {"default": {"deadline-ms": 30000, "output-tokens": 128}},
+    "api-keys": ["k"],
+    "metrics-auth": True,
+    "limits": {"max-body-bytes": 1000, "per-key": {"concurrency": 4, "rate-rps": 2.0}},
+    "timeouts": {"request-s": 60, "deadline-factor": 10, "drain-s": 5},
+    "health": {"interval-s": 5},
+}
+VALID_SCENARIO: dict[str, Any] = yaml.safe_load(
+    (Path(scenario.__file__).parent.parent / "scenarios" / "tiny.yaml").read_text()
+)
+
+
+def _paths(tree: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix] if prefix else []
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            found += _paths(value, (*prefix, key))
+    elif isinstance(tree, list):
+        for index, value in enumerate(tree):
+            found += _paths(value, (*prefix, index))
+    return found
+
+
+@st.composite
+def mutated(draw: st.DrawFn, base: dict[str, Any]) -> Any:
+    """``base`` with one to three nodes replaced, dropped, or given an unknown sibling."""
+    tree = copy.deepcopy(base)
+    for _ in range(draw(st.integers(1, 3))):
+        paths = _paths(tree)
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        parent = tree
+        for step in path[:-1]:
+            parent = parent[step]
+        action = draw(st.sampled_from(["replace", "replace", "drop", "add"]))
+        if action == "replace":
+            parent[path[-1]] = draw(VALUES)
+        elif action == "drop":
+            del parent[path[-1]]
+        elif isinstance(parent, dict):
+            parent[draw(st.text(max_size=10))] = draw(VALUES)
+    return tree
+
+
+def _yaml_text(base: dict[str, Any]) -> st.SearchStrategy[str]:
+    return st.one_of(
+        mutated(base).map(lambda tree: yaml.safe_dump(tree, allow_unicode=True)),
+        mutated(base).map(lambda tree: yaml.safe_dump(tree, allow_unicode=True)),
+        st.text(max_size=80),
+    )
+
+
+def _clean(err: InputError) -> None:
+    message = str(err)
+    assert message and "\n" not in message, message
+    assert "Traceback" not in message
+
+
+def test_fuzzed_gateway_configs_load_or_fail_cleanly(tmp_path: Path) -> None:
+    file = tmp_path / "gateway.yaml"
+    outcomes: list[str] = []
+
+    @settings(FUZZ, max_examples=CONFIG_EXAMPLES)
+    @given(text=_yaml_text(VALID_GATEWAY))
+    def check(text: str) -> None:
+        file.write_text(text)
+        try:
+            assert isinstance(load_config(file), GatewayConfig)
+            outcomes.append("loaded")
+        except InputError as err:
+            _clean(err)
+            outcomes.append("refused")
+
+    check()
+    assert {"loaded", "refused"} <= set(outcomes)
+
+
+def test_fuzzed_scenarios_load_or_fail_cleanly(tmp_path: Path) -> None:
+    file = tmp_path / "scenario.yaml"
+    outcomes: list[str] = []
+
+    @settings(FUZZ, max_examples=CONFIG_EXAMPLES)
+    @given(text=_yaml_text(VALID_SCENARIO))
+    def check(text: str) -> None:
+        file.write_text(text)
+        try:
+            scenario.load(str(file))
+            outcomes.append("loaded")
+        except InputError as err:
+            _clean(err)
+            outcomes.append("refused")
+
+    check()
+    assert {"loaded", "refused"} <= set(outcomes)
