@@ -87,6 +87,8 @@ class ChaosReport:
     exit_codes: dict[str, int | None] = field(default_factory=dict)
     lost_examples: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    endings: dict[str, str] = field(default_factory=dict)  # request id -> client ending
+    pairs: Counter[tuple[str, str]] = field(default_factory=Counter)  # (client, gateway log)
 
     @property
     def ok(self) -> bool:
@@ -383,6 +385,7 @@ async def _load(
                 call = queue.get_nowait()
                 ending, detail, seconds = await _call(client, call, settings.client_timeout_s)
                 report.client[ending] += 1
+                report.endings[call.request_id] = ending
                 if ending == "answered":
                     report.deadline_checked += 1
                     report.deadlines_met += seconds * 1000.0 <= call.deadline_ms
@@ -430,6 +433,22 @@ def render(report: ChaosReport) -> str:
         "exit codes after one SIGTERM: "
         + ", ".join(f"{k} {v}" for k, v in report.exit_codes.items()),
     ]
+    expected = {
+        ("answered", "answered"),
+        ("clean error", "error"),
+        ("clean error", "stream-error"),
+        ("dropped", "abandoned"),
+    }
+    others = {pair: n for pair, n in report.pairs.items() if pair not in expected}
+    lines.append(
+        "client ending vs the gateway's logged outcome, per request id: "
+        + (
+            ", ".join(f"{n} {c} -> {g}" for (c, g), n in sorted(others.items()))
+            + " (the rest agree)"
+            if others
+            else "all agree"
+        )
+    )
     if report.lost_examples:
         lines += ["", "lost or hung:", *(f"  {e}" for e in report.lost_examples)]
     lines.append(f"\nverdict: {'PASS' if report.ok else 'FAIL'} (lost = 0, hung = 0)")
