@@ -330,14 +330,16 @@ async def run_chaos(settings: ChaosSettings, workdir: Path) -> ChaosReport:
         for emulator in emulators:
             report.exit_codes[emulator.name] = await emulator.stop()
     report.elapsed_s = time.monotonic() - started
-    logged = Counter(
-        m.group(1)
-        for line in gateway_log.read_text().splitlines()
-        if (m := OUTCOME_LINE.search(line))
-    )
+    lines = gateway_log.read_text().splitlines()
+    matches = [m for line in lines if (m := OUTCOME_LINE.search(line))]
+    logged = Counter(m.group(1) for m in matches)
+    outcome = {m.group(1): m.group(2) for m in matches}
     ids = {c.request_id for c in calls}
     report.logged_once = sum(logged[i] == 1 for i in ids)
     report.logged_other = len(ids) - report.logged_once
+    report.pairs = Counter(
+        (ending, outcome.get(rid, "none")) for rid, ending in report.endings.items()
+    )
     return report
 
 
@@ -440,6 +442,8 @@ def render(report: ChaosReport) -> str:
         ("dropped", "abandoned"),
     }
     others = {pair: n for pair, n in report.pairs.items() if pair not in expected}
+    if not report.pairs:
+        others = {("?", "?"): total}
     lines.append(
         "client ending vs the gateway's logged outcome, per request id: "
         + (
