@@ -2,8 +2,9 @@
 
 - Calls: chat and completion bodies (near-valid, and arbitrary JSON or bytes) with scheduling
   headers, sent to a live gateway on loopback (an instant emulator behind it). Every answer is
-  2xx, or a 4xx OpenAI-style JSON error whose message names a field; never a 5xx, never a
-  traceback, nothing logged at error level; the gateway is healthy afterwards.
+  2xx, or a 4xx OpenAI-style JSON error whose message names a field (or a 504 naming the time
+  limit, when a drawn deadline is too short for it); never another 5xx, never a traceback,
+  nothing logged at error level; the gateway is healthy afterwards.
 - Configs: the gateway's YAML and a scenario's YAML, mutated from valid ones (values replaced
   by arbitrary JSON values, keys dropped or added) or arbitrary text. Loading either succeeds or
   raises one clean, one-line :class:`~perllm.errors.InputError`.
@@ -31,8 +32,8 @@ from perllm.gateway.config import GatewayConfig, load_config
 from perllm.policies.registry import make_policy
 from perllm.sim import scenario
 
-CALL_EXAMPLES = 300
-CONFIG_EXAMPLES = 200
+CALL_EXAMPLES = 500
+CONFIG_EXAMPLES = 300
 FUZZ = settings(
     derandomize=True,
     deadline=None,
@@ -78,47 +79,76 @@ NUMBER_TEXT = st.one_of(
     st.sampled_from(["nan", "inf", "-0", "1e400", ""]),
     HEADER_TEXT,
 )
-CONTENT = st.one_of(
-    st.text(max_size=30),
-    st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=10)})),
-    VALUES,
-)
-MESSAGE = st.one_of(
-    st.fixed_dictionaries(
-        {"role": st.sampled_from(["user", "system", "assistant"]) | VALUES},
-        optional={"content": CONTENT},
-    ),
-    VALUES,
-)
-MAX_TOKENS = st.one_of(st.integers(-3, 48), st.sampled_from([4096, 4097, 10**9]), VALUES)
-OPTIONAL = {
-    "max_tokens": MAX_TOKENS,
-    "max_completion_tokens": MAX_TOKENS,
-    "stream": st.booleans() | VALUES,
-    "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}) | VALUES,
-    "temperature": st.floats(-1, 3) | VALUES,
-    "top_p": st.floats(-1, 2) | VALUES,
-    "presence_penalty": st.floats(-3, 3) | VALUES,
-    "priority": st.integers(-5, 5) | VALUES,
+ROLES = st.sampled_from(["user", "system", "assistant"])
+PARTS = st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=10)}))
+MESSAGE = st.fixed_dictionaries({"role": ROLES, "content": st.text(max_size=30) | PARTS})
+VALID_OPTIONAL = {
+    "max_tokens": st.integers(1, 48) | st.just(4096),
+    "stream": st.booleans(),
+    "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}),
+    "temperature": st.floats(0, 2),
+    "top_p": st.floats(0, 1),
+    "presence_penalty": st.floats(-2, 2),
 }
-MODEL = st.one_of(st.just("m"), st.just("m"), st.just("m"), VALUES)
-CHAT = st.fixed_dictionaries(
-    {"model": MODEL}, optional={"messages": st.lists(MESSAGE, max_size=3) | VALUES, **OPTIONAL}
+VALID_CHAT = st.fixed_dictionaries(
+    {"model": st.just("m"), "messages": st.lists(MESSAGE, min_size=1, max_size=3)},
+    optional=VALID_OPTIONAL,
 )
-COMPLETION = st.fixed_dictionaries(
-    {"model": MODEL},
-    optional={"prompt": st.text(max_size=30) | st.lists(st.integers(0, 50)) | VALUES, **OPTIONAL},
+VALID_COMPLETION = st.fixed_dictionaries(
+    {"model": st.just("m"), "prompt": st.text(max_size=30) | st.lists(st.integers(0, 50))},
+    optional=VALID_OPTIONAL,
 )
-HEADERS = st.fixed_dictionaries(
-    {},
-    optional={
-        "x-perllm-deadline-ms": NUMBER_TEXT,
-        "x-slo-ttft-ms": NUMBER_TEXT,
-        "x-slo-tpot-ms": NUMBER_TEXT,
-        "x-perllm-class": st.sampled_from(["default", "tight", "nope"]) | HEADER_TEXT,
-        "x-request-id": HEADER_TEXT,
-    },
+# Fields a poisoned body gets wrong: each set to an arbitrary value, an edge value, or dropped.
+POISONED = (
+    "model",
+    "messages",
+    "prompt",
+    "max_tokens",
+    "max_completion_tokens",
+    "stream",
+    "stream_options",
+    "temperature",
+    "top_p",
+    "frequency_penalty",
+    "priority",
 )
+EDGES = st.sampled_from([0, -1, 10**9, 4097, 2.5, "", "m", [], {}, None, True, float("nan")])
+VALID_HEADERS = {
+    "x-perllm-deadline-ms": st.floats(1, 1e6).map(repr),
+    "x-slo-ttft-ms": st.floats(0, 1e4).map(repr),
+    "x-slo-tpot-ms": st.floats(0, 100).map(repr),
+    "x-perllm-class": st.sampled_from(["default", "tight"]),
+    "x-request-id": st.text(st.sampled_from("abcXYZ019._:-"), min_size=1, max_size=40),
+}
+BAD_HEADERS = {
+    "x-perllm-deadline-ms": NUMBER_TEXT,
+    "x-slo-ttft-ms": NUMBER_TEXT,
+    "x-slo-tpot-ms": NUMBER_TEXT,
+    "x-perllm-class": st.sampled_from(["nope", ""]) | HEADER_TEXT,
+    "x-request-id": HEADER_TEXT | st.just("a" * 200),
+}
+
+
+@st.composite
+def bodies(draw: st.DrawFn, kind: str) -> Any:
+    """A valid body, with none, one or two fields poisoned."""
+    body = draw(VALID_CHAT if kind == "chat" else VALID_COMPLETION)
+    for field in draw(st.lists(st.sampled_from(POISONED), max_size=2, unique=True)):
+        if draw(st.booleans()):
+            body[field] = draw(VALUES | EDGES)
+        else:
+            body.pop(field, None)
+    return body
+
+
+@st.composite
+def headers(draw: st.DrawFn) -> dict[str, str]:
+    """Scheduling headers: mostly valid, sometimes one of them wrong."""
+    chosen = draw(st.lists(st.sampled_from(sorted(VALID_HEADERS)), max_size=3, unique=True))
+    bad = draw(st.sampled_from([None, *chosen])) if chosen else None
+    return {
+        name: draw(BAD_HEADERS[name] if name == bad else VALID_HEADERS[name]) for name in chosen
+    }
 
 
 @st.composite
@@ -126,14 +156,14 @@ def calls(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
     """(path, body bytes, headers) of one call."""
     kind = draw(st.sampled_from(["chat", "completions"]))
     path = "/v1/chat/completions" if kind == "chat" else "/v1/completions"
-    shape = draw(st.sampled_from(["near-valid", "near-valid", "json", "bytes"]))
+    shape = draw(st.sampled_from(["near-valid"] * 6 + ["json", "bytes"]))
     if shape == "bytes":
         body = draw(st.binary(max_size=64))
     elif shape == "json":
         body = json.dumps(draw(VALUES)).encode()
     else:
-        body = json.dumps(draw(CHAT if kind == "chat" else COMPLETION)).encode()
-    return path, body, draw(HEADERS)
+        body = json.dumps(draw(bodies(kind))).encode()
+    return path, body, draw(headers())
 
 
 def _check(response: httpx.Response) -> None:
@@ -144,8 +174,11 @@ def _check(response: httpx.Response) -> None:
         else:
             assert response.json()["choices"]
         return
-    assert 400 <= response.status_code < 500, (response.status_code, response.text)
     error = response.json()["error"]
+    if response.status_code == 504:  # a drawn deadline too short: the call's time limit passed
+        assert error["code"] == "timeout" and "time limit" in error["message"], error
+        return
+    assert 400 <= response.status_code < 500, (response.status_code, response.text)
     assert set(error) == {"message", "type", "code"}
     assert any(word in error["message"] for word in FIELDS), error["message"]
 
@@ -224,7 +257,8 @@ def _paths(tree: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 
 @st.composite
 def mutated(draw: st.DrawFn, base: dict[str, Any]) -> Any:
-    """``base`` with one to three nodes replaced, dropped, or given an unknown sibling."""
+    """``base`` with one to three nodes changed (a number for another, or any value),
+    dropped, or given an unknown sibling."""
     tree = copy.deepcopy(base)
     for _ in range(draw(st.integers(1, 3))):
         paths = _paths(tree)
@@ -234,8 +268,16 @@ def mutated(draw: st.DrawFn, base: dict[str, Any]) -> Any:
         parent = tree
         for step in path[:-1]:
             parent = parent[step]
-        action = draw(st.sampled_from(["replace", "replace", "drop", "add"]))
-        if action == "replace":
+        action = draw(st.sampled_from(["tweak", "tweak", "replace", "drop", "add"]))
+        if action == "tweak":  # a number for a number: often still valid, so built further
+            old = parent[path[-1]]
+            if isinstance(old, bool) or not isinstance(old, int | float):
+                parent[path[-1]] = draw(VALUES)
+            elif isinstance(old, int):
+                parent[path[-1]] = draw(st.integers(-2, 64))
+            else:
+                parent[path[-1]] = draw(st.floats(-1.0, 1e4))
+        elif action == "replace":
             parent[path[-1]] = draw(VALUES)
         elif action == "drop":
             del parent[path[-1]]

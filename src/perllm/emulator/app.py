@@ -65,9 +65,13 @@ def _error(status: int, message: str, code: str) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-def _prompt_chars(body: dict[str, Any]) -> int:
-    if "messages" in body:
-        return sum(len(str(m.get("content", ""))) for m in body["messages"] if isinstance(m, dict))
+def _prompt_chars(kind: str, body: dict[str, Any]) -> int:
+    """The prompt's length in characters: the chat messages' contents, or the prompt."""
+    if kind == "chat":
+        messages = body.get("messages")
+        if not isinstance(messages, list):
+            return 0
+        return sum(len(str(m.get("content", ""))) for m in messages if isinstance(m, dict))
     prompt = body.get("prompt", "")
     return len(prompt) if isinstance(prompt, str) else len(json.dumps(prompt))
 
@@ -153,7 +157,7 @@ class _Emulator:
         priority = body.get("priority", 0)
         if not isinstance(priority, int) or isinstance(priority, bool):
             return _error(400, "'priority' must be an integer", "bad_priority")
-        prompt_tokens = max(1, math.ceil(_prompt_chars(body) / 4))
+        prompt_tokens = max(1, math.ceil(_prompt_chars(kind, body) / 4))
         if self.rtt_s > 0:
             await asyncio.sleep(self.rtt_s * self.engine.time_scale)
         stream = self.engine.submit(prompt_tokens, max_tokens, priority)
