@@ -252,7 +252,7 @@ def create_app(
                 gw.dispatcher.dispatch(call, ticket),
                 request.receive,
                 ticket,
-                gw.dispatcher.stopping,
+                gw.dispatcher.waiting,
             )
         except ApiError as err:
             gw.metrics.answered("none", err.status)

@@ -118,7 +118,7 @@ class Dispatcher:
         self.active = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self.stopping = asyncio.Event()  # set when calls still in flight must end now
+        self.waiting: set[Ticket] = set()  # calls awaiting their upstream work (see watch)
         self._streams: set[StreamProgress] = set()
 
     def make_request(self, call: Call) -> RouterRequest:
@@ -346,7 +346,8 @@ class Dispatcher:
     def stop_all(self, reason: str) -> None:
         """End every call in flight now: streams with an SSE error event saying ``reason``,
         the others (see :func:`perllm.gateway.watch.watched`) with a ``503``."""
-        self.stopping.set()
+        for ticket in list(self.waiting):
+            ticket.interrupt("shutdown")
         for progress in list(self._streams):
             progress.stop(reason)
 

@@ -15,6 +15,7 @@ ending and ignores any later one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -51,7 +52,7 @@ def request_id(headers: Mapping[str, str]) -> str:
     return given
 
 
-@dataclass(slots=True)
+@dataclass(eq=False, slots=True)
 class Ticket:
     """One call's identity, time limit and ending.
 
@@ -65,6 +66,7 @@ class Ticket:
     on_end: list[Callable[[Outcome], None]] = field(default_factory=list)
     cancelled_for: Literal["abandoned", "timeout", "shutdown"] | None = None
     outcome: Outcome | None = None
+    task: asyncio.Task[object] | None = None  # the task awaiting the call's upstream work
 
     @property
     def deadline_at(self) -> float:
@@ -73,6 +75,13 @@ class Ticket:
 
     def remaining_s(self) -> float:
         return max(self.deadline_at - time.monotonic(), 0.0)
+
+    def interrupt(self, reason: Literal["abandoned", "timeout", "shutdown"]) -> None:
+        """Cancel the call's upstream work now (once), saying why in ``cancelled_for``."""
+        if self.task is None or self.cancelled_for is not None:
+            return
+        self.cancelled_for = reason
+        self.task.cancel()
 
     def end(self, outcome: Outcome, status: int | str, detail: str = "") -> None:
         """Record how the call ended (only the first call counts)."""
