@@ -288,7 +288,7 @@ class Dispatcher:
         name = self.names[attempt.decision.server]
         outcome = progress.outcome
         status = {"ok": "200", "failed": "error", "timeout": "timeout"}.get(outcome, "client-gone")
-        if progress.stopping:
+        if progress.stop_code == "shutting_down":
             status = "shutdown"
         self.metrics.answered(name, status)
         if outcome == "client-gone":

@@ -168,15 +168,21 @@ class StreamProgress:
     tail: bytes = b""
     outcome: str = "client-gone"
     error: str = ""
-    stopping: str = ""
-    _timer: asyncio.Timeout | None = field(default=None, repr=False)
+    stopping: str = ""  # why the stream is being ended early (time limit, shutdown)
+    stop_code: str = ""
+    _reader: asyncio.Task[object] | None = field(default=None, repr=False)
+    _interrupted: bool = field(default=False, repr=False)
     _finished: bool = field(default=False, repr=False)
 
-    def stop(self, reason: str) -> None:
-        """End the stream now with an SSE error saying ``reason`` (e.g. a shutdown)."""
-        self.stopping = reason
-        if self._timer is not None:
-            self._timer.reschedule(asyncio.get_running_loop().time())
+    def stop(self, reason: str, code: str = "shutting_down") -> None:
+        """End the stream now with an SSE error saying ``reason`` (a shutdown, the time limit):
+        a relay waiting for a chunk is interrupted, one sending a chunk stops after it."""
+        if self.stopping:
+            return
+        self.stopping, self.stop_code = reason, code
+        if self._reader is not None:
+            self._interrupted = True
+            self._reader.cancel()
 
     def add(self, chunk: bytes) -> None:
         self.size_bytes += len(chunk)
@@ -211,30 +217,41 @@ async def relay(
 ) -> AsyncGenerator[bytes, None]:
     """Pass a streamed body through as it arrives; end it with an SSE error if it breaks or
     outlasts ``remaining_s`` (the rest of the call's time limit)."""
-    deadline = None if math.isinf(remaining_s) else asyncio.get_running_loop().time() + remaining_s
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    limit = f"the call's time limit of {remaining_s:.3f} s passed"
+    # One timer for the whole stream (not one per chunk): it interrupts the wait for a chunk.
+    timer = (
+        None
+        if math.isinf(remaining_s)
+        else loop.call_later(remaining_s, progress.stop, limit, "timeout")
+    )
     try:
         progress.add(first)
         yield first
         while not progress.stopping:
+            progress._reader = task
             try:
-                async with asyncio.timeout_at(deadline) as progress._timer:
-                    chunk = await anext(chunks)
+                chunk = await anext(chunks)
             except StopAsyncIteration:
                 break
+            except asyncio.CancelledError:
+                if not progress._interrupted or task is None or task.uncancel() > 0:
+                    raise  # cancelled from outside (the client went away)
+                break
             finally:
-                progress._timer = None
+                progress._reader = None
             progress.add(chunk)
             yield chunk
-        else:
+        if progress.stopping:
             raise TimeoutError
         progress.outcome = "ok"
     except TimeoutError:
         progress.outcome = "timeout"
-        progress.error = progress.stopping or f"the call's time limit of {remaining_s:.3f} s passed"
+        progress.error = progress.stopping
         await close_quietly(response)
         progress.finish()
-        code = "shutting_down" if progress.stopping else "timeout"
-        yield sse_error(f"backend {backend}: {progress.error}", code)
+        yield sse_error(f"backend {backend}: {progress.error}", progress.stop_code)
     except Exception as err:  # after the headers went out, any failure ends the stream cleanly
         progress.outcome = "failed"
         progress.error = describe(err)
@@ -244,5 +261,7 @@ async def relay(
         progress.finish()  # before the client hears of the failure (and perhaps calls again)
         yield sse_error(f"backend {backend} failed mid-stream: {progress.error}")
     finally:
+        if timer is not None:
+            timer.cancel()
         progress.finish()
         await close_quietly(response)
