@@ -9,7 +9,7 @@ learned. For a request ``r`` of class ``c`` with deadline ``D``:
 
 1. **Model**: ``T(s, z)`` the estimated processing time, ``M(s, z)`` the estimated marginal
    weighted energy of adding ``r`` to ``s`` now (transmission, plus the extra power of a busier
-   server over the extra time, see :func:`~perllm.policies.estimates.marginal_inference_j`): a
+   server over the extra time, see :mod:`perllm.policies.estimates`): a
    busy GPU is cheap per request, an idle one pays for its whole step.
 2. **Learned corrections**: the log-ratio of observed to estimated processing time per
    ``(c, s, crowded)``, ``l_T`` (``crowded``: the server's batch at least half full when the
@@ -47,7 +47,9 @@ arm that is clearly worse even optimistically is left alone. Pessimism on the co
 the deadlines: an arm is trusted to be fast only as far as its observations say. Output lengths
 are learned per class as running means (a router cannot know them in advance).
 
-Each update costs ``O(1)`` and each decision ``O(arms)`` vectorised.
+Each update costs ``O(1)`` and each decision ``O(arms)``: the estimate, the bounds and the
+choice are compiled loops over the servers (numba), 16 us median and 45 us p99 at 100 servers
+(``benchmarks/decision_speed.py``).
 
 Parameters: ``confidence`` (beta on time) and ``exploration`` (beta on energy), in standard
 errors, both 1.0; ``prior-log-sd`` = 0.3 (a datasheet within about 30%); ``share-levels`` = (1.0,)
@@ -69,6 +71,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 from pydantic import Field, field_validator
 
 from perllm.domain import (
@@ -77,10 +80,11 @@ from perllm.domain import (
     ClusterView,
     Decision,
     Feedback,
+    LoadArrays,
     RouterRequest,
 )
 from perllm.policies.base import PolicyConfig
-from perllm.policies.estimates import OutputLengths, ServerTable, estimate, fits_memory
+from perllm.policies.estimates import Estimate, OutputLengths, ServerTable, estimate
 from perllm.policies.outstanding import Outstanding
 
 Array = npt.NDArray[np.float64]
@@ -104,6 +108,34 @@ class CsUcbConfig(PolicyConfig):
         if not value or any(not z > 0 for z in value):
             raise ValueError("share levels must be a non-empty list of positive numbers")
         return value
+
+
+@njit(cache=True)
+def _observe(  # pragma: no cover - compiled; tested through LogRatioStats
+    count: Array,
+    total: Array,
+    total_sq: Array,
+    upper: Array,
+    lower: Array,
+    row: int,
+    server: int,
+    log_ratio: float,
+    confidence: float,
+    prior_sd: float,
+) -> None:
+    """Add ``log_ratio`` to the statistics of ``(row, server)`` (none when it is NaN) and
+    refresh its bounds."""
+    if log_ratio == log_ratio:
+        count[row, server] += 1.0
+        total[row, server] += log_ratio
+        total_sq[row, server] += log_ratio * log_ratio
+    n = count[row, server]
+    mean = total[row, server] / n
+    var = total_sq[row, server] / n - mean * mean
+    sd = math.sqrt(max(var, 0.0)) if n >= 2 else prior_sd
+    width = confidence * sd / math.sqrt(n)
+    upper[row, server] = math.exp(mean + width)
+    lower[row, server] = math.exp(mean - width)
 
 
 class LogRatioStats:
@@ -134,19 +166,18 @@ class LogRatioStats:
 
     def observe(self, row: int, server: int, log_ratio: float) -> None:
         self.ensure_rows(row + 1)
-        self.count[row, server] += 1.0
-        self.total[row, server] += log_ratio
-        self.total_sq[row, server] += log_ratio * log_ratio
-        self._refresh(row, server)
-
-    def _refresh(self, row: int, server: int) -> None:
-        n = self.count[row, server]
-        mean = self.total[row, server] / n
-        var = self.total_sq[row, server] / n - mean * mean
-        sd = math.sqrt(max(var, 0.0)) if n >= 2 else self.prior_sd
-        width = self.confidence * sd / math.sqrt(n)
-        self.upper[row, server] = math.exp(mean + width)
-        self.lower[row, server] = math.exp(mean - width)
+        _observe(
+            self.count,
+            self.total,
+            self.total_sq,
+            self.upper,
+            self.lower,
+            row,
+            server,
+            log_ratio,
+            self.confidence,
+            self.prior_sd,
+        )
 
     def state(self) -> dict[str, Any]:
         return {
@@ -168,7 +199,122 @@ class LogRatioStats:
         self.total = np.array(state["total"], dtype=float).reshape(-1, n)
         self.total_sq = np.array(state["total_sq"], dtype=float).reshape(-1, n)
         for row, server in zip(*np.nonzero(self.count), strict=True):
-            self._refresh(int(row), int(server))
+            _observe(
+                self.count,
+                self.total,
+                self.total_sq,
+                self.upper,
+                self.lower,
+                row,
+                server,
+                np.nan,
+                self.confidence,
+                self.prior_sd,
+            )
+
+
+def _is_crowded(loads: LoadArrays, table: ServerTable, server: int) -> bool:
+    """The server's batch at least half full (where every newcomer's prefill stalls it)."""
+    return bool(loads.running[server] + loads.queued[server] >= 0.5 * table.max_batch[server])
+
+
+def _choose(
+    est: Estimate,
+    packed: Array,
+    loads: LoadArrays,
+    need_tokens: float,
+    calm: Array,
+    crowded: Array,
+    energy_lower: Array,
+    w_transmission: float,
+    deadline_s: float,
+    prefer_free_slots: bool,
+) -> tuple[int, int, npt.NDArray[np.bool_]]:
+    """Steps 3 and 4 of the module docstring: ``(arm, late, passing)``, the chosen feasible
+    arm (-1 if none), the arm where the request would end soonest, and the servers with no
+    feasible arm that a priority queue might let it pass."""
+    arm, late, passing = _choose_kernel(
+        est.processing_s,
+        est.queue_s,
+        est.marginal_j,
+        est.transmission_j,
+        packed,
+        loads.running,
+        loads.queued,
+        loads.tokens_in_flight,
+        loads.healthy,
+        need_tokens,
+        calm,
+        crowded,
+        energy_lower,
+        w_transmission,
+        deadline_s,
+        prefer_free_slots,
+    )
+    return int(arm), int(late), passing
+
+
+@njit(cache=True)
+def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.select
+    processing: Array,
+    queue: Array,
+    marginal: Array,
+    transmission: Array,
+    packed: Array,
+    running: Array,
+    queued: Array,
+    tokens_in_flight: Array,
+    healthy: npt.NDArray[np.bool_],
+    need_tokens: float,
+    calm: Array,
+    crowded: Array,
+    energy_lower: Array,
+    w_transmission: float,
+    deadline_s: float,
+    prefer_free_slots: bool,
+) -> tuple[int, int, npt.NDArray[np.bool_]]:
+    k, n = processing.shape
+    feasible = np.zeros((k, n), dtype=np.bool_)
+    passing = np.zeros(n, dtype=np.bool_)
+    any_usable = False
+    any_feasible = False
+    any_now = False
+    late, late_any = -1, -1
+    late_t, late_any_t = np.inf, np.inf
+    for s in range(n):
+        max_batch = packed[6, s]
+        usable = healthy[s] and tokens_in_flight[s] + need_tokens <= packed[13, s]
+        any_usable = any_usable or usable
+        slow = crowded[s] if running[s] + queued[s] >= 0.5 * max_batch else calm[s]
+        server_feasible = False
+        for z in range(k):
+            t_ucb = processing[z, s] * slow
+            # np.argmin's order: the first NaN, else the first least value.
+            if late_any < 0 or (not t_ucb >= late_any_t and late_any_t == late_any_t):
+                late_any, late_any_t = s * k + z, t_ucb
+            if usable and (late < 0 or (not t_ucb >= late_t and late_t == late_t)):
+                late, late_t = s * k + z, t_ucb
+            if usable and t_ucb <= deadline_s:
+                feasible[z, s] = True
+                server_feasible = True
+        any_feasible = any_feasible or server_feasible
+        any_now = any_now or (server_feasible and queue[s] <= 0.0)
+        passing[s] = usable and queued[s] > 0 and not server_feasible
+    if not any_feasible:
+        return -1, late if any_usable else late_any, passing
+    only_now = prefer_free_slots and any_now
+    best, best_e = -1, np.inf
+    for s in range(n):
+        if only_now and not queue[s] <= 0.0:
+            continue
+        for z in range(k):
+            if not feasible[z, s]:
+                continue
+            inference = marginal[z, s] - w_transmission * transmission[z, s]
+            e_lcb = marginal[z, s] + inference * (energy_lower[s] - 1.0)
+            if best < 0 or (not e_lcb >= best_e and best_e == best_e):
+                best, best_e = s * k + z, e_lcb
+    return best, late, passing
 
 
 class CsUcbPolicy:
@@ -218,42 +364,27 @@ class CsUcbPolicy:
         loads = view.load_arrays()
         expected = self.lengths.expected(request.service_class)
         priority = self._deadline_priority(request)
-        usable = (loads.healthy & fits_memory(table, loads, request, expected))[:, None]
         est = estimate(table, loads, request, expected, self.shares, view.weights)
-        # Time corrections per class, server and how full the server's batch is (a crowded
-        # batch stalls for every newcomer's prefill, which the estimate does not model).
-        crowded = loads.running + loads.queued >= 0.5 * table.max_batch
-        slow = np.where(crowded, times.upper[2 * row + 1], times.upper[2 * row])[:, None]
-        t_ucb = est.processing_s.T * slow
-        feasible = usable & (t_ucb <= request.deadline_s)
-        # A queue served by priority lets the request pass the queued ones that come later:
-        # where waiting behind all of them is too slow, count only those that go first.
-        passing = usable[:, 0] & ~feasible.any(axis=1) & (loads.queued > 0)
+        calm, crowded = times.upper[2 * row], times.upper[2 * row + 1]
+        need = request.prompt_tokens + expected
+        args = (table.packed, loads, need, calm, crowded, energy.lower[0])
+        weights, deadline, prefer = view.weights, request.deadline_s, self.config.prefer_free_slots
+        arm, late, passing = _choose(est, *args, weights.transmission, deadline, prefer)
         if priority and passing.any():
+            # A queue served by priority lets the request pass the queued ones that come
+            # later: where waiting behind all of them is too slow, count only those that go
+            # first.
             ahead = self.outstanding.queued_ahead(loads, priority, passing)
             est = estimate(table, loads, request, expected, self.shares, view.weights, ahead)
-            t_ucb = est.processing_s.T * slow
-            feasible = usable & (t_ucb <= request.deadline_s)
-        # Work on (servers, shares) so that arm = server * shares + level after ravel().
-        inference = est.marginal_j - view.weights.transmission * est.transmission_j
-        e_lcb = (est.marginal_j + inference * (energy.lower[0] - 1.0)).T
-        if feasible.any():
-            # Where the request starts at once (a free batch slot, or only later deadlines queued
-            # ahead) its estimate holds best and it delays nobody: such arms go first, and a
-            # queue is joined only when none is left.
-            starts_now = feasible & (est.queue_s <= 0.0)[:, None]
-            if self.config.prefer_free_slots and starts_now.any():
-                feasible = starts_now
-            arm = int(np.argmin(np.where(feasible, e_lcb, np.inf)))
-        elif view.admission_control:
-            return REJECT
-        else:
-            late = np.where(usable, t_ucb, np.inf) if usable.any() else t_ucb
-            arm = int(np.argmin(late))
+            arm, late, _ = _choose(est, *args, weights.transmission, deadline, prefer)
+        if arm < 0:
+            if view.admission_control:
+                return REJECT
+            arm = late
             priority += DEFLECTED_PRIORITY
         server, level = divmod(arm, len(self.shares))
         self.outstanding.add(request.id, server, priority)
-        self._crowded[request.id] = bool(crowded[server])
+        self._crowded[request.id] = _is_crowded(loads, table, server)
         return Decision(
             server=server,
             share=float(self.shares[level]),
