@@ -3,8 +3,9 @@
 Run: ``python benchmarks/decision_speed.py [--decisions N]``. Loads are redrawn at random between
 decisions (outside the timed region) so that policies see changing state; feedback for each
 decision is given right after it, inside the timed region. One decision before the timed ones
-loads the compiled kernels (numba compiles them on a machine's first run, then caches them). The oracle is left out: it needs the
-simulator's clairvoyant view and its cost is the simulation of every server forward.
+loads the compiled kernels (numba compiles them on a machine's first run, then caches them).
+The oracle is left out: it needs the simulator's clairvoyant view and its cost is the
+simulation of every server forward.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ from perllm.experiments.robustness_runs import (
     run_task,
 )
 from perllm.experiments.show import progress_bar
-from perllm.policies.registry import ENTRIES, REGISTRY, make_policy
+from perllm.policies.registry import all_entries, lookup, make_policy
 
 LOADS = (0.7, 1.0, 1.5)
 
@@ -77,7 +77,7 @@ def _arguments() -> argparse.Namespace:
 def _policies(args: argparse.Namespace) -> dict[str, tuple[str, dict[str, Any]]]:
     """Label -> (registered policy, params), from --policies, --param and --variant."""
     chosen: dict[str, tuple[str, dict[str, Any]]] = {
-        e.name: (e.name, {}) for e in ENTRIES if not e.clairvoyant or e.name == "oracle"
+        e.name: (e.name, {}) for e in all_entries() if not e.clairvoyant or e.name == "oracle"
     }
     for spec in args.variant:
         label, _, rest = spec.partition("=")
@@ -108,7 +108,7 @@ def _policies(args: argparse.Namespace) -> dict[str, tuple[str, dict[str, Any]]]
 
 
 def _contenders(chosen: dict[str, tuple[str, dict[str, Any]]]) -> list[str]:
-    return [label for label, (policy, _) in chosen.items() if not REGISTRY[policy].clairvoyant]
+    return [label for label, (policy, _) in chosen.items() if not lookup(policy).clairvoyant]
 
 
 def _run(
