@@ -73,6 +73,6 @@ def test_ray_retries_a_task_whose_worker_died(local_ray: Any, tmp_path: Path) ->
 
 
 def test_describe_names_the_executor() -> None:
-    assert ExecutorSpec("process", 3).describe() == "3 jobs"
+    assert ExecutorSpec("process", 3).describe() == "3 processes"
     assert ExecutorSpec("ray", 2).describe() == "local Ray, 2 CPUs"
     assert ExecutorSpec("ray", 2, "10.0.0.1:6379").describe() == "Ray at 10.0.0.1:6379"

@@ -56,7 +56,7 @@ class ExecutorSpec:
 
     def describe(self) -> str:
         if self.kind == "process":
-            return f"{self.workers} jobs"
+            return f"{self.workers} processes"
         if self.ray_address is None:
             return f"local Ray, {self.workers} CPUs"
         return f"Ray at {self.ray_address}"
