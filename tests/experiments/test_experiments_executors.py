@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from perllm.experiments.executors import ExecutorSpec, open_executor
+from perllm.experiments.executors import ExecutorSpec, map_in_order, open_executor
 
 SPECS = [ExecutorSpec("process", 2), ExecutorSpec("ray", 2)]
 
@@ -53,6 +53,10 @@ def test_results_come_back_under_their_keys_and_more_can_be_queued(spec: Executo
         **{("first", x): x * x for x in range(5)},
         **{("second", x): x**4 for x in (0, 2, 4)},
     }
+
+
+def test_map_in_order_keeps_the_order_of_the_items(spec: ExecutorSpec) -> None:
+    assert map_in_order(spec, square, [3, 1, 2, 0]) == [9, 1, 4, 0]
 
 
 def test_a_failed_call_raises_and_the_rest_is_abandoned(spec: ExecutorSpec) -> None:

@@ -21,7 +21,7 @@ import logging
 import multiprocessing
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +35,7 @@ __all__ = [
     "RAY_RETRIES",
     "Executor",
     "ExecutorSpec",
+    "map_in_order",
     "open_executor",
     "preflight",
 ]
@@ -93,6 +94,15 @@ def open_executor(spec: ExecutorSpec) -> Iterator[Executor]:
         pool.close(abandon=True)
         raise
     pool.close(abandon=False)
+
+
+def map_in_order(spec: ExecutorSpec, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """``[fn(item) for item in items]``, the calls run by the executor of ``spec``."""
+    with open_executor(spec) as pool:
+        for index, item in enumerate(items):
+            pool.submit(index, fn, item)
+        results = dict(pool.completed())
+    return [results[index] for index in range(len(items))]
 
 
 def _ignore_sigint() -> None:
@@ -169,7 +179,12 @@ class _RayPool:
                 try:
                     ray.init(address=address, **quiet)
                 except ConnectionError as err:
-                    raise InputError(f"--ray-address {address}: {err}") from None
+                    raise InputError(
+                        f"--ray-address {address}: {err} (if the cluster uses token "
+                        "authentication, as `ray start` does by default in recent Ray, set "
+                        "RAY_AUTH_MODE=token and its token here; on its head node, "
+                        "`--ray-address auto` finds both)"
+                    ) from None
         self._remote: dict[Callable[..., Any], Any] = {}
         self._pending: dict[Any, Any] = {}
 

@@ -31,8 +31,13 @@ def ray_address(text: str) -> str:
     return text
 
 
-def add_sweep_arguments(parser: argparse.ArgumentParser, workers_flag: str) -> None:
-    """Add ``--executor``, ``--ray-address`` and ``--resume`` (``workers_flag``: the CPUs flag)."""
+def add_sweep_arguments(
+    parser: argparse.ArgumentParser, workers_flag: str, *, resume: bool = True
+) -> None:
+    """Add ``--executor``, ``--ray-address`` and (with ``resume``) ``--resume``.
+
+    ``workers_flag`` names the flag that sets the local workers (processes or Ray CPUs).
+    """
     group = parser.add_argument_group("where the runs execute")
     group.add_argument(
         "--executor",
@@ -48,6 +53,8 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, workers_flag: str) -> N
         help="with --executor ray: a running Ray cluster (`ray start --head` prints the address; "
         f"auto: the one on this machine); without it, Ray starts here with {workers_flag} CPUs",
     )
+    if not resume:
+        return
     group.add_argument(
         "--resume",
         action="store_true",
