@@ -10,7 +10,8 @@ while busy, ``idle_w`` otherwise).
 
 Each answer has ``max_tokens`` tokens (default 64) of deterministic filler words. ``rtt_ms``
 emulates a network path: each call waits one RTT (times ``time_scale``) before it is queued;
-bandwidth is not emulated.
+bandwidth is not emulated. On shutdown, streams still unfinished end with an SSE error event
+(non-streamed calls with a ``503``): see :meth:`BatchEngine.drain`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from perllm.domain import PowerSpec
-from perllm.emulator.engine import BatchEngine, Stream, filler_token
+from perllm.emulator.engine import ABORTED, BatchEngine, Stream, filler_token
 from perllm.errors import InputError
 from perllm.perf.model import Deployment, deployment
 
@@ -50,6 +51,13 @@ def parse_profile(profile: str) -> Deployment | None:
         return deployment(*parts)
     except KeyError as err:
         raise InputError(f"--profile: {err.args[0]}") from None
+
+
+_ABORTED = {
+    "message": "the server is shutting down",
+    "type": "server_error",
+    "code": "shutting_down",
+}
 
 
 def _error(status: int, message: str, code: str) -> JSONResponse:
@@ -99,6 +107,9 @@ class _Emulator:
         try:
             first = True
             while (index := await stream.tokens.get()) is not None:
+                if index == ABORTED:
+                    yield self.aborted()
+                    return
                 finish = "length" if index + 1 >= stream.max_tokens else None
                 yield self.chunk(kind, rid, filler_token(index), finish, first)
                 first = False
@@ -116,6 +127,12 @@ class _Emulator:
             yield b"data: [DONE]\n\n"
         finally:
             stream.cancelled = True
+
+    @staticmethod
+    def aborted() -> bytes:
+        """The SSE events ending a stream cut short by a shutdown."""
+        body = {"error": _ABORTED}
+        return b"data: " + json.dumps(body).encode() + b"\n\ndata: [DONE]\n\n"
 
     async def complete(self, request: Request, kind: str) -> Response:
         try:
@@ -157,6 +174,8 @@ class _Emulator:
         words = []
         try:
             while (index := await stream.tokens.get()) is not None:
+                if index == ABORTED:
+                    return JSONResponse({"error": _ABORTED}, status_code=503)
                 words.append(filler_token(index))
         finally:
             stream.cancelled = True
@@ -249,9 +268,10 @@ def create_emulator_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        engine.abort_all()
         await engine.stop()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),
@@ -261,3 +281,5 @@ def create_emulator_app(
         ],
         lifespan=lifespan,
     )
+    app.state.engine = engine  # `perllm emulate` drains it on SIGTERM
+    return app

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 
 from perllm.domain import ServerPerf
 
-__all__ = ["MAX_LAG_S", "BatchEngine", "Stream", "filler_token"]
+__all__ = ["ABORTED", "MAX_LAG_S", "BatchEngine", "Stream", "filler_token"]
 
 MAX_LAG_S = 0.01
+ABORTED = -1  # put on a stream's queue when the engine stops before the stream is complete
+DRAIN_POLL_S = 0.05
 
 _WORDS = (
     "the", "edge", "cloud", "model", "serves", "a", "token", "of", "energy", "and", "time",
@@ -126,6 +128,24 @@ class BatchEngine:
             kv_tokens = sum(s.prompt_tokens + s.generated for s in self.active)
             await self._advance(perf.step_s(len(self.active), kv_tokens))
             self.active = [s for s in self.active if not s.cancelled and not s.emit()]
+
+    def abort_all(self) -> None:
+        """End every unfinished stream now (each gets :data:`ABORTED`, then the end mark)."""
+        streams = [s for _, _, s in self.waiting] + self.active
+        self.waiting, self.active = [], []
+        for stream in streams:
+            if not stream.cancelled and stream.generated < stream.max_tokens:
+                stream.tokens.put_nowait(ABORTED)
+                stream.tokens.put_nowait(None)
+            stream.cancelled = True
+
+    async def drain(self, timeout_s: float) -> None:
+        """Let the streams in progress finish for up to ``timeout_s``, then abort the rest."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout_s
+        while (self.waiting or self.active) and loop.time() < end:
+            await asyncio.sleep(DRAIN_POLL_S)
+        self.abort_all()
 
     async def stop(self) -> None:
         """Cancel the engine task (on shutdown)."""

@@ -11,8 +11,12 @@ Endpoints:
 - ``GET /stats``: per-backend load, health and counts, and the recorder's summary;
 - ``GET /admin/state`` (the policy's learned state) and ``POST /admin/state`` (save it now).
 
-When ``api-keys`` are set, ``/v1/*``, ``/stats`` and ``/admin/*`` need
-``Authorization: Bearer KEY`` (``401`` otherwise). Every error is an OpenAI-style JSON body.
+When ``api-keys`` are set, ``/v1/*``, ``/stats`` and ``/admin/*`` (and ``/metrics`` with
+``metrics-auth``) need ``Authorization: Bearer KEY`` (``401`` otherwise); keys are compared in
+constant time. Every error is an OpenAI-style JSON body. Each completion call gets a request id
+(its ``x-request-id`` when valid, else a generated one), sent upstream and echoed back in
+``x-request-id``, and ends in exactly one outcome, counted and logged
+(:mod:`perllm.gateway.outcome`); per-key limits answer ``429`` (:mod:`perllm.gateway.limits`).
 On start the policy's state is restored from ``state-file`` and health checks begin; on
 shutdown in-flight calls are drained (up to ``timeouts.drain-s``) and the state is saved.
 """
@@ -32,26 +36,33 @@ import certifi
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from perllm.gateway.config import GatewayConfig
-from perllm.gateway.dispatch import Dispatcher
+from perllm.gateway.dispatch import Dispatcher, RelayResponse
 from perllm.gateway.health import CircuitBreaker, HealthChecker
 from perllm.gateway.intake import ApiError, Kind, error_response, parse_call, read_body
+from perllm.gateway.limits import BodyLimit, KeyLimiter
 from perllm.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
+from perllm.gateway.outcome import REQUEST_ID_HEADER, Outcome, Ticket, request_id
 from perllm.gateway.state import json_ready, load_state, save_state
-from perllm.gateway.upstream import Upstream
+from perllm.gateway.upstream import Upstream, describe
 from perllm.gateway.view import LiveView
+from perllm.gateway.watch import Abandoned, watched
 from perllm.metrics.summary import summarize
 from perllm.policies.base import Policy
 
-__all__ = ["Gateway", "create_app", "make_clients"]
+__all__ = ["STOP_GRACE_S", "Gateway", "create_app", "make_clients"]
 
 # Connections per upstream client: httpcore scans its whole pool on every request, so large
 # pools are split into shards of this size (requests are spread over them in turn).
 POOL_SHARD_CONNECTIONS = 32
+
+# How long calls ended at shutdown may take to send their last event.
+STOP_GRACE_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -88,16 +99,37 @@ class Gateway:
     dispatcher: Dispatcher
     models: tuple[str, ...]
     started_s: float
+    limiter: KeyLimiter
 
-    def authorized(self, request: HttpRequest) -> bool:
+    def caller(self, request: HttpRequest) -> str | None:
+        """Who calls: ``key-N`` for the N-th API key, ``None`` when no key matches; without
+        ``api-keys``, ``addr-HOST`` (the client's address). Keys are compared in constant
+        time, and all of them, whichever matches."""
         keys = self.config.api_keys
         if not keys:
-            return True
+            return f"addr-{request.client.host if request.client else '-'}"
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         given = token.strip().encode()
-        return scheme.lower() == "bearer" and any(
-            hmac.compare_digest(given, key.encode()) for key in keys
+        matches = [hmac.compare_digest(given, key.encode()) for key in keys]
+        if scheme.lower() != "bearer" or not any(matches):
+            return None
+        return f"key-{matches.index(True)}"
+
+    def authorized(self, request: HttpRequest) -> bool:
+        return self.caller(request) is not None
+
+    async def shutdown(self) -> None:
+        """On the first stop signal: let calls in flight finish within ``timeouts.drain-s``,
+        then end the rest (streams with an SSE error event, others with a ``503``)."""
+        if await self.dispatcher.drain(self.config.timeouts.drain_s):
+            return
+        log.warning(
+            "shutdown: ending %d calls still in flight after %g s",
+            self.dispatcher.active,
+            self.config.timeouts.drain_s,
         )
+        self.dispatcher.stop_all("the gateway is shutting down")
+        await self.dispatcher.drain(STOP_GRACE_S)
 
     def stats(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -157,6 +189,7 @@ def _build(config: GatewayConfig, policy: Policy, client: httpx.AsyncClient | No
         dispatcher,
         tuple(config.public_models()),
         time.monotonic(),
+        KeyLimiter(config.limits.per_key),
     )
 
 
@@ -201,16 +234,48 @@ def create_app(
         )
 
     async def complete(request: HttpRequest, kind: Kind) -> Response:
+        ticket = Ticket(request_id({}), settings.timeouts.request_s)
+        ticket.on_end.append(gw.metrics.ended)
         try:
-            if (denied := guarded(request)) is not None:
-                gw.metrics.answered("none", 401)
-                return denied
+            ticket.request_id = request_id(request.headers)
+            caller = gw.caller(request)
+            if caller is None:
+                raise ApiError(
+                    401, "invalid or missing API key (Authorization: Bearer KEY)", "invalid_api_key"
+                )
+            gw.limiter.acquire(caller)
+            ticket.on_end.append(lambda _: gw.limiter.release(caller))
             raw = await read_body(request, settings.limits.max_body_bytes)
             call = parse_call(kind, raw, request.headers, settings, gw.models)
-            return await gw.dispatcher.dispatch(call)
+            ticket.limit_s = settings.timeouts.limit_s(call.deadline_s)
+            response = await watched(
+                gw.dispatcher.dispatch(call, ticket),
+                request.receive,
+                ticket,
+                gw.dispatcher.stopping,
+            )
         except ApiError as err:
             gw.metrics.answered("none", err.status)
-            return err.response()
+            ticket.end("error", err.status, err.message)
+            response = err.response()
+        except Abandoned:
+            ticket.end("abandoned", "client-gone", "client went away before the answer")
+            response = error_response(499, "client closed the request", "client_gone")
+        except Exception as err:
+            log.exception("request %s: unexpected error", ticket.request_id)
+            gw.metrics.answered("none", 500)
+            ticket.end("error", 500, describe(err))
+            response = error_response(500, "internal gateway error", "internal_error")
+        except BaseException:
+            ticket.end("abandoned", "cancelled", "the gateway is stopping")
+            raise
+        else:
+            if not isinstance(response, RelayResponse):  # a stream's relay ends its ticket
+                backend = response.headers.get("x-perllm-backend", "none")
+                outcome: Outcome = "answered" if response.status_code < 400 else "error"
+                ticket.end(outcome, response.status_code, f"backend {backend}")
+        response.headers[REQUEST_ID_HEADER] = ticket.request_id
+        return response
 
     async def chat(request: HttpRequest) -> Response:
         return await complete(request, "chat")
@@ -233,6 +298,8 @@ def create_app(
         )
 
     async def metrics(request: HttpRequest) -> Response:
+        if settings.metrics_auth and (denied := guarded(request)) is not None:
+            return denied
         gw.metrics.refresh(list(gw.view.in_flight), list(gw.view.healthy()))
         return Response(gw.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
@@ -269,7 +336,8 @@ def create_app(
         try:
             yield
         finally:
-            if not await gw.dispatcher.drain(settings.timeouts.drain_s):
+            await gw.shutdown()
+            if gw.dispatcher.active:
                 log.warning("shutdown: %d calls still in flight", gw.dispatcher.active)
             await gw.health.stop()
             if settings.state_file is not None:
@@ -287,9 +355,17 @@ def create_app(
         Route("/stats", stats, methods=["GET"]),
         Route("/admin/state", admin_state, methods=["GET", "POST"]),
     ]
+
+    def refused() -> None:
+        gw.metrics.answered("none", 413)
+        gw.metrics.ended("error")
+
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[
+            Middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes, on_refused=refused)
+        ],
         exception_handlers={HTTPException: http_error, Exception: http_error},
     )
     app.state.gateway = gw

@@ -25,6 +25,8 @@ def _logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # httpx logs every upstream call and health probe at info: those lines belong to debug.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
@@ -41,7 +43,7 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from perllm.cli_args import writable_dir
-    from perllm.gateway.app import create_app
+    from perllm.gateway.app import STOP_GRACE_S, create_app
     from perllm.gateway.config import load_config
     from perllm.gateway.state import load_state
     from perllm.gateway.testbed import bind, serve_apps
@@ -62,7 +64,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         f"{len(config.backends)} backends)",
         flush=True,
     )
-    _run(serve_apps([(app, sock)], log_level=args.log_level, graceful_s=config.timeouts.drain_s))
+    gateway = app.state.gateway
+    _run(
+        serve_apps(
+            [(app, sock)],
+            log_level=args.log_level,
+            graceful_s=config.timeouts.drain_s + STOP_GRACE_S + 1.0,
+            keep_alive_s=config.timeouts.keep_alive_s,
+            on_stop=[gateway.shutdown],
+        )
+    )
     return 0
 
 
@@ -80,13 +91,22 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
     sock = bind(args.host, args.port)
     _logging(args.log_level)
     print(f"emulated {args.profile} on http://{args.host}:{args.port}/v1", flush=True)
-    _run(serve_apps([(app, sock)], log_level=args.log_level))
+    engine = app.state.engine
+
+    async def drain() -> None:
+        await engine.drain(args.drain_s)
+
+    _run(
+        serve_apps(
+            [(app, sock)], log_level=args.log_level, graceful_s=args.drain_s + 5.0, on_stop=[drain]
+        )
+    )
     return 0
 
 
 def _cmd_testbed(args: argparse.Namespace) -> int:
     from perllm.emulator.app import create_emulator_app
-    from perllm.gateway.app import create_app
+    from perllm.gateway.app import STOP_GRACE_S, create_app
     from perllm.gateway.testbed import PUBLIC_MODEL, bind, plan_testbed, serve_apps
     from perllm.policies.registry import make_policy
     from perllm.sim import scenario
@@ -100,7 +120,8 @@ def _cmd_testbed(args: argparse.Namespace) -> int:
         cluster, host=args.host, port=args.port, time_scale=args.time_scale, policy=policy_spec
     )
     policy = make_policy(args.policy, params, args.seed, live=True)
-    apps = [(create_app(config, policy), bind(args.host, args.port))]
+    gateway = create_app(config, policy)
+    apps = [(gateway, bind(args.host, args.port))]
     for plan in plans:
         emulator = create_emulator_app(
             plan.profile,
@@ -120,7 +141,15 @@ def _cmd_testbed(args: argparse.Namespace) -> int:
             f"rtt {plan.rtt_ms:g} ms"
         )
     print("Ctrl-C to stop", flush=True)
-    _run(serve_apps(apps, log_level=args.log_level))
+    _run(
+        serve_apps(
+            apps,
+            log_level=args.log_level,
+            graceful_s=config.timeouts.drain_s + STOP_GRACE_S + 1.0,
+            keep_alive_s=config.timeouts.keep_alive_s,
+            on_stop=[gateway.state.gateway.shutdown],
+        )
+    )
     return 0
 
 
@@ -145,6 +174,12 @@ def add_gateway_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
     emulate.add_argument("--time-scale", type=at_least(0.0), default=1.0)
     emulate.add_argument("--max-batch", type=integer(1), default=32)
     emulate.add_argument("--rtt-ms", type=at_least(0.0), default=0.0)
+    emulate.add_argument(
+        "--drain-s",
+        type=at_least(0.0),
+        default=30.0,
+        help="on SIGTERM, how long calls in flight may finish before they are cut (seconds)",
+    )
     _common(emulate, 8000)
     emulate.set_defaults(func=_cmd_emulate)
 

@@ -36,11 +36,16 @@ from perllm.domain import Tier
 from perllm.errors import InputError
 from perllm.perf.catalog import BYTES_PER_WEIGHT, HARDWARE, MODELS
 
+# The ``max_tokens`` cap of a backend whose model's context length is unknown.
+DEFAULT_MAX_TOKENS = 32_768
+
 __all__ = [
+    "DEFAULT_MAX_TOKENS",
     "BackendConfig",
     "ClassConfig",
     "GatewayConfig",
     "HealthConfig",
+    "KeyLimitsConfig",
     "LimitsConfig",
     "LinkConfig",
     "PolicySpec",
@@ -82,6 +87,9 @@ class BackendConfig(KebabModel):
     max_concurrency: int = Field(default=32, ge=1)
     power_metrics_url: str | None = Field(default=None, pattern=r"^https?://")
     api_key: str | None = None
+    # The most output tokens (``max_tokens``) a call may ask of this backend; default: the
+    # catalog model's context length, else :data:`DEFAULT_MAX_TOKENS`.
+    max_tokens: int | None = Field(default=None, ge=1)
     # The backend orders its queue by a request's ``priority`` (vLLM started with
     # ``--scheduling-policy priority``, or ``perllm emulate``): send the policy's priority in the
     # body. Off by default, as a vLLM with first-come-first-served scheduling refuses it.
@@ -94,6 +102,14 @@ class BackendConfig(KebabModel):
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; known: {', '.join(MODELS)}")
         return self
+
+    @property
+    def max_output_tokens(self) -> int:
+        """The ``max_tokens`` cap of calls to this backend (see ``max-tokens``)."""
+        if self.max_tokens is not None:
+            return self.max_tokens
+        context = MODELS[self.model].context_tokens
+        return context if context is not None else DEFAULT_MAX_TOKENS
 
     @property
     def model_map(self) -> dict[str, str]:
@@ -121,18 +137,47 @@ class ClassConfig(KebabModel):
     output_tokens: int = Field(default=128, ge=1)
 
 
+class KeyLimitsConfig(KebabModel):
+    """Limits per API key (per client address when no ``api-keys`` are set); ``429`` past them.
+
+    ``concurrency``: calls in flight at once; ``rate-rps`` with ``burst``: a token bucket of
+    calls per second. Unset means unlimited.
+    """
+
+    concurrency: int | None = Field(default=None, ge=1)
+    rate_rps: float | None = Field(default=None, gt=0.0)
+    burst: int = Field(default=10, ge=1)
+
+
 class LimitsConfig(KebabModel):
     max_body_bytes: int = Field(default=10_000_000, ge=1)
     max_upstream_connections: int = Field(default=1024, ge=1)
     max_records: int = Field(default=100_000, ge=1)
+    per_key: KeyLimitsConfig = KeyLimitsConfig()
 
 
 class TimeoutsConfig(KebabModel):
-    """Upstream timeouts (seconds): connecting, and waiting for any byte of a response."""
+    """Timeouts (seconds).
+
+    ``connect-s`` and ``read-s``: upstream, connecting and waiting for any byte of a response.
+    ``request-s`` and ``deadline-factor``: the total time one call may take, arrival to last
+    byte, is ``min(request-s, deadline-factor * its deadline)``; past it the upstream call is
+    cancelled and the client gets a ``504`` (an SSE error event once a stream has begun).
+    ``drain-s``: on shutdown, how long calls in flight may still run. ``keep-alive-s``: how long
+    an idle client connection is kept open (longer than clients keep theirs, so that a client
+    never sends a call on a connection the gateway is closing).
+    """
 
     connect_s: float = Field(default=2.0, gt=0.0)
     read_s: float = Field(default=60.0, gt=0.0)
+    request_s: float = Field(default=600.0, gt=0.0)
+    deadline_factor: float = Field(default=20.0, gt=0.0)
     drain_s: float = Field(default=30.0, ge=0.0)
+    keep_alive_s: float = Field(default=75.0, gt=0.0)
+
+    def limit_s(self, deadline_s: float) -> float:
+        """The total time limit of a call with this deadline."""
+        return min(self.request_s, self.deadline_factor * deadline_s)
 
 
 class HealthConfig(KebabModel):
@@ -150,7 +195,9 @@ class GatewayConfig(KebabModel):
     classes: dict[str, ClassConfig] = {"default": ClassConfig(deadline_ms=30_000.0)}
     default_class: str = "default"
     state_file: str | None = None
-    api_keys: list[str] = []
+    api_keys: list[str] = Field(default=[], max_length=10_000)
+    # ``/metrics`` needs an API key too (like ``/v1/*``); off by default for scrapers.
+    metrics_auth: bool = False
     limits: LimitsConfig = LimitsConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
     health: HealthConfig = HealthConfig()
@@ -165,6 +212,10 @@ class GatewayConfig(KebabModel):
             raise ValueError("backend names must be unique")
         if self.default_class not in self.classes:
             raise ValueError(f"default-class {self.default_class!r} is not in classes")
+        if any(not key for key in self.api_keys):
+            raise ValueError("api-keys must not be empty strings")
+        if self.metrics_auth and not self.api_keys:
+            raise ValueError("metrics-auth needs api-keys")
         if any(w < 0 for w in self.energy_weights.values()):
             raise ValueError("energy weights must be >= 0")
         for backend in self.backends:

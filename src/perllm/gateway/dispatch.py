@@ -8,7 +8,14 @@ none is left (502, or 503 when no backend is available at all). Each finished at
 :class:`~perllm.domain.Feedback` for ``policy.observe``, the metrics and the recorder.
 
 If the policy picks a backend that may not take the call (a load-blind policy such as
-round-robin ignores health), the least occupied backend that may take it is used instead.
+round-robin ignores health), the least occupied backend that may take it is used instead. Only
+backends whose ``max_tokens`` cap admits the call's ``max_tokens`` may take it (400 naming
+``max_tokens`` when none does).
+
+A call the gateway cancels (its client went away, or its time limit passed; see the call's
+:class:`~perllm.gateway.outcome.Ticket`) is never retried elsewhere: its attempt releases its
+in-flight counts at once. An abandoned attempt teaches the policy nothing and counts against
+no backend; a timed-out one is a failed attempt for the policy (the backend was too slow).
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ import itertools
 import logging
 import math
 import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
+import httpx
 import numpy as np
 import numpy.typing as npt
 from starlette.responses import Response, StreamingResponse
@@ -30,28 +39,51 @@ from perllm.gateway.feedback import Attempt, make_feedback, tokens_from_body, to
 from perllm.gateway.health import HealthChecker
 from perllm.gateway.intake import ApiError, Call
 from perllm.gateway.metrics import GatewayMetrics
-from perllm.gateway.upstream import AttemptFailed, StreamProgress, Upstream, relay
+from perllm.gateway.outcome import Ticket
+from perllm.gateway.upstream import (
+    AttemptFailed,
+    StreamProgress,
+    Upstream,
+    close_quietly,
+    relay,
+)
 from perllm.gateway.view import LiveView, RestrictedView
 from perllm.metrics.recorder import Recorder
 from perllm.policies.base import Policy
 
-__all__ = ["Dispatcher"]
+__all__ = ["Dispatcher", "RelayResponse"]
 
 log = logging.getLogger(__name__)
 
 PASSED_HEADERS = ("content-type",)
 
 
-class _RelayResponse(StreamingResponse):
-    """A streaming response that always closes its relay, even if the client went away."""
+class RelayResponse(StreamingResponse):
+    """A streaming response that always ends its relay (closes the upstream response and
+    accounts for the stream) when it is done, even if the client went away or the response
+    was never sent: call :meth:`close` for one that will not be sent."""
+
+    def __init__(
+        self,
+        content: AsyncGenerator[bytes, None],
+        cleanup: Callable[[], Awaitable[None]],
+        headers: dict[str, str],
+    ) -> None:
+        super().__init__(content, headers=headers, media_type="text/event-stream")
+        self._relay = content
+        self._cleanup = cleanup
+
+    async def close(self) -> None:
+        try:
+            await self._relay.aclose()
+        finally:
+            await self._cleanup()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            aclose = getattr(self.body_iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await self.close()
 
 
 class Dispatcher:
@@ -79,12 +111,15 @@ class Dispatcher:
             for model in model_map:
                 mask = self.serving.setdefault(model, np.zeros(len(self.names), dtype=bool))
                 mask[server] = True
+        self.max_tokens = np.array([b.max_output_tokens for b in upstream.backends])
         self.answered = {name: 0 for name in self.names}
         self.failures = {name: 0 for name in self.names}
         self._ids = itertools.count(1)
         self.active = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self.stopping = asyncio.Event()  # set when calls still in flight must end now
+        self._streams: set[StreamProgress] = set()
 
     def make_request(self, call: Call) -> RouterRequest:
         return RouterRequest(
@@ -116,20 +151,48 @@ class Dispatcher:
             decision = dataclasses.replace(decision, server=fallback)
         return decision
 
-    async def dispatch(self, call: Call) -> Response:
-        """Answer one validated call (raises :class:`ApiError` when no backend can)."""
+    def eligible(self, call: Call) -> npt.NDArray[np.bool_]:
+        """The backends that may take ``call`` (:class:`ApiError` 400 if its ``max_tokens``
+        exceeds every cap)."""
+        serving = self.serving[call.model]
+        if call.max_tokens is None:
+            return serving.copy()
+        allowed = serving & (self.max_tokens >= call.max_tokens)
+        if not allowed.any():
+            most = int(self.max_tokens[serving].max())
+            raise ApiError(
+                400,
+                f"'max_tokens' of {call.max_tokens} exceeds the most any backend serving model "
+                f"{call.model!r} allows ({most})",
+                "max_tokens_too_large",
+            )
+        return allowed
+
+    async def dispatch(self, call: Call, ticket: Ticket) -> Response:
+        """Answer one validated call (raises :class:`ApiError` when no backend can).
+
+        The call counts as in flight (see :meth:`drain`) until its answer is complete: for a
+        stream, until the relay has ended.
+        """
         self.active += 1
         self._idle.clear()
         try:
-            return await self._dispatch(call)
-        finally:
-            self.active -= 1
-            if self.active == 0:
-                self._idle.set()
+            response = await self._dispatch(call, ticket)
+        except BaseException:
+            self._leave()
+            raise
+        if not isinstance(response, RelayResponse):
+            self._leave()
+        return response
 
-    async def _dispatch(self, call: Call) -> Response:
+    def _leave(self) -> None:
+        self.active -= 1
+        if self.active == 0:
+            self._idle.set()
+
+    async def _dispatch(self, call: Call, ticket: Ticket) -> Response:
+        allowed = self.eligible(call)
         request = self.make_request(call)
-        allowed = self.serving[call.model].copy()
         errors: list[str] = []
         last: Feedback | None = None
         while True:
@@ -144,21 +207,23 @@ class Dispatcher:
                 raise ApiError(502, message, "upstream_error") from None
             self.metrics.decided(decision.server)
             try:
-                return await self._attempt(call, request, decision)
+                return await self._attempt(call, request, decision, ticket)
             except AttemptFailed as err:
                 errors.append(str(err))
                 allowed[decision.server] = False
                 self.metrics.retried(decision.server)
                 self.health.breakers[decision.server].record_failure(time.monotonic())
                 last = err.feedback
-                log.info("retrying request %d elsewhere: %s", request.id, err)
+                log.info("retrying request %s elsewhere: %s", ticket.request_id, err)
 
-    async def _attempt(self, call: Call, request: RouterRequest, decision: Decision) -> Response:
+    async def _attempt(
+        self, call: Call, request: RouterRequest, decision: Decision, ticket: Ticket
+    ) -> Response:
         server = decision.server
         batch = self.view.begin(server, request.prompt_tokens)
         attempt = Attempt(request, decision, batch, sent_s=self.view.now(), streamed=call.stream)
         try:
-            response = await self.upstream.open(call, server, decision.priority)
+            response = await self.upstream.open(call, server, decision.priority, ticket.request_id)
             if call.stream and response.status_code < 400:
                 chunks, first = await self.upstream.first_chunk(response, server)
             else:
@@ -168,8 +233,12 @@ class Dispatcher:
             err.feedback = self._finish(attempt, failed=True, count=False)
             raise
         except BaseException:
+            # Cancelled by the gateway (client gone, time limit) or an unexpected error.
             attempt.end_s = self.view.now()
-            self._finish(attempt, failed=True, count=False)
+            if ticket.cancelled_for in ("abandoned", "shutdown"):
+                self._release(attempt)
+            else:
+                self._finish(attempt, failed=True, count=False)
             raise
         headers = {
             "x-perllm-backend": self.names[server],
@@ -191,38 +260,60 @@ class Dispatcher:
         attempt.first_byte_s = self.view.now()
         progress = StreamProgress(
             on_chunk=lambda n: self._streamed_tokens(attempt, n),
-            on_done=lambda p: self._stream_done(attempt, p),
+            on_done=lambda p: self._stream_done(attempt, p, ticket),
         )
+        self._streams.add(progress)
         headers["cache-control"] = "no-cache"
-        return _RelayResponse(
-            relay(response, chunks, first, progress, self.names[server]),
-            headers=headers,
-            media_type="text/event-stream",
-        )
+        body = relay(response, chunks, first, progress, self.names[server], ticket.remaining_s())
+        return RelayResponse(body, self._ender(response, progress), headers)
+
+    @staticmethod
+    def _ender(response: httpx.Response, progress: StreamProgress) -> Callable[[], Awaitable[None]]:
+        async def end() -> None:
+            progress.finish()
+            await close_quietly(response)
+
+        return end
 
     def _streamed_tokens(self, attempt: Attempt, tokens: int) -> None:
         attempt.view_tokens += tokens
         self.view.add_tokens(attempt.decision.server, tokens)
 
-    def _stream_done(self, attempt: Attempt, progress: StreamProgress) -> None:
+    def _stream_done(self, attempt: Attempt, progress: StreamProgress, ticket: Ticket) -> None:
+        self._streams.discard(progress)
+        self._leave()
         attempt.end_s = self.view.now()
         attempt.response_bytes = progress.size_bytes
         attempt.output_tokens = tokens_from_sse(progress.tail, progress.events)
         name = self.names[attempt.decision.server]
-        if progress.outcome == "failed":
-            self.health.breakers[attempt.decision.server].record_failure(time.monotonic())
-        status = {"ok": "200", "failed": "error", "client-gone": "client-gone"}[progress.outcome]
+        outcome = progress.outcome
+        status = {"ok": "200", "failed": "error", "timeout": "timeout"}.get(outcome, "client-gone")
+        if progress.stopping:
+            status = "shutdown"
         self.metrics.answered(name, status)
-        # A client that went away says nothing about the backend: nothing is learned from it.
-        self._finish(
-            attempt, failed=progress.outcome != "ok", learn=progress.outcome != "client-gone"
-        )
+        if outcome == "client-gone":
+            # A client that went away says nothing about the backend: nothing is learned.
+            self._release(attempt)
+            ticket.end("abandoned", status, f"client went away mid-stream from backend {name}")
+            return
+        if outcome == "failed":
+            self.health.breakers[attempt.decision.server].record_failure(time.monotonic())
+        self._finish(attempt, failed=outcome != "ok")
+        if outcome == "ok":
+            ticket.end("answered", 200, f"streamed by backend {name}")
+        else:
+            ticket.end("stream-error", status, progress.error)
+
+    def _release(self, attempt: Attempt) -> None:
+        """End an abandoned attempt: its in-flight counts only, nothing learned or counted."""
+        server = attempt.decision.server
+        self.view.end(server, attempt.request.prompt_tokens + attempt.view_tokens)
 
     def _finish(
         self, attempt: Attempt, *, failed: bool, learn: bool = True, count: bool = True
     ) -> Feedback:
         server = attempt.decision.server
-        self.view.end(server, attempt.request.prompt_tokens + attempt.view_tokens)
+        self._release(attempt)
         spec = self.view.servers[server]
         feedback = make_feedback(
             attempt,
@@ -251,6 +342,13 @@ class Dispatcher:
         if len(self.recorder) >= self.max_records:
             self.recorder = Recorder(self.view.servers)
         return self.recorder
+
+    def stop_all(self, reason: str) -> None:
+        """End every call in flight now: streams with an SSE error event saying ``reason``,
+        the others (see :func:`perllm.gateway.watch.watched`) with a ``503``."""
+        self.stopping.set()
+        for progress in list(self._streams):
+            progress.stop(reason)
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until no call is in flight (at most ``timeout_s``); returns whether it did."""

@@ -118,7 +118,7 @@ class HealthChecker:
                 breaker.record_success()
         else:
             breaker.record_failure(now)
-            log.info("health check failed for backend %s", backend.name)
+            log.debug("health check failed for backend %s", backend.name)
         if backend.power_metrics_url is not None:
             self.power_w[index] = await self._scrape_power(backend.power_metrics_url, timeout)
         return ok

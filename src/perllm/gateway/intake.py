@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse
 
 from perllm.gateway.config import GatewayConfig
 
-__all__ = ["ApiError", "Call", "error_response", "parse_call", "read_body"]
+__all__ = ["ApiError", "Call", "body_too_large", "error_response", "parse_call", "read_body"]
 
 Kind = Literal["chat", "completions"]
 CHARS_PER_TOKEN = 4
@@ -33,22 +33,36 @@ CHARS_PER_TOKEN = 4
 class ApiError(Exception):
     """An error answered to the client as an OpenAI-style JSON body."""
 
-    def __init__(self, status: int, message: str, code: str, type_: str = "") -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str,
+        type_: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
         self.type = type_ or ("invalid_request_error" if status < 500 else "server_error")
+        self.headers = dict(headers or {})
 
     def response(self) -> JSONResponse:
-        return error_response(self.status, self.message, self.code, self.type)
+        return error_response(self.status, self.message, self.code, self.type, self.headers)
 
 
-def error_response(status: int, message: str, code: str, type_: str = "") -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    code: str,
+    type_: str = "",
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
     """An OpenAI-style error response."""
     kind = type_ or ("invalid_request_error" if status < 500 else "server_error")
     body = {"error": {"message": message, "type": kind, "code": code}}
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,17 +81,27 @@ class Call:
     prompt_tokens: int
 
 
+def body_too_large(max_bytes: int, declared: int | None = None) -> ApiError:
+    """The ``413`` of a body over ``limits.max-body-bytes``."""
+    size = "" if declared is None else f" of {declared} bytes"
+    return ApiError(
+        413,
+        f"request body{size} exceeds {max_bytes} bytes (limits.max-body-bytes)",
+        "too_large",
+    )
+
+
 async def read_body(request: HttpRequest, max_bytes: int) -> bytes:
     """The request body, refused with 413 as soon as it exceeds ``max_bytes``."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise ApiError(413, f"request body of {declared} bytes exceeds {max_bytes}", "too_large")
+        raise body_too_large(max_bytes, int(declared))
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
-            raise ApiError(413, f"request body exceeds {max_bytes} bytes", "too_large")
+            raise body_too_large(max_bytes)
         chunks.append(chunk)
     return b"".join(chunks)
 

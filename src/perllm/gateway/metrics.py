@@ -4,6 +4,9 @@
 metric                                              labels
 ==================================================  ==========================================
 ``perllm_gateway_requests_total``                   backend, status (HTTP status or ``error``)
+``perllm_gateway_outcomes_total``                   outcome (``answered`` / ``error`` /
+                                                    ``stream-error`` / ``abandoned``), one per
+                                                    completion call
 ``perllm_gateway_request_latency_seconds``          backend (arrival to last byte)
 ``perllm_gateway_deadlines_total``                  backend, outcome (``met`` / ``missed``)
 ``perllm_gateway_energy_joules_total``              backend, part (transmission / inference /
@@ -31,6 +34,7 @@ from prometheus_client import (
 )
 
 from perllm.domain import Feedback
+from perllm.gateway.outcome import OUTCOMES, Outcome
 
 __all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics"]
 
@@ -47,6 +51,14 @@ class GatewayMetrics:
         self.requests = Counter(
             "perllm_gateway_requests", "Requests answered", ["backend", "status"], registry=r
         )
+        self.outcomes = Counter(
+            "perllm_gateway_outcomes",
+            "How completion calls ended",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in OUTCOMES:
+            self.outcomes.labels(outcome)  # exported at 0 from the start
         self.latency = Histogram(
             "perllm_gateway_request_latency_seconds",
             "Processing time, arrival to last byte",
@@ -84,6 +96,9 @@ class GatewayMetrics:
 
     def answered(self, backend: str, status: int | str) -> None:
         self.requests.labels(backend, str(status)).inc()
+
+    def ended(self, outcome: Outcome) -> None:
+        self.outcomes.labels(outcome).inc()
 
     def decided(self, server: int) -> None:
         self.decisions.labels(self.backends[server]).inc()

@@ -17,7 +17,7 @@ import contextlib
 import math
 import signal
 import socket
-from collections.abc import Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,11 +153,15 @@ async def serve_apps(
     *,
     log_level: str = "warning",
     graceful_s: float | None = None,
+    keep_alive_s: float = 5.0,
+    on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> None:
     """Serve several apps in this event loop until one stops.
 
-    The first Ctrl-C (or SIGTERM) shuts every server down gracefully (in-flight calls finish,
-    lifespans end); a second one forces them down.
+    The first Ctrl-C (or SIGTERM) shuts every server down gracefully: they stop accepting,
+    ``on_stop`` hooks start (a gateway ends its calls in flight within its grace period),
+    calls in flight finish (those still open after ``graceful_s`` are cancelled), lifespans
+    end. A second one forces them down.
     """
     servers = [
         _Server(
@@ -165,6 +169,7 @@ async def serve_apps(
                 app,
                 log_level=log_level,
                 timeout_graceful_shutdown=_seconds(graceful_s),
+                timeout_keep_alive=max(1, math.ceil(keep_alive_s)),
                 access_log=False,
             )
         )
@@ -175,7 +180,11 @@ async def serve_apps(
         for server, (_, sock) in zip(servers, apps, strict=True)
     ]
 
+    hooks: list[asyncio.Task[None]] = []
+
     def stop() -> None:
+        if not hooks:
+            hooks.extend(asyncio.ensure_future(hook()) for hook in on_stop)
         for server in servers:
             server.force_exit = server.should_exit
             server.should_exit = True
@@ -192,5 +201,8 @@ async def serve_apps(
         for server in servers:
             server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
+        for hook in hooks:
+            hook.cancel()
+        await asyncio.gather(*hooks, return_exceptions=True)
         for sig in handled:
             loop.remove_signal_handler(sig)

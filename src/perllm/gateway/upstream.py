@@ -4,19 +4,24 @@ An attempt *fails before the first byte* (and may be retried on another backend)
 connection cannot be made, a timeout expires, or the backend answers 5xx or closes before any
 body byte. Once a streamed body has begun, a failure ends the stream with an SSE error event,
 ``data: {"error": {...}}`` then ``data: [DONE]``, since the client already holds part of an
-answer that a retry elsewhere would not continue. The failure is accounted for (the stream's
-``on_done``: circuit breaker, metrics, recorder) before that event is sent, so a client that
-hears of it and calls again is scheduled knowing of the failure.
+answer that a retry elsewhere would not continue; so does the call's time limit passing. The
+failure is accounted for (the stream's ``on_done``: circuit breaker, metrics, recorder) before
+that event is sent, so a client that hears of it and calls again is scheduled knowing of the
+failure. Whatever ends a relay (the client gone, an unexpected error), its upstream response is
+closed and ``on_done`` runs exactly once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+import math
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
+import anyio
 import httpx
 
 from perllm.domain import Feedback
@@ -24,12 +29,23 @@ from perllm.gateway.config import BackendConfig
 from perllm.gateway.feedback import count_events
 from perllm.gateway.intake import Call
 
-__all__ = ["AttemptFailed", "StreamProgress", "Upstream", "relay", "sse_error"]
+__all__ = [
+    "UPSTREAM_ERRORS",
+    "AttemptFailed",
+    "StreamProgress",
+    "Upstream",
+    "close_quietly",
+    "relay",
+    "sse_error",
+]
 
 log = logging.getLogger(__name__)
 
 PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 TAIL_BYTES = 4096
+# What a broken upstream can raise while it is read: httpx's errors, a stream closed under the
+# reader, and socket errors that escape httpx's mapping.
+UPSTREAM_ERRORS = (httpx.HTTPError, httpx.StreamError, OSError)
 
 
 class AttemptFailed(Exception):
@@ -80,7 +96,9 @@ class Upstream:
             body["priority"] = priority
         return json.dumps(body).encode()
 
-    async def open(self, call: Call, server: int, priority: int = 0) -> httpx.Response:
+    async def open(
+        self, call: Call, server: int, priority: int = 0, request_id: str = ""
+    ) -> httpx.Response:
         """Send the call and return the response once its headers arrived (body unread).
 
         Raises
@@ -94,11 +112,15 @@ class Upstream:
             "POST",
             backend.base_url + PATHS[call.kind],
             content=self.body_for(call, server, priority),
-            headers={**self.headers[server], "x-perllm-priority": str(priority)},
+            headers={
+                **self.headers[server],
+                "x-perllm-priority": str(priority),
+                **({"x-request-id": request_id} if request_id else {}),
+            },
         )
         try:
             response = await client.send(request, stream=True)
-        except httpx.HTTPError as err:
+        except UPSTREAM_ERRORS as err:
             raise AttemptFailed(f"backend {backend.name}: {describe(err)}") from None
         if response.status_code >= 500:
             await response.aclose()
@@ -115,8 +137,8 @@ class Upstream:
             async for chunk in chunks:
                 if chunk:
                     return chunks, chunk
-        except httpx.HTTPError as err:
-            await response.aclose()
+        except UPSTREAM_ERRORS as err:
+            await close_quietly(response)
             raise AttemptFailed(f"backend {name}: {describe(err)}") from None
         await response.aclose()
         raise AttemptFailed(f"backend {name}: closed the stream before the first byte")
@@ -125,17 +147,18 @@ class Upstream:
         """The whole body (:class:`AttemptFailed` if it breaks)."""
         try:
             return await response.aread()
-        except httpx.HTTPError as err:
+        except UPSTREAM_ERRORS as err:
             raise AttemptFailed(f"backend {self.backends[server].name}: {describe(err)}") from None
         finally:
-            await response.aclose()
+            await close_quietly(response)
 
 
-@dataclass(slots=True)
+@dataclass(eq=False, slots=True)
 class StreamProgress:
     """What a relay saw: bytes, events and the stream's tail (for ``usage``), and its outcome.
 
-    ``outcome`` is ``ok``, ``failed`` (the backend broke mid-stream) or ``client-gone``.
+    ``outcome`` is ``ok``, ``failed`` (the backend broke mid-stream), ``timeout`` (the call's
+    time limit passed) or ``client-gone`` (also when the relay never started).
     """
 
     on_chunk: Callable[[int], None]
@@ -145,7 +168,15 @@ class StreamProgress:
     tail: bytes = b""
     outcome: str = "client-gone"
     error: str = ""
+    stopping: str = ""
+    _timer: asyncio.Timeout | None = field(default=None, repr=False)
     _finished: bool = field(default=False, repr=False)
+
+    def stop(self, reason: str) -> None:
+        """End the stream now with an SSE error saying ``reason`` (e.g. a shutdown)."""
+        self.stopping = reason
+        if self._timer is not None:
+            self._timer.reschedule(asyncio.get_running_loop().time())
 
     def add(self, chunk: bytes) -> None:
         self.size_bytes += len(chunk)
@@ -161,28 +192,57 @@ class StreamProgress:
             self.on_done(self)
 
 
+async def close_quietly(response: httpx.Response) -> None:
+    """Close an upstream response, even in a task being cancelled, ignoring a broken one."""
+    with anyio.CancelScope(shield=True):
+        try:
+            await response.aclose()
+        except UPSTREAM_ERRORS as err:
+            log.debug("closing an upstream response: %s", describe(err))
+
+
 async def relay(
     response: httpx.Response,
     chunks: AsyncIterator[bytes],
     first: bytes,
     progress: StreamProgress,
     backend: str,
-) -> AsyncIterator[bytes]:
-    """Pass a streamed body through as it arrives; end it with an SSE error if it breaks."""
+    remaining_s: float = float("inf"),
+) -> AsyncGenerator[bytes, None]:
+    """Pass a streamed body through as it arrives; end it with an SSE error if it breaks or
+    outlasts ``remaining_s`` (the rest of the call's time limit)."""
+    deadline = None if math.isinf(remaining_s) else asyncio.get_running_loop().time() + remaining_s
     try:
         progress.add(first)
         yield first
-        async for chunk in chunks:
+        while not progress.stopping:
+            try:
+                async with asyncio.timeout_at(deadline) as progress._timer:
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+            finally:
+                progress._timer = None
             progress.add(chunk)
             yield chunk
+        else:
+            raise TimeoutError
         progress.outcome = "ok"
-    except httpx.HTTPError as err:
+    except TimeoutError:
+        progress.outcome = "timeout"
+        progress.error = progress.stopping or f"the call's time limit of {remaining_s:.3f} s passed"
+        await close_quietly(response)
+        progress.finish()
+        code = "shutting_down" if progress.stopping else "timeout"
+        yield sse_error(f"backend {backend}: {progress.error}", code)
+    except Exception as err:  # after the headers went out, any failure ends the stream cleanly
         progress.outcome = "failed"
         progress.error = describe(err)
-        log.warning("stream from backend %s broke: %s", backend, progress.error)
-        await response.aclose()
+        level = logging.WARNING if isinstance(err, UPSTREAM_ERRORS) else logging.ERROR
+        log.log(level, "stream from backend %s broke: %s", backend, progress.error)
+        await close_quietly(response)
         progress.finish()  # before the client hears of the failure (and perhaps calls again)
         yield sse_error(f"backend {backend} failed mid-stream: {progress.error}")
     finally:
-        await response.aclose()
         progress.finish()
+        await close_quietly(response)

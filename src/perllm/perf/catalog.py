@@ -47,6 +47,7 @@ class ModelProfile:
     hidden: int
     kv_bytes_per_token: float
     source: str
+    context_tokens: int | None = None  # the context window, where known
 
 
 # Bytes per weight by quantisation; llama.cpp Q4_K_M is about 4.85 bits (PROFILES.md).
@@ -225,6 +226,7 @@ MODELS: dict[str, ModelProfile] = {
             hidden=4096,
             kv_bytes_per_token=0.44 * MB,
             source="THUDM/chatglm-6b model card (6.2 B, 28 x 4096); KV per PROFILES.md",
+            context_tokens=2048,
         ),
         ModelProfile(
             name="llama-2-7b",
@@ -233,6 +235,7 @@ MODELS: dict[str, ModelProfile] = {
             hidden=4096,
             kv_bytes_per_token=0.5 * MB,
             source="Llama 2 paper (Touvron et al. 2023): 6.74 B, 32 x 4096; KV 2x32x4096x2 B",
+            context_tokens=4096,
         ),
         ModelProfile(
             name="llama-3.1-8b",
@@ -241,6 +244,7 @@ MODELS: dict[str, ModelProfile] = {
             hidden=4096,
             kv_bytes_per_token=0.131 * MB,
             source="Llama 3.1 model card: 8.03 B, 32 layers, 8 KV heads x 128 (GQA)",
+            context_tokens=131072,
         ),
         ModelProfile(
             name="llama-2-13b",
@@ -249,6 +253,7 @@ MODELS: dict[str, ModelProfile] = {
             hidden=5120,
             kv_bytes_per_token=0.78 * MB,
             source="Llama 2 paper: 13.0 B, 40 x 5120; KV 2x40x5120x2 B",
+            context_tokens=4096,
         ),
         ModelProfile(
             name="vicuna-33b",
@@ -257,6 +262,7 @@ MODELS: dict[str, ModelProfile] = {
             hidden=6656,
             kv_bytes_per_token=1.52 * MB,
             source="LLaMA paper (33B: 32.5 B, 60 x 6656); KV 2x60x6656x2 B",
+            context_tokens=2048,
         ),
     )
 }
