@@ -210,3 +210,44 @@ def test_bad_state_store_urls_name_the_field(tmp_path: Path, kit: Any) -> None:
     args = _serve_args("--config", _config_file(tmp_path, kit), "--state-store", "redis://h:x/0")
     with pytest.raises(InputError, match=r"--state-store: the port must be a number"):
         args.func(args)
+
+
+def test_workers_share_one_port_and_what_they_learn(
+    serve: Any, kit: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from redis_server import free_port
+
+    edge = serve(kit.emulator(kit.EDGE, time_scale=0.01))
+    config = _config_file(
+        tmp_path,
+        kit,
+        backends=[kit.backend("e", edge.url)],
+        policy={"type": "cs-ucb"},
+        **{"state-store": redis_server.url, "state-sync": SYNC},
+    )
+    port = free_port()
+    command = [sys.executable, "-m", "perllm.cli", "serve", "--config", config]
+    proc = subprocess.Popen(
+        [*command, "--port", str(port), "--workers", "2"], stdout=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def replicas_seen() -> int:
+        try:
+            return int(httpx.get(url + "/stats").json()["state_store"]["replicas"])
+        except httpx.HTTPError:
+            return 0
+
+    try:
+        wait_for(lambda: replicas_seen() == 2, "two workers on one port")
+        for _ in range(6):
+            assert httpx.post(url + "/v1/chat/completions", json=BODY).is_success
+        # Whichever worker answers (each GET is a new connection), it knows all 6.
+        wait_for(lambda: all(learned(url) == 6 for _ in range(8)), "both workers at 6")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
