@@ -18,7 +18,6 @@ from perllm.gateway.cli import add_gateway_commands
 from perllm.gateway.health import CircuitBreaker
 from perllm.gateway.shared_state import SharedState
 from perllm.gateway.view import LiveView
-from perllm.policies.mergeable import add_totals, cs_ucb_state, cs_ucb_totals
 from perllm.policies.registry import make_policy
 
 BODY = {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
@@ -145,34 +144,6 @@ def test_state_file_with_a_store(
     redis_server.start()
     a, b = replicas(serve, kit, redis_server.url, 2, **{"state-file": str(state_file)})
     wait_for(lambda: learned(a.url) == 3 and learned(b.url) == 3, "the state file's 3, once")
-
-
-def test_totals_round_trip_and_add() -> None:
-    from perllm.sim import scenario
-    from perllm.sim.world import simulate
-    from perllm.workload.generator import generate_requests
-
-    cluster = scenario.load("tiny")
-
-    def run(policy: Any, n: int, seed: int) -> None:
-        simulate(cluster, policy, generate_requests(cluster.workload, n, seed), seed=seed)
-
-    one, two = make_policy("cs-ucb", seed=1), make_policy("cs-ucb", seed=2)
-    run(one, 200, 1)
-    run(two, 100, 2)
-    totals_one, totals_two = one.shared_stats(), two.shared_stats()
-    n = one.state()["n_servers"]
-    assert cs_ucb_totals(cs_ucb_state(totals_one, n, list(one.classes))) == totals_one
-    merged = make_policy("cs-ucb", seed=3)
-    merged.restore(one.state())
-    merged.adopt_shared_stats(add_totals(totals_one, totals_two), n)
-    counts = merged.state()["times"]["count"]
-    expected = np.sum(one.state()["times"]["count"]) + np.sum(two.state()["times"]["count"])
-    assert np.sum(counts) == expected
-    assert merged.state()["lengths"]["count"] == {
-        k: one.lengths.state()["count"].get(k, 0) + two.lengths.state()["count"].get(k, 0)
-        for k in merged.state()["lengths"]["count"]
-    }
 
 
 def _serve_args(*argv: str) -> Any:

@@ -22,6 +22,8 @@ from typing import Any, Protocol, runtime_checkable
 __all__ = [
     "SharedStatistics",
     "add_totals",
+    "arm_bandit_state",
+    "arm_bandit_totals",
     "cs_ucb_state",
     "cs_ucb_totals",
     "subtract_totals",
@@ -130,3 +132,54 @@ def cs_ucb_state(totals: Mapping[str, float], n_servers: int, classes: list[str]
         "energy": energy,
         "lengths": lengths,
     }
+
+
+# --- arm bandits (ucb1, epsilon-greedy) --------------------------------------------------------
+# Names: ``a|ARM|STAT|CLASS`` (finished pulls and reward sums), ``r|STAT|CLASS`` (the reward's
+# energy reference: sums and counts of weighted energy per class).
+
+_ARM_STATS = ("count", "reward_sum")
+
+
+def arm_bandit_totals(arms: Mapping[str, Any] | None, reward: Mapping[str, Any]) -> Totals:
+    """The additive totals in an :class:`~perllm.policies.bandit.ArmStats` state and a
+    :class:`~perllm.policies.bandit.Reward` state (zeros left out)."""
+    out: Totals = {}
+    for stat in _LENGTH_STATS:
+        for name, value in reward.get(stat, {}).items():
+            if value:
+                out[f"r|{stat}|{name}"] = float(value)
+    if not arms:
+        return out
+    for name, row in arms["classes"].items():
+        for stat in _ARM_STATS:
+            for arm, value in enumerate(arms[stat][int(row)]):
+                if value:
+                    out[f"a|{arm}|{stat}|{name}"] = float(value)
+    return out
+
+
+def arm_bandit_state(
+    totals: Mapping[str, float], n_arms: int, classes: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(arms state, reward state)`` holding ``totals``; ``classes`` keep their rows, other
+    class names in ``totals`` come after them. Arms beyond ``n_arms`` are ignored."""
+    names = list(classes)
+    for key in totals:
+        if key.startswith("a|"):
+            name = key.split("|", 3)[-1]
+            if name not in names:
+                names.append(name)
+    rows = {name: row for row, name in enumerate(names)}
+    arms = {stat: [[0.0] * n_arms for _ in names] for stat in _ARM_STATS}
+    reward: dict[str, dict[str, float]] = {stat: {} for stat in _LENGTH_STATS}
+    for key, value in totals.items():
+        if key.startswith("a|"):
+            arm, stat, name = key[2:].split("|", 2)
+            if int(arm) < n_arms and stat in arms:
+                arms[stat][rows[name]][int(arm)] = value
+        elif key.startswith("r|"):
+            stat, name = key[2:].split("|", 1)
+            if stat in reward:
+                reward[stat][name] = round(value) if stat == "count" else value
+    return {"n_arms": n_arms, "classes": rows, **arms}, reward
