@@ -11,10 +11,13 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from perllm.cli_args import at_least, integer, key_value
 from perllm.cli_args import port as port_number
+
+if TYPE_CHECKING:
+    from perllm.gateway.config import GatewayConfig
 
 __all__ = ["add_gateway_commands"]
 
@@ -39,7 +42,7 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
-def _serve_config(args: argparse.Namespace) -> Any:
+def _serve_config(args: argparse.Namespace) -> GatewayConfig:
     """The config, with ``--state-store`` applied and ``--workers`` checked against it."""
     from perllm.errors import InputError
     from perllm.gateway.config import load_config, store_url_problem
@@ -62,6 +65,7 @@ def _serve_config(args: argparse.Namespace) -> Any:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from perllm.cli_args import writable_dir
     from perllm.gateway.app import create_app
+    from perllm.gateway.shared_state import redacted
     from perllm.gateway.state import load_state
     from perllm.gateway.testbed import bind, serve_apps
     from perllm.gateway.workers import run_workers
@@ -83,7 +87,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     sock = bind(args.host, args.port)
     _logging(args.log_level)
     extra = f", {args.workers} workers" if args.workers > 1 else ""
-    store = f", state store {config.state_store}" if config.state_store else ""
+    store = f", state store {redacted(config.state_store)}" if config.state_store else ""
     print(
         f"perllm gateway on http://{args.host}:{args.port}/v1 ({config.policy.type}, "
         f"{len(config.backends)} backends{extra}{store})",
