@@ -31,7 +31,12 @@ while it is down, a replica is exactly the embedded single gateway.
 replica writes ``P`` to its ``state-file`` on shutdown). If Redis loses ``G`` (restarted without
 persistence) the next replica to sync seeds it again with its ``P``, and each other replica adds
 only what it learned since its last sync (``own[r]`` is gone too, so ``O_B`` is used for it).
-On a clean shutdown a replica deletes ``own[r]``; a crashed one's expires after a week.
+Redis restored from an older snapshot holds an older ``G`` with the matching older ``own[r]``
+(the script writes both atomically), so each replica adds back what the snapshot lost. On a
+clean shutdown a replica deletes ``own[r]``; a crashed one's expires after a week. Only the
+replica itself ever reads its ``own[r]``, and without it uses ``O_B``, so the expiry is safe
+too (the one imprecision: a sync whose answer was lost *and* whose ``own[r]`` then expired
+would be counted twice).
 
 **Load.** Each replica publishes its in-flight requests and tokens per backend under a key that
 expires after ``state-sync.lease-s`` (5 s by default, at least two intervals) and reads the
