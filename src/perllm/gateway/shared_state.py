@@ -38,6 +38,9 @@ replica itself ever reads its ``own[r]``, and without it uses ``O_B``, so the ex
 too (the one imprecision: a sync whose answer was lost *and* whose ``own[r]`` then expired
 would be counted twice).
 
+A sync sends only the names whose own totals changed since the last successful one; after a
+failure, or when Redis says it lost ``G`` or ``own[r]``, it sends them all.
+
 **Load.** Each replica publishes its in-flight requests and tokens per backend under a key that
 expires after ``state-sync.lease-s`` (5 s by default, at least two intervals) and reads the
 others'; their sum is added to its own in the :class:`~perllm.gateway.view.LiveView`. A replica
@@ -84,15 +87,18 @@ SYNC_TIMEOUT_S = 2.0
 INIT_FIELD = "_init"
 
 # KEYS: merged totals G, own[r], this replica's load lease, the set of replicas.
-# ARGV: lease ms, own ttl s, replica id, load JSON, load key prefix, n, then n x
-# (name, own cumulative O, O_B, seed S).
+# ARGV: lease ms, own ttl s, replica id, load JSON, load key prefix, n, full (1 when every name
+# is sent, else only those whose own total changed), then n x (name, own cumulative O, O_B,
+# seed S). Answers {0}, changing nothing, when it needs every name and did not get them.
 SYNC_SCRIPT = """
 local n = tonumber(ARGV[6])
 local fresh = redis.call('EXISTS', KEYS[1]) == 0
 local known = redis.call('EXISTS', KEYS[2]) == 1
+if (fresh or not known) and ARGV[7] ~= '1' then return {0} end
 if fresh then redis.call('HSET', KEYS[1], '_init', '1') end
+redis.call('HSET', KEYS[2], '_init', '1')
 for i = 0, n - 1 do
-  local base = 7 + 4 * i
+  local base = 8 + 4 * i
   local name, own = ARGV[base], ARGV[base + 1]
   if fresh then
     if tonumber(ARGV[base + 3]) ~= 0 then redis.call('HSET', KEYS[1], name, ARGV[base + 3]) end
@@ -104,7 +110,7 @@ for i = 0, n - 1 do
   end
   redis.call('HSET', KEYS[2], name, own)
 end
-if n > 0 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[3])
 local loads = {}
@@ -116,7 +122,7 @@ for _, member in ipairs(redis.call('SMEMBERS', KEYS[4])) do
     table.insert(loads, value)
   end
 end
-return {redis.call('HGETALL', KEYS[1]), loads}
+return {table.concat(redis.call('HGETALL', KEYS[1]), '\\0'), loads}
 """
 
 RETIRE_SCRIPT = """
@@ -178,6 +184,7 @@ class SharedState:
         self.replicas = 1
         self.syncs = 0
         self._last_ok = time.monotonic()
+        self._full_next = True  # every name, until a sync succeeds
         self._task: asyncio.Task[None] | None = None
 
     # --- the policy's totals -------------------------------------------------------------
@@ -211,11 +218,11 @@ class SharedState:
         self.view.remote_tokens = tokens
         self.replicas = 1 + len(loads)
 
-    async def sync(self) -> bool:
-        """Publish and merge once; returns whether Redis answered (never raises RedisError)."""
-        snapshot = self._totals()
-        own = add_totals(self.own_base, subtract_totals(snapshot, self.base))
-        names = sorted(own.keys() | self.own_base.keys() | snapshot.keys())
+    def _args(self, own: dict[str, float], snapshot: dict[str, float], full: bool) -> list[Any]:
+        if full:
+            names = sorted(own.keys() | self.own_base.keys() | snapshot.keys())
+        else:  # only what this replica learned since its last sync
+            names = [n for n in own if own[n] != self.own_base.get(n, 0.0)]
         args: list[Any] = [
             int(self.settings.lease_s * 1000),
             OWN_TTL_S,
@@ -223,6 +230,7 @@ class SharedState:
             self._load_json(),
             self._load_prefix,
             len(names),
+            int(full),
         ]
         for name in names:
             args += [
@@ -231,11 +239,24 @@ class SharedState:
                 repr(self.own_base.get(name, 0.0)),
                 repr(snapshot.get(name, 0.0)),
             ]
+        return args
+
+    async def sync(self) -> bool:
+        """Publish and merge once; returns whether Redis answered (never raises RedisError)."""
+        snapshot = self._totals()
+        own = add_totals(self.own_base, subtract_totals(snapshot, self.base))
+        full = self._full_next
         try:
-            merged_flat, loads = await self._sync(keys=self._keys, args=args)
+            result = await self._sync(keys=self._keys, args=self._args(own, snapshot, full))
+            if len(result) == 1:  # the store lost this replica's totals: send them all
+                full = True
+                result = await self._sync(keys=self._keys, args=self._args(own, snapshot, full))
         except (RedisError, OSError) as err:
+            self._full_next = True
             self._down(err)
             return False
+        merged_text, loads = result
+        merged_flat = merged_text.split("\0")  # one string: far faster to parse than a list
         merged = {
             k: float(v)
             for k, v in zip(merged_flat[::2], merged_flat[1::2], strict=True)
@@ -244,6 +265,7 @@ class SharedState:
         learned_meanwhile = subtract_totals(self._totals(), snapshot)
         self._adopt(add_totals(merged, learned_meanwhile))
         self.base, self.own_base = merged, own
+        self._full_next = False
         self._set_remote(loads)
         self._up()
         return True
