@@ -77,17 +77,25 @@ def test_statistics_learned_by_one_replica_reach_the_other_once(
     assert health["state_store"]["replicas"] == 2
 
 
-def test_in_flight_of_a_silent_replica_expires(kit: Any, redis_server: RedisServer) -> None:
-    import asyncio
-
+def shared_states(kit: Any, store: str, policy: str) -> Callable[[], SharedState]:
+    """``replica()``: a fresh :class:`SharedState` (its own view and policy), no app around."""
     config = kit.gateway_config(
         [kit.backend("e", "http://127.0.0.1:9"), kit.backend("f", "http://127.0.0.1:9")],
-        **{"state-store": redis_server.url, "state-sync": {"interval-s": 0.05, "lease-s": 0.3}},
+        policy={"type": policy},
+        **{"state-store": store, "state-sync": {"interval-s": 0.05, "lease-s": 0.3}},
     )
 
     def replica() -> SharedState:
         view = LiveView(config, [CircuitBreaker(3, 1.0) for _ in config.backends])
-        return SharedState(config, make_policy("round-robin"), view)
+        return SharedState(config, make_policy(policy), view)
+
+    return replica
+
+
+def test_in_flight_of_a_silent_replica_expires(kit: Any, redis_server: RedisServer) -> None:
+    import asyncio
+
+    replica = shared_states(kit, redis_server.url, "round-robin")
 
     async def scenario() -> None:
         dying, living = replica(), replica()
@@ -107,6 +115,40 @@ def test_in_flight_of_a_silent_replica_expires(kit: Any, redis_server: RedisServ
         assert living.replicas == 1
         await living.stop()
         await dying.client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_replica_whose_totals_the_store_lost_resends_them(
+    kit: Any, redis_server: RedisServer
+) -> None:
+    import asyncio
+
+    replica = shared_states(kit, redis_server.url, "cs-ucb")
+
+    def count(state: SharedState) -> float:
+        return float(np.sum(state.policy.state()["times"]["count"]))
+
+    def observe(state: SharedState, times: int) -> None:
+        policy: Any = state.policy
+        row = 2 * policy._row("default")  # the class's time corrections, batch not crowded
+        for _ in range(times):
+            policy.times.observe(row, 0, 0.1)
+
+    async def scenario() -> None:
+        a, b = replica(), replica()
+        for state in (a, b):
+            state.policy.adopt_shared_stats({}, 2)  # type: ignore[attr-defined]
+        observe(a, 3)
+        assert await a.sync() and await b.sync()
+        assert count(b) == 3
+        await a.client.delete(a._keys[1])  # the store loses a's own totals (not the merged)
+        observe(a, 2)
+        observe(b, 1)
+        assert await a.sync() and await b.sync() and await a.sync()
+        assert count(a) == count(b) == 6  # nothing counted twice, nothing lost
+        for state in (a, b):
+            await state.stop()
 
     asyncio.run(scenario())
 
