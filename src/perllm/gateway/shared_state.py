@@ -275,7 +275,7 @@ class SharedState:
             log.warning(
                 "state store %s unreachable (%s): serving on local state, retrying every %gs",
                 redacted(self.url),
-                err or type(err).__name__,
+                str(err) or type(err).__name__,
                 self.settings.interval_s,
             )
         self.connected = False
