@@ -70,6 +70,7 @@ request, 2 gave 0.921x and 1.12x, against 0.996x and 1.11x with the infinite def
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -88,6 +89,7 @@ from perllm.domain import (
 )
 from perllm.policies.base import PolicyConfig
 from perllm.policies.estimates import Estimate, OutputLengths, ServerTable, estimate
+from perllm.policies.mergeable import cs_ucb_state, cs_ucb_totals
 from perllm.policies.outstanding import Outstanding
 
 Array = npt.NDArray[np.float64]
@@ -349,17 +351,20 @@ class CsUcbPolicy:
         if self._table is None or self._servers is not view.servers:
             self._table = ServerTable.of(view)
             self._servers = view.servers
-            if self.times is None or self.energy is None:
-                n = len(view.servers)
-                cfg = self.config
-                self.times = LogRatioStats(n, cfg.confidence, cfg.prior_log_sd)
-                self.energy = LogRatioStats(n, cfg.exploration, cfg.prior_log_sd)
-                self.energy.ensure_rows(1)
-                self.outstanding = Outstanding(n)
-                if self._saved is not None:
-                    self._apply(self._saved)
-        assert self.times is not None and self.energy is not None
-        return self._table, self.times, self.energy
+        times, energy = self._statistics(len(view.servers))
+        return self._table, times, energy
+
+    def _statistics(self, n: int) -> tuple[LogRatioStats, LogRatioStats]:
+        """The learned corrections, made for ``n`` servers (with any saved state) if need be."""
+        if self.times is None or self.energy is None:
+            cfg = self.config
+            self.times = LogRatioStats(n, cfg.confidence, cfg.prior_log_sd)
+            self.energy = LogRatioStats(n, cfg.exploration, cfg.prior_log_sd)
+            self.energy.ensure_rows(1)
+            self.outstanding = Outstanding(n)
+            if self._saved is not None:
+                self._apply(self._saved)
+        return self.times, self.energy
 
     def _row(self, service_class: str) -> int:
         row = self.classes.get(service_class)
@@ -453,6 +458,15 @@ class CsUcbPolicy:
             self._saved = state
         else:
             self._apply(state)
+
+    def shared_stats(self) -> dict[str, float]:
+        """The learned statistics as additive totals (:mod:`perllm.policies.mergeable`)."""
+        return cs_ucb_totals(self.state())
+
+    def adopt_shared_stats(self, totals: Mapping[str, float], n_servers: int) -> None:
+        """Replace the learned statistics by ``totals`` (for a cluster of ``n_servers``)."""
+        times, _ = self._statistics(n_servers)
+        self.restore(cs_ucb_state(totals, times.n_servers, list(self.classes)))
 
     def _apply(self, state: dict[str, Any]) -> None:
         assert self.times is not None and self.energy is not None
