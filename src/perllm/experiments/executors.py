@@ -172,7 +172,7 @@ class _RayPool:
         if self._owned:
             quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
             if address is None:
-                ray.init(num_cpus=workers, include_dashboard=False, **quiet)
+                ray.init(address="local", num_cpus=workers, include_dashboard=False, **quiet)
             else:
                 if address != "auto":
                     _check_reachable(address)  # ray.init would retry for minutes
