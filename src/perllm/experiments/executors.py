@@ -164,6 +164,16 @@ def _check_reachable(address: str) -> None:
         raise InputError(message) from None
 
 
+def _hint(address: str) -> str:
+    if address == "auto":
+        return ""
+    return (
+        " (if the cluster uses token authentication, as `ray start` does by default in recent "
+        "Ray, set RAY_AUTH_MODE=token and its token here; on its head node, `--ray-address auto` "
+        "finds both)"
+    )
+
+
 class _RayPool:
     def __init__(self, address: str | None, workers: int) -> None:
         ray = _import_ray()
@@ -178,13 +188,8 @@ class _RayPool:
                     _check_reachable(address)  # ray.init would retry for minutes
                 try:
                     ray.init(address=address, **quiet)
-                except ConnectionError as err:
-                    raise InputError(
-                        f"--ray-address {address}: {err} (if the cluster uses token "
-                        "authentication, as `ray start` does by default in recent Ray, set "
-                        "RAY_AUTH_MODE=token and its token here; on its head node, "
-                        "`--ray-address auto` finds both)"
-                    ) from None
+                except (ConnectionError, RuntimeError) as err:  # refused; a version mismatch
+                    raise InputError(f"--ray-address {address}: {err}{_hint(address)}") from None
         self._remote: dict[Callable[..., Any], Any] = {}
         self._pending: dict[Any, Any] = {}
 
