@@ -134,6 +134,7 @@ class _ProcessPool:
         if terminate is not None:
             terminate()
             return
+        # Before 3.14 only the pool's private process table reaches the running workers.
         processes = list((getattr(self._pool, "_processes", None) or {}).values())
         self._pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:
