@@ -37,7 +37,8 @@ def main() -> None:
     try:
         summaries = map_in_order(executor_spec(args, args.jobs), _run, work)
     except InputError as err:
-        sys.exit(f"policy_table: {err}")
+        print(f"policy_table: {err}", file=sys.stderr)
+        sys.exit(2)
     summaries.sort(key=lambda s: -s["goodput_rps"])
     summary_table(summaries, title=f"{args.scenario}, {args.requests} requests, seed {args.seed}")
 

@@ -2,7 +2,8 @@
 
 Run: ``python benchmarks/robustness.py [--clusters 20] [--seeds 2] [--requests 1000]
 [--out results-robustness] [--workers N] [--policies a,b] [--param POLICY:KEY=VALUE]
-[--variant LABEL=POLICY[:KEY=VALUE,...]] [--set GENERATOR-KEY=VALUE] [--no-bound]``.
+[--variant LABEL=POLICY[:KEY=VALUE,...]] [--set GENERATOR-KEY=VALUE] [--no-bound]
+[--executor ray [--ray-address HOST:PORT]] [--resume]``.
 
 Draws ``--clusters`` clusters with ``perllm scenarios generate`` (seeds ``--first-cluster``
 onwards; random hardware, links, model mismatch, arrivals and class mix), measures each one's

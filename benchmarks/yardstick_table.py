@@ -57,7 +57,8 @@ def main() -> None:
                 pool.submit(("run", item), _simulate, item)
             results = dict(pool.completed())
     except InputError as err:
-        sys.exit(f"yardstick_table: {err}")
+        print(f"yardstick_table: {err}", file=sys.stderr)
+        sys.exit(2)
     bounds = {n: results["bound", n] for n in names}
     runs = [results["run", item] for item in work]
     table = Table(

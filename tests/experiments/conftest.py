@@ -12,6 +12,8 @@ import pytest
 @pytest.fixture(scope="session")
 def local_ray() -> Iterator[Any]:
     ray = pytest.importorskip("ray", reason="Ray is the optional extra perllm[ray]")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
+    # "local": a new instance, even where `ray start` left the address of a cluster behind.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, **quiet)
     yield ray
     ray.shutdown()

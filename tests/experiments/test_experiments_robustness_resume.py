@@ -65,4 +65,6 @@ def test_an_interrupted_benchmark_resumes_to_the_same_rows(
     assert err.endswith(" --resume")
     _run(benchmark, monkeypatch, tmp_path / "resumed", "--resume")
     assert _rows(tmp_path / "resumed") == _rows(tmp_path / "whole")
+    clusters = [(tmp_path / run / "clusters.csv").read_bytes() for run in ("resumed", "whole")]
+    assert clusters[0] == clusters[1]
     assert len(_rows(tmp_path / "whole")) == 4

@@ -134,6 +134,7 @@ class _ProcessPool:
         if terminate is not None:
             terminate()
             return
+        # Before 3.14 only the pool's private process table reaches the running workers.
         processes = list((getattr(self._pool, "_processes", None) or {}).values())
         self._pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:
@@ -164,6 +165,16 @@ def _check_reachable(address: str) -> None:
         raise InputError(message) from None
 
 
+def _hint(address: str) -> str:
+    if address == "auto":
+        return ""
+    return (
+        " (if the cluster uses token authentication, as `ray start` does by default in recent "
+        "Ray, set RAY_AUTH_MODE=token and its token here; on its head node, `--ray-address auto` "
+        "finds both)"
+    )
+
+
 class _RayPool:
     def __init__(self, address: str | None, workers: int) -> None:
         ray = _import_ray()
@@ -172,19 +183,14 @@ class _RayPool:
         if self._owned:
             quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
             if address is None:
-                ray.init(num_cpus=workers, include_dashboard=False, **quiet)
+                ray.init(address="local", num_cpus=workers, include_dashboard=False, **quiet)
             else:
                 if address != "auto":
                     _check_reachable(address)  # ray.init would retry for minutes
                 try:
                     ray.init(address=address, **quiet)
-                except ConnectionError as err:
-                    raise InputError(
-                        f"--ray-address {address}: {err} (if the cluster uses token "
-                        "authentication, as `ray start` does by default in recent Ray, set "
-                        "RAY_AUTH_MODE=token and its token here; on its head node, "
-                        "`--ray-address auto` finds both)"
-                    ) from None
+                except (ConnectionError, RuntimeError) as err:  # refused; a version mismatch
+                    raise InputError(f"--ray-address {address}: {err}{_hint(address)}") from None
         self._remote: dict[Callable[..., Any], Any] = {}
         self._pending: dict[Any, Any] = {}
 

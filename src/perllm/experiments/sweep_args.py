@@ -55,7 +55,7 @@ def add_sweep_arguments(
     )
     if not resume:
         return
-    group.add_argument(
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="keep the runs an interrupted sweep saved in its output directory; run the others",
