@@ -138,6 +138,27 @@ def test_simulate_and_policies_list_use_an_installed_plugin(installed: Path) -> 
     assert {row.split(",")[column] for row in rows} == {second}
 
 
+def test_reproduce_runs_an_installed_plugin_beside_cs_ucb(installed: Path) -> None:
+    out = installed.parent / "grid"
+    ran = _perllm(
+        installed,
+        "reproduce",
+        "--quick",
+        "--seeds",
+        "1",
+        "--requests",
+        "30",
+        "--policies",
+        "cs-ucb,pin",
+        "--out",
+        str(out),
+    )
+    assert ran.returncode == 0, ran.stderr
+    rows = (out / "results.csv").read_text().splitlines()
+    column = rows[0].split(",").index("policy")
+    assert {row.split(",")[column] for row in rows[1:]} == {"cs-ucb", "pin"}
+
+
 def test_the_gateway_routes_with_an_installed_plugin(installed: Path, serve: Any, kit: Any) -> None:
     backends = [serve(kit.emulator(kit.EDGE, time_scale=0.01)) for _ in range(2)]
     entries = [kit.backend(f"b{i}", b.url) for i, b in enumerate(backends)]

@@ -25,6 +25,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     grid = GridConfig.preset(args.quick, args.seeds, planner=args.planner)
     if args.requests is not None:
         grid = dataclasses.replace(grid, requests=args.requests)
+    if args.policies is not None:
+        grid = dataclasses.replace(grid, policies=_policies(args.policies))
     argv = sys.argv[1:] or ["reproduce"]
     command = recorded_command("perllm", argv, {"--jobs": 1})
     total = total_runs(grid)
@@ -45,6 +47,22 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policies(names: str) -> tuple[str, ...]:
+    """``--policies``: registered names (plugins too), CS-UCB among them."""
+    from perllm.errors import InputError
+    from perllm.policies.registry import lookup
+
+    chosen = tuple(dict.fromkeys(name.strip() for name in names.split(",") if name.strip()))
+    for name in chosen:
+        try:
+            lookup(name)
+        except InputError as err:
+            raise InputError(f"--policies: {str(err).removeprefix('--policy: ')}") from None
+    if "cs-ucb" not in chosen:
+        raise InputError("--policies: must include cs-ucb (the report compares every policy to it)")
+    return chosen
+
+
 def add_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser(
         "reproduce", help="run the paper's evaluation grid: tables, ratios and plots"
@@ -56,6 +74,9 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
         "--jobs", type=integer(1), default=os.cpu_count() or 1, help="parallel runs (CPUs)"
     )
     parser.add_argument("--requests", type=integer(10), help="requests per run")
+    parser.add_argument(
+        "--policies", help="comma-separated policies, plugins too (default: every built-in)"
+    )
     parser.add_argument(
         "--planner", action="store_true", help="also run the clairvoyant planner (slower)"
     )
