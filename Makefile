@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup lint typecheck pytest bench bench-real llamacpp clean
+.PHONY: run test setup lint typecheck pytest redis bench bench-real llamacpp clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,11 @@ typecheck: $(STAMP)
 llamacpp: $(STAMP)
 	scripts/build_llama_wheel.sh $(BIN)/python
 
-pytest: $(STAMP) llamacpp
+# The gateway-replica tests start a real redis-server (Debian package redis-server, 7.0).
+redis:
+	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+
+pytest: $(STAMP) llamacpp redis
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest

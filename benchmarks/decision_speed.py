@@ -2,8 +2,10 @@
 
 Run: ``python benchmarks/decision_speed.py [--decisions N]``. Loads are redrawn at random between
 decisions (outside the timed region) so that policies see changing state; feedback for each
-decision is given right after it, inside the timed region. The oracle is left out: it needs the
-simulator's clairvoyant view and its cost is the simulation of every server forward.
+decision is given right after it, inside the timed region. One decision before the timed ones
+loads the compiled kernels (numba compiles them on a machine's first run, then caches them).
+The oracle is left out: it needs the simulator's clairvoyant view and its cost is the
+simulation of every server forward.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def measure(policy_name: str, servers: int, decisions: int) -> np.ndarray:
     view = paper_view(servers)
     policy = make_policy(policy_name, seed=0)
     requests = _requests(decisions, rng)
+    policy.select(requests[0].routed, view)  # compiled kernels load (or compile) outside timing
     samples = np.empty(decisions)
     clock = time.perf_counter_ns
     for i, request in enumerate(requests):

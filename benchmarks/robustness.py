@@ -2,7 +2,8 @@
 
 Run: ``python benchmarks/robustness.py [--clusters 20] [--seeds 2] [--requests 1000]
 [--out results-robustness] [--workers N] [--policies a,b] [--param POLICY:KEY=VALUE]
-[--variant LABEL=POLICY[:KEY=VALUE,...]] [--set GENERATOR-KEY=VALUE] [--no-bound]``.
+[--variant LABEL=POLICY[:KEY=VALUE,...]] [--set GENERATOR-KEY=VALUE] [--no-bound]
+[--executor ray [--ray-address HOST:PORT]] [--resume]``.
 
 Draws ``--clusters`` clusters with ``perllm scenarios generate`` (seeds ``--first-cluster``
 onwards; random hardware, links, model mismatch, arrivals and class mix), measures each one's
@@ -23,16 +24,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from perllm.cli_args import key_value
+from perllm.cli_args import key_value, writable_dir
 from perllm.errors import InputError
+from perllm.experiments import checkpoint
+from perllm.experiments.checkpoint import Checkpoint, saved_runs
+from perllm.experiments.executors import ExecutorSpec, open_executor
 from perllm.experiments.robustness_report import plot, print_tables, write_csvs
 from perllm.experiments.robustness_runs import (
     RunTask,
@@ -42,7 +45,8 @@ from perllm.experiments.robustness_runs import (
     run_task,
 )
 from perllm.experiments.show import progress_bar
-from perllm.policies.registry import ENTRIES, REGISTRY, make_policy
+from perllm.experiments.sweep_args import add_sweep_arguments, executor_spec, resume_command
+from perllm.policies.registry import all_entries, lookup, make_policy
 
 LOADS = (0.7, 1.0, 1.5)
 
@@ -71,13 +75,14 @@ def _arguments() -> argparse.Namespace:
         help="a cluster generator setting (perllm.clustergen.settings)",
     )
     parser.add_argument("--no-bound", action="store_true", help="skip perllm.bound if installed")
+    add_sweep_arguments(parser, "--workers")
     return parser.parse_args()
 
 
 def _policies(args: argparse.Namespace) -> dict[str, tuple[str, dict[str, Any]]]:
     """Label -> (registered policy, params), from --policies, --param and --variant."""
     chosen: dict[str, tuple[str, dict[str, Any]]] = {
-        e.name: (e.name, {}) for e in ENTRIES if not e.clairvoyant or e.name == "oracle"
+        e.name: (e.name, {}) for e in all_entries() if not e.clairvoyant or e.name == "oracle"
     }
     for spec in args.variant:
         label, _, rest = spec.partition("=")
@@ -108,12 +113,73 @@ def _policies(args: argparse.Namespace) -> dict[str, tuple[str, dict[str, Any]]]
 
 
 def _contenders(chosen: dict[str, tuple[str, dict[str, Any]]]) -> list[str]:
-    return [label for label, (policy, _) in chosen.items() if not REGISTRY[policy].clairvoyant]
+    return [label for label, (policy, _) in chosen.items() if not lookup(policy).clairvoyant]
 
 
 def _run(
-    args: argparse.Namespace, chosen: dict[str, tuple[str, dict[str, Any]]]
+    args: argparse.Namespace,
+    chosen: dict[str, tuple[str, dict[str, Any]]],
+    executor: ExecutorSpec,
+    saved: Checkpoint,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    settings = _settings(args)
+    loads = _loads(args)
+    use_bound = _use_bound(args)
+    results = saved.results
+
+    def runs(cluster: dict[str, Any]) -> list[tuple[Any, Callable[..., Any], RunTask]]:
+        """The runs (and bounds) of a generated cluster that are not saved yet."""
+        calls: list[tuple[Any, Callable[..., Any], RunTask]] = []
+        for load in loads:
+            for seed in range(args.seeds):
+                for label_, (policy, params) in chosen.items():
+                    task = RunTask(
+                        cluster["seed"],
+                        cluster["data"],
+                        cluster["capacity"]["rate_rps"],
+                        load,
+                        seed,
+                        label_,
+                        policy,
+                        params,
+                    )
+                    calls.append((("run", task.cluster, load, seed, label_), run_task, task))
+                if use_bound:
+                    calls.append((("bound", task.cluster, load, seed), bound_task, task))
+        return [call for call in calls if call[0] not in results]
+
+    todo: list[tuple[Any, Callable[..., Any], tuple[Any, ...]]] = []
+    for s in _cluster_seeds(args):
+        if ("cluster", s) in results:
+            todo += [(key, fn, (task,)) for key, fn, task in runs(results["cluster", s])]
+        else:
+            todo.append((("cluster", s), generate_task, (s, settings)))
+    label = f"robustness: {args.clusters} clusters x {len(loads)} loads x {args.seeds} seeds"
+    with progress_bar(_total_runs(args, chosen), label) as advance:
+        advance(len(results))
+        if todo:
+            with open_executor(executor) as pool:
+                for key, fn, arguments in todo:
+                    pool.submit(key, fn, *arguments)
+                for key, result in pool.completed():
+                    saved.record(key, result)
+                    advance(len(results))
+                    if key[0] == "cluster":
+                        for run_key, fn, task in runs(result):
+                            pool.submit(run_key, fn, task)
+    bounds = {key[1:]: result[1] for key, result in results.items() if key[0] == "bound"}
+    rows = [row for key, row in results.items() if key[0] == "run"]
+    for row in rows:
+        row["bound_goodput_rps"] = bounds.get((row["cluster"], row["load"], row["seed"]), math.nan)
+    rows.sort(key=lambda r: (r["cluster"], r["load"], r["seed"], list(chosen).index(r["policy"])))
+    clusters = sorted(
+        (result for key, result in results.items() if key[0] == "cluster"),
+        key=lambda c: c["seed"],
+    )
+    return rows, clusters
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
     settings: dict[str, Any] = {
         "requests": args.requests,
         "steady-multiple": args.steady_multiple,
@@ -121,68 +187,62 @@ def _run(
     }
     for pair in args.set:
         settings.update(key_value(pair))
-    loads = [float(x) for x in args.loads.split(",")]
-    seeds = range(args.first_cluster, args.first_cluster + args.clusters)
-    use_bound = bound_available() and not args.no_bound
-    per_cluster = len(loads) * args.seeds * (len(chosen) + (1 if use_bound else 0))
-    total = args.clusters * (1 + per_cluster)
-    context = multiprocessing.get_context("spawn")
-    rows: list[dict[str, Any]] = []
-    clusters: list[dict[str, Any]] = []
-    bounds: dict[tuple[int, float, int], float] = {}
-    label = f"robustness: {args.clusters} clusters x {len(loads)} loads x {args.seeds} seeds"
-    with (
-        progress_bar(total, label) as advance,
-        ProcessPoolExecutor(args.workers, mp_context=context) as pool,
-    ):
-        done = 0
-        pending: dict[Future[Any], str] = {
-            pool.submit(generate_task, s, settings): "cluster" for s in seeds
-        }
-        while pending:
-            future = next(as_completed(pending))
-            kind = pending.pop(future)
-            result = future.result()
-            done += 1
-            advance(done)
-            if kind == "cluster":
-                clusters.append(result)
-                capacity = result["capacity"]["rate_rps"]
-                for load in loads:
-                    for seed in range(args.seeds):
-                        for label_, (policy, params) in chosen.items():
-                            task = RunTask(
-                                result["seed"],
-                                result["data"],
-                                capacity,
-                                load,
-                                seed,
-                                label_,
-                                policy,
-                                params,
-                            )
-                            pending[pool.submit(run_task, task)] = "run"
-                        if use_bound:
-                            pending[pool.submit(bound_task, task)] = "bound"
-            elif kind == "bound":
-                key, value = result
-                bounds[key] = value
-            else:
-                rows.append(result)
-    for row in rows:
-        row["bound_goodput_rps"] = bounds.get((row["cluster"], row["load"], row["seed"]), math.nan)
-    rows.sort(key=lambda r: (r["cluster"], r["load"], r["seed"], list(chosen).index(r["policy"])))
-    clusters.sort(key=lambda c: c["seed"])
-    return rows, clusters
+    return settings
+
+
+def _loads(args: argparse.Namespace) -> list[float]:
+    return [float(x) for x in args.loads.split(",")]
+
+
+def _cluster_seeds(args: argparse.Namespace) -> range:
+    return range(args.first_cluster, args.first_cluster + args.clusters)
+
+
+def _use_bound(args: argparse.Namespace) -> bool:
+    return bound_available() and not args.no_bound
+
+
+def _total_runs(args: argparse.Namespace, chosen: dict[str, Any]) -> int:
+    per_cluster = (
+        len(_loads(args)) * int(args.seeds) * (len(chosen) + (1 if _use_bound(args) else 0))
+    )
+    return int(args.clusters) * (1 + per_cluster)
+
+
+def _header(args: argparse.Namespace, chosen: dict[str, Any]) -> dict[str, Any]:
+    """What the runs depend on: a resumed benchmark must have the same."""
+    return {
+        "clusters": list(_cluster_seeds(args)),
+        "seeds": args.seeds,
+        "loads": _loads(args),
+        "settings": _settings(args),
+        "policies": chosen,
+        "bound": _use_bound(args),
+    }
 
 
 def main() -> None:
     args = _arguments()
     chosen = _policies(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    rows, clusters = _run(args, chosen)
+    try:
+        executor = executor_spec(args, args.workers)
+        out = writable_dir("--out", Path(args.out))
+        path = out / checkpoint.FILENAME
+        started = time.perf_counter()
+        with Checkpoint(path, _header(args, chosen), resume=args.resume) as saved:
+            rows, clusters = _run(args, chosen, executor, saved)
+    except InputError as err:
+        print(f"robustness: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        again = resume_command("python", sys.argv)
+        total = _total_runs(args, chosen)
+        print(
+            f"robustness: interrupted; {saved_runs(path)} of {total} runs saved in {path}; "
+            f"resume with: {again}",
+            file=sys.stderr,
+        )
+        sys.exit(130)
     elapsed = time.perf_counter() - started
     write_csvs(rows, clusters, out)
     loads = sorted({float(row["load"]) for row in rows})
@@ -192,7 +252,7 @@ def main() -> None:
     total = sum(int(row["requests"]) for row in rows)
     print(
         f"{len(rows)} runs ({total:,} simulated requests) on {len(clusters)} clusters in "
-        f"{elapsed:.0f} s with {args.workers} workers; wrote {out}/robustness.csv, "
+        f"{elapsed:.0f} s ({executor.describe()}); wrote {out}/robustness.csv, "
         f"clusters.csv, robustness.png"
     )
 

@@ -1,21 +1,24 @@
 """Policies against the bound on every built-in scenario: deadlines met and goodput.
 
 Run: ``python benchmarks/yardstick_table.py [--requests 2000] [--seed 0] [--rate-factor 1.0]
-[--jobs 2]``. Each policy row is ``perllm simulate --scenario S --policy P --requests N
---rate R --seed K --json`` and the bound ``perllm bound`` with the same arguments.
+[--jobs 2] [--executor ray [--ray-address HOST:PORT]]``. Each policy row is ``perllm simulate
+--scenario S --policy P --requests N --rate R --seed K --json`` and the bound ``perllm bound``
+with the same arguments.
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+import sys
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from perllm.bound import bound_for_run
+from perllm.errors import InputError
+from perllm.experiments.executors import open_executor
+from perllm.experiments.sweep_args import add_sweep_arguments, executor_spec
 from perllm.sim import scenario
 from perllm.sim.runner import run_once
 
@@ -41,20 +44,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rate-factor", type=float, default=1.0)
     parser.add_argument("--jobs", type=int, default=2)
+    add_sweep_arguments(parser, "--jobs", resume=False)
     args = parser.parse_args()
     names = scenario.builtin_names()
     rates = {n: scenario.load(n).workload.arrivals.rate_rps * args.rate_factor for n in names}
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-        bounds = dict(
-            zip(
-                names,
-                pool.map(_bound, [(n, args.requests, rates[n], args.seed) for n in names]),
-                strict=True,
-            )
-        )
-        work = [(n, p, args.requests, rates[n], args.seed) for n in names for p in POLICIES]
-        runs = list(pool.map(_simulate, work))
+    work = [(n, p, args.requests, rates[n], args.seed) for n in names for p in POLICIES]
+    try:
+        with open_executor(executor_spec(args, args.jobs)) as pool:
+            for n in names:
+                pool.submit(("bound", n), _bound, (n, args.requests, rates[n], args.seed))
+            for item in work:
+                pool.submit(("run", item), _simulate, item)
+            results = dict(pool.completed())
+    except InputError as err:
+        print(f"yardstick_table: {err}", file=sys.stderr)
+        sys.exit(2)
+    bounds = {n: results["bound", n] for n in names}
+    runs = [results["run", item] for item in work]
     table = Table(
         title=f"{args.requests} requests, {args.rate_factor:g} x nominal load, seed {args.seed}"
     )

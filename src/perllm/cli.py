@@ -108,13 +108,14 @@ def _cmd_policies(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from perllm.policies.registry import ENTRIES
+    from perllm.policies.registry import ENTRIES, all_entries
 
     table = Table(title="policies (--policy NAME, --param KEY=VALUE)")
     for column in ("name", "description", "parameters"):
         table.add_column(column, overflow="fold")
-    for entry in ENTRIES:
-        table.add_row(entry.name, entry.summary, entry.parameters())
+    for entry in all_entries():
+        plugin = "" if entry in ENTRIES else " (plugin)"
+        table.add_row(entry.name + plugin, entry.summary, entry.parameters())
     Console(width=160).print(table)
     return 0
 

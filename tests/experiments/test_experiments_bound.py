@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from matplotlib import image
 
+from perllm.experiments.executors import ExecutorSpec
 from perllm.experiments.grid import GridConfig
 from perllm.experiments.reproduce import reproduce, total_runs
 
@@ -27,7 +28,7 @@ GRID = GridConfig(
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bound-grid")
     done: list[int] = []
-    reproduce(GRID, out, jobs=2, advance=done.append, command="test")
+    reproduce(GRID, out, ExecutorSpec("process", 2), done.append, "test")
     assert done[-1] == total_runs(GRID)
     return out
 

@@ -13,6 +13,7 @@ from matplotlib import image
 
 from perllm.cli import main
 from perllm.experiments.analysis import SATISFACTION_TARGET, capacity, mean_ci
+from perllm.experiments.executors import ExecutorSpec
 from perllm.experiments.grid import ROW_FIELDS, GridConfig
 from perllm.experiments.reproduce import reproduce
 
@@ -29,7 +30,7 @@ TINY = GridConfig(
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny")
-    reproduce(TINY, out, jobs=2, advance=lambda done: None, command="test")
+    reproduce(TINY, out, ExecutorSpec(workers=2), lambda done: None, "test")
     return out
 
 
@@ -89,7 +90,7 @@ def test_plots_are_valid_pngs_and_the_report_links_them(tiny_run: Path) -> None:
 
 
 def test_same_seeds_give_identical_csv(tiny_run: Path, tmp_path: Path) -> None:
-    reproduce(TINY, tmp_path, jobs=1, advance=lambda done: None, command="test")
+    reproduce(TINY, tmp_path, ExecutorSpec(workers=1), lambda done: None, "test")
     assert (tmp_path / "results.csv").read_bytes() == (tiny_run / "results.csv").read_bytes()
 
 

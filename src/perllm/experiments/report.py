@@ -9,7 +9,7 @@ from typing import Any
 
 from perllm.experiments.analysis import SATISFACTION_TARGET, Cell
 from perllm.experiments.grid import BANDWIDTHS, DEPLOYMENTS
-from perllm.policies.registry import REGISTRY
+from perllm.policies.registry import lookup
 
 PAPER_THROUGHPUT = (2.2, 2.1, 1.6)
 SUBJECT = "cs-ucb"
@@ -72,9 +72,7 @@ def _claims(headline: dict[str, dict[str, Any]]) -> list[str]:
     for cell in headline.values():
         versus = cell["versus"]
         ratios = {
-            p: v["goodput_ratio"]["mean"]
-            for p, v in versus.items()
-            if not (p in REGISTRY and REGISTRY[p].clairvoyant)
+            p: v["goodput_ratio"]["mean"] for p, v in versus.items() if not lookup(p).clairvoyant
         }
         finite = {p: r for p, r in ratios.items() if math.isfinite(r)}
         over = sorted(p for p, r in finite.items() if r >= min(PAPER_THROUGHPUT))

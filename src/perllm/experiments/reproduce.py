@@ -1,21 +1,20 @@
-"""``perllm reproduce``: run the grid in worker processes and write CSV, JSON, report and plots."""
+"""``perllm reproduce``: run the grid (processes or Ray); write CSV, JSON, report and plots."""
 
 from __future__ import annotations
 
 import csv
 import json
-import multiprocessing
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from perllm.experiments import analysis, plots, yardstick
+from perllm.experiments import analysis, checkpoint, plots, yardstick
+from perllm.experiments.checkpoint import Checkpoint
+from perllm.experiments.executors import ExecutorSpec, open_executor
 from perllm.experiments.grid import (
     ROW_FIELDS,
     GridConfig,
-    Task,
     nominal_rate,
     run_regret,
     run_task,
@@ -38,40 +37,45 @@ def _bound_tasks(grid: GridConfig) -> list[BoundTask]:
     return bound_tasks(grid.deployments, grid.bandwidths, grid.seeds, grid.requests)
 
 
-def _run_all(grid: GridConfig, jobs: int, advance: Callable[[int], None]) -> tuple[Rows, ...]:
-    todo = tasks(grid)
-    regret_jobs = [(d, p) for d in grid.deployments for p in REGRET_POLICIES]
-    bounds_todo = _bound_tasks(grid)
-    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
-    curves: dict[tuple[str, str], dict[str, Any]] = {}
-    bounds: dict[tuple[str, str, int], dict[str, Any]] = {}
-    done = 0
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        # The bounds are the longest tasks: submitted first, so they do not finish last.
-        bound_futures: dict[Future[dict[str, Any]], BoundTask] = {
-            pool.submit(run_bound, t): t for t in bounds_todo
-        }
-        regret_futures: dict[Future[dict[str, Any]], tuple[str, str]] = {
-            pool.submit(run_regret, d, p, grid.requests, 0): (d, p) for d, p in regret_jobs
-        }
-        futures: dict[Future[dict[str, Any]], Task] = {pool.submit(run_task, t): t for t in todo}
-        for future in as_completed([*bound_futures, *futures, *regret_futures]):
-            if future in futures:
-                rows[futures[future].key] = future.result()
-            elif future in bound_futures:
-                bounds[bound_futures[future].key] = future.result()
-            else:
-                curves[regret_futures[future]] = future.result()
-            done += 1
-            advance(done)
-    ordered = [rows[t.key] for t in todo]
-    return ordered, [curves[key] for key in regret_jobs], [bounds[t.key] for t in bounds_todo]
+def _calls(grid: GridConfig) -> list[tuple[Any, Callable[..., Any], tuple[Any, ...]]]:
+    """Every run of the grid as ``(key, function, arguments)``."""
+    # The bounds are the longest runs: submitted first, so they do not finish last.
+    return [
+        *((("bound", t.key), run_bound, (t,)) for t in _bound_tasks(grid)),
+        *((("regret", job), run_regret, (*job, grid.requests, 0)) for job in _regret_jobs(grid)),
+        *((("run", t.key), run_task, (t,)) for t in tasks(grid)),
+    ]
+
+
+def _regret_jobs(grid: GridConfig) -> list[tuple[str, str]]:
+    return [(d, p) for d in grid.deployments for p in REGRET_POLICIES]
+
+
+def _run_all(
+    grid: GridConfig, executor: ExecutorSpec, advance: Callable[[int], None], saved: Checkpoint
+) -> tuple[Rows, ...]:
+    """Run what ``saved`` does not hold yet, recording each run there as it finishes."""
+    results = saved.results
+    todo = [call for call in _calls(grid) if call[0] not in results]
+    advance(len(results))
+    if todo:
+        with open_executor(executor) as pool:
+            for key, function, arguments in todo:
+                pool.submit(key, function, *arguments)
+            for key, result in pool.completed():
+                saved.record(key, result)
+                advance(len(results))
+    rows = [results["run", t.key] for t in tasks(grid)]
+    curves = [results["regret", key] for key in _regret_jobs(grid)]
+    return rows, curves, [results["bound", t.key] for t in _bound_tasks(grid)]
+
+
+def checkpoint_path(out: Path) -> Path:
+    return out / checkpoint.FILENAME
 
 
 def total_runs(grid: GridConfig) -> int:
-    regrets = len(grid.deployments) * len(REGRET_POLICIES)
-    return len(tasks(grid)) + regrets + len(_bound_tasks(grid))
+    return len(_calls(grid))
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
@@ -82,10 +86,21 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 def reproduce(
-    grid: GridConfig, out: Path, jobs: int, advance: Callable[[int], None], command: str
+    grid: GridConfig,
+    out: Path,
+    executor: ExecutorSpec,
+    advance: Callable[[int], None],
+    command: str,
+    *,
+    resume: bool = False,
 ) -> Path:
-    """Run the grid and write every output under ``out``; return the report's path."""
-    rows, curves, bounds = _run_all(grid, jobs, advance)
+    """Run the grid and write every output under ``out``; return the report's path.
+
+    Each finished run is saved at once in ``out``'s checkpoint; with ``resume``, the runs saved
+    there by an earlier, interrupted call with the same grid are kept and only the others run.
+    """
+    with Checkpoint(checkpoint_path(out), asdict(grid), resume=resume) as saved:
+        rows, curves, bounds = _run_all(grid, executor, advance, saved)
     write_csv(rows, out / "results.csv")
     tables = analysis.cell_tables(rows)
     headline = analysis.headline(rows)

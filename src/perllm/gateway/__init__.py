@@ -7,7 +7,30 @@ with any ASGI server (``perllm serve`` uses uvicorn).
 
 from __future__ import annotations
 
-from perllm.gateway.app import Gateway, create_app, make_clients
-from perllm.gateway.config import GatewayConfig, load_config, parse_config
+from typing import TYPE_CHECKING
 
-__all__ = ["Gateway", "GatewayConfig", "create_app", "load_config", "make_clients", "parse_config"]
+from perllm.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from perllm.gateway.app import Gateway, create_app, make_clients
+    from perllm.gateway.config import GatewayConfig, load_config, parse_config
+
+_EXPORTS: dict[str, tuple[str, str]] = {
+    "Gateway": ("perllm.gateway.app", "Gateway"),
+    "create_app": ("perllm.gateway.app", "create_app"),
+    "make_clients": ("perllm.gateway.app", "make_clients"),
+    "GatewayConfig": ("perllm.gateway.config", "GatewayConfig"),
+    "load_config": ("perllm.gateway.config", "load_config"),
+    "parse_config": ("perllm.gateway.config", "parse_config"),
+}
+
+__all__ = [
+    "Gateway",
+    "GatewayConfig",
+    "create_app",
+    "load_config",
+    "make_clients",
+    "parse_config",
+]
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

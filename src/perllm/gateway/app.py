@@ -6,7 +6,8 @@ Endpoints:
   or not); answers carry ``x-perllm-backend``, ``x-perllm-estimate-ms`` and
   ``x-perllm-request-id``;
 - ``GET /v1/models``: the union of the backends' public model names;
-- ``GET /health``: the gateway's own health (``503`` when no backend is healthy);
+- ``GET /health``: the gateway's own health (``503`` when no backend is healthy; status
+  ``degraded-state-store`` while a configured ``state-store`` cannot be reached);
 - ``GET /metrics``: Prometheus exposition (:mod:`perllm.gateway.metrics`);
 - ``GET /stats``: per-backend load, health and counts, and the recorder's summary;
 - ``GET /admin/state`` (the policy's learned state) and ``POST /admin/state`` (save it now).
@@ -19,6 +20,8 @@ constant time. Every error is an OpenAI-style JSON body. Each completion call ge
 (:mod:`perllm.gateway.outcome`); per-key limits answer ``429`` (:mod:`perllm.gateway.limits`).
 On start the policy's state is restored from ``state-file`` and health checks begin; on
 shutdown in-flight calls are drained (up to ``timeouts.drain-s``) and the state is saved.
+With a ``state-store``, replicas share the policy's statistics and their load through it
+(:mod:`perllm.gateway.shared_state`).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from perllm.gateway.intake import ApiError, Kind, error_response, parse_call, re
 from perllm.gateway.limits import BodyLimit, KeyLimiter
 from perllm.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from perllm.gateway.outcome import REQUEST_ID_HEADER, Outcome, Ticket, request_id
+from perllm.gateway.shared_state import SharedState
 from perllm.gateway.state import json_ready, load_state, save_state
 from perllm.gateway.upstream import Upstream, describe
 from perllm.gateway.view import LiveView
@@ -100,6 +104,7 @@ class Gateway:
     models: tuple[str, ...]
     started_s: float
     limiter: KeyLimiter
+    shared: SharedState | None = None
 
     def caller(self, request: HttpRequest) -> str | None:
         """Who calls: ``key-N`` for the N-th API key, ``None`` when no key matches; without
@@ -162,6 +167,7 @@ class Gateway:
                 "backends": backends,
                 "summary": summary,
             }
+            | ({"state_store": self.shared.status()} if self.shared else {})
         )
         return stats
 
@@ -190,6 +196,7 @@ def _build(config: GatewayConfig, policy: Policy, client: httpx.AsyncClient | No
         tuple(config.public_models()),
         time.monotonic(),
         KeyLimiter(config.limits.per_key),
+        SharedState(config, policy, view) if config.state_store else None,
     )
 
 
@@ -291,11 +298,15 @@ def create_app(
 
     async def health(request: HttpRequest) -> Response:
         healthy = int(gw.view.healthy().sum())
-        status = 200 if healthy else 503
-        return JSONResponse(
-            {"status": "ok" if healthy else "unavailable", "healthy_backends": healthy},
-            status_code=status,
-        )
+        body: dict[str, Any] = {
+            "status": "ok" if healthy else "unavailable",
+            "healthy_backends": healthy,
+        }
+        if gw.shared is not None:
+            body["state_store"] = gw.shared.status()
+            if healthy and gw.shared.connected is False:
+                body["status"] = "degraded-state-store"
+        return JSONResponse(body, status_code=200 if healthy else 503)
 
     async def metrics(request: HttpRequest) -> Response:
         if settings.metrics_auth and (denied := guarded(request)) is not None:
@@ -333,6 +344,8 @@ def create_app(
             load_state(policy, settings.state_file)
         if health_checks:
             gw.health.start()
+        if gw.shared is not None:
+            gw.shared.start()
         try:
             yield
         finally:
@@ -340,6 +353,8 @@ def create_app(
             if gw.dispatcher.active:
                 log.warning("shutdown: %d calls still in flight", gw.dispatcher.active)
             await gw.health.stop()
+            if gw.shared is not None:
+                await gw.shared.stop()
             if settings.state_file is not None:
                 save_state(policy, settings.state_file)
             if gw.own_client:

@@ -11,10 +11,13 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from perllm.cli_args import at_least, integer, key_value
 from perllm.cli_args import port as port_number
+
+if TYPE_CHECKING:
+    from perllm.gateway.config import GatewayConfig
 
 __all__ = ["add_gateway_commands"]
 
@@ -41,40 +44,73 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
+def _serve_config(args: argparse.Namespace) -> GatewayConfig:
+    """The config, with ``--state-store`` applied and ``--workers`` checked against it."""
+    from perllm.errors import InputError
+    from perllm.gateway.config import load_config, store_url_problem
+
+    config = load_config(args.config)
+    if args.state_store is not None:
+        problem = store_url_problem(args.state_store)
+        if problem:
+            raise InputError(f"--state-store: {problem}, got {args.state_store!r}")
+        config = config.model_copy(update={"state_store": args.state_store})
+    if args.workers > 1 and config.state_store is None:
+        raise InputError(
+            f"--workers {args.workers}: workers share what they learn through a state store: "
+            "add `state-store: redis://127.0.0.1:6379/0` to the config or pass --state-store "
+            "(start one with `redis-server --port 6379`)"
+        )
+    return config
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from perllm.cli_args import writable_dir
     from perllm.gateway.app import STOP_GRACE_S, create_app
-    from perllm.gateway.config import load_config
+    from perllm.gateway.shared_state import redacted
     from perllm.gateway.state import load_state
     from perllm.gateway.testbed import bind, serve_apps
+    from perllm.gateway.workers import run_workers
     from perllm.policies.registry import make_policy
 
-    config = load_config(args.config)
-    policy = make_policy(
-        config.policy.type, dict(config.policy.params), config.policy.seed, live=True
-    )
+    config = _serve_config(args)
+
+    def build() -> Any:
+        policy = make_policy(
+            config.policy.type, dict(config.policy.params), config.policy.seed, live=True
+        )
+        if config.state_file is not None:
+            load_state(policy, config.state_file)
+        return create_app(config, policy, restore_state=False)
+
     if config.state_file is not None:
         writable_dir("state-file", Path(config.state_file).resolve().parent)
-        load_state(policy, config.state_file)
-    app = create_app(config, policy, restore_state=False)
+    app = build()  # in the parent too: a bad policy or state file is one line here
     sock = bind(args.host, args.port)
     _logging(args.log_level)
+    extra = f", {args.workers} workers" if args.workers > 1 else ""
+    store = f", state store {redacted(config.state_store)}" if config.state_store else ""
     print(
         f"perllm gateway on http://{args.host}:{args.port}/v1 ({config.policy.type}, "
-        f"{len(config.backends)} backends)",
+        f"{len(config.backends)} backends{extra}{store})",
         flush=True,
     )
-    gateway = app.state.gateway
-    _run(
-        serve_apps(
-            [(app, sock)],
-            log_level=args.log_level,
-            graceful_s=config.timeouts.drain_s + STOP_GRACE_S + 1.0,
-            keep_alive_s=config.timeouts.keep_alive_s,
-            on_stop=[gateway.shutdown],
+
+    def serve(served: Any) -> None:
+        _run(
+            serve_apps(
+                [(served, sock)],
+                log_level=args.log_level,
+                graceful_s=config.timeouts.drain_s + STOP_GRACE_S + 1.0,
+                keep_alive_s=config.timeouts.keep_alive_s,
+                on_stop=[served.state.gateway.shutdown],
+            )
         )
-    )
-    return 0
+
+    if args.workers == 1:
+        serve(app)
+        return 0
+    return run_workers(args.workers, lambda: serve(build()))
 
 
 def _cmd_emulate(args: argparse.Namespace) -> int:
@@ -163,6 +199,17 @@ def add_gateway_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
     """Add ``serve``, ``emulate`` and ``testbed`` to the ``perllm`` subcommands."""
     serve = sub.add_parser("serve", help="run the scheduling gateway in front of real backends")
     serve.add_argument("--config", required=True, help="gateway YAML file")
+    serve.add_argument(
+        "--state-store",
+        metavar="URL",
+        help="redis://HOST:PORT/DB shared by replicas (overrides the config's state-store)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=integer(1, 256),
+        default=1,
+        help="gateway processes sharing the port (above 1 needs a state store)",
+    )
     _common(serve, 8080)
     serve.set_defaults(func=_cmd_serve)
 

@@ -18,6 +18,7 @@ classes with their default deadlines, and the operational limits::
     classes:
       default: {deadline-ms: 30000, output-tokens: 128}
     state-file: perllm-state.json
+    state-store: redis://127.0.0.1:6379/0   # optional: replicas share what they learn and load
 
 ``time-scale`` multiplies every perf-model time and link RTT: set it to the emulators'
 ``--time-scale`` when the backends are emulated faster than real time (``perllm testbed`` does).
@@ -27,9 +28,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from perllm.config_errors import KebabModel, validation_message, yaml_message
 from perllm.domain import Tier
@@ -50,10 +52,29 @@ __all__ = [
     "LinkConfig",
     "PolicySpec",
     "PowerConfig",
+    "StateSyncConfig",
     "TimeoutsConfig",
     "load_config",
     "parse_config",
+    "store_url_problem",
 ]
+
+
+def store_url_problem(url: str) -> str | None:
+    """What is wrong with a state-store URL (``redis://HOST:PORT/DB``), or ``None``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        return "expected redis://HOST:PORT/DB"
+    try:
+        parts.port  # noqa: B018 - parsing it is the check
+    except ValueError:
+        return "the port must be a number from 0 to 65535"
+    if not parts.hostname:
+        return "no host (expected redis://HOST:PORT/DB)"
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        return "the database must be a number (redis://HOST:PORT/0)"
+    return None
 
 
 class PowerConfig(KebabModel):
@@ -189,12 +210,28 @@ class HealthConfig(KebabModel):
     cooldown_s: float = Field(default=10.0, gt=0.0)
 
 
+class StateSyncConfig(KebabModel):
+    """How replicas sharing a ``state-store`` sync (see :mod:`perllm.gateway.shared_state`)."""
+
+    interval_s: float = Field(default=0.5, gt=0.0, le=60.0)
+    lease_s: float = Field(default=5.0, gt=0.0)
+    namespace: str = Field(default="perllm", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+    @model_validator(mode="after")
+    def _lease_outlives_syncs(self) -> StateSyncConfig:
+        if self.lease_s < 2 * self.interval_s:
+            raise ValueError("lease-s must be at least twice interval-s")
+        return self
+
+
 class GatewayConfig(KebabModel):
     backends: list[BackendConfig] = Field(min_length=1)
     policy: PolicySpec = PolicySpec()
     classes: dict[str, ClassConfig] = {"default": ClassConfig(deadline_ms=30_000.0)}
     default_class: str = "default"
     state_file: str | None = None
+    state_store: str | None = None
+    state_sync: StateSyncConfig = StateSyncConfig()
     api_keys: list[str] = Field(default=[], max_length=10_000)
     # ``/metrics`` needs an API key too (like ``/v1/*``); off by default for scrapers.
     metrics_auth: bool = False
@@ -204,6 +241,14 @@ class GatewayConfig(KebabModel):
     energy_weights: dict[Literal["transmission", "inference", "idle"], float] = {}
     admission_control: bool = False
     time_scale: float = Field(default=1.0, gt=0.0)
+
+    @field_validator("state_store")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        problem = None if value is None else store_url_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewayConfig:

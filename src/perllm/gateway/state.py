@@ -46,7 +46,7 @@ def save_state(policy: Policy, path: str | Path) -> None:
         "saved-at": time.time(),
         "state": json_ready(policy.state()),
     }
-    tmp = file.with_name(file.name + ".tmp")
+    tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")  # workers may save at once
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_text(json.dumps(document, allow_nan=False))
     os.replace(tmp, file)

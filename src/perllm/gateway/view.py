@@ -10,6 +10,10 @@ What the gateway itself observes (it never scrapes load from the backends):
 - ``link_active_weight``: always 0, since the gateway cannot see when a transfer is on the
   wire (the estimates then assume a request gets its link's whole bandwidth);
 - ``healthy``: the backend's circuit breaker is not open (see :mod:`perllm.gateway.health`).
+
+With replicas sharing a state store, the other replicas' in-flight requests and tokens
+(``remote_in_flight``, ``remote_tokens``, set by :mod:`perllm.gateway.shared_state`) are added
+to this gateway's own in ``running``, ``queued`` and ``tokens_in_flight``.
 """
 
 from __future__ import annotations
@@ -104,6 +108,8 @@ class LiveView:
         self._t0 = time.monotonic()
         self.in_flight = np.zeros(n)
         self.tokens = np.zeros(n)
+        self.remote_in_flight = np.zeros(n)
+        self.remote_tokens = np.zeros(n)
         self.max_batch = np.array([float(s.max_batch) for s in self.servers])
         self.bandwidth = np.array([self.links[s.link].bandwidth_mbps for s in self.servers])
         self._zeros = np.zeros(n)
@@ -117,22 +123,24 @@ class LiveView:
         return np.array([b.available(now) for b in self.breakers], dtype=bool)
 
     def load(self, server: int) -> ServerLoad:
-        running = min(self.in_flight[server], self.max_batch[server])
+        occupied = self.in_flight[server] + self.remote_in_flight[server]
+        running = min(occupied, self.max_batch[server])
         return ServerLoad(
-            queued=int(self.in_flight[server] - running),
+            queued=int(occupied - running),
             running=int(running),
-            tokens_in_flight=int(self.tokens[server]),
+            tokens_in_flight=int(self.tokens[server] + self.remote_tokens[server]),
             healthy=bool(self.healthy()[server]),
         )
 
     def load_arrays(self, allowed: npt.NDArray[np.bool_] | None = None) -> LoadArrays:
         """Every backend's load; ``allowed`` (if given) further restricts ``healthy``."""
-        running = np.minimum(self.in_flight, self.max_batch)
+        occupied = self.in_flight + self.remote_in_flight
+        running = np.minimum(occupied, self.max_batch)
         healthy = self.healthy() if allowed is None else self.healthy() & allowed
         return LoadArrays(
-            self.in_flight - running,
+            occupied - running,
             running,
-            self.tokens.copy(),
+            self.tokens + self.remote_tokens,
             self.bandwidth.copy(),
             self._zeros,
             healthy,
@@ -150,7 +158,8 @@ class LiveView:
         """Count a request in flight; returns the batch it joins (itself included)."""
         self.in_flight[server] += 1
         self.tokens[server] += prompt_tokens
-        return int(min(self.in_flight[server], self.max_batch[server]))
+        occupied = self.in_flight[server] + self.remote_in_flight[server]
+        return int(min(occupied, self.max_batch[server]))
 
     def add_tokens(self, server: int, tokens: int) -> None:
         self.tokens[server] += tokens

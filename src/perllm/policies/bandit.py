@@ -133,19 +133,25 @@ class ArmStats:
             "reward_sum": self.reward_sum.tolist(),
         }
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Restore learned statistics (pending pulls are not carried across restarts)."""
+    def restore(self, state: dict[str, Any], *, keep_pending: bool = False) -> None:
+        """Restore learned statistics (pending pulls are not carried across restarts; with
+        ``keep_pending`` this router's own pending pulls stay, as when merging replicas'
+        statistics: classes keep their rows, new ones come after)."""
         if int(state.get("n_arms", -1)) != self.n_arms:
             raise ValueError(
                 f"saved state has {state.get('n_arms')} arms, this cluster has {self.n_arms}"
             )
+        pending = self.pending
         self.classes = {str(k): int(v) for k, v in state["classes"].items()}
         self.count = np.array(state["count"], dtype=float).reshape(-1, self.n_arms)
         self.reward_sum = np.array(state["reward_sum"], dtype=float).reshape(-1, self.n_arms)
         self.pending = np.zeros_like(self.count)
-        self.tried = self.count.copy()
+        if keep_pending:
+            rows = min(len(pending), len(self.pending))
+            self.pending[:rows] = pending[:rows]
+        self.tried = self.count + self.pending
         with np.errstate(divide="ignore"):
             self.inv_sqrt_tried = 1.0 / np.sqrt(self.tried)
-        self.total = self.count.sum(axis=1)
+        self.total = self.tried.sum(axis=1)
         self.untried = [int(n) for n in (self.tried == 0).sum(axis=1)]
         self.mean = self.reward_sum / np.maximum(self.count, 1.0)

@@ -24,7 +24,6 @@ from perllm.policies.estimates import (
     ServerTable,
     estimate,
     fits_memory,
-    processing_times,
 )
 
 
@@ -132,7 +131,7 @@ class GreedyLatencyPolicy(_Greedy):
     def select(self, request: RouterRequest, view: ClusterView) -> Decision:
         loads = view.load_arrays()
         expected = self.lengths.expected(request.service_class)
-        times = processing_times(self.table(view), loads, request, expected)[0]
+        times = estimate(self.table(view), loads, request, expected).processing_s[0]
         server = max(_argmin_masked(times, loads.healthy), 0)
         return Decision(server=server, estimate_s=float(times[server]))
 

@@ -12,6 +12,7 @@ without constraint satisfaction or any model of the servers: ``ucb1`` and ``epsi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,6 +21,7 @@ from pydantic import Field
 from perllm.domain import ClusterView, Decision, Feedback, RouterRequest
 from perllm.policies.bandit import ArmStats, Reward, ucb_index
 from perllm.policies.base import PolicyConfig
+from perllm.policies.mergeable import arm_bandit_state, arm_bandit_totals
 
 
 class _ArmBandit:
@@ -37,15 +39,19 @@ class _ArmBandit:
     def choose(self, row: int, arms: ArmStats) -> int:
         raise NotImplementedError
 
-    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
+    def _arms(self, n_servers: int) -> ArmStats:
         if self.arms is None:
-            self.arms = ArmStats(len(view.servers) * len(self.shares))
-            self.reward.weights = self.reward.weights or view.weights
+            self.arms = ArmStats(n_servers * len(self.shares))
             if self._saved is not None:
                 self.arms.restore(self._saved)
-        row = self.arms.row(request.service_class)
-        arm = self.choose(row, self.arms)
-        self.arms.pull(row, arm)
+        return self.arms
+
+    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
+        arms = self._arms(len(view.servers))
+        self.reward.weights = self.reward.weights or view.weights
+        row = arms.row(request.service_class)
+        arm = self.choose(row, arms)
+        arms.pull(row, arm)
         server, level = divmod(arm, len(self.shares))
         return Decision(server=server, share=self.shares[level], arm=arm)
 
@@ -66,6 +72,19 @@ class _ArmBandit:
                 self._saved = state["arms"]
             else:
                 self.arms.restore(state["arms"])
+
+    def shared_stats(self) -> dict[str, float]:
+        """Finished pulls, reward sums and energy references as additive totals
+        (:mod:`perllm.policies.mergeable`); pending pulls are this router's own."""
+        arms = self.arms.state() if self.arms is not None else self._saved
+        return arm_bandit_totals(arms, self.reward.state())
+
+    def adopt_shared_stats(self, totals: Mapping[str, float], n_servers: int) -> None:
+        """Replace the learned statistics by ``totals``, keeping this router's pending pulls."""
+        arms = self._arms(n_servers)
+        state, reward = arm_bandit_state(totals, arms.n_arms, list(arms.classes))
+        arms.restore(state, keep_pending=True)
+        self.reward.restore(reward)
 
 
 def _fresh_arm(rng: np.random.Generator, tried: Any) -> int | None:

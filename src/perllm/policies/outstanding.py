@@ -3,14 +3,14 @@ not yet heard back from, with the priority it gave each one."""
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
-
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
 from perllm.domain import LoadArrays
 
 Array = npt.NDArray[np.float64]
+Priorities = npt.NDArray[np.int64]
 
 
 class Outstanding:
@@ -20,35 +20,71 @@ class Outstanding:
     will go before a new one of priority ``p`` are estimated as the placed requests of lower
     priority less the ``running`` ones (which, served first, hold the lowest), at most
     ``queued``: :meth:`queued_ahead`. Each placement and each feedback costs ``O(k)`` for ``k``
-    requests outstanding on that server.
+    requests outstanding on that server; the sorted rows live in one array so that the query,
+    on the decision path, is one compiled pass.
     """
 
     def __init__(self, n_servers: int) -> None:
-        self.by_server: list[list[int]] = [[] for _ in range(n_servers)]
+        self.priorities: Priorities = np.zeros((n_servers, 8), dtype=np.int64)
+        self.counts = np.zeros(n_servers, dtype=np.int64)
         self.placed: dict[int, tuple[int, int]] = {}
 
     def add(self, request_id: int, server: int, priority: int) -> None:
-        insort(self.by_server[server], priority)
+        if self.counts[server] == self.priorities.shape[1]:
+            self.priorities = np.pad(self.priorities, ((0, 0), (0, self.priorities.shape[1])))
+        _insert(self.priorities[server], self.counts, server, priority)
         self.placed[request_id] = (server, priority)
 
     def remove(self, request_id: int) -> None:
         entry = self.placed.pop(request_id, None)
-        if entry is None:
-            return
-        server, priority = entry
-        queue = self.by_server[server]
-        index = bisect_left(queue, priority)
-        if index < len(queue) and queue[index] == priority:
-            del queue[index]
+        if entry is not None:
+            server, priority = entry
+            _delete(self.priorities[server], self.counts, server, priority)
 
     def queued_ahead(
         self, loads: LoadArrays, priority: int, servers: npt.NDArray[np.bool_]
     ) -> Array:
         """How many of each server's queued requests will be served before one of ``priority``
         (computed where ``servers`` holds; all of them elsewhere)."""
-        ahead: Array = loads.queued.copy()
-        for server in np.flatnonzero(servers & (loads.queued > 0)):
-            earlier = bisect_left(self.by_server[server], priority)
-            running = loads.running[server]
-            ahead[server] = min(loads.queued[server], max(0.0, earlier - running))
+        ahead: Array = _queued_ahead(
+            self.priorities, self.counts, loads.running, loads.queued, priority, servers
+        )
         return ahead
+
+
+@njit(cache=True)
+def _insert(row: Priorities, counts: Priorities, server: int, priority: int) -> None:
+    """Insert ``priority`` into the sorted ``row`` (after equal ones)."""
+    i = counts[server]
+    while i > 0 and row[i - 1] > priority:
+        row[i] = row[i - 1]
+        i -= 1
+    row[i] = priority
+    counts[server] += 1
+
+
+@njit(cache=True)
+def _delete(row: Priorities, counts: Priorities, server: int, priority: int) -> None:
+    """Remove one ``priority`` from the sorted ``row``, if there."""
+    count = counts[server]
+    i = np.searchsorted(row[:count], priority)
+    if i < count and row[i] == priority:
+        row[i : count - 1] = row[i + 1 : count]
+        counts[server] = count - 1
+
+
+@njit(cache=True)
+def _queued_ahead(
+    priorities: Priorities,
+    counts: Priorities,
+    running: Array,
+    queued: Array,
+    priority: int,
+    servers: npt.NDArray[np.bool_],
+) -> Array:
+    ahead = queued.copy()
+    for s in range(queued.shape[0]):
+        if servers[s] and queued[s] > 0:
+            earlier = np.searchsorted(priorities[s, : counts[s]], priority)
+            ahead[s] = min(queued[s], max(0.0, earlier - running[s]))
+    return ahead

@@ -8,8 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from perllm.errors import InputError
 from perllm.metrics.recorder import Recorder
 from perllm.metrics.summary import summarize
+from perllm.policies.base import Policy
 from perllm.policies.planned import PlannedPolicy
 from perllm.policies.registry import make_policy
 from perllm.sim.scenario import Cluster
@@ -31,7 +33,7 @@ def seeds_for(seed: int) -> tuple[int, int, int]:
 
 def run_once(
     cluster: Cluster,
-    policy: str,
+    policy: str | Policy,
     *,
     requests: int | None = None,
     rate_rps: float | None = None,
@@ -40,11 +42,17 @@ def run_once(
     track_oracle: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> RunResult:
-    """Simulate ``policy`` on ``cluster``; the same arguments give the same result, exactly."""
+    """Simulate ``policy`` (a registered name, or a policy object of the caller's own) on
+    ``cluster``; the same arguments give the same result, exactly."""
     workload_seed, policy_seed, world_seed = seeds_for(seed)
     n = requests if requests is not None else cluster.requests
     reqs = generate_requests(cluster.workload, n, workload_seed, rate_rps)
-    chosen = make_policy(policy, policy_params, policy_seed)
+    if isinstance(policy, str):
+        chosen = make_policy(policy, policy_params, policy_seed)
+    elif policy_params:
+        raise InputError("policy_params: only for a policy given by name")
+    else:
+        chosen = policy
     if isinstance(chosen, PlannedPolicy):  # clairvoyant: planned from the whole trace first
         from perllm.planner import plan_trace
 
@@ -54,7 +62,8 @@ def run_once(
     oracle = make_policy("oracle", None, policy_seed) if track_oracle else None
     world = World(cluster, chosen, reqs, seed=world_seed, oracle=oracle, progress=progress)
     recorder = world.run()
-    summary = summarize(recorder, policy=policy, scenario=cluster.name, weights=cluster.weights)
+    name = policy if isinstance(policy, str) else chosen.name
+    summary = summarize(recorder, policy=name, scenario=cluster.name, weights=cluster.weights)
     summary["seed"] = seed
     summary["rate_rps"] = rate_rps if rate_rps is not None else cluster.workload.arrivals.rate_rps
     return RunResult(summary, recorder)

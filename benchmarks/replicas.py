@@ -1,0 +1,406 @@
+"""Gateway replicas: one gateway, two sharing state through Redis, two that share nothing.
+
+Run: ``python benchmarks/replicas.py [--requests 600] [--rate 12] [--time-scale 0.25]``.
+Needs ``redis-server`` on the PATH (``make redis`` installs it).
+
+The ``tiny`` scenario's servers (two RTX 3090 edges, one A100 cloud) are emulated in one
+subprocess (``perllm emulate``'s engine, sped up by ``--time-scale``), each gateway replica is a
+``perllm serve`` subprocess with CS-UCB, and this process is the client. The same request
+sequence (the scenario's classes, prompt and output lengths and deadlines, Poisson arrivals at
+``--rate`` in scenario time) is replayed through every setup, request ``i`` going to replica
+``i mod R`` (as a round-robin load balancer would). Printed per setup:
+
+- deadline satisfaction: answered with status 200 within the request's deadline (client clock);
+- energy per request: the emulated servers' energy (each server's power model at its current
+  batch, integrated over the replay, idle included) over the requests answered;
+- each backend's share of the answers, and the answered requests per second (wall clock);
+- what became of every request: answered, failed over (the client's replica refused the
+  connection, so it went to the next one, as a load balancer does), errors (a clear HTTP error,
+  or the connection cut by a dying replica) and hung (no answer within ``--client-timeout-s``).
+
+Two fault runs use two replicas sharing Redis: one replica is killed (SIGKILL) at 40% of the
+replay, and, separately, Redis is killed at 30% and restarted (empty) at 70%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from perllm.domain import Request
+from perllm.gateway.testbed import plan_testbed
+from perllm.profiling.client import make_prompt
+from perllm.sim import scenario
+from perllm.workload.generator import generate_requests
+
+EMULATORS = """
+import asyncio, json, sys, time
+import perllm.emulator.app as ea
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from perllm.gateway.testbed import bind, serve_apps
+
+engines = []
+class Recorded(ea.BatchEngine):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        engines.append(self)
+ea.BatchEngine = Recorded
+
+plans, scale, energy_port = json.loads(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+apps = [
+    (ea.create_emulator_app(p["profile"], time_scale=scale, max_batch=p["max_batch"],
+                            rtt_ms=p["rtt_ms"]), bind("127.0.0.1", p["port"]))
+    for p in plans
+]
+powers = [ea.parse_profile(p["profile"]).power() for p in plans]
+joules = [0.0] * len(plans)
+
+async def energy(request):
+    return JSONResponse({"joules": joules})
+
+async def sample():
+    last = time.monotonic()
+    while True:
+        await asyncio.sleep(0.005)
+        now = time.monotonic()
+        dt, last = (now - last) / scale, now
+        for i, (engine, power) in enumerate(zip(engines, powers)):
+            batch = engine.batch
+            joules[i] += (power.busy_w(batch) if batch else power.idle_w) * dt
+
+async def main():
+    task = asyncio.create_task(sample())
+    meter = Starlette(routes=[Route("/energy", energy)])
+    await serve_apps(apps + [(meter, bind("127.0.0.1", energy_port))], log_level="error")
+    task.cancel()
+
+asyncio.run(main())
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 60.0
+    while True:
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{what} did not start") from None
+            time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Redis:
+    """A ``redis-server`` subprocess without persistence on a fixed loopback port."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("redis-server not found: `make redis` installs it")
+        self.binary, self.port = binary, free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, db: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> None:
+        flags = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
+        self.proc = subprocess.Popen([self.binary, *flags, "no"], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("redis-server did not start") from None
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@dataclass
+class Outcome:
+    met: list[bool] = field(default_factory=list)
+    backends: Counter[str] = field(default_factory=Counter)
+    fates: Counter[str] = field(default_factory=Counter)
+    first_s: float = float("inf")
+    last_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Setup:
+    name: str
+    replicas: int
+    shared: bool
+    fault: str = ""  # "", "replica" or "redis"
+
+
+SETUPS = (
+    Setup("1 replica", 1, False),
+    Setup("2 replicas, shared", 2, True),
+    Setup("2 replicas, unshared", 2, False),
+    Setup("2 shared, one killed", 2, True, "replica"),
+    Setup("2 shared, Redis killed", 2, True, "redis"),
+)
+
+
+async def replay(
+    urls: list[str],
+    requests: list[Request],
+    prompts: list[str],
+    scale: float,
+    timeout_s: float,
+    faults: list[tuple[float, Any]],
+) -> Outcome:
+    out = Outcome()
+    start = time.monotonic() + 0.5
+    limits = httpx.Limits(max_connections=4096, max_keepalive_connections=512)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), limits=limits) as client:
+
+        async def one(i: int, request: Request) -> None:
+            await asyncio.sleep(max(0.0, start + request.arrival_s * scale - time.monotonic()))
+            sent = time.monotonic()
+            out.first_s = min(out.first_s, sent)
+            deadline_s = request.deadline_s * scale
+            headers = {
+                "x-perllm-class": request.service_class,
+                "x-perllm-deadline-ms": f"{deadline_s * 1000.0:.3f}",
+            }
+            body = {"model": "perllm", "prompt": prompts[i], "max_tokens": request.output_tokens}
+            for hop in range(len(urls)):
+                url = urls[(i + hop) % len(urls)]
+                try:
+                    response = await client.post(
+                        url + "/v1/completions", json=body, headers=headers
+                    )
+                except httpx.ConnectError:
+                    out.fates["failed over"] += hop == 0
+                    continue
+                except httpx.TimeoutException:
+                    out.fates["hung"] += 1
+                    out.met.append(False)
+                    return
+                except httpx.TransportError:
+                    out.fates["error: connection cut"] += 1
+                    out.met.append(False)
+                    return
+                done = time.monotonic()
+                if response.status_code != 200:
+                    code = response.json().get("error", {}).get("code", "?")
+                    out.fates[f"error: {response.status_code} {code}"] += 1
+                    out.met.append(False)
+                    return
+                out.fates["answered"] += 1
+                out.backends[response.headers.get("x-perllm-backend", "?")] += 1
+                out.met.append(done - sent <= deadline_s)
+                out.last_s = max(out.last_s, done)
+                return
+            out.fates["error: no replica reachable"] += 1
+            out.met.append(False)
+
+        async def fault(at_s: float, action: Any) -> None:
+            await asyncio.sleep(max(0.0, start + at_s - time.monotonic()))
+            await asyncio.to_thread(action)
+
+        await asyncio.gather(
+            *(one(i, r) for i, r in enumerate(requests)), *(fault(t, a) for t, a in faults)
+        )
+    return out
+
+
+def run_setup(
+    setup: Setup,
+    base_config: dict[str, Any],
+    redis: Redis,
+    db: int,
+    energy_url: str,
+    requests: list[Request],
+    prompts: list[str],
+    args: argparse.Namespace,
+    workdir: Path,
+) -> dict[str, Any]:
+    config = dict(base_config)
+    if setup.shared:
+        config["state-store"] = redis.url(db)
+    path = workdir / f"gateway-{db}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    ports = [free_port() for _ in range(setup.replicas)]
+    procs = []
+    for port in ports:
+        command = [sys.executable, "-m", "perllm.cli", "serve", "--config", str(path)]
+        procs.append(subprocess.Popen([*command, "--port", str(port)], stdout=subprocess.DEVNULL))
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    health: list[str] = []
+    try:
+        for url, proc in zip(urls, procs, strict=True):
+            wait_http(url + "/health", proc, "gateway")
+        span = requests[-1].arrival_s * args.time_scale
+        faults: list[tuple[float, Any]] = []
+        if setup.fault == "replica":
+            faults.append((0.4 * span, procs[-1].kill))
+        elif setup.fault == "redis":
+
+            def peek() -> None:
+                health.append(httpx.get(urls[0] + "/health", timeout=5.0).json()["status"])
+
+            faults += [(0.3 * span, redis.kill), (0.5 * span, peek), (0.7 * span, redis.start)]
+            faults.append((0.9 * span, peek))
+        before = httpx.get(energy_url).json()["joules"]
+        outcome = asyncio.run(
+            replay(urls, requests, prompts, args.time_scale, args.client_timeout_s, faults)
+        )
+        after = httpx.get(energy_url).json()["joules"]
+    finally:
+        for proc in procs:
+            stop(proc)
+    answered = outcome.fates["answered"]
+    lost = len(requests) - sum(outcome.fates.values()) + outcome.fates["failed over"]
+    shares = {name: count / max(answered, 1) for name, count in outcome.backends.items()}
+    return {
+        "deadline satisfaction": float(np.mean(outcome.met)),
+        "energy per request (J)": (sum(after) - sum(before)) / max(answered, 1),
+        "share": shares,
+        "req/s": answered / max(outcome.last_s - outcome.first_s, 1e-9),
+        "fates": dict(outcome.fates),
+        "lost": lost,
+        "health": " then ".join(health),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", default="tiny")
+    parser.add_argument("--requests", type=int, default=600)
+    parser.add_argument("--rate", type=float, default=12.0, help="arrivals/s, scenario time")
+    parser.add_argument("--time-scale", type=float, default=0.25)
+    parser.add_argument("--client-timeout-s", type=float, default=60.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", nargs="*", help="setup names to run (default: all)")
+    args = parser.parse_args()
+    console = Console(width=150)
+    cluster = scenario.load(args.scenario)
+    plans, config = plan_testbed(
+        cluster,
+        host="127.0.0.1",
+        port=free_port(),
+        time_scale=args.time_scale,
+        policy={"type": "cs-ucb"},
+    )
+    # The planned ports may be taken: give every emulator a free one.
+    port_of = {plan.name: free_port() for plan in plans}
+    base = config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    for backend in base["backends"]:
+        backend["url"] = f"http://127.0.0.1:{port_of[backend['name']]}"
+    base["state-sync"] = {"interval-s": 0.5, "lease-s": 5.0}
+    emulated = [
+        {
+            "profile": p.profile,
+            "port": port_of[p.name],
+            "rtt_ms": p.rtt_ms,
+            "max_batch": p.max_batch,
+        }
+        for p in plans
+    ]
+    requests = generate_requests(cluster.workload, args.requests, args.seed, args.rate)
+    rng = np.random.default_rng(args.seed)
+    prompts = [make_prompt(rng, r.prompt_tokens) for r in requests]
+    energy_port = free_port()
+    emulator = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            EMULATORS,
+            json.dumps(emulated),
+            str(args.time_scale),
+            str(energy_port),
+        ]
+    )
+    redis = Redis()
+    redis.start()
+    rows: dict[str, dict[str, Any]] = {}
+    try:
+        energy_url = f"http://127.0.0.1:{energy_port}/energy"
+        wait_http(energy_url, emulator, "emulators")
+        with tempfile.TemporaryDirectory() as tmp:
+            for db, setup in enumerate(SETUPS):
+                if args.only and setup.name not in args.only:
+                    continue
+                console.print(f"{setup.name}: {args.requests} requests at {args.rate:g}/s ...")
+                if redis.proc is None or redis.proc.poll() is not None:
+                    redis.start()
+                rows[setup.name] = run_setup(
+                    setup, base, redis, db, energy_url, requests, prompts, args, Path(tmp)
+                )
+    finally:
+        redis.kill()
+        stop(emulator)
+    table = Table(
+        title=f"{args.scenario}: {args.requests} requests at {args.rate:g}/s (scenario time), "
+        f"CS-UCB, time scale {args.time_scale:g}"
+    )
+    table.add_column("setup")
+    for column in ("deadline met", "J/request", "shares", "req/s", "requests", "lost"):
+        table.add_column(column, justify="right")
+    for name, row in rows.items():
+        shares = " ".join(f"{k} {v:.0%}" for k, v in sorted(row["share"].items()))
+        fates = ", ".join(f"{k} {v}" for k, v in sorted(row["fates"].items()) if v)
+        if row["health"]:
+            fates += f"; /health {row['health']}"
+        table.add_row(
+            name,
+            f"{row['deadline satisfaction']:.3f}",
+            f"{row['energy per request (J)']:.1f}",
+            shares,
+            f"{row['req/s']:.1f}",
+            fates,
+            str(row["lost"]),
+        )
+    console.print(table)
+    if os.environ.get("PERLLM_BENCH_JSON"):
+        Path(os.environ["PERLLM_BENCH_JSON"]).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""A sweep's finished runs on disk, one JSON line each, so that an interrupted sweep can resume.
+
+The first line is the sweep's *header* (its settings: a resumed sweep must have the same); each
+further line is ``{"key": KEY, "result": RESULT}``, appended and flushed as a run finishes. JSON
+keeps every float exactly (shortest round-trip repr), so rows read back from the checkpoint are
+the rows the runs returned and a resumed sweep writes the same bytes as an uninterrupted one.
+Keys are nested tuples of JSON scalars (lists on disk). A last line cut short by a crash is
+dropped on reading.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import IO, Any
+
+from perllm.errors import InputError
+
+__all__ = ["FILENAME", "Checkpoint", "saved_runs"]
+
+FILENAME = "checkpoint.jsonl"
+
+
+def _freeze(value: Any) -> Any:
+    """JSON lists back to the tuples they were written from."""
+    if isinstance(value, list):
+        return tuple(_freeze(item) for item in value)
+    return value
+
+
+class Checkpoint:
+    """The finished runs of one sweep in ``path``; :attr:`results` holds those already there."""
+
+    def __init__(self, path: Path, header: dict[str, Any], *, resume: bool) -> None:
+        self.path = path
+        self.header = json.loads(json.dumps(header))
+        self.results: dict[Any, Any] = self._read() if resume and path.exists() else {}
+        self.resumed = len(self.results)
+        self._handle: IO[str] | None = None
+        # (Re)written whole, so that a torn last line is gone before lines are appended.
+        temporary = path.with_name(path.name + ".tmp")
+        with temporary.open("w") as handle:
+            handle.write(json.dumps({"header": self.header}) + "\n")
+            for key, result in self.results.items():
+                handle.write(_line(key, result))
+        os.replace(temporary, path)
+
+    def _read(self) -> dict[Any, Any]:
+        lines = self.path.read_text().split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        entries = []
+        for number, line in enumerate(lines, 1):
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number == len(lines):
+                    break  # the line being written when the sweep was killed
+                message = f"{self.path}:{number}: not a JSON line; delete the file to start over"
+                raise InputError(message) from None
+        if not entries or entries[0].get("header") != self.header:
+            raise InputError(
+                f"--resume: {self.path} is from a different sweep (other settings); "
+                "run without --resume to start over, or choose another --out"
+            )
+        return {_freeze(entry["key"]): entry["result"] for entry in entries[1:]}
+
+    def record(self, key: Any, result: Any) -> None:
+        """Append one finished run and flush it to the file."""
+        if self._handle is None:
+            self._handle = self.path.open("a")
+        self._handle.write(_line(key, result))
+        self._handle.flush()
+        self.results[key] = result
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _line(key: Any, result: Any) -> str:
+    return json.dumps({"key": key, "result": result}) + "\n"
+
+
+def saved_runs(path: Path) -> int:
+    """How many finished runs the checkpoint at ``path`` holds (complete lines after the header)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return 0
+    return max(text.count("\n") - 1, 0)

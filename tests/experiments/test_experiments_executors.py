@@ -1,0 +1,82 @@
+"""Executors: keyed results as calls complete, calls queued while reading, failures, Ray retries."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from perllm.experiments.executors import ExecutorSpec, map_in_order, open_executor
+
+SPECS = [ExecutorSpec("process", 2), ExecutorSpec("ray", 2)]
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def fail(x: int) -> int:
+    raise ValueError(f"bad input {x}")
+
+
+def die_once(marker: str) -> str:
+    """Kill its worker process the first time (no exception: the process is gone), then succeed."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("died once")
+        os._exit(1)
+    return "survived"
+
+
+@pytest.fixture(params=SPECS, ids=lambda spec: spec.kind)
+def spec(request: pytest.FixtureRequest) -> ExecutorSpec:
+    if request.param.kind == "ray":
+        ray = request.getfixturevalue("local_ray")
+        # This module is not importable from Ray's workers: its functions travel by value.
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    return request.param
+
+
+def test_results_come_back_under_their_keys_and_more_can_be_queued(spec: ExecutorSpec) -> None:
+    seen: dict[Any, int] = {}
+    with open_executor(spec) as pool:
+        for x in range(5):
+            pool.submit(("first", x), square, x)
+        for key, result in pool.completed():
+            seen[key] = result
+            if key[0] == "first" and key[1] % 2 == 0:
+                pool.submit(("second", key[1]), square, result)
+    assert seen == {
+        **{("first", x): x * x for x in range(5)},
+        **{("second", x): x**4 for x in (0, 2, 4)},
+    }
+
+
+def test_map_in_order_keeps_the_order_of_the_items(spec: ExecutorSpec) -> None:
+    assert map_in_order(spec, square, [3, 1, 2, 0]) == [9, 1, 4, 0]
+
+
+def test_a_failed_call_raises_and_the_rest_is_abandoned(spec: ExecutorSpec) -> None:
+    with pytest.raises(ValueError, match="bad input 3"), open_executor(spec) as pool:
+        pool.submit("ok", square, 2)
+        pool.submit("bad", fail, 3)
+        for _ in pool.completed():
+            pass
+
+
+def test_ray_retries_a_task_whose_worker_died(local_ray: Any, tmp_path: Path) -> None:
+    local_ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    marker = tmp_path / "marker"
+    with open_executor(ExecutorSpec("ray", 2)) as pool:
+        pool.submit("task", die_once, str(marker))
+        assert list(pool.completed()) == [("task", "survived")]
+    assert marker.read_text() == "died once"
+
+
+def test_describe_names_the_executor() -> None:
+    assert ExecutorSpec("process", 3).describe() == "3 processes"
+    assert ExecutorSpec("ray", 2).describe() == "local Ray, 2 CPUs"
+    assert ExecutorSpec("ray", 2, "10.0.0.1:6379").describe() == "Ray at 10.0.0.1:6379"
