@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import time
 from typing import Any
 
 import httpx
@@ -111,3 +113,29 @@ async def test_emulator_http_api() -> None:
 def test_bad_profiles(profile: str, message: str) -> None:
     with pytest.raises(InputError, match=message):
         parse_profile(profile)
+
+
+def test_a_caller_hanging_up_cancels_its_call(serve: Any, kit: Any) -> None:
+    """A non-streamed call whose caller goes away leaves the batch at once (as vLLM aborts
+    it), not after its 4000 tokens (about a minute at this time scale)."""
+    app = create_emulator_app(kit.EDGE, time_scale=1.0)
+    engine = app.state.engine
+    server = serve(app)
+    body = json.dumps(
+        {"model": "llama-2-7b", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4000}
+    ).encode()
+
+    def wait_until(condition: Any) -> None:
+        deadline = time.monotonic() + 60.0  # a bound against a hang only
+        while not condition():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: e\r\ncontent-type: application/json\r\n"
+            + f"content-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        wait_until(lambda: engine.batch == 1)
+    wait_until(lambda: engine.batch == 0 and not engine.waiting)

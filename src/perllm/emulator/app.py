@@ -29,6 +29,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive
 
 from perllm.domain import PowerSpec
 from perllm.emulator.engine import ABORTED, BatchEngine, Stream, filler_token
@@ -58,6 +59,18 @@ _ABORTED = {
     "type": "server_error",
     "code": "shutting_down",
 }
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _hang_up(stream: Stream) -> None:
+    """Cancel a stream whose caller went away, and wake its reader."""
+    if not stream.cancelled:
+        stream.cancelled = True
+        stream.tokens.put_nowait(None)
 
 
 def _error(status: int, message: str, code: str) -> JSONResponse:
@@ -175,14 +188,21 @@ class _Emulator:
             return StreamingResponse(
                 self.stream(kind, rid, stream, with_usage), media_type="text/event-stream"
             )
-        words = []
+        words: list[str] = []
+        # The caller may hang up while it waits (a gateway cancelling it): the stream is then
+        # cancelled at once, as vLLM aborts a request whose client went away.
+        gone = asyncio.create_task(_until_disconnect(request.receive))
+        gone.add_done_callback(lambda _: _hang_up(stream))
         try:
             while (index := await stream.tokens.get()) is not None:
                 if index == ABORTED:
                     return JSONResponse({"error": _ABORTED}, status_code=503)
                 words.append(filler_token(index))
         finally:
+            gone.cancel()
             stream.cancelled = True
+        if gone.done() and not gone.cancelled() and gone.exception() is None:
+            return Response(status_code=499)  # nobody is listening
         text = "".join(words)
         if kind == "chat":
             choice: dict[str, Any] = {
