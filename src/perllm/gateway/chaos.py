@@ -3,9 +3,10 @@ and restarted while clients call, and a tally of how every call ended.
 
 Used by ``benchmarks/chaos.py`` (1,000+ calls) and by a shorter test. Everything is on loopback.
 Kills are triggered by events, not timers: after every ``kill_every`` finished calls one backend
-(in turn) is SIGKILLed, and it is restarted on its port after ``restart_after`` more. Calls mix
-streamed and non-streamed answers and ``max_tokens`` sizes (a few over every backend's cap);
-some streamed callers hang up after their first token.
+(in turn) is SIGKILLed, and it is restarted on its port after ``restart_after`` more; the
+next kill waits until the gateway sees the restarted backend healthy again (its circuit
+closed). Calls mix streamed and non-streamed answers and ``max_tokens`` sizes (a few over
+every backend's cap); some streamed callers hang up after their first token.
 
 Each call ends, as its client sees it, as one of:
 
@@ -343,6 +344,17 @@ async def run_chaos(settings: ChaosSettings, workdir: Path) -> ChaosReport:
     return report
 
 
+async def _until_healthy(client: httpx.AsyncClient, backend: str) -> None:
+    """Wait until the gateway's circuit for ``backend`` is closed (at most :data:`START_S`)."""
+    deadline = time.monotonic() + START_S
+    while time.monotonic() < deadline:
+        stats = (await client.get("/stats")).json()
+        if stats["backends"][backend]["circuit"] == "closed":
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"the gateway never saw {backend} healthy again")
+
+
 async def _load(
     settings: ChaosSettings,
     calls: list[_Call],
@@ -357,9 +369,10 @@ async def _load(
     finished = 0
     tick = asyncio.Event()
 
-    async def chaos() -> None:
+    async def chaos(client: httpx.AsyncClient) -> None:
         """Kill one backend each ``kill_every`` finished calls; restart it ``restart_after``
-        calls later (one is down at a time)."""
+        calls later; kill the next only once the gateway sees the last one healthy again (one
+        is down at a time)."""
         next_kill = settings.kill_every
         while next_kill < len(calls):
             while finished < next_kill:
@@ -374,6 +387,7 @@ async def _load(
                 tick.clear()
             await victim.start()
             report.restarts += 1
+            await _until_healthy(client, victim.name)
             next_kill += settings.kill_every
 
     limits = httpx.Limits(max_connections=settings.concurrency)
@@ -396,7 +410,7 @@ async def _load(
                 finished += 1
                 tick.set()
 
-        chaos_task = asyncio.create_task(chaos())
+        chaos_task = asyncio.create_task(chaos(client))
         await asyncio.gather(*(worker() for _ in range(settings.concurrency)))
         await chaos_task  # its last restart is due once every call has finished
 
