@@ -233,12 +233,13 @@ def create_app(
     """
     gw = _build(settings, policy, client)
 
-    def guarded(request: HttpRequest) -> JSONResponse | None:
-        if gw.authorized(request):
-            return None
-        return error_response(
+    def unauthorized() -> ApiError:
+        return ApiError(
             401, "invalid or missing API key (Authorization: Bearer KEY)", "invalid_api_key"
         )
+
+    def guarded(request: HttpRequest) -> JSONResponse | None:
+        return None if gw.authorized(request) else unauthorized().response()
 
     async def complete(request: HttpRequest, kind: Kind) -> Response:
         ticket = Ticket(request_id({}), settings.timeouts.request_s)
@@ -247,9 +248,7 @@ def create_app(
             ticket.request_id = request_id(request.headers)
             caller = gw.caller(request)
             if caller is None:
-                raise ApiError(
-                    401, "invalid or missing API key (Authorization: Bearer KEY)", "invalid_api_key"
-                )
+                raise unauthorized()
             gw.limiter.acquire(caller)
             ticket.on_end.append(lambda _: gw.limiter.release(caller))
             raw = await read_body(request, settings.limits.max_body_bytes)
