@@ -20,8 +20,11 @@ Tier = Literal["edge", "cloud"]
 TIERS: tuple[Tier, ...] = ("edge", "cloud")
 
 
-BYTES_PER_TOKEN = 4
-"""Bytes of text per token on the wire (UTF-8 English averages about four characters)."""
+CHARS_PER_TOKEN = 4
+"""Characters of text per token (English averages about four): how the gateway and the emulator
+count tokens of text they did not tokenize."""
+BYTES_PER_TOKEN = CHARS_PER_TOKEN
+"""Bytes of text per token on the wire (UTF-8 English: one byte per character)."""
 RESPONSE_OVERHEAD_BYTES = 512
 """Bytes of a response besides its text: HTTP headers and the JSON envelope."""
 

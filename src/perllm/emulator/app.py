@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive
 
-from perllm.domain import PowerSpec
+from perllm.domain import CHARS_PER_TOKEN, PowerSpec
 from perllm.emulator.engine import ABORTED, BatchEngine, Stream, filler_token
 from perllm.errors import InputError
 from perllm.perf.model import Deployment, deployment
@@ -170,7 +170,7 @@ class _Emulator:
         priority = body.get("priority", 0)
         if not isinstance(priority, int) or isinstance(priority, bool):
             return _error(400, "'priority' must be an integer", "bad_priority")
-        prompt_tokens = max(1, math.ceil(_prompt_chars(kind, body) / 4))
+        prompt_tokens = max(1, math.ceil(_prompt_chars(kind, body) / CHARS_PER_TOKEN))
         if self.rtt_s > 0:
             await asyncio.sleep(self.rtt_s * self.engine.time_scale)
         stream = self.engine.submit(prompt_tokens, max_tokens, priority)

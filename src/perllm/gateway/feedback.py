@@ -27,11 +27,17 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from perllm.domain import Decision, EnergyParts, Feedback, LinkSpec, RouterRequest, ServerSpec
+from perllm.domain import (
+    CHARS_PER_TOKEN,
+    Decision,
+    EnergyParts,
+    Feedback,
+    LinkSpec,
+    RouterRequest,
+    ServerSpec,
+)
 
 __all__ = ["Attempt", "count_events", "make_feedback", "tokens_from_body", "tokens_from_sse"]
-
-CHARS_PER_TOKEN = 4
 
 
 @dataclass(slots=True)

@@ -22,12 +22,12 @@ from typing import Any, Literal
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse
 
+from perllm.domain import CHARS_PER_TOKEN
 from perllm.gateway.config import GatewayConfig
 
 __all__ = ["ApiError", "Call", "body_too_large", "error_response", "parse_call", "read_body"]
 
 Kind = Literal["chat", "completions"]
-CHARS_PER_TOKEN = 4
 
 
 class ApiError(Exception):
