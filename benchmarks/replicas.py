@@ -346,7 +346,8 @@ def main() -> None:
     parser.add_argument("--time-scale", type=float, default=1.0)
     parser.add_argument("--client-timeout-s", type=float, default=60.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="request sequences")
-    parser.add_argument("--sync-interval-s", type=float, default=0.5, help="state-sync interval")
+    parser.add_argument("--sync-interval-s", type=float, default=0.5, help="statistics sync")
+    parser.add_argument("--load-interval-s", type=float, default=0.1, help="load sync")
     parser.add_argument("--only", nargs="*", help="setup names to run (default: all)")
     args = parser.parse_args()
     console = Console(width=160)
@@ -363,7 +364,13 @@ def main() -> None:
     base = config.model_dump(mode="json", by_alias=True, exclude_none=True)
     for backend in base["backends"]:
         backend["url"] = f"http://127.0.0.1:{port_of[backend['name']]}"
-    base["state-sync"] = {"interval-s": args.sync_interval_s, "lease-s": 5.0}
+    base["state-sync"] = {
+        "interval-s": args.sync_interval_s,
+        "load-interval-s": args.load_interval_s,
+        "lease-s": 5.0,
+    }
+    # Past this the gateway answers a clear error (504/502) before the client gives up.
+    base["timeouts"] = {**base.get("timeouts", {}), "read-s": 30.0}
     emulated = [
         {
             "profile": p.profile,
@@ -413,7 +420,7 @@ def main() -> None:
     title = (
         f"{args.scenario}: {args.requests} requests at {args.rate:g}/s (scenario time), CS-UCB, "
         f"time scale {args.time_scale:g}, seeds {' '.join(map(str, args.seeds))}, "
-        f"sync every {args.sync_interval_s:g} s"
+        f"sync every {args.sync_interval_s:g} s (load {args.load_interval_s:g} s)"
     )
     console.print(table(rows, title))
     if os.environ.get("PERLLM_BENCH_JSON"):
