@@ -1,6 +1,6 @@
 """Gateway replicas: one gateway, two sharing state through Redis, two that share nothing.
 
-Run: ``python benchmarks/replicas.py [--requests 600] [--rate 12] [--time-scale 0.25]``.
+Run: ``python benchmarks/replicas.py [--requests 500] [--rate 20] [--seeds 0 1 2]``.
 Needs ``redis-server`` on the PATH (``make redis`` installs it).
 
 The ``tiny`` scenario's servers (two RTX 3090 edges, one A100 cloud) are emulated in one
@@ -309,17 +309,48 @@ def run_setup(
     }
 
 
+def table(rows: dict[str, list[dict[str, Any]]], title: str) -> Table:
+    """One row per setup: means over the seeds (each seed's deadline satisfaction listed)."""
+    out = Table(title=title)
+    out.add_column("setup")
+    columns = ("deadline met: mean (per seed)", "J/request", "shares", "answered/s", "requests")
+    for column in (*columns, "lost"):
+        out.add_column(column, justify="right")
+    for name, runs in rows.items():
+        met = [run["deadline satisfaction"] for run in runs]
+        per_seed = f" ({' '.join(f'{m:.3f}' for m in met)})" if len(met) > 1 else ""
+        shares: Counter[str] = Counter()
+        fates: Counter[str] = Counter()
+        for run in runs:
+            shares.update({k: v / len(runs) for k, v in run["share"].items()})
+            fates.update(run["fates"])
+        text = ", ".join(f"{k} {v}" for k, v in sorted(fates.items()) if v)
+        health = "; ".join(run["health"] for run in runs if run["health"])
+        out.add_row(
+            name,
+            f"{np.mean(met):.3f}{per_seed}",
+            f"{np.mean([run['energy per request (J)'] for run in runs]):.1f}",
+            " ".join(f"{k} {v:.0%}" for k, v in sorted(shares.items())),
+            f"{np.mean([run['req/s'] for run in runs]):.1f}",
+            text + (f"; /health {health}" if health else ""),
+            str(sum(run["lost"] for run in runs)),
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="tiny")
-    parser.add_argument("--requests", type=int, default=600)
-    parser.add_argument("--rate", type=float, default=12.0, help="arrivals/s, scenario time")
-    parser.add_argument("--time-scale", type=float, default=0.25)
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--rate", type=float, default=20.0, help="arrivals/s, scenario time")
+    parser.add_argument("--time-scale", type=float, default=1.0)
     parser.add_argument("--client-timeout-s", type=float, default=60.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="request sequences")
+    parser.add_argument("--sync-interval-s", type=float, default=0.5, help="statistics sync")
+    parser.add_argument("--load-interval-s", type=float, default=0.1, help="load sync")
     parser.add_argument("--only", nargs="*", help="setup names to run (default: all)")
     args = parser.parse_args()
-    console = Console(width=150)
+    console = Console(width=160)
     cluster = scenario.load(args.scenario)
     plans, config = plan_testbed(
         cluster,
@@ -333,7 +364,13 @@ def main() -> None:
     base = config.model_dump(mode="json", by_alias=True, exclude_none=True)
     for backend in base["backends"]:
         backend["url"] = f"http://127.0.0.1:{port_of[backend['name']]}"
-    base["state-sync"] = {"interval-s": 0.5, "lease-s": 5.0}
+    base["state-sync"] = {
+        "interval-s": args.sync_interval_s,
+        "load-interval-s": args.load_interval_s,
+        "lease-s": 5.0,
+    }
+    # Past this the gateway answers a clear error (504/502) before the client gives up.
+    base["timeouts"] = {**base.get("timeouts", {}), "read-s": 30.0}
     emulated = [
         {
             "profile": p.profile,
@@ -343,9 +380,6 @@ def main() -> None:
         }
         for p in plans
     ]
-    requests = generate_requests(cluster.workload, args.requests, args.seed, args.rate)
-    rng = np.random.default_rng(args.seed)
-    prompts = [make_prompt(rng, r.prompt_tokens) for r in requests]
     energy_port = free_port()
     emulator = subprocess.Popen(
         [
@@ -359,45 +393,36 @@ def main() -> None:
     )
     redis = Redis()
     redis.start()
-    rows: dict[str, dict[str, Any]] = {}
+    setups = [s for s in SETUPS if not args.only or s.name in args.only]
+    rows: dict[str, list[dict[str, Any]]] = {s.name: [] for s in setups}
     try:
         energy_url = f"http://127.0.0.1:{energy_port}/energy"
         wait_http(energy_url, emulator, "emulators")
         with tempfile.TemporaryDirectory() as tmp:
-            for db, setup in enumerate(SETUPS):
-                if args.only and setup.name not in args.only:
-                    continue
-                console.print(f"{setup.name}: {args.requests} requests at {args.rate:g}/s ...")
-                if redis.proc is None or redis.proc.poll() is not None:
+            for seed in args.seeds:
+                requests = generate_requests(cluster.workload, args.requests, seed, args.rate)
+                rng = np.random.default_rng(seed)
+                prompts = [make_prompt(rng, r.prompt_tokens) for r in requests]
+                for db, setup in enumerate(setups):
+                    console.print(f"seed {seed}, {setup.name}: {args.requests} requests ...")
+                    if redis.proc is None or redis.proc.poll() is not None:
+                        redis.start()
+                    rows[setup.name].append(
+                        run_setup(
+                            setup, base, redis, db, energy_url, requests, prompts, args, Path(tmp)
+                        )
+                    )
+                    redis.kill()  # a clean store for the next run
                     redis.start()
-                rows[setup.name] = run_setup(
-                    setup, base, redis, db, energy_url, requests, prompts, args, Path(tmp)
-                )
     finally:
         redis.kill()
         stop(emulator)
-    table = Table(
-        title=f"{args.scenario}: {args.requests} requests at {args.rate:g}/s (scenario time), "
-        f"CS-UCB, time scale {args.time_scale:g}"
+    title = (
+        f"{args.scenario}: {args.requests} requests at {args.rate:g}/s (scenario time), CS-UCB, "
+        f"time scale {args.time_scale:g}, seeds {' '.join(map(str, args.seeds))}, "
+        f"sync every {args.sync_interval_s:g} s (load {args.load_interval_s:g} s)"
     )
-    table.add_column("setup")
-    for column in ("deadline met", "J/request", "shares", "req/s", "requests", "lost"):
-        table.add_column(column, justify="right")
-    for name, row in rows.items():
-        shares = " ".join(f"{k} {v:.0%}" for k, v in sorted(row["share"].items()))
-        fates = ", ".join(f"{k} {v}" for k, v in sorted(row["fates"].items()) if v)
-        if row["health"]:
-            fates += f"; /health {row['health']}"
-        table.add_row(
-            name,
-            f"{row['deadline satisfaction']:.3f}",
-            f"{row['energy per request (J)']:.1f}",
-            shares,
-            f"{row['req/s']:.1f}",
-            fates,
-            str(row["lost"]),
-        )
-    console.print(table)
+    console.print(table(rows, title))
     if os.environ.get("PERLLM_BENCH_JSON"):
         Path(os.environ["PERLLM_BENCH_JSON"]).write_text(json.dumps(rows, indent=2))
 

@@ -21,7 +21,7 @@ from perllm.gateway.view import LiveView
 from perllm.policies.registry import make_policy
 
 BODY = {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
-SYNC = {"interval-s": 0.05, "lease-s": 0.5}
+SYNC = {"interval-s": 0.1, "load-interval-s": 0.05, "lease-s": 0.5}
 
 
 @pytest.fixture
@@ -82,7 +82,10 @@ def shared_states(kit: Any, store: str, policy: str) -> Callable[[], SharedState
     config = kit.gateway_config(
         [kit.backend("e", "http://127.0.0.1:9"), kit.backend("f", "http://127.0.0.1:9")],
         policy={"type": policy},
-        **{"state-store": store, "state-sync": {"interval-s": 0.05, "lease-s": 0.3}},
+        **{
+            "state-store": store,
+            "state-sync": {"interval-s": 0.05, "load-interval-s": 0.05, "lease-s": 0.3},
+        },
     )
 
     def replica() -> SharedState:
@@ -101,8 +104,8 @@ def test_in_flight_of_a_silent_replica_expires(kit: Any, redis_server: RedisServ
         dying, living = replica(), replica()
         dying.view.begin(0, 100)
         dying.view.begin(0, 50)
-        assert await dying.sync()
-        assert await living.sync()
+        assert await dying.sync_load()
+        assert await living.sync_load()
         assert living.view.remote_in_flight.tolist() == [2.0, 0.0]
         assert living.view.load(0).running == 2
         assert living.view.load(0).tokens_in_flight == 150
@@ -110,7 +113,7 @@ def test_in_flight_of_a_silent_replica_expires(kit: Any, redis_server: RedisServ
         deadline = time.monotonic() + 15.0
         while living.view.remote_in_flight.any():
             assert time.monotonic() < deadline, "the dead replica's load never expired"
-            assert await living.sync()
+            assert await living.sync_load()
             await asyncio.sleep(0.05)
         assert living.replicas == 1
         await living.stop()

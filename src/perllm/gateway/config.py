@@ -213,7 +213,8 @@ class HealthConfig(KebabModel):
 class StateSyncConfig(KebabModel):
     """How replicas sharing a ``state-store`` sync (see :mod:`perllm.gateway.shared_state`)."""
 
-    interval_s: float = Field(default=0.5, gt=0.0, le=60.0)
+    interval_s: float = Field(default=0.5, gt=0.0, le=60.0)  # the learned statistics
+    load_interval_s: float = Field(default=0.1, gt=0.0, le=60.0)  # in-flight load alone
     lease_s: float = Field(default=5.0, gt=0.0)
     namespace: str = Field(default="perllm", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
 
@@ -221,6 +222,8 @@ class StateSyncConfig(KebabModel):
     def _lease_outlives_syncs(self) -> StateSyncConfig:
         if self.lease_s < 2 * self.interval_s:
             raise ValueError("lease-s must be at least twice interval-s")
+        if self.load_interval_s > self.interval_s:
+            raise ValueError("load-interval-s must be at most interval-s")
         return self
 
 

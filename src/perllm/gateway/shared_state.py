@@ -2,8 +2,9 @@
 
 With ``state-store: redis://HOST:PORT/DB`` every replica (a ``perllm serve`` process, or a
 worker of ``perllm serve --workers N``) keeps deciding on its *local* copy of the policy and of
-the backends' load: no decision waits on Redis. A background task syncs every
-``state-sync.interval-s`` (0.5 s by default), in one round trip (a Lua script, atomic in Redis).
+the backends' load: no decision waits on Redis. A background task syncs the statistics every
+``state-sync.interval-s`` (0.5 s by default) and, in between, the load alone every
+``state-sync.load-interval-s`` (0.1 s), each in one round trip (a Lua script, atomic in Redis).
 
 **Learned statistics.** A policy with :class:`~perllm.policies.mergeable.SharedStatistics`
 (CS-UCB: time and energy corrections, output lengths) exposes them as additive totals
@@ -43,9 +44,11 @@ failure, or when Redis says it lost ``G`` or ``own[r]``, it sends them all.
 
 **Load.** Each replica publishes its in-flight requests and tokens per backend under a key that
 expires after ``state-sync.lease-s`` (5 s by default, at least two intervals) and reads the
-others'; their sum is added to its own in the :class:`~perllm.gateway.view.LiveView`. A replica
-that dies stops renewing its lease, so its requests stop counting within ``lease-s``; a replica
-that cannot reach Redis for ``lease-s`` forgets the others' load too.
+others' every 0.1 s (load changes with every request, so it is synced more often than the
+statistics; a load sync costs a few small commands); their sum is added to its own in the
+:class:`~perllm.gateway.view.LiveView`. A replica that dies stops renewing its lease, so its
+requests stop counting within ``lease-s``; a replica that cannot reach Redis for ``lease-s``
+forgets the others' load too.
 
 **Redis down.** A failed sync is logged once (``state store unreachable``), ``/health`` says
 ``degraded-state-store``, the replica goes on with its local state, and the next syncs retry
@@ -89,8 +92,9 @@ INIT_FIELD = "_init"
 # KEYS: merged totals G, own[r], this replica's load lease, the set of replicas.
 # ARGV: lease ms, own ttl s, replica id, load JSON, load key prefix, n, full (1 when every name
 # is sent, else only those whose own total changed), then n x (name, own cumulative O, O_B,
-# seed S). Answers {0}, changing nothing, when it needs every name and did not get them.
-SYNC_SCRIPT = """
+# seed S). The sync answers {0}, changing nothing, when it needs every name and did not get
+# them; else {G as one string, the other replicas' load JSONs}.
+_MERGE_TOTALS = """
 local n = tonumber(ARGV[6])
 local fresh = redis.call('EXISTS', KEYS[1]) == 0
 local known = redis.call('EXISTS', KEYS[2]) == 1
@@ -111,6 +115,8 @@ for i = 0, n - 1 do
   redis.call('HSET', KEYS[2], name, own)
 end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+"""
+_PUBLISH_LOAD = """
 redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[3])
 local loads = {}
@@ -122,8 +128,13 @@ for _, member in ipairs(redis.call('SMEMBERS', KEYS[4])) do
     table.insert(loads, value)
   end
 end
-return {table.concat(redis.call('HGETALL', KEYS[1]), '\\0'), loads}
 """
+SYNC_SCRIPT = (
+    _MERGE_TOTALS
+    + _PUBLISH_LOAD
+    + "return {table.concat(redis.call('HGETALL', KEYS[1]), '\\0'), loads}"
+)
+LOAD_SCRIPT = _PUBLISH_LOAD + "return loads"
 
 RETIRE_SCRIPT = """
 redis.call('DEL', KEYS[1], KEYS[2])
@@ -176,6 +187,7 @@ class SharedState:
             decode_responses=True,
         )
         self._sync = self.client.register_script(SYNC_SCRIPT)
+        self._publish_load = self.client.register_script(LOAD_SCRIPT)
         self._retire = self.client.register_script(RETIRE_SCRIPT)
         self.shares_stats = isinstance(policy, SharedStatistics)
         self.base: dict[str, float] = {}
@@ -218,20 +230,23 @@ class SharedState:
         self.view.remote_tokens = tokens
         self.replicas = 1 + len(loads)
 
-    def _args(self, own: dict[str, float], snapshot: dict[str, float], full: bool) -> list[Any]:
-        if full:
-            names = sorted(own.keys() | self.own_base.keys() | snapshot.keys())
-        else:  # only what this replica learned since its last sync
-            names = [n for n in own if own[n] != self.own_base.get(n, 0.0)]
-        args: list[Any] = [
+    def _load_args(self, names: int = 0, full: bool = False) -> list[Any]:
+        return [
             int(self.settings.lease_s * 1000),
             OWN_TTL_S,
             self.replica,
             self._load_json(),
             self._load_prefix,
-            len(names),
+            names,
             int(full),
         ]
+
+    def _args(self, own: dict[str, float], snapshot: dict[str, float], full: bool) -> list[Any]:
+        if full:
+            names = sorted(own.keys() | self.own_base.keys() | snapshot.keys())
+        else:  # only what this replica learned since its last sync
+            names = [n for n in own if own[n] != self.own_base.get(n, 0.0)]
+        args = self._load_args(len(names), full)
         for name in names:
             args += [
                 name,
@@ -270,6 +285,19 @@ class SharedState:
         self._up()
         return True
 
+    async def sync_load(self) -> bool:
+        """Publish this replica's load and read the others' (no statistics); returns whether
+        Redis answered (never raises RedisError)."""
+        try:
+            loads = await self._publish_load(keys=self._keys, args=self._load_args())
+        except (RedisError, OSError) as err:
+            self._full_next = True
+            self._down(err)
+            return False
+        self._set_remote(loads)
+        self._last_ok = time.monotonic()
+        return True
+
     def _down(self, err: BaseException) -> None:
         if self.connected is not False:
             log.warning(
@@ -300,12 +328,17 @@ class SharedState:
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        next_totals = 0.0
         while True:
             try:
-                await self.sync()
+                if not self.connected or time.monotonic() >= next_totals:
+                    next_totals = time.monotonic() + self.settings.interval_s
+                    await self.sync()
+                else:
+                    await self.sync_load()
             except Exception:  # a bug must not end the syncs: log it and carry on
                 log.exception("state store sync failed")
-            await asyncio.sleep(self.settings.interval_s)
+            await asyncio.sleep(self.settings.load_interval_s)
 
     def start(self) -> None:
         if not self.shares_stats:
