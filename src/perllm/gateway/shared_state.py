@@ -304,7 +304,7 @@ class SharedState:
                 "state store %s unreachable (%s): serving on local state, retrying every %gs",
                 redacted(self.url),
                 str(err) or type(err).__name__,
-                self.settings.interval_s,
+                self.settings.load_interval_s,
             )
         self.connected = False
         if time.monotonic() - self._last_ok > self.settings.lease_s:  # their leases are over
