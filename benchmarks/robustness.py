@@ -34,8 +34,8 @@ from typing import Any
 from perllm.cli_args import key_value, writable_dir
 from perllm.errors import InputError
 from perllm.experiments import checkpoint
-from perllm.experiments.checkpoint import Checkpoint, saved_runs
-from perllm.experiments.executors import ExecutorSpec, open_executor
+from perllm.experiments.checkpoint import Call, Checkpoint, run_saving, saved_runs
+from perllm.experiments.executors import ExecutorSpec
 from perllm.experiments.robustness_report import plot, print_tables, write_csvs
 from perllm.experiments.robustness_runs import (
     RunTask,
@@ -155,18 +155,13 @@ def _run(
         else:
             todo.append((("cluster", s), generate_task, (s, settings)))
     label = f"robustness: {args.clusters} clusters x {len(loads)} loads x {args.seeds} seeds"
+
+    def follow(key: Any, result: Any) -> list[Call]:
+        """A generated cluster's runs, once it is generated."""
+        return [(k, fn, (task,)) for k, fn, task in runs(result)] if key[0] == "cluster" else []
+
     with progress_bar(_total_runs(args, chosen), label) as advance:
-        advance(len(results))
-        if todo:
-            with open_executor(executor) as pool:
-                for key, fn, arguments in todo:
-                    pool.submit(key, fn, *arguments)
-                for key, result in pool.completed():
-                    saved.record(key, result)
-                    advance(len(results))
-                    if key[0] == "cluster":
-                        for run_key, fn, task in runs(result):
-                            pool.submit(run_key, fn, task)
+        run_saving(executor, todo, saved, advance, follow)
     bounds = {key[1:]: result[1] for key, result in results.items() if key[0] == "bound"}
     rows = [row for key, row in results.items() if key[0] == "run"]
     for row in rows:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from perllm.errors import InputError
-from perllm.experiments import reproduce as reproduce_module
+from perllm.experiments import checkpoint as checkpoint_module
 from perllm.experiments.checkpoint import FILENAME
 from perllm.experiments.executors import ExecutorSpec, open_executor
 from perllm.experiments.grid import GridConfig
@@ -97,7 +97,7 @@ def submitted(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
             pool.submit = record  # type: ignore[method-assign]
             yield pool
 
-    monkeypatch.setattr(reproduce_module, "open_executor", recording)
+    monkeypatch.setattr(checkpoint_module, "open_executor", recording)
     return keys
 
 

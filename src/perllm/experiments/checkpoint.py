@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
 from perllm.errors import InputError
+from perllm.experiments.executors import ExecutorSpec, open_executor
+
+Call = tuple[Any, Callable[..., Any], tuple[Any, ...]]
+"""A run of a sweep: ``(key, function, arguments)``."""
 
 __all__ = ["FILENAME", "Checkpoint", "saved_runs"]
 
@@ -97,3 +102,27 @@ def saved_runs(path: Path) -> int:
     except FileNotFoundError:
         return 0
     return max(text.count("\n") - 1, 0)
+
+
+def run_saving(
+    spec: ExecutorSpec,
+    todo: Iterable[Call],
+    saved: Checkpoint,
+    advance: Callable[[int], None],
+    follow: Callable[[Any, Any], Iterable[Call]] | None = None,
+) -> None:
+    """Run ``todo`` on the executor of ``spec``, recording each result in ``saved`` as it
+    finishes and calling ``advance(runs saved so far)``; ``follow(key, result)`` may add runs
+    that a finished one makes possible."""
+    advance(len(saved.results))
+    todo = list(todo)
+    if not todo:
+        return
+    with open_executor(spec) as pool:
+        for key, function, arguments in todo:
+            pool.submit(key, function, *arguments)
+        for key, result in pool.completed():
+            saved.record(key, result)
+            advance(len(saved.results))
+            for more, function, arguments in follow(key, result) if follow else ():
+                pool.submit(more, function, *arguments)

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from perllm.experiments import analysis, checkpoint, plots, yardstick
-from perllm.experiments.checkpoint import Checkpoint
-from perllm.experiments.executors import ExecutorSpec, open_executor
+from perllm.experiments.checkpoint import Checkpoint, run_saving
+from perllm.experiments.executors import ExecutorSpec
 from perllm.experiments.grid import (
     ROW_FIELDS,
     GridConfig,
@@ -56,15 +56,7 @@ def _run_all(
 ) -> tuple[Rows, ...]:
     """Run what ``saved`` does not hold yet, recording each run there as it finishes."""
     results = saved.results
-    todo = [call for call in _calls(grid) if call[0] not in results]
-    advance(len(results))
-    if todo:
-        with open_executor(executor) as pool:
-            for key, function, arguments in todo:
-                pool.submit(key, function, *arguments)
-            for key, result in pool.completed():
-                saved.record(key, result)
-                advance(len(results))
+    run_saving(executor, [c for c in _calls(grid) if c[0] not in results], saved, advance)
     rows = [results["run", t.key] for t in tasks(grid)]
     curves = [results["regret", key] for key in _regret_jobs(grid)]
     return rows, curves, [results["bound", t.key] for t in _bound_tasks(grid)]
