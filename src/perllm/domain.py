@@ -288,20 +288,8 @@ class ClusterView(Protocol):
     @property
     def admission_control(self) -> bool: ...
 
-    def now(self) -> float: ...
-
-    def load(self, server: int) -> ServerLoad: ...
-
     def load_arrays(self) -> LoadArrays:
         """Every server's load, its link's bandwidth estimate and active transfer weight."""
-        ...
-
-    def bandwidth_mbps(self, link: str) -> float:
-        """Recent estimate of the link's bandwidth."""
-        ...
-
-    def link_active_weight(self, link: str) -> float:
-        """Sum of the shares of the transfers active on the link now."""
         ...
 
 
