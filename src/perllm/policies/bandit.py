@@ -77,7 +77,6 @@ class ArmStats:
         self.reward_sum = np.zeros((0, n_arms))
         self.mean = np.zeros((0, n_arms))
         self.tried = np.zeros((0, n_arms))
-        self.inv_sqrt_tried = np.zeros((0, n_arms))
         self.total = np.zeros(0)
         self.untried: list[int] = []
 
@@ -95,21 +94,13 @@ class ArmStats:
         self.reward_sum = np.vstack([self.reward_sum, pad])
         self.mean = np.vstack([self.mean, pad])
         self.tried = np.vstack([self.tried, pad])
-        self.inv_sqrt_tried = np.vstack([self.inv_sqrt_tried, pad + np.inf])
         self.total = np.concatenate([self.total, np.zeros(rows)])
         self.untried.extend([self.n_arms] * rows)
-
-    def index(self, row: int, exploration: float) -> Array:
-        """UCB index of every arm of the class: :func:`ucb_index` from running statistics."""
-        scale = exploration * math.sqrt(2.0 * math.log(max(float(self.total[row]), 1.0)))
-        index: Array = self.mean[row] + scale * self.inv_sqrt_tried[row]
-        return index
 
     def _tried(self, row: int, arm: int) -> None:
         if self.tried[row, arm] == 0.0:
             self.untried[row] -= 1
         self.tried[row, arm] += 1.0
-        self.inv_sqrt_tried[row, arm] = 1.0 / math.sqrt(self.tried[row, arm])
         self.total[row] += 1.0
 
     def pull(self, row: int, arm: int) -> None:
@@ -150,8 +141,6 @@ class ArmStats:
             rows = min(len(pending), len(self.pending))
             self.pending[:rows] = pending[:rows]
         self.tried = self.count + self.pending
-        with np.errstate(divide="ignore"):
-            self.inv_sqrt_tried = 1.0 / np.sqrt(self.tried)
         self.total = self.tried.sum(axis=1)
         self.untried = [int(n) for n in (self.tried == 0).sum(axis=1)]
         self.mean = self.reward_sum / np.maximum(self.count, 1.0)
