@@ -71,12 +71,16 @@ class Learner:
     def __init__(self) -> None:
         self.inner = make_policy("round-robin")
         self.feedback: list[Feedback] = []
+        self.forgotten: list[int] = []
 
     def select(self, request: RouterRequest, view: ClusterView) -> Decision:
         return self.inner.select(request, view)
 
     def observe(self, feedback: Feedback) -> None:
         self.feedback.append(feedback)
+
+    def forget(self, request: RouterRequest, decision: Decision) -> None:
+        self.forgotten.append(request.id)
 
     def state(self) -> dict[str, Any]:
         return {}
@@ -148,6 +152,7 @@ def test_a_client_that_goes_away_is_cancelled_upstream(
     assert stats["backends"]["h"]["running"] == 0
     assert stats["backends"]["h"]["failures"] == 0  # not the backend's fault
     assert learner.feedback == []  # nothing learned from it
+    assert len(learner.forgotten) == 1  # and what the policy kept for it is dropped
     assert len(holder.headers) == 1  # never retried elsewhere
     assert outcomes(gateway.url) == {
         "answered": 0.0,

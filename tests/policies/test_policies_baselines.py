@@ -177,3 +177,17 @@ def test_clairvoyant_policies_cannot_route_live_requests(name: str) -> None:
         make_policy(name, live=True)
     assert "\n" not in str(info.value)
     make_policy(name)  # the simulator may build them
+
+
+@pytest.mark.parametrize("name", ["cs-ucb", "ucb1", "epsilon-greedy"])
+def test_a_forgotten_request_leaves_nothing_behind(name: str, paper_view, request_factory) -> None:
+    policy = make_policy(name, seed=3)
+    request = request_factory(deadline_s=30.0)
+    policy.forget(request, policy.select(request, paper_view))
+    if name == "cs-ucb":
+        assert policy.outstanding.placed == {} and policy._crowded == {}
+        assert policy.outstanding.counts.sum() == 0
+    else:
+        arms = policy.arms
+        assert arms.pending.sum() == arms.tried.sum() == arms.total.sum() == 0
+        assert arms.untried == [arms.n_arms]

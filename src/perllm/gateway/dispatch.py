@@ -236,7 +236,7 @@ class Dispatcher:
             # Cancelled by the gateway (client gone, time limit) or an unexpected error.
             attempt.end_s = self.view.now()
             if ticket.cancelled_for in ("abandoned", "shutdown"):
-                self._release(attempt)
+                self._abandon(attempt)
             else:
                 self._finish(attempt, failed=True, count=False)
             raise
@@ -293,7 +293,7 @@ class Dispatcher:
         self.metrics.answered(name, status)
         if outcome == "client-gone":
             # A client that went away says nothing about the backend: nothing is learned.
-            self._release(attempt)
+            self._abandon(attempt)
             ticket.end("abandoned", status, f"client went away mid-stream from backend {name}")
             return
         if outcome == "failed":
@@ -304,8 +304,16 @@ class Dispatcher:
         else:
             ticket.end("stream-error", status, progress.error)
 
+    def _abandon(self, attempt: Attempt) -> None:
+        """End an abandoned attempt: its in-flight counts, and what the policy keeps for it
+        (nothing is learned or counted)."""
+        self._release(attempt)
+        forget = getattr(self.policy, "forget", None)  # a plugin policy may not have it
+        if forget is not None:
+            forget(attempt.request, attempt.decision)
+
     def _release(self, attempt: Attempt) -> None:
-        """End an abandoned attempt: its in-flight counts only, nothing learned or counted."""
+        """Give back an attempt's in-flight counts."""
         server = attempt.decision.server
         self.view.end(server, attempt.request.prompt_tokens + attempt.view_tokens)
 

@@ -103,6 +103,16 @@ class ArmStats:
         self.tried[row, arm] += 1.0
         self.total[row] += 1.0
 
+    def unpull(self, row: int, arm: int) -> None:
+        """Take back a pending pull that will never be answered."""
+        if self.pending[row, arm] < 1.0:
+            return
+        self.pending[row, arm] -= 1.0
+        self.tried[row, arm] -= 1.0
+        self.total[row] -= 1.0
+        if self.tried[row, arm] == 0.0:
+            self.untried[row] += 1
+
     def pull(self, row: int, arm: int) -> None:
         self.pending[row, arm] += 1.0
         self._tried(row, arm)

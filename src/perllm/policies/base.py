@@ -28,6 +28,11 @@ class Policy(Protocol):
 
     def observe(self, feedback: Feedback) -> None: ...
 
+    def forget(self, request: RouterRequest, decision: Decision) -> None:
+        """A request placed by ``decision`` ended without an outcome (its caller went away, or
+        the gateway shut down): drop what was kept for it, and learn nothing from it."""
+        ...
+
     def state(self) -> dict[str, Any]:
         """Learned state as JSON-ready data (empty for policies that learn nothing)."""
         ...
@@ -39,6 +44,9 @@ class StatelessPolicy:
     """Mixin for policies that learn nothing from feedback."""
 
     def observe(self, feedback: Feedback) -> None:
+        return None
+
+    def forget(self, request: RouterRequest, decision: Decision) -> None:
         return None
 
     def state(self) -> dict[str, Any]:

@@ -438,6 +438,10 @@ class CsUcbPolicy:
             ratio = math.log(feedback.energy.inference_j / decision.estimate_j)
             self.energy.observe(0, decision.server, ratio)
 
+    def forget(self, request: RouterRequest, decision: Decision) -> None:
+        self.outstanding.remove(request.id)
+        self._crowded.pop(request.id, None)
+
     def state(self) -> dict[str, Any]:
         if self.times is None or self.energy is None:
             return dict(self._saved or {})

@@ -105,6 +105,9 @@ class _Greedy(_TableCache):
     def observe(self, feedback: Feedback) -> None:
         self.lengths.observe(feedback.request.service_class, feedback.output_tokens)
 
+    def forget(self, request: RouterRequest, decision: Decision) -> None:
+        return None  # nothing is kept per request
+
     def state(self) -> dict[str, Any]:
         return {"lengths": self.lengths.state()}
 

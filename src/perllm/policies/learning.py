@@ -61,6 +61,10 @@ class _ArmBandit:
         row = self.arms.row(feedback.request.service_class)
         self.arms.update(row, feedback.decision.arm, self.reward(feedback))
 
+    def forget(self, request: RouterRequest, decision: Decision) -> None:
+        if self.arms is not None and decision.arm >= 0:
+            self.arms.unpull(self.arms.row(request.service_class), decision.arm)
+
     def state(self) -> dict[str, Any]:
         arms = self.arms.state() if self.arms is not None else self._saved
         return {"policy": self.name, "arms": arms, "reward": self.reward.state()}
