@@ -219,10 +219,10 @@ def _header(args: argparse.Namespace, chosen: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     args = _arguments()
     chosen = _policies(args)
+    path = Path(args.out) / checkpoint.FILENAME
     try:
         executor = executor_spec(args, args.workers)
         out = writable_dir("--out", Path(args.out))
-        path = out / checkpoint.FILENAME
         started = time.perf_counter()
         with Checkpoint(path, _header(args, chosen), resume=args.resume) as saved:
             rows, clusters = _run(args, chosen, executor, saved)

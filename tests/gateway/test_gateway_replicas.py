@@ -21,7 +21,7 @@ from perllm.gateway.view import LiveView
 from perllm.policies.registry import make_policy
 
 BODY = {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
-SYNC = {"interval-s": 0.1, "load-interval-s": 0.05, "lease-s": 0.5}
+SYNC = {"interval-s": 0.1, "load-interval-s": 0.05, "lease-s": 2.0}
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def shared_states(kit: Any, store: str, policy: str) -> Callable[[], SharedState
         policy={"type": policy},
         **{
             "state-store": store,
-            "state-sync": {"interval-s": 0.05, "load-interval-s": 0.05, "lease-s": 0.3},
+            "state-sync": {"interval-s": 0.05, "load-interval-s": 0.05, "lease-s": 2.0},
         },
     )
 

@@ -139,7 +139,7 @@ class Estimate:
 
     ``inference_j`` is the request's *attributed* share of the batch's energy (what the world
     reports back in its feedback); ``marginal_j`` is the *weighted* energy the cluster spends
-    because of this request (see :func:`marginal_inference_j`), the quantity to minimise.
+    because of this request (see the module docstring), the quantity to minimise.
     ``batch`` and ``power_w`` are the server's real batch with the request and its power there.
     """
 
