@@ -13,7 +13,7 @@ The Python API for scripting experiments::
     policy = perllm.make_policy("cs-ucb", {"exploration": 0.5}, seed=1)
     result = perllm.simulate(cluster, policy)                 # or a policy object of your own
 
-A policy of your own implements :class:`Policy` (``select``, ``observe``, ``state``,
+A policy of your own implements :class:`Policy` (``select``, ``observe``, ``forget``, ``state``,
 ``restore``) on the domain types; register it for the command line and the gateway with a
 :class:`PolicyEntry` under the entry-point group ``perllm.policies``
 (:mod:`perllm.policies.registry`). Names are imported on first use, so ``import perllm`` stays
