@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 from typing import Any
 
 import httpx
 import pytest
+from waiting import wait_for
 
 from perllm.emulator.app import create_emulator_app, parse_profile
 from perllm.emulator.engine import BatchEngine, filler_token
@@ -125,17 +125,11 @@ def test_a_caller_hanging_up_cancels_its_call(serve: Any, kit: Any) -> None:
         {"model": "llama-2-7b", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4000}
     ).encode()
 
-    def wait_until(condition: Any) -> None:
-        deadline = time.monotonic() + 60.0  # a bound against a hang only
-        while not condition():
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-
     with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
         sock.sendall(
             b"POST /v1/chat/completions HTTP/1.1\r\nhost: e\r\ncontent-type: application/json\r\n"
             + f"content-length: {len(body)}\r\n\r\n".encode()
             + body
         )
-        wait_until(lambda: engine.batch == 1)
-    wait_until(lambda: engine.batch == 0 and not engine.waiting)
+        wait_for(lambda: engine.batch == 1, "the call in the batch")
+    wait_for(lambda: engine.batch == 0 and not engine.waiting, "the batch to empty")

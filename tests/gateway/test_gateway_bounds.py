@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from waiting import wait_for
 
 from perllm.domain import ClusterView, Decision, Feedback, RouterRequest
 from perllm.gateway import create_app
@@ -99,14 +98,6 @@ def outcomes(url: str) -> dict[str, float]:
     }
 
 
-def wait_until(condition: Callable[[], bool]) -> None:
-    """Block until ``condition()`` holds (fails after :data:`HANG_S`)."""
-    deadline = time.monotonic() + HANG_S
-    while not condition():
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.01)
-
-
 def call_and_drop(port: int, body: dict[str, Any], holder: Holder) -> None:
     """Send a call on a raw socket, wait until the backend holds it (and, for a stream, until
     its first chunk arrived), then close the connection."""
@@ -146,7 +137,7 @@ def test_a_client_that_goes_away_is_cancelled_upstream(
     holder, gateway, learner = held
     call_and_drop(gateway.port, {**CHAT, "stream": stream}, holder)
     assert holder.released.acquire(timeout=HANG_S)  # the upstream call was let go of
-    wait_until(lambda: outcomes(gateway.url)["abandoned"] == 1)
+    wait_for(lambda: outcomes(gateway.url)["abandoned"] == 1, "the abandoned outcome", HANG_S)
     stats = httpx.get(gateway.url + "/stats").json()
     assert stats["in_flight"] == 0
     assert stats["backends"]["h"]["running"] == 0

@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 from redis_server import RedisServer
+from waiting import wait_for
 
 from perllm.errors import InputError
 from perllm.gateway import create_app
@@ -29,15 +30,6 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.stop()
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
-    """Poll ``condition`` until it holds (fails the test after ``timeout_s``)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def learned(url: str) -> float:
