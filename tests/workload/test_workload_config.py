@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from perllm.config_errors import validation_message
+from perllm.cluster.settings import validation_message
 from perllm.errors import InputError
 from perllm.workload.config import LengthConfig, load_workload_config
 from perllm.workload.presets import BUILTIN_CLASS_TABLE, builtin_classes

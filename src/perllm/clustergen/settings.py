@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
-from perllm.config_errors import KebabModel, validation_message
+from perllm.cluster.settings import KebabModel, validation_message
 from perllm.errors import InputError
 
 __all__ = ["EDGE_KINDS", "GeneratorSettings", "settings_from"]

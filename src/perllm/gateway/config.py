@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from perllm.config_errors import KebabModel, validation_message, yaml_message
+from perllm.cluster.settings import KebabModel, validation_message, yaml_message
 from perllm.domain import Tier
 from perllm.errors import InputError
 from perllm.perf.catalog import BYTES_PER_WEIGHT, HARDWARE, MODELS

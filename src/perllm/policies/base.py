@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from perllm.config_errors import KebabModel
+from perllm.cluster.settings import KebabModel
 from perllm.domain import ClusterView, Decision, Feedback, RouterRequest
 
 

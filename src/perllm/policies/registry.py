@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from perllm.config_errors import validation_message
+from perllm.cluster.settings import validation_message
 from perllm.errors import InputError
 from perllm.policies.base import Policy, PolicyConfig
 from perllm.policies.cs_ucb import CsUcbConfig, CsUcbPolicy

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from perllm.config_errors import to_kebab, validation_message, yaml_message
+from perllm.cluster.settings import to_kebab, validation_message, yaml_message
 from perllm.domain import PowerSpec, ServerPerf
 from perllm.errors import InputError
 

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from perllm.config_errors import KebabModel, validation_message, yaml_message
+from perllm.cluster.settings import KebabModel, validation_message, yaml_message
 from perllm.domain import EnergyWeights, LinkSpec, PowerSpec, ServerPerf, ServerSpec, Tier
 from perllm.errors import InputError
 from perllm.perf.catalog import HARDWARE, MODELS

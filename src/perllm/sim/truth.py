@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from pydantic import Field
 
-from perllm.config_errors import KebabModel
+from perllm.cluster.settings import KebabModel
 from perllm.domain import PowerSpec, ServerPerf, ServerSpec
 
 __all__ = [

@@ -10,7 +10,7 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, ValidationError, model_validator
 
-from perllm.config_errors import KebabModel, validation_message
+from perllm.cluster.settings import KebabModel, validation_message
 from perllm.domain import BYTES_PER_TOKEN, RESPONSE_OVERHEAD_BYTES
 from perllm.errors import InputError
 

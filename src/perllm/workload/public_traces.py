@@ -25,7 +25,7 @@ import math
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from perllm.config_errors import validation_message
+from perllm.cluster.settings import validation_message
 from perllm.errors import InputError, where
 from perllm.workload.traces import TraceRow, bad_field, is_blank, parse_count
 

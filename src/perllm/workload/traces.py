@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from perllm.config_errors import validation_message
+from perllm.cluster.settings import validation_message
 from perllm.errors import InputError, where
 from perllm.workload.config import TraceConfig
 
