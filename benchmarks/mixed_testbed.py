@@ -31,9 +31,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from perllm.node import LlamaCppNode, RaplMeter
+from perllm.node import LlamaCppNode
 from perllm.node.gateway import PUBLIC_MODEL, GatewayThread, emulated_backend, llama_backend
 from perllm.node.llamacpp import NodeError, free_port
+from perllm.perf.energy import RaplMeter
 from perllm.profiling.client import make_prompt
 
 CLOUD_PROFILE = "a100-80gb:llama-2-13b:fp16"

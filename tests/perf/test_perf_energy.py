@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from perllm.domain import PowerSpec
-from perllm.node.energy import (
+from perllm.perf.energy import (
     ESTIMATED,
     MEASURED,
     UNAVAILABLE,
