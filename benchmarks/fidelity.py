@@ -26,11 +26,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from perllm.cluster.profile import read_profile
 from perllm.domain import Request
 from perllm.node import LlamaCppNode
 from perllm.node.gateway import GatewayThread, llama_backend
 from perllm.policies.registry import make_policy
-from perllm.profiling import SweepPlan, profile_endpoint, read_profile
+from perllm.profiling import SweepPlan, profile_endpoint
 from perllm.profiling.client import count_tokens, make_prompt
 from perllm.profiling.report import plot_profile, print_profile
 from perllm.profiling.run import save_profile

@@ -14,10 +14,10 @@ import pytest
 import uvicorn
 
 from perllm.cli import _Parser
+from perllm.cluster.profile import read_profile
 from perllm.emulator.app import create_emulator_app
 from perllm.errors import PerllmError
 from perllm.node.cli import add_node_commands
-from perllm.profiling import read_profile
 
 
 def perllm(argv: Sequence[str]) -> int:

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from perllm.cluster.profile import read_profile
 from perllm.domain import (
     EnergyWeights,
     LinkSpec,
@@ -37,7 +38,6 @@ from perllm.domain import (
 from perllm.gateway.config import BackendConfig, GatewayConfig
 from perllm.gateway.health import CircuitBreaker
 from perllm.perf.model import deployment
-from perllm.profiling.profile import load_profile
 
 __all__ = ["BANDWIDTH_EWMA", "MIN_BANDWIDTH_SAMPLE_BYTES", "LiveView", "build_specs"]
 
@@ -57,8 +57,8 @@ def _spec(backend: BackendConfig, scale: float) -> tuple[ServerSpec, LinkSpec]:
     dep = deployment(backend.hardware, backend.model, backend.dtype)
     perf, power = dep.perf(), dep.power()
     if backend.profile is not None:  # measured by `perllm profile`: it replaces the catalog's
-        perf, measured_power = load_profile(backend.profile)
-        power = measured_power or power
+        profile = read_profile(backend.profile)
+        perf, power = profile.server_perf(), profile.power_spec() or power
     if backend.power is not None:
         power = PowerSpec(
             idle_w=backend.power.idle_w,

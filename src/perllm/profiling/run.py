@@ -9,12 +9,12 @@ from pathlib import Path
 
 import httpx
 
+from perllm.cluster.profile import FORMAT_VERSION, write_profile
 from perllm.domain import PowerSpec
 from perllm.perf.energy import EnergyReading, RaplMeter, estimate_energy_j
 from perllm.profiling.client import discover_model
 from perllm.profiling.fit import FitResult, fit_perf
 from perllm.profiling.measure import Measurements, SweepPlan, measure
-from perllm.profiling.profile import FORMAT_VERSION, write_profile
 
 __all__ = ["ProfileRun", "normalize_endpoint", "profile_endpoint"]
 
@@ -68,7 +68,7 @@ def profile_endpoint(
 
 
 def profile_document(run: ProfileRun, plan: SweepPlan) -> dict[str, object]:
-    """The YAML mapping of a run (see :mod:`perllm.profiling.profile`)."""
+    """The YAML mapping of a run (see :mod:`perllm.cluster.profile`)."""
     fit = run.fit
     power = None
     if run.power is not None:

@@ -206,7 +206,7 @@ def _profiled(
     """Perf, power and max batch of a group: from its ``profile`` if it names one."""
     if group.profile is None:
         return dep.perf(), dep.power(), group.max_batch
-    from perllm.profiling.profile import read_profile
+    from perllm.cluster.profile import read_profile
 
     path = Path(group.profile)
     if not path.is_absolute() and not path.is_file() and Path(source).is_file():

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from perllm.cluster.profile import read_profile, write_profile
 from perllm.domain import PowerSpec, ServerPerf
 from perllm.errors import InputError
-from perllm.profiling import load_profile
-from perllm.profiling.profile import write_profile
 from perllm.sim import scenario
 
 PERF = ServerPerf(0.05, 0.0004, 0.001, 0.03, 1e-6, 0.0)
@@ -34,10 +33,11 @@ def test_round_trip(tmp_path: Path) -> None:
     path = _write(tmp_path / "p.yaml", PowerSpec(5.0, 20.0, 0.8, 0.05))
     text = path.read_text()
     assert "prefill-fixed-s" in text and "ttft-s: null" in text
-    perf, power = load_profile(path)
-    assert perf == PERF
-    assert power == PowerSpec(5.0, 20.0, 0.8, 0.05)
-    assert load_profile(_write(tmp_path / "q.yaml"))[1] is None
+    profile = read_profile(path)
+    assert profile.server_perf() == PERF
+    assert profile.power_spec() == PowerSpec(5.0, 20.0, 0.8, 0.05)
+    assert profile.max_batch == 1 and profile.model == "gemma-3-270m"
+    assert read_profile(_write(tmp_path / "q.yaml")).power_spec() is None
 
 
 @pytest.mark.parametrize(
@@ -52,13 +52,13 @@ def test_bad_profile_is_one_line(tmp_path: Path, content: str, message: str) -> 
     path = tmp_path / "bad.yaml"
     path.write_text(content)
     with pytest.raises(InputError, match=message) as info:
-        load_profile(path)
+        read_profile(path)
     assert "\n" not in str(info.value) and str(path) in str(info.value)
 
 
 def test_missing_profile_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot read profile"):
-        load_profile(tmp_path / "none.yaml")
+        read_profile(tmp_path / "none.yaml")
 
 
 def _scenario(tmp_path: Path, extra: str) -> Path:

@@ -14,7 +14,9 @@ A profile (kebab-case keys) looks like::
     fit: {prefill-rms-rel: 0.03, decode-rms-rel: 0.02, ...}
     points: {prefill: [{prompt-tokens: 32, ttft-s: 0.1}, ...], decode: [...]}
 
-:func:`load_profile` reads one for a scenario server group or the gateway.
+:func:`read_profile` is the one reader: the cluster builder (:mod:`perllm.cluster.build`) reads
+the profile a scenario server group or a gateway backend names, ``perllm profile`` writes one
+with :func:`write_profile`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from perllm.errors import InputError
 
 FORMAT_VERSION = 1
 
-__all__ = ["FORMAT_VERSION", "ProfileFile", "load_profile", "read_profile", "write_profile"]
+__all__ = ["FORMAT_VERSION", "ProfileFile", "read_profile", "write_profile"]
 
 
 class _Model(BaseModel):
@@ -90,12 +92,6 @@ def read_profile(path: str | Path) -> ProfileFile:
         return ProfileFile.model_validate(data)
     except ValidationError as err:
         raise InputError(validation_message(err, source)) from None
-
-
-def load_profile(path: str | Path) -> tuple[ServerPerf, PowerSpec | None]:
-    """The fitted perf coefficients and the power spec (``None`` if unknown) of a profile."""
-    profile = read_profile(path)
-    return profile.server_perf(), profile.power_spec()
 
 
 def _plain(value: Any) -> Any:
