@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from perllm.bound import bound_for_run
-from perllm.sim import scenario
+from perllm.cluster import scenario
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from perllm.cluster import scenario
 from perllm.cluster.profile import read_profile
 from perllm.domain import Request
 from perllm.node import LlamaCppNode
@@ -35,7 +36,6 @@ from perllm.profiling import SweepPlan, profile_endpoint
 from perllm.profiling.client import count_tokens, make_prompt
 from perllm.profiling.report import plot_profile, print_profile
 from perllm.profiling.run import save_profile
-from perllm.sim import scenario
 from perllm.sim.world import simulate
 
 PROFILES = Path(__file__).resolve().parent.parent / "profiles"

@@ -11,12 +11,12 @@ import argparse
 import sys
 from typing import Any
 
+from perllm.cluster import scenario
 from perllm.errors import InputError
 from perllm.experiments.executors import map_in_order
 from perllm.experiments.show import summary_table
 from perllm.experiments.sweep_args import add_sweep_arguments, executor_spec
 from perllm.policies.registry import ENTRIES
-from perllm.sim import scenario
 from perllm.sim.runner import run_once
 
 

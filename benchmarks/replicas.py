@@ -46,10 +46,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from perllm.cluster import scenario
 from perllm.domain import Request
 from perllm.gateway.testbed import plan_testbed
 from perllm.profiling.client import make_prompt
-from perllm.sim import scenario
 from perllm.workload.generator import generate_requests
 
 EMULATORS = """

@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from perllm.cluster import scenario
+from perllm.cluster.scenario import Cluster
 from perllm.policies.registry import make_policy
-from perllm.sim import scenario
-from perllm.sim.scenario import Cluster
 from perllm.sim.world import World
 from perllm.workload.generator import generate_requests
 

@@ -16,10 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from perllm.bound import bound_for_run
+from perllm.cluster import scenario
 from perllm.errors import InputError
 from perllm.experiments.executors import open_executor
 from perllm.experiments.sweep_args import add_sweep_arguments, executor_spec
-from perllm.sim import scenario
 from perllm.sim.runner import run_once
 
 POLICIES = ("planner", "cs-ucb", "least-loaded", "greedy-latency", "oracle", "cloud-only")

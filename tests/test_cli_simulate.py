@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from perllm.cli import main
+from perllm.cluster import scenario
 from perllm.policies.registry import REGISTRY
-from perllm.sim import scenario
 
 SIMULATE = ["simulate", "--scenario", "perllm-paper", "--policy", "round-robin"]
 KEYS = (

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 from perllm.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from perllm.cluster.scenario import Cluster
+    from perllm.cluster.scenario import load as load_scenario
     from perllm.domain import (
         ClusterView,
         Decision,
@@ -41,12 +43,10 @@ if TYPE_CHECKING:
     from perllm.policies.registry import PolicyEntry, all_entries, make_policy
     from perllm.sim.runner import RunResult
     from perllm.sim.runner import run_once as simulate
-    from perllm.sim.scenario import Cluster
-    from perllm.sim.scenario import load as load_scenario
 
 _EXPORTS: dict[str, tuple[str, str]] = {
-    "load_scenario": ("perllm.sim.scenario", "load"),
-    "Cluster": ("perllm.sim.scenario", "Cluster"),
+    "load_scenario": ("perllm.cluster.scenario", "load"),
+    "Cluster": ("perllm.cluster.scenario", "Cluster"),
     "simulate": ("perllm.sim.runner", "run_once"),
     "RunResult": ("perllm.sim.runner", "RunResult"),
     "make_policy": ("perllm.policies.registry", "make_policy"),

@@ -23,11 +23,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    from perllm.cluster import scenario
     from perllm.experiments.show import progress_bar, summary_table
     from perllm.metrics.export import write_json, write_records_csv, write_regret_csv
     from perllm.metrics.summary import regret_curve
     from perllm.policies.registry import make_policy
-    from perllm.sim import scenario
     from perllm.sim.runner import run_once
 
     cluster = scenario.load(args.scenario)
@@ -68,8 +68,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_bound(args: argparse.Namespace) -> int:
     from perllm.bound import bound_for_run
     from perllm.bound.result import print_table
+    from perllm.cluster import scenario
     from perllm.experiments.show import stage_status
-    from perllm.sim import scenario
 
     cluster = scenario.load(args.scenario)
     n = args.requests or cluster.requests
@@ -92,7 +92,7 @@ def _cmd_scenarios(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from perllm.sim import scenario
+    from perllm.cluster import scenario
 
     table = Table(title="built-in scenarios")
     for column in ("name", "servers", "description"):

@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from perllm.bound.instance import build_instance
+from perllm.cluster.scenario import Cluster
 from perllm.domain import (
     DEFERRED_PRIORITY,
     REJECT,
@@ -47,7 +48,6 @@ from perllm.domain import (
 )
 from perllm.metrics.summary import summarize
 from perllm.policies.base import StatelessPolicy
-from perllm.sim.scenario import Cluster
 from perllm.sim.world import World
 
 # (edges first, margin, earliest deadline first): margins of 0.3-0.45 met the most on the

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from perllm.cluster import scenario
 from perllm.domain import EnergyWeights, LinkSpec, LoadArrays, ServerLoad, ServerSpec
-from perllm.sim import scenario
 
 
 class StaticView:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from perllm.bound.bandwidth import LinkCapacity, true_links
+from perllm.cluster import scenario
 from perllm.policies.registry import make_policy
-from perllm.sim import scenario
 from perllm.sim.runner import seeds_for
 from perllm.sim.world import UP, World
 from perllm.workload.generator import generate_requests

@@ -15,10 +15,10 @@ import pytest
 
 from perllm.bound import BoundResult, compute_bound
 from perllm.bound.charges import alone_processing_s
+from perllm.cluster import scenario
 from perllm.domain import Request
 from perllm.metrics.summary import summarize
 from perllm.policies.planned import PlannedConfig, PlannedPolicy
-from perllm.sim import scenario
 from perllm.sim.world import World
 
 

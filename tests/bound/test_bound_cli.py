@@ -8,7 +8,7 @@ import pytest
 
 from perllm.bound import compute_bound
 from perllm.cli import main
-from perllm.sim import scenario
+from perllm.cluster import scenario
 from perllm.sim.runner import run_once
 
 BOUND = ["bound", "--scenario", "perllm-paper", "--requests", "150", "--seed", "1"]

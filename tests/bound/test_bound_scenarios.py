@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from perllm.bound import BoundResult, bound_for_run
+from perllm.cluster import scenario
 from perllm.policies.registry import REGISTRY
-from perllm.sim import scenario
 from perllm.sim.runner import run_once
 
 REQUESTS = 250

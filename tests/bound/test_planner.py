@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from perllm.cluster import scenario
 from perllm.domain import Request
 from perllm.planner import plan_trace
 from perllm.policies.registry import make_policy
-from perllm.sim import scenario
 from perllm.sim.runner import run_once, seeds_for
 from perllm.workload.generator import generate_requests
 

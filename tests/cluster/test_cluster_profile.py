@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from perllm.cluster import scenario
 from perllm.cluster.profile import read_profile, write_profile
 from perllm.domain import PowerSpec, ServerPerf
 from perllm.errors import InputError
-from perllm.sim import scenario
 
 PERF = ServerPerf(0.05, 0.0004, 0.001, 0.03, 1e-6, 0.0)
 

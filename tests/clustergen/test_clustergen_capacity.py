@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
+from perllm.cluster import scenario
+from perllm.cluster.truth import ClusterTruth
 from perllm.clustergen.capacity import (
     TARGET,
     fluid_capacity_rps,
     measure_capacity,
     truthful,
 )
-from perllm.sim import scenario
 from perllm.sim.runner import run_once
-from perllm.sim.truth import ClusterTruth
 
 TWO_GPUS: dict[str, Any] = {
     "name": "two",

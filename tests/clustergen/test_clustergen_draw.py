@@ -10,12 +10,12 @@ import pytest
 import yaml
 
 from perllm.cli import main
+from perllm.cluster import scenario
 from perllm.clustergen import generate
 from perllm.clustergen.draw import draw_scenario
 from perllm.clustergen.hardware import CLOUD, EDGE
 from perllm.clustergen.settings import GeneratorSettings, settings_from
 from perllm.errors import InputError
-from perllm.sim import scenario
 
 KIND_OF = {hw: kind for kind, spec in EDGE.items() for hw in spec.hardware}
 SMALL = settings_from({"servers": [2, 5], "capacity-requests": 100, "requests": 200})

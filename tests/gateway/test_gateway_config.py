@@ -10,6 +10,7 @@ import httpx
 import pytest
 import yaml
 
+from perllm.cluster import scenario
 from perllm.errors import InputError
 from perllm.gateway.cli import add_gateway_commands
 from perllm.gateway.config import load_config, parse_config
@@ -17,7 +18,6 @@ from perllm.gateway.health import CircuitBreaker, HealthChecker, parse_power_w
 from perllm.gateway.testbed import PUBLIC_MODEL, plan_testbed
 from perllm.gateway.view import LiveView
 from perllm.perf.model import deployment
-from perllm.sim import scenario
 
 pytestmark = pytest.mark.anyio
 
@@ -92,7 +92,7 @@ def test_load_good_config(tmp_path: Path) -> None:
                     }
                 ]
             },
-            "unknown hardware 'tpu'",
+            r"field 'backends\.0\.hardware': unknown hardware \(known: .*\), got 'tpu'$",
         ),
     ],
 )

@@ -26,11 +26,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from perllm.cluster import scenario
 from perllm.errors import InputError
 from perllm.gateway import create_app
 from perllm.gateway.config import GatewayConfig, load_config
 from perllm.policies.registry import make_policy
-from perllm.sim import scenario
 
 CALL_EXAMPLES = 500
 CONFIG_EXAMPLES = 300

@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
+from perllm.cluster.scenario import load as load_scenario
 from perllm.errors import InputError
 from perllm.gateway import create_app
 from perllm.policies.registry import make_policy, plugins
-from perllm.sim.scenario import load as load_scenario
 
 PLUGIN = '''
 from typing import ClassVar

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from perllm.cluster import scenario
+from perllm.cluster.scenario import Cluster
 from perllm.domain import (
     Decision,
     EnergyParts,
@@ -25,9 +27,7 @@ from perllm.domain import (
 from perllm.metrics.export import write_json, write_records_csv
 from perllm.metrics.recorder import COLUMNS, Recorder
 from perllm.metrics.summary import regret_curve, summarize
-from perllm.sim import scenario
 from perllm.sim.runner import run_once
-from perllm.sim.scenario import Cluster
 
 REQUIRED = (
     "policy",

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from perllm.cluster import scenario
 from perllm.perf.catalog import BYTES_PER_WEIGHT, HARDWARE, MODELS
 from perllm.perf.model import Deployment, deployment
-from perllm.sim import scenario
 
 REQUIRED_HARDWARE = (
     "xeon-silver-4214r",

@@ -13,9 +13,9 @@ import dataclasses
 import numpy as np
 import pytest
 
+from perllm.cluster.scenario import load as load_scenario
 from perllm.domain import Decision, Request, RouterRequest
 from perllm.policies.registry import ENTRIES, make_policy
-from perllm.sim.scenario import load as load_scenario
 from perllm.sim.world import World
 from perllm.workload.generator import generate_requests
 

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from perllm.cluster import scenario
 from perllm.policies.mergeable import (
     SharedStatistics,
     add_totals,
@@ -17,7 +18,6 @@ from perllm.policies.mergeable import (
     subtract_totals,
 )
 from perllm.policies.registry import make_policy
-from perllm.sim import scenario
 from perllm.sim.world import simulate
 from perllm.workload.generator import generate_requests
 

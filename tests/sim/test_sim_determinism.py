@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from perllm.cluster import scenario
 from perllm.metrics.export import write_json, write_records_csv
 from perllm.policies.registry import REGISTRY
-from perllm.sim import scenario
 from perllm.sim.runner import RunResult, run_once
 
 

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from perllm.cluster import scenario
 from perllm.metrics.summary import summarize
 from perllm.policies.registry import make_policy
-from perllm.sim import scenario
 from perllm.sim.world import World
 from perllm.workload.generator import generate_requests
 

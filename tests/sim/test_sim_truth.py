@@ -8,10 +8,10 @@ from typing import Any, ClassVar
 
 import pytest
 
+from perllm.cluster import scenario
+from perllm.cluster.truth import ClusterTruth, ServerTruth
 from perllm.domain import ClusterView, Decision, Feedback, Request
 from perllm.errors import InputError
-from perllm.sim import scenario
-from perllm.sim.truth import ClusterTruth, ServerTruth
 from perllm.sim.world import World
 
 ONE_SERVER: dict[str, Any] = {

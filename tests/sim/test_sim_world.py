@@ -9,10 +9,10 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
+from perllm.cluster import scenario
 from perllm.domain import ClusterView, Decision, Feedback, Prediction, Request
 from perllm.policies.registry import make_policy
 from perllm.sim import engine as engine_module
-from perllm.sim import scenario
 from perllm.sim import world as world_module
 from perllm.sim.world import World
 from perllm.workload.generator import generate_requests

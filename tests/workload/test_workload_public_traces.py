@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from perllm.cluster import scenario
 from perllm.errors import InputError
-from perllm.sim import scenario
 from perllm.sim.runner import run_once
 from perllm.workload.config import TraceConfig
 from perllm.workload.generator import generate_requests

@@ -9,10 +9,10 @@ from collections.abc import Callable, Sequence
 from perllm.bound.instance import build_instance
 from perllm.bound.model import build_model, max_met, min_energy
 from perllm.bound.result import BoundResult, FrontierPoint
+from perllm.cluster.scenario import Cluster
 from perllm.domain import Request
 from perllm.errors import PerllmError
 from perllm.sim.runner import seeds_for
-from perllm.sim.scenario import Cluster
 from perllm.workload.generator import generate_requests
 
 FRONTIER_FRACTIONS = (0.5, 0.7, 0.9, 0.95, 0.99)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from perllm.sim.scenario import Cluster
+from perllm.cluster.scenario import Cluster
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -25,8 +25,8 @@ import numpy.typing as npt
 
 from perllm.bound.bandwidth import LinkCapacity, true_links
 from perllm.bound.charges import EnergyCharge, alone_processing_s, best_time_charge
+from perllm.cluster.scenario import Cluster
 from perllm.domain import Request
-from perllm.sim.scenario import Cluster
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

@@ -33,11 +33,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from perllm.cluster.scenario import Cluster, LinkDynamics
+from perllm.cluster.truth import ClusterTruth
 from perllm.domain import ServerSpec
 from perllm.policies.registry import make_policy
 from perllm.sim.runner import seeds_for
-from perllm.sim.scenario import Cluster, LinkDynamics
-from perllm.sim.truth import ClusterTruth, true_spec
+from perllm.sim.truth import true_spec
 from perllm.sim.world import World
 from perllm.workload.generator import generate_requests
 

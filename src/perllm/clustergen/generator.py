@@ -13,11 +13,11 @@ from typing import Any
 
 import yaml
 
+from perllm.cluster import scenario
 from perllm.clustergen.capacity import Capacity, measure_capacity
 from perllm.clustergen.draw import draw_scenario, finish
 from perllm.clustergen.settings import GeneratorSettings
 from perllm.errors import InputError
-from perllm.sim import scenario
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from perllm.cluster import scenario
 from perllm.metrics.summary import regret_curve
 from perllm.policies.registry import ENTRIES
-from perllm.sim import scenario
 from perllm.sim.runner import run_once
 
 # Built-in scenarios, one per model deployment (5 Xeon edges + 1 A100 cloud in each).

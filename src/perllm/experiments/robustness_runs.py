@@ -13,8 +13,8 @@ import importlib.util
 import time
 from typing import Any
 
+from perllm.cluster import scenario
 from perllm.clustergen import generate, settings_from
-from perllm.sim import scenario
 from perllm.sim.runner import run_once, seeds_for
 from perllm.workload.generator import generate_requests
 

@@ -141,11 +141,11 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_testbed(args: argparse.Namespace) -> int:
+    from perllm.cluster import scenario
     from perllm.emulator.app import create_emulator_app
     from perllm.gateway.app import STOP_GRACE_S, create_app
     from perllm.gateway.testbed import PUBLIC_MODEL, bind, plan_testbed, serve_apps
     from perllm.policies.registry import make_policy
-    from perllm.sim import scenario
 
     cluster = scenario.load(args.scenario)
     params: dict[str, Any] = {}

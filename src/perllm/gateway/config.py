@@ -33,10 +33,12 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from perllm.cluster.build import resolve_profile
+from perllm.cluster.parts import Dtype, HardwareName, LinkConfig, ModelName, PowerConfig
 from perllm.cluster.settings import KebabModel, validation_message, yaml_message
 from perllm.domain import Tier
 from perllm.errors import InputError
-from perllm.perf.catalog import BYTES_PER_WEIGHT, HARDWARE, MODELS
+from perllm.perf.catalog import MODELS
 
 # The ``max_tokens`` cap of a backend whose model's context length is unknown.
 DEFAULT_MAX_TOKENS = 32_768
@@ -77,21 +79,6 @@ def store_url_problem(url: str) -> str | None:
     return None
 
 
-class PowerConfig(KebabModel):
-    """Explicit power profile, overriding the catalog's (watts)."""
-
-    idle_w: float = Field(ge=0.0)
-    max_w: float = Field(gt=0.0)
-
-
-class LinkConfig(KebabModel):
-    """What is known of the network path to a backend (``bandwidth-mbps`` is a start value)."""
-
-    bandwidth_mbps: float = Field(default=1000.0, gt=0.0)
-    rtt_ms: float = Field(default=0.0, ge=0.0)
-    tx_power_w: float = Field(default=0.0, ge=0.0)
-
-
 class BackendConfig(KebabModel):
     """One OpenAI-compatible backend."""
 
@@ -99,9 +86,9 @@ class BackendConfig(KebabModel):
     url: str = Field(pattern=r"^https?://")
     tier: Tier
     models: dict[str, str] | list[str] = Field(min_length=1)
-    hardware: str
-    model: str
-    dtype: Literal["fp16", "int8", "q4"] = "fp16"
+    hardware: HardwareName
+    model: ModelName
+    dtype: Dtype = "fp16"
     profile: str | None = None  # a `perllm profile` YAML: measured timing replaces the catalog's
     power: PowerConfig | None = None
     link: LinkConfig = LinkConfig()
@@ -115,14 +102,6 @@ class BackendConfig(KebabModel):
     # ``--scheduling-policy priority``, or ``perllm emulate``): send the policy's priority in the
     # body. Off by default, as a vLLM with first-come-first-served scheduling refuses it.
     priority_scheduling: bool = False
-
-    @model_validator(mode="after")
-    def _known_names(self) -> BackendConfig:
-        if self.hardware not in HARDWARE:
-            raise ValueError(f"unknown hardware {self.hardware!r}; known: {', '.join(HARDWARE)}")
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; known: {', '.join(MODELS)}")
-        return self
 
     @property
     def max_output_tokens(self) -> int:
@@ -266,9 +245,6 @@ class GatewayConfig(KebabModel):
             raise ValueError("metrics-auth needs api-keys")
         if any(w < 0 for w in self.energy_weights.values()):
             raise ValueError("energy weights must be >= 0")
-        for backend in self.backends:
-            if backend.dtype not in BYTES_PER_WEIGHT:  # pragma: no cover - Literal guards it
-                raise ValueError(f"unknown dtype {backend.dtype!r}")
         return self
 
     def public_models(self) -> list[str]:
@@ -303,14 +279,11 @@ def load_config(path: str | Path) -> GatewayConfig:
     config = parse_config(data, str(file))
     # A relative `profile:` is relative to the config file, wherever the gateway is started.
     backends = [
-        b.model_copy(update={"profile": str(file.parent / b.profile)})
-        if b.profile is not None and not Path(b.profile).is_absolute()
-        else b
-        for b in config.backends
+        b
+        if b.profile is None
+        else b.model_copy(
+            update={"profile": str(resolve_profile(b.profile, str(file), f"backends.{i}.profile"))}
+        )
+        for i, b in enumerate(config.backends)
     ]
-    for index, backend in enumerate(backends):
-        if backend.profile is not None and not Path(backend.profile).is_file():
-            raise InputError(
-                f"{file}: field 'backends.{index}.profile': file not found: {backend.profile}"
-            )
     return config.model_copy(update={"backends": backends})

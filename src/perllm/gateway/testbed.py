@@ -24,9 +24,9 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
+from perllm.cluster.scenario import Cluster, replica_names
 from perllm.errors import InputError
 from perllm.gateway.config import GatewayConfig, parse_config
-from perllm.sim.scenario import Cluster
 
 __all__ = ["PUBLIC_MODEL", "EmulatorPlan", "bind", "plan_testbed", "serve_apps"]
 
@@ -45,12 +45,8 @@ class EmulatorPlan:
 
 
 def _dtypes(cluster: Cluster) -> dict[str, str]:
-    """Server name -> dtype, expanding server groups the way the scenario builder does."""
-    names: dict[str, str] = {}
-    for group in cluster.config.servers:
-        for i in range(group.count):
-            names[group.name if group.count == 1 else f"{group.name}-{i}"] = group.dtype
-    return names
+    """Server name -> the dtype of its server group."""
+    return {name: group.dtype for group in cluster.config.servers for name in replica_names(group)}
 
 
 def plan_testbed(

@@ -21,23 +21,15 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from perllm.cluster.profile import read_profile
-from perllm.domain import (
-    EnergyWeights,
-    LinkSpec,
-    LoadArrays,
-    PowerSpec,
-    ServerLoad,
-    ServerPerf,
-    ServerSpec,
-)
+from perllm.cluster.build import ServerDescription, link_spec, server_spec
+from perllm.domain import EnergyWeights, LinkSpec, LoadArrays, ServerLoad, ServerSpec
 from perllm.gateway.config import BackendConfig, GatewayConfig
 from perllm.gateway.health import CircuitBreaker
-from perllm.perf.model import deployment
 
 __all__ = ["BANDWIDTH_EWMA", "MIN_BANDWIDTH_SAMPLE_BYTES", "LiveView", "build_specs"]
 
@@ -48,49 +40,29 @@ MIN_BANDWIDTH_SAMPLE_BYTES = 64_000
 Array = npt.NDArray[np.float64]
 
 
-def _scaled(perf: ServerPerf, scale: float) -> ServerPerf:
-    changes = {f.name: getattr(perf, f.name) * scale for f in dataclasses.fields(perf)}
-    return ServerPerf(**changes)
-
-
-def _spec(backend: BackendConfig, scale: float) -> tuple[ServerSpec, LinkSpec]:
-    dep = deployment(backend.hardware, backend.model, backend.dtype)
-    perf, power = dep.perf(), dep.power()
-    if backend.profile is not None:  # measured by `perllm profile`: it replaces the catalog's
-        profile = read_profile(backend.profile)
-        perf, power = profile.server_perf(), profile.power_spec() or power
-    if backend.power is not None:
-        power = PowerSpec(
-            idle_w=backend.power.idle_w,
-            max_w=backend.power.max_w,
-            batch1_fraction=power.batch1_fraction,
-            log2_slope=power.log2_slope,
-        )
-    link = backend.link
-    link_spec = LinkSpec(
-        name=backend.name,
-        bandwidth_mbps=link.bandwidth_mbps,
-        rtt_s=link.rtt_ms / 1000.0 * scale,
-        tx_power_w=link.tx_power_w,
-    )
-    spec = ServerSpec(
+def _description(backend: BackendConfig, time_scale: float) -> ServerDescription:
+    return ServerDescription(
         name=backend.name,
         tier=backend.tier,
         hardware=backend.hardware,
         model=backend.model,
-        max_batch=backend.max_concurrency,
-        kv_capacity_tokens=dep.kv_capacity_tokens(),
-        perf=_scaled(perf, scale),
-        power=power,
+        dtype=backend.dtype,
         link=backend.name,
+        max_batch=backend.max_concurrency,
+        # Measured by `perllm profile`: it replaces the catalog's perf (and power, if known).
+        profile=None if backend.profile is None else Path(backend.profile),
+        power=backend.power,
+        time_scale=time_scale,
     )
-    return spec, link_spec
 
 
 def build_specs(config: GatewayConfig) -> tuple[tuple[ServerSpec, ...], dict[str, LinkSpec]]:
-    """One :class:`ServerSpec` and one link (named after the backend) per backend."""
-    pairs = [_spec(b, config.time_scale) for b in config.backends]
-    return tuple(s for s, _ in pairs), {link.name: link for _, link in pairs}
+    """One :class:`ServerSpec` and one link (named after the backend) per backend, built by
+    :func:`perllm.cluster.build.server_spec` and :func:`~perllm.cluster.build.link_spec` with
+    the config's ``time-scale``."""
+    servers = tuple(server_spec(_description(b, config.time_scale)) for b in config.backends)
+    links = [link_spec(b.name, b.link, config.time_scale) for b in config.backends]
+    return servers, {link.name: link for link in links}
 
 
 class LiveView:

@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 
+from perllm.cluster.scenario import Cluster
 from perllm.errors import InputError
 from perllm.metrics.recorder import Recorder
 from perllm.metrics.summary import summarize
 from perllm.policies.base import Policy
 from perllm.policies.planned import PlannedPolicy
 from perllm.policies.registry import make_policy
-from perllm.sim.scenario import Cluster
 from perllm.sim.world import World
 from perllm.workload.generator import generate_requests
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from perllm.cluster.scenario import Cluster, LinkDynamics
 from perllm.domain import (
     ClusterView,
     Decision,
@@ -32,7 +33,6 @@ from perllm.metrics.recorder import Recorder
 from perllm.policies.base import Policy
 from perllm.sim.engine import PRIORITY_ARRIVAL, PRIORITY_ENVIRONMENT, PRIORITY_PROGRESS, EventLoop
 from perllm.sim.link import Channel
-from perllm.sim.scenario import Cluster, LinkDynamics
 from perllm.sim.server import Job, ServerEngine
 from perllm.sim.truth import true_spec
 
