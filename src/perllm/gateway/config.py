@@ -22,6 +22,10 @@ classes with their default deadlines, and the operational limits::
 
 ``time-scale`` multiplies every perf-model time and link RTT: set it to the emulators'
 ``--time-scale`` when the backends are emulated faster than real time (``perllm testbed`` does).
+
+A backend's deployment settings (``hardware``, ``model``, ``dtype``, ``profile``, ``power``,
+``link``) are the ones scenarios use (:mod:`perllm.cluster.parts`), and its spec is built by the
+same builder (:mod:`perllm.cluster.build`, see :func:`perllm.gateway.view.build_specs`).
 """
 
 from __future__ import annotations
