@@ -48,7 +48,8 @@ class PlannedPolicy(StatelessPolicy):
         self._plan = dict(plan)
         self._priorities = dict(priorities or {})
 
-    def decide(self, request: RouterRequest, view: ClusterView) -> Decision:
+    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
+        # No plumbing to run: the plan alone decides (the view is not even read).
         if self._plan is None:
             raise TypeError("the planner needs a plan of the whole trace (simulator only)")
         server = self._plan[request.id]
