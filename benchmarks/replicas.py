@@ -58,7 +58,7 @@ import perllm.emulator.app as ea
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from perllm.gateway.testbed import bind, serve_apps
+from perllm.serving import bind, serve_apps
 
 engines = []
 class Recorded(ea.BatchEngine):

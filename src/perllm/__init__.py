@@ -14,8 +14,9 @@ The Python API for scripting experiments::
     result = perllm.simulate(cluster, policy)                 # or a policy object of your own
 
 A policy of your own implements :class:`Policy` (``select``, ``observe``, ``forget``, ``state``,
-``restore``) on the domain types; register it for the command line and the gateway with a
-:class:`PolicyEntry` under the entry-point group ``perllm.policies``
+``restore``) on the domain types, most simply as a :class:`PolicyBase` subclass that writes only
+its ``decide``; register it for the command line and the gateway (the class itself, or a
+:class:`PolicyEntry`) under the entry-point group ``perllm.policies``
 (:mod:`perllm.policies.registry`). Names are imported on first use, so ``import perllm`` stays
 light.
 """
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
         ServerSpec,
     )
     from perllm.errors import InputError
-    from perllm.policies.base import Policy, PolicyConfig, StatelessPolicy
+    from perllm.policies.base import Policy, PolicyBase, PolicyConfig, StatelessPolicy
     from perllm.policies.registry import PolicyEntry, all_entries, make_policy
     from perllm.sim.runner import RunResult
     from perllm.sim.runner import run_once as simulate
@@ -53,6 +54,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "all_entries": ("perllm.policies.registry", "all_entries"),
     "PolicyEntry": ("perllm.policies.registry", "PolicyEntry"),
     "Policy": ("perllm.policies.base", "Policy"),
+    "PolicyBase": ("perllm.policies.base", "PolicyBase"),
     "PolicyConfig": ("perllm.policies.base", "PolicyConfig"),
     "StatelessPolicy": ("perllm.policies.base", "StatelessPolicy"),
     "ClusterView": ("perllm.domain", "ClusterView"),
@@ -74,6 +76,7 @@ __all__ = [
     "InputError",
     "LoadArrays",
     "Policy",
+    "PolicyBase",
     "PolicyConfig",
     "PolicyEntry",
     "RouterRequest",

@@ -1,63 +1,24 @@
 """Fixtures for gateway and emulator tests: real uvicorn servers on loopback, in threads.
 
-:class:`ServerThread` runs an ASGI app on a free loopback port in a background thread (its own
-event loop) and stops it cleanly; :func:`gateway_config` builds a gateway config for emulated
-backends.
+``serve(app)`` runs an ASGI app on a free loopback port in a background thread
+(:class:`perllm.serving.ServerThread`) and stops it at the end of the test;
+:func:`gateway_config` builds a gateway config for emulated backends.
 """
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.types import ASGIApp
 
 from perllm.emulator.app import create_emulator_app
 from perllm.gateway.config import GatewayConfig, parse_config
+from perllm.serving import ServerThread
 
 EDGE = "rtx-3090:llama-2-7b:q4"
 CLOUD = "a100-80gb:llama-2-13b:fp16"
-
-
-class ServerThread:
-    """An ASGI app served by uvicorn on ``127.0.0.1:port`` in a daemon thread."""
-
-    def __init__(self, app: ASGIApp, port: int = 0) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.listen(1024)
-        self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="error", access_log=False, lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _run(self) -> None:
-        self.server.run(sockets=[self.sock])
-
-    def start(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 10.0
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self, *, force: bool = False) -> None:
-        self.server.force_exit = force
-        self.server.should_exit = True
-        self.thread.join(timeout=15.0)
-        self.sock.close()
 
 
 @pytest.fixture

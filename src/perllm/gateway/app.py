@@ -22,6 +22,9 @@ On start the policy's state is restored from ``state-file`` and health checks be
 shutdown in-flight calls are drained (up to ``timeouts.drain-s``) and the state is saved.
 With a ``state-store``, replicas share the policy's statistics and their load through it
 (:mod:`perllm.gateway.shared_state`).
+
+The handlers live in :mod:`perllm.gateway.routes`, one module per concern; this module builds
+the :class:`Gateway` that they share (``app.state.gateway``) and wires them.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ import hmac
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,21 +45,17 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request as HttpRequest
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from perllm.gateway.config import GatewayConfig
-from perllm.gateway.dispatch import Dispatcher, RelayResponse
+from perllm.gateway.dispatch import Dispatcher
 from perllm.gateway.health import CircuitBreaker, HealthChecker
-from perllm.gateway.intake import ApiError, Kind, error_response, parse_call, read_body
 from perllm.gateway.limits import BodyLimit, KeyLimiter
-from perllm.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
-from perllm.gateway.outcome import REQUEST_ID_HEADER, Outcome, Ticket, request_id
+from perllm.gateway.metrics import GatewayMetrics
+from perllm.gateway.routes import ROUTES, http_error
 from perllm.gateway.shared_state import SharedState
 from perllm.gateway.state import json_ready, load_state, save_state
-from perllm.gateway.upstream import Upstream, describe
+from perllm.gateway.upstream import Upstream
 from perllm.gateway.view import LiveView
-from perllm.gateway.watch import Abandoned, watched
 from perllm.metrics.summary import summarize
 from perllm.policies.base import Policy
 
@@ -233,109 +233,28 @@ def create_app(
     """
     gw = _build(settings, policy, client)
 
-    def unauthorized() -> ApiError:
-        return ApiError(
-            401, "invalid or missing API key (Authorization: Bearer KEY)", "invalid_api_key"
-        )
+    def refused() -> None:
+        gw.metrics.answered("none", 413)
+        gw.metrics.ended("error")
 
-    def guarded(request: HttpRequest) -> JSONResponse | None:
-        return None if gw.authorized(request) else unauthorized().response()
+    app = Starlette(
+        routes=ROUTES,
+        lifespan=_lifespan(gw, health_checks=health_checks, restore_state=restore_state),
+        middleware=[
+            Middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes, on_refused=refused)
+        ],
+        exception_handlers={HTTPException: http_error, Exception: http_error},
+    )
+    app.state.gateway = gw
+    return app
 
-    async def complete(request: HttpRequest, kind: Kind) -> Response:
-        ticket = Ticket(request_id({}), settings.timeouts.request_s)
-        ticket.on_end.append(gw.metrics.ended)
-        try:
-            ticket.request_id = request_id(request.headers)
-            caller = gw.caller(request)
-            if caller is None:
-                raise unauthorized()
-            gw.limiter.acquire(caller)
-            ticket.on_end.append(lambda _: gw.limiter.release(caller))
-            raw = await read_body(request, settings.limits.max_body_bytes)
-            call = parse_call(kind, raw, request.headers, settings, gw.models)
-            ticket.limit_s = settings.timeouts.limit_s(call.deadline_s)
-            response = await watched(
-                gw.dispatcher.dispatch(call, ticket),
-                request.receive,
-                ticket,
-                gw.dispatcher.waiting,
-            )
-        except ApiError as err:
-            gw.metrics.answered("none", err.status)
-            ticket.end("error", err.status, err.message)
-            response = err.response()
-        except Abandoned:
-            ticket.end("abandoned", "client-gone", "client went away before the answer")
-            response = error_response(499, "client closed the request", "client_gone")
-        except Exception as err:
-            log.exception("request %s: unexpected error", ticket.request_id)
-            gw.metrics.answered("none", 500)
-            ticket.end("error", 500, describe(err))
-            response = error_response(500, "internal gateway error", "internal_error")
-        except BaseException:
-            ticket.end("abandoned", "cancelled", "the gateway is stopping")
-            raise
-        else:
-            if not isinstance(response, RelayResponse):  # a stream's relay ends its ticket
-                backend = response.headers.get("x-perllm-backend", "none")
-                outcome: Outcome = "answered" if response.status_code < 400 else "error"
-                ticket.end(outcome, response.status_code, f"backend {backend}")
-        response.headers[REQUEST_ID_HEADER] = ticket.request_id
-        return response
 
-    async def chat(request: HttpRequest) -> Response:
-        return await complete(request, "chat")
-
-    async def completions(request: HttpRequest) -> Response:
-        return await complete(request, "completions")
-
-    async def models(request: HttpRequest) -> Response:
-        if (denied := guarded(request)) is not None:
-            return denied
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": "perllm"} for m in gw.models]
-        return JSONResponse({"object": "list", "data": data})
-
-    async def health(request: HttpRequest) -> Response:
-        healthy = int(gw.view.healthy().sum())
-        body: dict[str, Any] = {
-            "status": "ok" if healthy else "unavailable",
-            "healthy_backends": healthy,
-        }
-        if gw.shared is not None:
-            body["state_store"] = gw.shared.status()
-            if healthy and gw.shared.connected is False:
-                body["status"] = "degraded-state-store"
-        return JSONResponse(body, status_code=200 if healthy else 503)
-
-    async def metrics(request: HttpRequest) -> Response:
-        if settings.metrics_auth and (denied := guarded(request)) is not None:
-            return denied
-        gw.metrics.refresh(list(gw.view.in_flight), list(gw.view.healthy()))
-        return Response(gw.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
-
-    async def stats(request: HttpRequest) -> Response:
-        return guarded(request) or JSONResponse(gw.stats())
-
-    async def admin_state(request: HttpRequest) -> Response:
-        if (denied := guarded(request)) is not None:
-            return denied
-        if request.method == "POST":
-            if settings.state_file is None:
-                return error_response(400, "no state-file is configured", "no_state_file")
-            save_state(policy, settings.state_file)
-            return JSONResponse({"saved": settings.state_file})
-        return JSONResponse(json_ready(policy.state()))
-
-    async def http_error(request: HttpRequest, exc: Exception) -> Response:
-        status = exc.status_code if isinstance(exc, HTTPException) else 500
-        detail = exc.detail if isinstance(exc, HTTPException) else "internal gateway error"
-        if status >= 500:
-            log.error("unexpected error on %s", request.url.path, exc_info=exc)
-        return error_response(
-            status,
-            f"{request.method} {request.url.path}: {detail}",
-            "not_found" if status == 404 else "http_error",
-        )
+def _lifespan(
+    gw: Gateway, *, health_checks: bool, restore_state: bool
+) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """Start: restore the policy's state, start health checks and state sharing. Stop: drain
+    calls in flight, stop the checks and the sharing, save the state, close own clients."""
+    settings, policy = gw.config, gw.policy
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -360,27 +279,4 @@ def create_app(
                 for upstream_client in gw.clients:
                     await upstream_client.aclose()
 
-    routes = [
-        Route("/v1/chat/completions", chat, methods=["POST"]),
-        Route("/v1/completions", completions, methods=["POST"]),
-        Route("/v1/models", models, methods=["GET"]),
-        Route("/health", health, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-        Route("/stats", stats, methods=["GET"]),
-        Route("/admin/state", admin_state, methods=["GET", "POST"]),
-    ]
-
-    def refused() -> None:
-        gw.metrics.answered("none", 413)
-        gw.metrics.ended("error")
-
-    app = Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        middleware=[
-            Middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes, on_refused=refused)
-        ],
-        exception_handlers={HTTPException: http_error, Exception: http_error},
-    )
-    app.state.gateway = gw
-    return app
+    return lifespan

@@ -69,9 +69,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from perllm.gateway.app import STOP_GRACE_S, create_app
     from perllm.gateway.shared_state import redacted
     from perllm.gateway.state import load_state
-    from perllm.gateway.testbed import bind, serve_apps
     from perllm.gateway.workers import run_workers
     from perllm.policies.registry import make_policy
+    from perllm.serving import bind, serve_apps
 
     config = _serve_config(args)
 
@@ -115,7 +115,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_emulate(args: argparse.Namespace) -> int:
     from perllm.emulator.app import create_emulator_app
-    from perllm.gateway.testbed import bind, serve_apps
+    from perllm.serving import bind, serve_apps
 
     app = create_emulator_app(
         args.profile,
@@ -144,8 +144,9 @@ def _cmd_testbed(args: argparse.Namespace) -> int:
     from perllm.cluster import scenario
     from perllm.emulator.app import create_emulator_app
     from perllm.gateway.app import STOP_GRACE_S, create_app
-    from perllm.gateway.testbed import PUBLIC_MODEL, bind, plan_testbed, serve_apps
+    from perllm.gateway.testbed import PUBLIC_MODEL, plan_testbed
     from perllm.policies.registry import make_policy
+    from perllm.serving import bind, serve_apps
 
     cluster = scenario.load(args.scenario)
     params: dict[str, Any] = {}

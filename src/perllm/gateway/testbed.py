@@ -7,28 +7,19 @@ and the dtype of its server group) with its ``max-batch``, and waits its link's 
 (bandwidth is not emulated). The gateway serves every backend under the public model name
 ``perllm``; its service classes are the scenario's, each with the middle of its deadline range
 as default deadline. ``time-scale`` speeds everything up alike: emulators, RTTs, the gateway's
-estimates (its config ``time-scale``) and the class deadlines.
+estimates (its config ``time-scale``) and the class deadlines. The servers are started by
+:func:`perllm.serving.serve_apps`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import math
-import signal
-import socket
-from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
-from starlette.types import ASGIApp
-
 from perllm.cluster.scenario import Cluster, replica_names
-from perllm.errors import InputError
 from perllm.gateway.config import GatewayConfig, parse_config
 
-__all__ = ["PUBLIC_MODEL", "EmulatorPlan", "bind", "plan_testbed", "serve_apps"]
+__all__ = ["PUBLIC_MODEL", "EmulatorPlan", "plan_testbed"]
 
 PUBLIC_MODEL = "perllm"
 
@@ -111,94 +102,3 @@ def plan_testbed(
         "health": {"interval-s": 2.0, "cooldown-s": 5.0},
     }
     return plans, parse_config(data, f"testbed {cluster.name}")
-
-
-def bind(host: str, port: int, flag: str = "--port") -> socket.socket:
-    """A listening socket on ``host:port`` (one-line :class:`InputError` if it cannot be had)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as err:
-        raise InputError(f"--host: cannot resolve {host!r}: {err.strerror}") from None
-    family = infos[0][0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
-    except OSError as err:
-        sock.close()
-        raise InputError(f"{flag}: cannot listen on {host}:{port}: {err.strerror}") from None
-    sock.set_inheritable(True)
-    return sock
-
-
-def _seconds(value: float | None) -> int | None:
-    return None if value is None else max(1, math.ceil(value))
-
-
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to :func:`serve_apps`."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
-async def serve_apps(
-    apps: Sequence[tuple[ASGIApp, socket.socket]],
-    *,
-    log_level: str = "warning",
-    graceful_s: float | None = None,
-    keep_alive_s: float = 5.0,
-    on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
-) -> None:
-    """Serve several apps in this event loop until one stops.
-
-    The first Ctrl-C (or SIGTERM) shuts every server down gracefully: they stop accepting,
-    ``on_stop`` hooks start (a gateway ends its calls in flight within its grace period),
-    calls in flight finish (those still open after ``graceful_s`` are cancelled), lifespans
-    end. A second one forces them down.
-    """
-    servers = [
-        _Server(
-            uvicorn.Config(
-                app,
-                log_level=log_level,
-                timeout_graceful_shutdown=_seconds(graceful_s),
-                timeout_keep_alive=max(1, math.ceil(keep_alive_s)),
-                access_log=False,
-            )
-        )
-        for app, _ in apps
-    ]
-    tasks = [
-        asyncio.create_task(server.serve(sockets=[sock]))
-        for server, (_, sock) in zip(servers, apps, strict=True)
-    ]
-
-    hooks: list[asyncio.Task[None]] = []
-
-    def stop() -> None:
-        if not hooks:
-            hooks.extend(asyncio.ensure_future(hook()) for hook in on_stop)
-        for server in servers:
-            server.force_exit = server.should_exit
-            server.should_exit = True
-
-    loop = asyncio.get_running_loop()
-    handled = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop)
-            handled.append(sig)
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for server in servers:
-            server.should_exit = True
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for hook in hooks:
-            hook.cancel()
-        await asyncio.gather(*hooks, return_exceptions=True)
-        for sig in handled:
-            loop.remove_signal_handler(sig)

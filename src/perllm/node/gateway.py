@@ -1,22 +1,18 @@
 """The perllm gateway in a background thread, in front of local nodes (tests and benchmarks).
 
 :class:`GatewayThread` builds the gateway with :func:`perllm.gateway.create_app` from backend
-entries (see :func:`llama_backend` and :func:`emulated_backend`), serves it with uvicorn on a
-free loopback port in a daemon thread, and stops it on exit. Every backend serves the public
-model name ``perllm``.
+entries (see :func:`llama_backend` and :func:`emulated_backend`), serves it on a free loopback
+port in a daemon thread (:class:`perllm.serving.ServerThread`), and stops it on exit. Every
+backend serves the public model name ``perllm``.
 """
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from types import TracebackType
 from typing import Any
 
-import uvicorn
-
 from perllm.node.llamacpp import DEFAULT_ALIAS, NodeError
+from perllm.serving import ServerThread
 
 PUBLIC_MODEL = "perllm"
 
@@ -83,31 +79,19 @@ class GatewayThread:
         self.config = parse_config(data, "gateway")
         self.app = create_app(self.config, make_policy(policy, params, 0), restore_state=False)
         self.model = PUBLIC_MODEL
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        config = uvicorn.Config(self.app, log_level="error", access_log=False, lifespan="on")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
+        self._server = ServerThread(self.app)
+        self.url = self._server.url
 
     def __enter__(self) -> GatewayThread:
-        self._thread.start()
-        deadline = time.monotonic() + 15.0
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise NodeError("the gateway did not start")
-            time.sleep(0.01)
+        try:
+            self._server.start()
+        except RuntimeError as err:
+            raise NodeError(f"the gateway did not start: {err}") from None
         return self
 
     def stop(self) -> None:
-        """Ask uvicorn to exit, wait for the thread, close the socket."""
-        self._server.should_exit = True
-        if self._thread.is_alive():
-            self._thread.join(timeout=30.0)
-        self._sock.close()
+        """Shut the gateway down (calls in flight finish), wait for its thread."""
+        self._server.stop()
 
     def __exit__(
         self,

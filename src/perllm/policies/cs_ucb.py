@@ -87,7 +87,7 @@ from perllm.domain import (
     LoadArrays,
     RouterRequest,
 )
-from perllm.policies.base import PolicyConfig
+from perllm.policies.base import PolicyBase, PolicyConfig
 from perllm.policies.estimates import Estimate, OutputLengths, ServerTable, estimate
 from perllm.policies.mergeable import cs_ucb_state, cs_ucb_totals
 from perllm.policies.outstanding import Outstanding
@@ -329,42 +329,37 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
     return best, late, passing
 
 
-class CsUcbPolicy:
+class CsUcbPolicy(PolicyBase):
     """PerLLM's CS-UCB (see the module docstring for the formulas)."""
 
     name: ClassVar[str] = "cs-ucb"
+    summary: ClassVar[str] = (
+        "PerLLM: per-class UCB over (server, share) arms with constraint satisfaction"
+    )
+    config_type: ClassVar[type[PolicyConfig]] = CsUcbConfig
+    config: CsUcbConfig
 
     def __init__(self, config: CsUcbConfig, seed: int) -> None:
-        self.config = config
+        super().__init__(config, seed)
         self.shares = np.array(config.share_levels, dtype=float)
         self.lengths = OutputLengths(config.prior_output_tokens)
         self.classes: dict[str, int] = {}
-        self._table: ServerTable | None = None
-        self._servers: object = None
+        self.table: ServerTable | None = None
         self.times: LogRatioStats | None = None
         self.energy: LogRatioStats | None = None
         self.outstanding = Outstanding(0)
         self._crowded: dict[int, bool] = {}
-        self._saved: dict[str, Any] | None = None
 
-    def _setup(self, view: ClusterView) -> tuple[ServerTable, LogRatioStats, LogRatioStats]:
-        if self._table is None or self._servers is not view.servers:
-            self._table = ServerTable.of(view)
-            self._servers = view.servers
-        times, energy = self._statistics(len(view.servers))
-        return self._table, times, energy
+    def on_servers(self, view: ClusterView) -> None:
+        self.table = ServerTable.of(view)
 
-    def _statistics(self, n: int) -> tuple[LogRatioStats, LogRatioStats]:
-        """The learned corrections, made for ``n`` servers (with any saved state) if need be."""
-        if self.times is None or self.energy is None:
-            cfg = self.config
-            self.times = LogRatioStats(n, cfg.confidence, cfg.prior_log_sd)
-            self.energy = LogRatioStats(n, cfg.exploration, cfg.prior_log_sd)
-            self.energy.ensure_rows(1)
-            self.outstanding = Outstanding(n)
-            if self._saved is not None:
-                self._apply(self._saved)
-        return self.times, self.energy
+    def on_begin(self, n_servers: int) -> None:
+        """The learned corrections, made for ``n_servers`` servers."""
+        cfg = self.config
+        self.times = LogRatioStats(n_servers, cfg.confidence, cfg.prior_log_sd)
+        self.energy = LogRatioStats(n_servers, cfg.exploration, cfg.prior_log_sd)
+        self.energy.ensure_rows(1)
+        self.outstanding = Outstanding(n_servers)
 
     def _row(self, service_class: str) -> int:
         row = self.classes.get(service_class)
@@ -372,8 +367,9 @@ class CsUcbPolicy:
             row = self.classes[service_class] = len(self.classes)
         return row
 
-    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
-        table, times, energy = self._setup(view)
+    def decide(self, request: RouterRequest, view: ClusterView) -> Decision:
+        table, times, energy = self.table, self.times, self.energy
+        assert table is not None and times is not None and energy is not None
         row = self._row(request.service_class)
         times.ensure_rows(2 * row + 2)
         loads = view.load_arrays()
@@ -442,9 +438,9 @@ class CsUcbPolicy:
         self.outstanding.remove(request.id)
         self._crowded.pop(request.id, None)
 
-    def state(self) -> dict[str, Any]:
+    def learned_state(self) -> dict[str, Any]:
         if self.times is None or self.energy is None:
-            return dict(self._saved or {})
+            return {}
         return {
             "policy": self.name,
             "n_servers": self.times.n_servers,
@@ -454,26 +450,10 @@ class CsUcbPolicy:
             "lengths": self.lengths.state(),
         }
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Restore learned state; applied now, or at the first decision if none was made yet."""
+    def apply_state(self, state: dict[str, Any]) -> None:
+        assert self.times is not None and self.energy is not None
         self.lengths.restore(state.get("lengths", {}))
         self.classes = {str(k): int(v) for k, v in state.get("classes", {}).items()}
-        if self.times is None:
-            self._saved = state
-        else:
-            self._apply(state)
-
-    def shared_stats(self) -> dict[str, float]:
-        """The learned statistics as additive totals (:mod:`perllm.policies.mergeable`)."""
-        return cs_ucb_totals(self.state())
-
-    def adopt_shared_stats(self, totals: Mapping[str, float], n_servers: int) -> None:
-        """Replace the learned statistics by ``totals`` (for a cluster of ``n_servers``)."""
-        times, _ = self._statistics(n_servers)
-        self.restore(cs_ucb_state(totals, times.n_servers, list(self.classes)))
-
-    def _apply(self, state: dict[str, Any]) -> None:
-        assert self.times is not None and self.energy is not None
         if "times" not in state or "energy" not in state:
             return
         if int(state.get("n_servers", -1)) != self.times.n_servers:
@@ -484,3 +464,13 @@ class CsUcbPolicy:
         self.times.restore(state["times"])
         self.energy.restore(state["energy"])
         self.energy.ensure_rows(1)
+
+    def shared_stats(self) -> dict[str, float]:
+        """The learned statistics as additive totals (:mod:`perllm.policies.mergeable`)."""
+        return cs_ucb_totals(self.state())
+
+    def adopt_shared_stats(self, totals: Mapping[str, float], n_servers: int) -> None:
+        """Replace the learned statistics by ``totals`` (for a cluster of ``n_servers``)."""
+        self.begin(n_servers)
+        assert self.times is not None
+        self.restore(cs_ucb_state(totals, self.times.n_servers, list(self.classes)))

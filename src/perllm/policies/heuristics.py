@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from perllm.domain import ClusterView, Decision, Feedback, RouterRequest
-from perllm.policies.base import PolicyConfig, StatelessPolicy
+from perllm.policies.base import PolicyBase, PolicyConfig, StatelessPolicy
 from perllm.policies.estimates import (
     Estimate,
     OutputLengths,
@@ -27,17 +27,13 @@ from perllm.policies.estimates import (
 )
 
 
-class _TableCache:
-    """Builds the per-server constant arrays once per cluster."""
+class _Tabled(PolicyBase):
+    """Keeps the per-server constant arrays, built again when the server list changes."""
 
-    _table: ServerTable | None = None
-    _servers: object = None
+    table: ServerTable
 
-    def table(self, view: ClusterView) -> ServerTable:
-        if self._table is None or self._servers is not view.servers:
-            self._table = ServerTable.of(view)
-            self._servers = view.servers
-        return self._table
+    def on_servers(self, view: ClusterView) -> None:
+        self.table = ServerTable.of(view)
 
 
 def _argmin_masked(values: npt.NDArray[np.float64], mask: npt.NDArray[np.bool_]) -> int:
@@ -51,18 +47,15 @@ class LoadConfig(PolicyConfig):
     pass
 
 
-class _LeastLoadedAmong(StatelessPolicy, _TableCache):
+class _LeastLoadedAmong(_Tabled, StatelessPolicy):
     """Join the server with the fewest requests per batch slot, within a tier filter."""
 
-    name: ClassVar[str] = "least-loaded"
-    tier: str | None = None
+    config_type: ClassVar[type[PolicyConfig]] = LoadConfig
+    tier: ClassVar[str | None] = None
 
-    def __init__(self, config: LoadConfig, seed: int) -> None:
-        self.config = config
-
-    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
+    def decide(self, request: RouterRequest, view: ClusterView) -> Decision:
         loads = view.load_arrays()
-        table = self.table(view)
+        table = self.table
         mask = loads.healthy.copy()
         if self.tier is not None:
             mask &= table.is_cloud if self.tier == "cloud" else ~table.is_cloud
@@ -77,47 +70,52 @@ class LeastLoadedPolicy(_LeastLoadedAmong):
     """Join the shortest queue: fewest queued + running requests per batch slot."""
 
     name: ClassVar[str] = "least-loaded"
+    summary: ClassVar[str] = "join the shortest queue"
 
 
 class CloudOnlyPolicy(_LeastLoadedAmong):
     """Every request to the cloud (the least-loaded cloud server if several)."""
 
     name: ClassVar[str] = "cloud-only"
-    tier = "cloud"
+    summary: ClassVar[str] = "every request to the cloud"
+    tier: ClassVar[str | None] = "cloud"
 
 
 class EdgeOnlyPolicy(_LeastLoadedAmong):
     """Every request to the least-loaded edge server."""
 
     name: ClassVar[str] = "edge-only"
-    tier = "edge"
+    summary: ClassVar[str] = "every request to the least-loaded edge"
+    tier: ClassVar[str | None] = "edge"
 
 
 class GreedyConfig(PolicyConfig):
     prior_output_tokens: float = 128.0
 
 
-class _Greedy(_TableCache):
+class _Greedy(_Tabled):
+    """Learns the mean output length of each class; nothing is kept per request."""
+
+    config_type: ClassVar[type[PolicyConfig]] = GreedyConfig
+    config: GreedyConfig
+
     def __init__(self, config: GreedyConfig, seed: int) -> None:
-        self.config = config
+        super().__init__(config, seed)
         self.lengths = OutputLengths(config.prior_output_tokens)
 
     def observe(self, feedback: Feedback) -> None:
         self.lengths.observe(feedback.request.service_class, feedback.output_tokens)
 
-    def forget(self, request: RouterRequest, decision: Decision) -> None:
-        return None  # nothing is kept per request
-
-    def state(self) -> dict[str, Any]:
+    def learned_state(self) -> dict[str, Any]:
         return {"lengths": self.lengths.state()}
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def apply_state(self, state: dict[str, Any]) -> None:
         self.lengths.restore(state.get("lengths", {}))
 
     def _estimate(self, request: RouterRequest, view: ClusterView) -> tuple[Estimate, Any]:
         loads = view.load_arrays()
         est = estimate(
-            self.table(view),
+            self.table,
             loads,
             request,
             self.lengths.expected(request.service_class),
@@ -130,11 +128,12 @@ class GreedyLatencyPolicy(_Greedy):
     """Minimum estimated processing time (transfer + queueing + inference)."""
 
     name: ClassVar[str] = "greedy-latency"
+    summary: ClassVar[str] = "minimum estimated processing time"
 
-    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
+    def decide(self, request: RouterRequest, view: ClusterView) -> Decision:
         loads = view.load_arrays()
         expected = self.lengths.expected(request.service_class)
-        times = estimate(self.table(view), loads, request, expected).processing_s[0]
+        times = estimate(self.table, loads, request, expected).processing_s[0]
         server = max(_argmin_masked(times, loads.healthy), 0)
         return Decision(server=server, estimate_s=float(times[server]))
 
@@ -143,8 +142,9 @@ class GreedyEnergyPolicy(_Greedy):
     """Minimum estimated energy (transmission + inference); deadlines ignored."""
 
     name: ClassVar[str] = "greedy-energy"
+    summary: ClassVar[str] = "minimum estimated energy, deadlines ignored"
 
-    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
+    def decide(self, request: RouterRequest, view: ClusterView) -> Decision:
         est, healthy = self._estimate(request, view)
         server = max(_argmin_masked(est.energy_j[0], healthy), 0)
         return Decision(server=server, estimate_s=float(est.processing_s[0, server]))
@@ -157,9 +157,9 @@ class _Feasible(_Greedy):
     def score(self, est: Estimate, view: ClusterView) -> npt.NDArray[np.float64]:
         raise NotImplementedError
 
-    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
+    def decide(self, request: RouterRequest, view: ClusterView) -> Decision:
         loads = view.load_arrays()
-        table = self.table(view)
+        table = self.table
         expected = self.lengths.expected(request.service_class)
         est = estimate(table, loads, request, expected, weights=view.weights)
         times = est.processing_s[0]
@@ -175,6 +175,9 @@ class FeasibleEnergyPolicy(_Feasible):
     with none, the least late."""
 
     name: ClassVar[str] = "feasible-energy"
+    summary: ClassVar[str] = (
+        "least estimated marginal energy among servers estimated to meet the deadline"
+    )
 
     def score(self, est: Estimate, view: ClusterView) -> npt.NDArray[np.float64]:
         marginal: npt.NDArray[np.float64] = est.marginal_j[0]
@@ -186,10 +189,9 @@ class FeasibleLatencyPolicy(_Feasible):
     deadline; with none, the least late."""
 
     name: ClassVar[str] = "feasible-latency"
+    summary: ClassVar[str] = "least-loaded among servers estimated to meet the deadline"
 
     def score(self, est: Estimate, view: ClusterView) -> npt.NDArray[np.float64]:
         loads = view.load_arrays()
-        occupancy: npt.NDArray[np.float64] = (loads.queued + loads.running) / self.table(
-            view
-        ).max_batch
+        occupancy: npt.NDArray[np.float64] = (loads.queued + loads.running) / self.table.max_batch
         return occupancy

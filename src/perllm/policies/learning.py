@@ -20,34 +20,43 @@ from pydantic import Field
 
 from perllm.domain import ClusterView, Decision, Feedback, RouterRequest
 from perllm.policies.bandit import ArmStats, Reward, ucb_index
-from perllm.policies.base import PolicyConfig
+from perllm.policies.base import PolicyBase, PolicyConfig
 from perllm.policies.mergeable import arm_bandit_state, arm_bandit_totals
 
 
-class _ArmBandit:
+class Ucb1Config(PolicyConfig):
+    exploration: float = Field(0.3, ge=0.0)
+    penalty: float = Field(1.0, ge=0.0)
+    share_levels: tuple[float, ...] = (0.5, 1.0, 2.0)
+
+
+class EpsilonGreedyConfig(PolicyConfig):
+    epsilon: float = Field(0.1, ge=0.0, le=1.0)
+    penalty: float = Field(1.0, ge=0.0)
+    share_levels: tuple[float, ...] = (0.5, 1.0, 2.0)
+
+
+class _ArmBandit(PolicyBase):
     """Arms ``(server, share)`` per class; subclasses choose an arm from the statistics."""
 
-    name: ClassVar[str] = "arm-bandit"
+    config: Ucb1Config | EpsilonGreedyConfig
 
-    def __init__(self, seed: int, penalty: float, shares: tuple[float, ...]) -> None:
+    def __init__(self, config: Ucb1Config | EpsilonGreedyConfig, seed: int) -> None:
+        super().__init__(config, seed)
         self.rng = np.random.default_rng(seed)
-        self.shares = shares
-        self.reward = Reward(None, penalty)
+        self.shares = config.share_levels
+        self.reward = Reward(None, config.penalty)
         self.arms: ArmStats | None = None
-        self._saved: dict[str, Any] | None = None
 
     def choose(self, row: int, arms: ArmStats) -> int:
         raise NotImplementedError
 
-    def _arms(self, n_servers: int) -> ArmStats:
-        if self.arms is None:
-            self.arms = ArmStats(n_servers * len(self.shares))
-            if self._saved is not None:
-                self.arms.restore(self._saved)
-        return self.arms
+    def on_begin(self, n_servers: int) -> None:
+        self.arms = ArmStats(n_servers * len(self.shares))
 
-    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
-        arms = self._arms(len(view.servers))
+    def decide(self, request: RouterRequest, view: ClusterView) -> Decision:
+        arms = self.arms
+        assert arms is not None
         self.reward.weights = self.reward.weights or view.weights
         row = arms.row(request.service_class)
         arm = self.choose(row, arms)
@@ -65,27 +74,27 @@ class _ArmBandit:
         if self.arms is not None and decision.arm >= 0:
             self.arms.unpull(self.arms.row(request.service_class), decision.arm)
 
-    def state(self) -> dict[str, Any]:
-        arms = self.arms.state() if self.arms is not None else self._saved
+    def learned_state(self) -> dict[str, Any]:
+        arms = self.arms.state() if self.arms is not None else None
         return {"policy": self.name, "arms": arms, "reward": self.reward.state()}
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def apply_state(self, state: dict[str, Any]) -> None:
+        assert self.arms is not None
         self.reward.restore(state.get("reward", {}))
         if state.get("arms"):
-            if self.arms is None:
-                self._saved = state["arms"]
-            else:
-                self.arms.restore(state["arms"])
+            self.arms.restore(state["arms"])
 
     def shared_stats(self) -> dict[str, float]:
         """Finished pulls, reward sums and energy references as additive totals
         (:mod:`perllm.policies.mergeable`); pending pulls are this router's own."""
-        arms = self.arms.state() if self.arms is not None else self._saved
-        return arm_bandit_totals(arms, self.reward.state())
+        state = self.state()
+        return arm_bandit_totals(state.get("arms"), state.get("reward", {}))
 
     def adopt_shared_stats(self, totals: Mapping[str, float], n_servers: int) -> None:
         """Replace the learned statistics by ``totals``, keeping this router's pending pulls."""
-        arms = self._arms(n_servers)
+        self.begin(n_servers)
+        arms = self.arms
+        assert arms is not None
         state, reward = arm_bandit_state(totals, arms.n_arms, list(arms.classes))
         arms.restore(state, keep_pending=True)
         self.reward.restore(reward)
@@ -96,21 +105,14 @@ def _fresh_arm(rng: np.random.Generator, tried: Any) -> int | None:
     return int(rng.choice(fresh)) if fresh.size else None
 
 
-class Ucb1Config(PolicyConfig):
-    exploration: float = Field(0.3, ge=0.0)
-    penalty: float = Field(1.0, ge=0.0)
-    share_levels: tuple[float, ...] = (0.5, 1.0, 2.0)
-
-
 class Ucb1Policy(_ArmBandit):
     """Textbook UCB1 per class: ``mean + alpha * sqrt(2 ln N / n)`` over every arm, feasible or
     not, with ``n`` the finished pulls (pending pulls ignored, as in the textbook)."""
 
     name: ClassVar[str] = "ucb1"
-
-    def __init__(self, config: Ucb1Config, seed: int) -> None:
-        super().__init__(seed, config.penalty, config.share_levels)
-        self.config = config
+    summary: ClassVar[str] = "plain UCB1 on CS-UCB's arms and reward"
+    config_type: ClassVar[type[PolicyConfig]] = Ucb1Config
+    config: Ucb1Config
 
     def choose(self, row: int, arms: ArmStats) -> int:
         fresh = _fresh_arm(self.rng, arms.tried[row])
@@ -123,21 +125,14 @@ class Ucb1Policy(_ArmBandit):
         return int(np.argmax(index))
 
 
-class EpsilonGreedyConfig(PolicyConfig):
-    epsilon: float = Field(0.1, ge=0.0, le=1.0)
-    penalty: float = Field(1.0, ge=0.0)
-    share_levels: tuple[float, ...] = (0.5, 1.0, 2.0)
-
-
 class EpsilonGreedyPolicy(_ArmBandit):
     """With probability epsilon a random arm, else the best mean reward counting each pending
     pull at the class's worst mean so far (untried arms first)."""
 
     name: ClassVar[str] = "epsilon-greedy"
-
-    def __init__(self, config: EpsilonGreedyConfig, seed: int) -> None:
-        super().__init__(seed, config.penalty, config.share_levels)
-        self.config = config
+    summary: ClassVar[str] = "epsilon-greedy on CS-UCB's arms"
+    config_type: ClassVar[type[PolicyConfig]] = EpsilonGreedyConfig
+    config: EpsilonGreedyConfig
 
     def choose(self, row: int, arms: ArmStats) -> int:
         fresh = _fresh_arm(self.rng, arms.tried[row])

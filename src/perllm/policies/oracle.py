@@ -25,11 +25,14 @@ class OraclePolicy(StatelessPolicy):
     """Minimum weighted energy among servers that meet the deadline, known exactly."""
 
     name: ClassVar[str] = "oracle"
+    summary: ClassVar[str] = (
+        "clairvoyant: exact state and output lengths, min energy meeting the deadline"
+    )
+    config_type: ClassVar[type[PolicyConfig]] = OracleConfig
+    clairvoyant: ClassVar[bool] = True
+    config: OracleConfig
 
-    def __init__(self, config: OracleConfig, seed: int) -> None:
-        self.config = config
-
-    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
+    def decide(self, request: RouterRequest, view: ClusterView) -> Decision:
         predict = getattr(view, "predict", None)
         if predict is None:
             raise TypeError("the oracle needs a clairvoyant view (simulator only)")

@@ -28,9 +28,15 @@ class PlannedPolicy(StatelessPolicy):
     """Send each request where the plan says."""
 
     name: ClassVar[str] = "planner"
+    summary: ClassVar[str] = (
+        "clairvoyant: a plan of the whole trace, made offline and repaired by re-simulation"
+    )
+    config_type: ClassVar[type[PolicyConfig]] = PlannedConfig
+    clairvoyant: ClassVar[bool] = True
+    config: PlannedConfig
 
     def __init__(self, config: PlannedConfig, seed: int) -> None:
-        self.config = config
+        super().__init__(config, seed)
         self._plan: dict[int, int] | None = None
         self._priorities: dict[int, int] = {}
 
@@ -43,6 +49,7 @@ class PlannedPolicy(StatelessPolicy):
         self._priorities = dict(priorities or {})
 
     def select(self, request: RouterRequest, view: ClusterView) -> Decision:
+        # No plumbing to run: the plan alone decides (the view is not even read).
         if self._plan is None:
             raise TypeError("the planner needs a plan of the whole trace (simulator only)")
         server = self._plan[request.id]

@@ -6,7 +6,9 @@ A plugin package declares, in its ``pyproject.toml``::
     [project.entry-points."perllm.policies"]
     my-policy = "my_package.module:ENTRY"
 
-where ``ENTRY`` is a :class:`PolicyEntry` named ``my-policy`` (its settings model, a subclass of
+where ``ENTRY`` is either a subclass of :class:`~perllm.policies.base.PolicyBase` whose class
+attributes say its ``name`` (``my-policy``), ``summary`` and ``config_type`` (as the built-in
+policies do), or a :class:`PolicyEntry` named ``my-policy`` (its settings model, a subclass of
 :class:`~perllm.policies.base.PolicyConfig`, and its factory ``(config, seed) -> Policy``).
 Once the package is installed, ``perllm simulate --policy my-policy``, ``perllm reproduce
 --policies ...`` and ``perllm serve`` (``policy: my-policy``) use it unchanged.
@@ -24,28 +26,21 @@ from pydantic import ValidationError
 
 from perllm.cluster.settings import validation_message
 from perllm.errors import InputError
-from perllm.policies.base import Policy, PolicyConfig
-from perllm.policies.cs_ucb import CsUcbConfig, CsUcbPolicy
+from perllm.policies.base import Policy, PolicyBase, PolicyConfig
+from perllm.policies.cs_ucb import CsUcbPolicy
 from perllm.policies.heuristics import (
     CloudOnlyPolicy,
     EdgeOnlyPolicy,
     FeasibleEnergyPolicy,
     FeasibleLatencyPolicy,
-    GreedyConfig,
     GreedyEnergyPolicy,
     GreedyLatencyPolicy,
     LeastLoadedPolicy,
-    LoadConfig,
 )
-from perllm.policies.learning import (
-    EpsilonGreedyConfig,
-    EpsilonGreedyPolicy,
-    Ucb1Config,
-    Ucb1Policy,
-)
-from perllm.policies.oracle import OracleConfig, OraclePolicy
-from perllm.policies.planned import PlannedConfig, PlannedPolicy
-from perllm.policies.simple import RandomConfig, RandomPolicy, RoundRobinConfig, RoundRobinPolicy
+from perllm.policies.learning import EpsilonGreedyPolicy, Ucb1Policy
+from perllm.policies.oracle import OraclePolicy
+from perllm.policies.planned import PlannedPolicy
+from perllm.policies.simple import RandomPolicy, RoundRobinPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,67 +51,36 @@ class PolicyEntry:
     factory: Callable[[Any, int], Policy]
     clairvoyant: bool = False
 
+    @classmethod
+    def of(cls, policy: type[PolicyBase]) -> PolicyEntry:
+        """The entry of a policy class, from its class attributes (``name``, ``summary``,
+        ``config_type``, ``clairvoyant``); the class itself is the factory."""
+        return cls(policy.name, policy.summary, policy.config_type, policy, policy.clairvoyant)
+
     def parameters(self) -> str:
         """``name=default`` for each parameter, kebab-case."""
         fields = self.config.model_fields
         return ", ".join(f"{k.replace('_', '-')}={v.default}" for k, v in fields.items())
 
 
-ENTRIES: tuple[PolicyEntry, ...] = (  # the built-in policies
-    PolicyEntry(
-        "cs-ucb",
-        "PerLLM: per-class UCB over (server, share) arms with constraint satisfaction",
-        CsUcbConfig,
-        CsUcbPolicy,
-    ),
-    PolicyEntry("random", "uniformly random server", RandomConfig, RandomPolicy),
-    PolicyEntry("round-robin", "servers in turn", RoundRobinConfig, RoundRobinPolicy),
-    PolicyEntry("least-loaded", "join the shortest queue", LoadConfig, LeastLoadedPolicy),
-    PolicyEntry("cloud-only", "every request to the cloud", LoadConfig, CloudOnlyPolicy),
-    PolicyEntry("edge-only", "every request to the least-loaded edge", LoadConfig, EdgeOnlyPolicy),
-    PolicyEntry(
-        "greedy-latency", "minimum estimated processing time", GreedyConfig, GreedyLatencyPolicy
-    ),
-    PolicyEntry(
-        "greedy-energy",
-        "minimum estimated energy, deadlines ignored",
-        GreedyConfig,
-        GreedyEnergyPolicy,
-    ),
-    PolicyEntry(
-        "feasible-energy",
-        "least estimated marginal energy among servers estimated to meet the deadline",
-        GreedyConfig,
-        FeasibleEnergyPolicy,
-    ),
-    PolicyEntry(
-        "feasible-latency",
-        "least-loaded among servers estimated to meet the deadline",
-        GreedyConfig,
-        FeasibleLatencyPolicy,
-    ),
-    PolicyEntry("ucb1", "plain UCB1 on CS-UCB's arms and reward", Ucb1Config, Ucb1Policy),
-    PolicyEntry(
-        "epsilon-greedy",
-        "epsilon-greedy on CS-UCB's arms",
-        EpsilonGreedyConfig,
-        EpsilonGreedyPolicy,
-    ),
-    PolicyEntry(
-        "oracle",
-        "clairvoyant: exact state and output lengths, min energy meeting the deadline",
-        OracleConfig,
-        OraclePolicy,
-        clairvoyant=True,
-    ),
-    PolicyEntry(
-        "planner",
-        "clairvoyant: a plan of the whole trace, made offline and repaired by re-simulation",
-        PlannedConfig,
-        PlannedPolicy,
-        clairvoyant=True,
-    ),
+BUILT_IN: tuple[type[PolicyBase], ...] = (  # the built-in policies, in the order they are listed
+    CsUcbPolicy,
+    RandomPolicy,
+    RoundRobinPolicy,
+    LeastLoadedPolicy,
+    CloudOnlyPolicy,
+    EdgeOnlyPolicy,
+    GreedyLatencyPolicy,
+    GreedyEnergyPolicy,
+    FeasibleEnergyPolicy,
+    FeasibleLatencyPolicy,
+    Ucb1Policy,
+    EpsilonGreedyPolicy,
+    OraclePolicy,
+    PlannedPolicy,
 )
+
+ENTRIES: tuple[PolicyEntry, ...] = tuple(PolicyEntry.of(policy) for policy in BUILT_IN)
 
 REGISTRY: dict[str, PolicyEntry] = {entry.name: entry for entry in ENTRIES}
 
@@ -134,8 +98,14 @@ def plugins() -> tuple[PolicyEntry, ...]:
             entry = point.load()
         except Exception as err:  # a plugin's import can fail in any way: say which and why
             raise InputError(f"{where}: cannot be loaded: {type(err).__name__}: {err}") from None
+        if isinstance(entry, type) and issubclass(entry, PolicyBase):
+            if not isinstance(getattr(entry, "name", None), str):
+                raise InputError(f"{where}: the policy class has no name")
+            entry = PolicyEntry.of(entry)
         if not isinstance(entry, PolicyEntry):
-            raise InputError(f"{where}: is a {type(entry).__name__}, not a PolicyEntry")
+            raise InputError(
+                f"{where}: is a {type(entry).__name__}, not a PolicyEntry or a PolicyBase subclass"
+            )
         if entry.name != point.name:
             raise InputError(f"{where}: its PolicyEntry is named {entry.name!r}")
         if entry.name in REGISTRY:

@@ -1,0 +1,238 @@
+"""Serving ASGI apps with uvicorn: on a socket bound first, in a thread or in this event loop.
+
+One harness for every place that starts a server (``perllm serve``, ``emulate`` and ``testbed``,
+:class:`perllm.node.gateway.GatewayThread`, the gateway tests):
+
+- :func:`bind` makes the listening socket before uvicorn starts, and uvicorn serves that socket,
+  so there is no window between picking a port and binding it; a port in use is one clear
+  :class:`~perllm.errors.InputError`.
+- :class:`ServerThread` serves one app in a daemon thread with its own event loop;
+  :meth:`~ServerThread.start` returns once uvicorn says it has started (an event set by its
+  startup, waited on with a bound against a hang only) and raises if it could not.
+- :func:`serve_apps` serves several apps in the running event loop until one stops, with
+  Ctrl-C handled once for all of them.
+
+Signals are left to the caller: a server never installs its own handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import signal
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from types import TracebackType
+from typing import Literal
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from perllm.errors import InputError
+
+__all__ = ["ServerThread", "bind", "serve_apps"]
+
+LOOPBACK = "127.0.0.1"
+
+
+def bind(host: str, port: int, flag: str = "--port") -> socket.socket:
+    """A listening socket on ``host:port`` (``0``: a free port), or a one-line
+    :class:`InputError` naming ``flag`` if it cannot be had (a port in use, a bad host)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise InputError(f"--host: cannot resolve {host!r}: {err.strerror}") from None
+    family = infos[0][0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as err:
+        sock.close()
+        raise InputError(f"{flag}: cannot listen on {host}:{port}: {err.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _seconds(value: float | None) -> int | None:
+    return None if value is None else max(1, math.ceil(value))
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to its caller and says when its startup is over."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.startup_over = threading.Event()  # started, or failed to
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets=sockets)
+        finally:
+            self.startup_over.set()
+
+
+def _server(
+    app: ASGIApp,
+    *,
+    log_level: str,
+    graceful_s: float | None = None,
+    keep_alive_s: float = 5.0,
+    lifespan: Literal["auto", "on", "off"] = "auto",
+) -> _Server:
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=False,
+        lifespan=lifespan,
+        timeout_graceful_shutdown=_seconds(graceful_s),
+        timeout_keep_alive=max(1, math.ceil(keep_alive_s)),
+    )
+    return _Server(config)
+
+
+class ServerThread:
+    """An ASGI app served by uvicorn on ``host:port`` in a daemon thread (its own event loop).
+
+    The socket is bound when the object is made, so :attr:`url` is known (and the port held)
+    before :meth:`start`. Use it as a context manager, or call :meth:`start` and :meth:`stop`.
+
+    Parameters
+    ----------
+    app
+        The ASGI app (its lifespan runs: startup before :meth:`start` returns, shutdown in
+        :meth:`stop`).
+    host, port
+        Where to listen; port ``0`` (the default) takes a free one.
+    log_level
+        uvicorn's log level.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        host: str = LOOPBACK,
+        port: int = 0,
+        *,
+        log_level: str = "error",
+    ) -> None:
+        self.sock = bind(host, port, flag="port")
+        self.host = host
+        self.port: int = self.sock.getsockname()[1]
+        self.server = _server(app, log_level=log_level, lifespan="on")
+        self.thread = threading.Thread(target=self._run, name=f"uvicorn:{self.port}", daemon=True)
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _run(self) -> None:
+        try:
+            self.server.run(sockets=[self.sock])
+        except BaseException as err:  # reported by start(), not lost in the thread
+            self._error = err
+        finally:
+            self.server.startup_over.set()
+
+    def start(self, timeout_s: float = 30.0) -> ServerThread:
+        """Start serving; return once uvicorn has started (``RuntimeError`` if it cannot, or
+        has not within ``timeout_s``, a bound against a hang only)."""
+        self.thread.start()
+        over = self.server.startup_over.wait(timeout_s)
+        if not self.server.started:
+            self.stop(timeout_s=5.0, check=False)
+            if not over:
+                raise RuntimeError(f"the server on {self.url} did not start in {timeout_s:g} s")
+            why = ""
+            if isinstance(self._error, SystemExit):  # uvicorn's exit when the lifespan fails
+                why = ": its startup failed (the log says why)"
+            elif self._error is not None:
+                why = f": {type(self._error).__name__}: {self._error}"
+            raise RuntimeError(f"the server on {self.url} could not start{why}")
+        return self
+
+    def stop(self, *, force: bool = False, timeout_s: float = 30.0, check: bool = True) -> None:
+        """Shut down (gracefully unless ``force``: calls in flight finish, the lifespan ends),
+        wait for the thread, close the socket. ``RuntimeError`` if the thread is still alive
+        after ``timeout_s`` and then a forced exit (with ``check``)."""
+        self.server.force_exit = force
+        self.server.should_exit = True
+        if self.thread.is_alive():
+            self.thread.join(timeout_s)
+            if self.thread.is_alive():
+                self.server.force_exit = True
+                self.thread.join(5.0)
+        self.sock.close()
+        if check and self.thread.is_alive():
+            raise RuntimeError(f"the server on {self.url} did not stop in {timeout_s:g} s")
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+async def serve_apps(
+    apps: Sequence[tuple[ASGIApp, socket.socket]],
+    *,
+    log_level: str = "warning",
+    graceful_s: float | None = None,
+    keep_alive_s: float = 5.0,
+    on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> None:
+    """Serve several apps in this event loop until one stops.
+
+    The first Ctrl-C (or SIGTERM) shuts every server down gracefully: they stop accepting,
+    ``on_stop`` hooks start (a gateway ends its calls in flight within its grace period),
+    calls in flight finish (those still open after ``graceful_s`` are cancelled), lifespans
+    end. A second one forces them down.
+    """
+    servers = [
+        _server(app, log_level=log_level, graceful_s=graceful_s, keep_alive_s=keep_alive_s)
+        for app, _ in apps
+    ]
+    tasks = [
+        asyncio.create_task(server.serve(sockets=[sock]))
+        for server, (_, sock) in zip(servers, apps, strict=True)
+    ]
+
+    hooks: list[asyncio.Task[None]] = []
+
+    def stop() -> None:
+        if not hooks:
+            hooks.extend(asyncio.ensure_future(hook()) for hook in on_stop)
+        for server in servers:
+            server.force_exit = server.should_exit
+            server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    handled = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop)
+            handled.append(sig)
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for server in servers:
+            server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for hook in hooks:
+            hook.cancel()
+        await asyncio.gather(*hooks, return_exceptions=True)
+        for sig in handled:
+            loop.remove_signal_handler(sig)
