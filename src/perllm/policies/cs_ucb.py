@@ -69,6 +69,7 @@ request, 2 gave 0.921x and 1.12x, against 0.996x and 1.11x with the infinite def
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -94,6 +95,10 @@ from perllm.policies.outstanding import Outstanding
 
 Array = npt.NDArray[np.float64]
 
+# A pending request's lateness is counted in steps of this ratio, up to the cap.
+CENSOR_STEP = math.sqrt(2.0)
+CENSOR_CAP = 64.0
+
 # Priorities are milliseconds of absolute deadline; a deflected request comes after all of them.
 DEFLECTED_PRIORITY = DEFERRED_PRIORITY
 
@@ -107,6 +112,8 @@ class CsUcbConfig(PolicyConfig):
     deadline_priority: bool = True
     prefer_free_slots: bool = True
     queue_margin: float = Field(math.inf, ge=1.0)
+    pool_weight: float = Field(0.0, ge=0.0, le=100.0)
+    censor: bool = False
 
     @field_validator("share_levels")
     @classmethod
@@ -117,7 +124,7 @@ class CsUcbConfig(PolicyConfig):
 
 
 @njit(cache=True)
-def _observe(  # pragma: no cover - compiled; tested through LogRatioStats
+def _refresh(  # pragma: no cover - compiled; tested through LogRatioStats
     count: Array,
     total: Array,
     total_sq: Array,
@@ -125,39 +132,67 @@ def _observe(  # pragma: no cover - compiled; tested through LogRatioStats
     lower: Array,
     row: int,
     server: int,
-    log_ratio: float,
     confidence: float,
     prior_sd: float,
+    pool_weight: float,
 ) -> None:
-    """Add ``log_ratio`` to the statistics of ``(row, server)`` (none when it is NaN) and
-    refresh its bounds."""
-    if log_ratio == log_ratio:
-        count[row, server] += 1.0
-        total[row, server] += log_ratio
-        total_sq[row, server] += log_ratio * log_ratio
-    n = count[row, server]
-    mean = total[row, server] / n
-    var = total_sq[row, server] / n - mean * mean
-    sd = math.sqrt(max(var, 0.0)) if n >= 2 else prior_sd
-    width = confidence * sd / math.sqrt(n)
-    upper[row, server] = math.exp(mean + width)
-    lower[row, server] = math.exp(mean - width)
+    """Refresh the bounds of ``(row, server)`` from its statistics, or of the whole row when
+    ``pool_weight > 0`` (the row's pooled mean is then every arm's prior)."""
+    pool_n, pool_mean, pool_sd = 0.0, 0.0, prior_sd
+    first, last = server, server + 1
+    if pool_weight > 0.0:
+        first, last = 0, count.shape[1]
+        pool_total, pool_sq = 0.0, 0.0
+        for s in range(count.shape[1]):
+            pool_n += count[row, s]
+            pool_total += total[row, s]
+            pool_sq += total_sq[row, s]
+        if pool_n > 0.0:
+            pool_mean = pool_total / pool_n
+        if pool_n >= 2.0:
+            pool_sd = math.sqrt(max(pool_sq / pool_n - pool_mean * pool_mean, 0.0))
+    prior_n = pool_weight if pool_n > 0.0 else 0.0
+    for s in range(first, last):
+        n = count[row, s]
+        if n + prior_n <= 0.0:
+            upper[row, s] = math.exp(confidence * prior_sd)
+            lower[row, s] = math.exp(-confidence * prior_sd)
+            continue
+        mean = (total[row, s] + prior_n * pool_mean) / (n + prior_n)
+        if n >= 2.0:
+            sd = math.sqrt(max(total_sq[row, s] / n - (total[row, s] / n) ** 2, 0.0))
+        else:
+            sd = pool_sd if pool_n >= 2.0 else prior_sd
+        width = confidence * sd / math.sqrt(n + prior_n)
+        upper[row, s] = math.exp(mean + width)
+        lower[row, s] = math.exp(mean - width)
 
 
 class LogRatioStats:
     """Per (row, server) statistics of ``ln(observed / estimated)`` and the confidence bounds
     ``upper = exp(m + beta sd / sqrt(n))`` and ``lower = exp(m - beta sd / sqrt(n))`` they give
-    (``1 * exp(+-beta prior_sd)`` before any observation), kept up to date on every update."""
+    (``exp(+-beta prior_sd)`` before any observation), kept up to date on every update.
 
-    def __init__(self, n_servers: int, confidence: float, prior_sd: float) -> None:
+    With ``pool_weight`` ``w > 0`` an arm's mean is shrunk towards its row's pooled mean ``mu``
+    (over every server): ``m = (sum + w mu) / (n + w)``, ``sd`` the row's until the arm has two
+    observations, and ``n + w`` in the width: what other servers showed for this kind of request
+    is worth ``w`` observations of this one. *Pending* observations (:meth:`hold`) count like
+    observations until they are replaced by the real one (:meth:`observe`) or dropped
+    (:meth:`release`); they are not part of :meth:`state`."""
+
+    def __init__(
+        self, n_servers: int, confidence: float, prior_sd: float, pool_weight: float = 0.0
+    ) -> None:
         self.n_servers = n_servers
         self.confidence = confidence
         self.prior_sd = prior_sd
+        self.pool_weight = pool_weight
         self.count = np.zeros((0, n_servers))
         self.total = np.zeros((0, n_servers))
         self.total_sq = np.zeros((0, n_servers))
         self.upper = np.zeros((0, n_servers))
         self.lower = np.zeros((0, n_servers))
+        self._held: dict[int, tuple[int, int, float]] = {}
 
     def ensure_rows(self, rows: int) -> None:
         missing = rows - self.count.shape[0]
@@ -170,9 +205,13 @@ class LogRatioStats:
             self.upper = np.vstack([self.upper, pad + math.exp(width)])
             self.lower = np.vstack([self.lower, pad + math.exp(-width)])
 
-    def observe(self, row: int, server: int, log_ratio: float) -> None:
-        self.ensure_rows(row + 1)
-        _observe(
+    def _add(self, row: int, server: int, n: float, value: float) -> None:
+        self.count[row, server] += n
+        self.total[row, server] += n * value
+        self.total_sq[row, server] += n * value * value
+
+    def _refresh(self, row: int, server: int) -> None:
+        _refresh(
             self.count,
             self.total,
             self.total_sq,
@@ -180,17 +219,46 @@ class LogRatioStats:
             self.lower,
             row,
             server,
-            log_ratio,
             self.confidence,
             self.prior_sd,
+            self.pool_weight,
         )
 
+    def observe(self, row: int, server: int, log_ratio: float, key: int = -1) -> None:
+        """Add an observation (replacing the one held under ``key``, if any)."""
+        self.ensure_rows(row + 1)
+        held = self._held.pop(key, None)
+        if held is not None:
+            self._add(held[0], held[1], -1.0, held[2])
+        self._add(row, server, 1.0, log_ratio)
+        self._refresh(row, server)
+        if held is not None and held[:2] != (row, server):
+            self._refresh(held[0], held[1])
+
+    def hold(self, key: int, row: int, server: int, log_ratio: float) -> None:
+        """Count ``log_ratio`` as a pending observation under ``key`` (replacing its last)."""
+        self.ensure_rows(row + 1)
+        held = self._held.get(key)
+        if held is not None:
+            self._add(held[0], held[1], -1.0, held[2])
+        self._held[key] = (row, server, log_ratio)
+        self._add(row, server, 1.0, log_ratio)
+        self._refresh(row, server)
+
+    def release(self, key: int) -> None:
+        """Drop the pending observation held under ``key``, if any."""
+        held = self._held.pop(key, None)
+        if held is not None:
+            self._add(held[0], held[1], -1.0, held[2])
+            self._refresh(held[0], held[1])
+
     def state(self) -> dict[str, Any]:
-        return {
-            "count": self.count.tolist(),
-            "total": self.total.tolist(),
-            "total_sq": self.total_sq.tolist(),
-        }
+        count, total, total_sq = self.count.copy(), self.total.copy(), self.total_sq.copy()
+        for row, server, value in self._held.values():
+            count[row, server] -= 1.0
+            total[row, server] -= value
+            total_sq[row, server] -= value * value
+        return {"count": count.tolist(), "total": total.tolist(), "total_sq": total_sq.tolist()}
 
     def restore(self, state: dict[str, Any]) -> None:
         n = self.n_servers
@@ -200,23 +268,14 @@ class LogRatioStats:
         self.total_sq = np.zeros((0, n))
         self.upper = np.zeros((0, n))
         self.lower = np.zeros((0, n))
+        self._held = {}
         self.ensure_rows(count.shape[0])
         self.count = count
         self.total = np.array(state["total"], dtype=float).reshape(-1, n)
         self.total_sq = np.array(state["total_sq"], dtype=float).reshape(-1, n)
-        for row, server in zip(*np.nonzero(self.count), strict=True):
-            _observe(
-                self.count,
-                self.total,
-                self.total_sq,
-                self.upper,
-                self.lower,
-                row,
-                server,
-                np.nan,
-                self.confidence,
-                self.prior_sd,
-            )
+        for row in range(count.shape[0]):
+            for server in range(n):
+                self._refresh(row, server)
 
 
 def _is_crowded(loads: LoadArrays, table: ServerTable, server: int) -> bool:
@@ -349,6 +408,10 @@ class CsUcbPolicy(PolicyBase):
         self.energy: LogRatioStats | None = None
         self.outstanding = Outstanding(0)
         self._crowded: dict[int, bool] = {}
+        # Placed, unanswered requests: [row, server, estimate, placed at, next ratio], and
+        # when each reaches its next ratio.
+        self._unanswered: dict[int, list[float]] = {}
+        self._due: list[tuple[float, int]] = []
 
     def on_servers(self, view: ClusterView) -> None:
         self.table = ServerTable.of(view)
@@ -356,8 +419,8 @@ class CsUcbPolicy(PolicyBase):
     def on_begin(self, n_servers: int) -> None:
         """The learned corrections, made for ``n_servers`` servers."""
         cfg = self.config
-        self.times = LogRatioStats(n_servers, cfg.confidence, cfg.prior_log_sd)
-        self.energy = LogRatioStats(n_servers, cfg.exploration, cfg.prior_log_sd)
+        self.times = LogRatioStats(n_servers, cfg.confidence, cfg.prior_log_sd, cfg.pool_weight)
+        self.energy = LogRatioStats(n_servers, cfg.exploration, cfg.prior_log_sd, cfg.pool_weight)
         self.energy.ensure_rows(1)
         self.outstanding = Outstanding(n_servers)
 
@@ -370,6 +433,8 @@ class CsUcbPolicy(PolicyBase):
     def decide(self, request: RouterRequest, view: ClusterView) -> Decision:
         table, times, energy = self.table, self.times, self.energy
         assert table is not None and times is not None and energy is not None
+        if self.config.censor:
+            self._censor(times, request.arrival_s)
         row = self._row(request.service_class)
         times.ensure_rows(2 * row + 2)
         loads = view.load_arrays()
@@ -401,15 +466,37 @@ class CsUcbPolicy(PolicyBase):
             priority += DEFLECTED_PRIORITY
         server, level = divmod(arm, len(self.shares))
         self.outstanding.add(request.id, server, priority)
-        self._crowded[request.id] = _is_crowded(loads, table, server)
+        crowded_now = self._crowded[request.id] = _is_crowded(loads, table, server)
+        estimate_s = float(est.processing_s[level, server])
+        if self.config.censor and priority < DEFLECTED_PRIORITY and estimate_s > 0:
+            time_row = 2 * row + int(crowded_now)
+            ratio = float(times.upper[time_row, server])
+            now = request.arrival_s
+            self._unanswered[request.id] = [time_row, server, estimate_s, now, ratio]
+            heapq.heappush(self._due, (now + estimate_s * ratio, request.id))
         return Decision(
             server=server,
             share=float(self.shares[level]),
             arm=arm,
-            estimate_s=float(est.processing_s[level, server]),
+            estimate_s=estimate_s,
             estimate_j=float(est.inference_j[server]),
             priority=priority,
         )
+
+    def _censor(self, times: LogRatioStats, now: float) -> None:
+        """Count each placed request still unanswered when its processing time has reached
+        its bound (and each further step) as an observation of that much: the answer, when it
+        comes, can only be later (censored, delayed feedback)."""
+        while self._due and self._due[0][0] <= now:
+            _, request_id = heapq.heappop(self._due)
+            pending = self._unanswered.get(request_id)
+            if pending is None:
+                continue
+            time_row, server, estimate_s, placed_s, ratio = pending
+            times.hold(request_id, int(time_row), int(server), math.log(ratio))
+            pending[4] = ratio = ratio * CENSOR_STEP
+            if ratio <= CENSOR_CAP:
+                heapq.heappush(self._due, (placed_s + estimate_s * ratio, request_id))
 
     def _deadline_priority(self, request: RouterRequest) -> int:
         if not self.config.deadline_priority:
@@ -422,14 +509,18 @@ class CsUcbPolicy(PolicyBase):
         request = feedback.request
         self.outstanding.remove(request.id)
         crowded = self._crowded.pop(request.id, False)
+        self._unanswered.pop(request.id, None)
         if feedback.failed:
+            self.times.release(request.id)
             return
         self.lengths.observe(request.service_class, feedback.output_tokens)
         decision = feedback.decision
         if decision.estimate_s > 0 and feedback.processing_s > 0:
             ratio = math.log(feedback.processing_s / decision.estimate_s)
             row = 2 * self._row(request.service_class) + int(crowded)
-            self.times.observe(row, decision.server, ratio)
+            self.times.observe(row, decision.server, ratio, key=request.id)
+        else:
+            self.times.release(request.id)
         if decision.estimate_j > 0 and feedback.energy.inference_j > 0:
             ratio = math.log(feedback.energy.inference_j / decision.estimate_j)
             self.energy.observe(0, decision.server, ratio)
@@ -437,6 +528,9 @@ class CsUcbPolicy(PolicyBase):
     def forget(self, request: RouterRequest, decision: Decision) -> None:
         self.outstanding.remove(request.id)
         self._crowded.pop(request.id, None)
+        self._unanswered.pop(request.id, None)
+        if self.times is not None:
+            self.times.release(request.id)
 
     def learned_state(self) -> dict[str, Any]:
         if self.times is None or self.energy is None:
