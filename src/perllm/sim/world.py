@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from perllm import physics
 from perllm.domain import (
     ClusterView,
     Decision,
@@ -260,11 +261,11 @@ class World:
         for job in channel.pop_finished(now):
             if direction == UP:
                 job.uplink_s = now - job.dispatch_s
-                job.transmission_j += spec.tx_power_w * job.uplink_s
+                job.transmission_j += physics.transmission_j(spec.tx_power_w, job.uplink_s)
                 self.loop.schedule(now + half_rtt, PRIORITY_PROGRESS, self._on_delivered, job)
             else:
                 job.downlink_s = now - job.finish_s
-                job.transmission_j += spec.tx_power_w * job.downlink_s
+                job.transmission_j += physics.transmission_j(spec.tx_power_w, job.downlink_s)
                 job.done_s = now + half_rtt
                 self._complete(job)
         self._schedule_channel(link, direction)
@@ -380,7 +381,8 @@ class World:
         down_end = down.predict_finish_s(
             probe.finish_s, max(request.response_bytes * 8.0, 1.0), weight
         )
-        tx = link.spec.tx_power_w * ((up_end - now) + (down_end - probe.finish_s))
+        moving_s = (up_end - now) + (down_end - probe.finish_s)
+        tx = physics.transmission_j(link.spec.tx_power_w, moving_s)
         done = down_end + link.spec.rtt_s / 2.0
         return Prediction(
             processing_s=done - request.arrival_s,
