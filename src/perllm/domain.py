@@ -247,6 +247,15 @@ class Feedback:
     failed: bool = False
 
 
+class FeedbackSink(Protocol):
+    """Anything that learns or counts from finished requests: the world (simulated or live)
+    builds one :class:`Feedback` per finished request and hands it to each of its sinks once
+    (the recorder, the policy through :class:`perllm.metrics.sinks.PolicySink`, the gateway's
+    metrics and counters). ``now`` is the world's time of the finish, in seconds."""
+
+    def on_feedback(self, now: float, feedback: Feedback) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ServerLoad:
     """Live load of one server as a router sees it."""

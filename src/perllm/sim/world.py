@@ -3,7 +3,8 @@ serve them, feedback flows back to the policy, and the recorder keeps every reco
 
 Life of a request: arrival -> ``policy.select`` -> upload on the server's link (weighted fair
 share) -> half an RTT -> the server's queue -> prefill + decode (continuous batching) -> download
-on the link -> half an RTT -> done: feedback to the policy and a record.
+on the link -> half an RTT -> done: one :class:`~perllm.domain.Feedback`, handed once to each
+sink (the recorder, then the policy, then any sink the caller added).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from perllm.domain import (
     EnergyParts,
     EnergyWeights,
     Feedback,
+    FeedbackSink,
     LinkSpec,
     LoadArrays,
     Prediction,
@@ -30,6 +32,7 @@ from perllm.domain import (
     ServerSpec,
 )
 from perllm.metrics.recorder import Recorder
+from perllm.metrics.sinks import FanOut, PolicySink
 from perllm.policies.base import Policy
 from perllm.sim.engine import PRIORITY_ARRIVAL, PRIORITY_ENVIRONMENT, PRIORITY_PROGRESS, EventLoop
 from perllm.sim.link import Channel
@@ -104,7 +107,11 @@ class SimView:
 
 
 class World:
-    """One simulation run. Build it, call :meth:`run`, read :attr:`recorder`."""
+    """One simulation run. Build it, call :meth:`run`, read :attr:`recorder`.
+
+    Each finished request's feedback goes to the recorder, then the policy, then each of
+    ``sinks`` (once each, at the time the response reaches its user).
+    """
 
     def __init__(
         self,
@@ -115,6 +122,7 @@ class World:
         seed: int = 0,
         oracle: Policy | None = None,
         progress: Callable[[int], None] | None = None,
+        sinks: Sequence[FeedbackSink] = (),
     ) -> None:
         self.cluster = cluster
         self.policy = policy
@@ -155,10 +163,10 @@ class World:
         self.uploading = [0] * n
         self.uploading_prompt = [0] * n
         self.recorder = Recorder(cluster.servers)
+        self.feedback = FanOut((self.recorder, PolicySink(policy), *sinks))
         self.view = SimView(self)
         self.finished = 0
         self._progress_every = max(1, len(requests) // 200)
-        self.transmission_j = 0.0
         self.last_done_s = 0.0
         self._arrivals: Iterator[Request] = iter(())
 
@@ -355,10 +363,8 @@ class World:
             energy=EnergyParts(job.transmission_j, job.inference_j, job.idle_j),
             met=processing <= request.deadline_s,
         )
-        self.transmission_j += job.transmission_j
         self.last_done_s = max(self.last_done_s, job.done_s)
-        self.recorder.on_feedback(job.done_s, feedback)
-        self.policy.observe(feedback)
+        self.feedback.on_feedback(job.done_s, feedback)
         self._count_done()
 
     # -- clairvoyance ------------------------------------------------------------------------
