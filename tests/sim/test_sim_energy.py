@@ -116,20 +116,18 @@ def test_summary_energy_parts_add_to_the_total(world: World) -> None:
     cols = _columns(world)
     rec = world.recorder
     summary = summarize(rec, policy="p", scenario=world.cluster.name, weights=world.cluster.weights)
-    energy = summary["energy_j"]
-    assert energy["total"] == pytest.approx(
-        energy["transmission"] + energy["inference"] + energy["idle"], rel=1e-12
+    energy = summary.energy_j
+    assert energy.total == pytest.approx(
+        energy.transmission + energy.inference + energy.idle, rel=1e-12
     )
-    assert energy["transmission"] == pytest.approx(float(cols["transmission_j"].sum()), rel=1e-12)
-    assert energy["inference"] == pytest.approx(sum(e.inference_j for e in world.servers), rel=1e-9)
+    assert energy.transmission == pytest.approx(float(cols["transmission_j"].sum()), rel=1e-12)
+    assert energy.inference == pytest.approx(sum(e.inference_j for e in world.servers), rel=1e-9)
     idle_all = sum(e.power.idle_w * (rec.horizon_s - e.busy_s) for e in world.servers)
-    assert energy["idle"] == pytest.approx(idle_all, rel=1e-6)
+    assert energy.idle == pytest.approx(idle_all, rel=1e-6)
     # Per server, the summary's energy is its requests' energy plus its unattributed idle.
-    per_server = summary["per_server"]
-    assert sum(s["energy_j"] for s in per_server.values()) == pytest.approx(
-        energy["total"], rel=1e-9
+    per_server = summary.per_server
+    assert sum(s.energy_j for s in per_server.values()) == pytest.approx(energy.total, rel=1e-9)
+    assert summary.energy_per_request_j == pytest.approx(
+        energy.total / summary.completed, rel=1e-12
     )
-    assert summary["energy_per_request_j"] == pytest.approx(
-        energy["total"] / summary["completed"], rel=1e-12
-    )
-    assert math.isfinite(summary["weighted_energy_j"])
+    assert math.isfinite(summary.weighted_energy_j)

@@ -1,6 +1,6 @@
 """Metrics: one recorder shared by the simulator and the gateway, summaries and exports."""
 
 from perllm.metrics.recorder import COLUMNS, Recorder
-from perllm.metrics.summary import regret_curve, summarize
+from perllm.metrics.summary import Summary, regret_curve, summarize
 
-__all__ = ["COLUMNS", "Recorder", "regret_curve", "summarize"]
+__all__ = ["COLUMNS", "Recorder", "Summary", "regret_curve", "summarize"]
