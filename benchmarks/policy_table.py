@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from perllm.cluster import scenario
 from perllm.errors import InputError
 from perllm.experiments.executors import map_in_order
 from perllm.experiments.show import summary_table
 from perllm.experiments.sweep_args import add_sweep_arguments, executor_spec
+from perllm.metrics.summary import Summary
 from perllm.policies.registry import ENTRIES
 from perllm.sim.runner import run_once
 
 
-def _run(args: tuple[str, str, int, int]) -> dict[str, Any]:
+def _run(args: tuple[str, str, int, int]) -> Summary:
     name, policy, requests, seed = args
     return run_once(scenario.load(name), policy, requests=requests, seed=seed).summary
 
@@ -39,7 +39,7 @@ def main() -> None:
     except InputError as err:
         print(f"policy_table: {err}", file=sys.stderr)
         sys.exit(2)
-    summaries.sort(key=lambda s: -s["goodput_rps"])
+    summaries.sort(key=lambda s: -s.goodput_rps)
     summary_table(summaries, title=f"{args.scenario}, {args.requests} requests, seed {args.seed}")
 
 

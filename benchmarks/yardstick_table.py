@@ -20,12 +20,13 @@ from perllm.cluster import scenario
 from perllm.errors import InputError
 from perllm.experiments.executors import open_executor
 from perllm.experiments.sweep_args import add_sweep_arguments, executor_spec
+from perllm.metrics.summary import Summary
 from perllm.sim.runner import run_once
 
 POLICIES = ("planner", "cs-ucb", "least-loaded", "greedy-latency", "oracle", "cloud-only")
 
 
-def _simulate(args: tuple[str, str, int, float, int]) -> dict[str, Any]:
+def _simulate(args: tuple[str, str, int, float, int]) -> Summary:
     name, policy, requests, rate, seed = args
     return run_once(
         scenario.load(name), policy, requests=requests, rate_rps=rate, seed=seed
@@ -76,15 +77,15 @@ def main() -> None:
             f"({bound['total_s']:.1f} s)",
             f">= {bound['energy_lower_bound_j']:,.0f} J",
         )
-        for summary in (s for s in runs if s["scenario"] == name):
-            floor = bound["frontier_obj"].energy_lower_bound_at(summary["met"])
+        for summary in (s for s in runs if s.scenario == name):
+            floor = bound["frontier_obj"].energy_lower_bound_at(summary.met)
             table.add_row(
                 "",
-                summary["policy"],
-                str(summary["met"]),
-                f"{summary['goodput_rps']:.3f}",
-                f"{summary['goodput_rps'] / bound['goodput_upper_bound_rps']:.3f}",
-                f"{summary['weighted_energy_j'] / floor:.2f}x",
+                summary.policy,
+                str(summary.met),
+                f"{summary.goodput_rps:.3f}",
+                f"{summary.goodput_rps / bound['goodput_upper_bound_rps']:.3f}",
+                f"{summary.weighted_energy_j / floor:.2f}x",
             )
     Console(width=150).print(table)
 

@@ -8,7 +8,7 @@ The Python API for scripting experiments::
 
     cluster = perllm.load_scenario("perllm-paper")          # or a YAML file's path
     result = perllm.simulate(cluster, "cs-ucb", requests=2000, seed=1)
-    print(result.summary["goodput_rps"], result.summary["energy_per_met_j"])
+    print(result.summary.goodput_rps, result.summary.energy_per_request_j)
 
     policy = perllm.make_policy("cs-ucb", {"exploration": 0.5}, seed=1)
     result = perllm.simulate(cluster, policy)                 # or a policy object of your own

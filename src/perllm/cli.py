@@ -7,6 +7,7 @@ field and the problem, and exit code 2; never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -48,18 +49,20 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             progress=advance,
             track_oracle=args.track_oracle,
         )
+    summary = result.summary
     if args.track_oracle:
         times, regret = regret_curve(result.recorder, cluster.weights)
-        result.summary["regret_vs_oracle"] = float(regret[-1]) if regret.size else 0.0
+        final = float(regret[-1]) if regret.size else 0.0
+        summary = dataclasses.replace(summary, regret_vs_oracle=final)
     if out is not None:
         write_records_csv(result.recorder, out / "records.csv")
-        write_json(result.summary, out / "summary.json")
+        write_json(summary.to_json(), out / "summary.json")
         if args.track_oracle:
             write_regret_csv(times, regret, out / "regret.csv")
     if args.json:
-        print(json.dumps(result.summary, indent=2))
+        print(json.dumps(summary.to_json(), indent=2))
     else:
-        summary_table([result.summary], title=f"{cluster.name}: {args.policy}")
+        summary_table([summary], title=f"{cluster.name}: {args.policy}")
         if out is not None:
             print(f"records and summary written to {out}/")
     return 0

@@ -16,22 +16,14 @@ from typing import Literal, NamedTuple, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from perllm import physics
+from perllm.physics import BYTES_PER_TOKEN as BYTES_PER_TOKEN
+from perllm.physics import CHARS_PER_TOKEN as CHARS_PER_TOKEN
+from perllm.physics import RESPONSE_OVERHEAD_BYTES as RESPONSE_OVERHEAD_BYTES
+from perllm.physics import response_bytes as response_bytes
+
 Tier = Literal["edge", "cloud"]
 TIERS: tuple[Tier, ...] = ("edge", "cloud")
-
-
-CHARS_PER_TOKEN = 4
-"""Characters of text per token (English averages about four): how the gateway and the emulator
-count tokens of text they did not tokenize."""
-BYTES_PER_TOKEN = CHARS_PER_TOKEN
-"""Bytes of text per token on the wire (UTF-8 English: one byte per character)."""
-RESPONSE_OVERHEAD_BYTES = 512
-"""Bytes of a response besides its text: HTTP headers and the JSON envelope."""
-
-
-def response_bytes(output_tokens: float) -> float:
-    """Size on the wire of a response of ``output_tokens`` tokens."""
-    return output_tokens * BYTES_PER_TOKEN + RESPONSE_OVERHEAD_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +95,11 @@ class PowerSpec:
     log2_slope: float = 0.066
 
     def busy_w(self, batch: int) -> float:
-        """Power drawn while running a batch of ``batch`` requests (``batch >= 1``)."""
-        frac = self.batch1_fraction + self.log2_slope * math.log2(max(batch, 1))
-        return self.idle_w + (self.max_w - self.idle_w) * min(1.0, frac)
+        """Power drawn while running a batch of ``batch`` requests (``batch >= 1``;
+        :func:`perllm.physics.busy_power_w`)."""
+        return physics.busy_power_w(
+            self.idle_w, self.max_w, self.batch1_fraction, self.log2_slope, batch
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,13 +123,21 @@ class ServerPerf:
     step_compute_s_per_seq: float
 
     def prefill_s(self, prompt_tokens: int) -> float:
-        """Time to prefill ``prompt_tokens`` tokens (also the time to the first token)."""
-        return self.prefill_fixed_s + prompt_tokens * self.prefill_s_per_token
+        """Time to prefill ``prompt_tokens`` tokens (also the time to the first token;
+        :func:`perllm.physics.prefill_s`)."""
+        return physics.prefill_s(self.prefill_fixed_s, self.prefill_s_per_token, prompt_tokens)
 
     def step_s(self, batch: int, kv_tokens: float) -> float:
-        """Time of one decode step for ``batch`` sequences holding ``kv_tokens`` cached tokens."""
-        memory = self.step_weights_s + kv_tokens * self.step_s_per_kv_token
-        return self.step_overhead_s + max(self.step_compute_s_per_seq * batch, memory)
+        """Time of one decode step for ``batch`` sequences holding ``kv_tokens`` cached tokens
+        (:func:`perllm.physics.step_s`)."""
+        return physics.step_s(
+            self.step_overhead_s,
+            self.step_compute_s_per_seq,
+            self.step_weights_s,
+            self.step_s_per_kv_token,
+            batch,
+            kv_tokens,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +160,9 @@ class LinkSpec:
     """A network link between the users and a server (shared by every server behind it).
 
     ``tx_power_w`` is the power spent while a transfer is active on the link (the radio / NIC
-    and network share attributed to the transfer); transmission energy is
-    ``tx_power_w * transfer_time_s``.
+    and network share attributed to the transfer); transmission energy is ``tx_power_w`` times
+    the time the transfer's bytes move, the round trip excluded
+    (:func:`perllm.physics.transmission_j`).
     """
 
     name: str
@@ -242,6 +245,15 @@ class Feedback:
     energy: EnergyParts
     met: bool
     failed: bool = False
+
+
+class FeedbackSink(Protocol):
+    """Anything that learns or counts from finished requests: the world (simulated or live)
+    builds one :class:`Feedback` per finished request and hands it to each of its sinks once
+    (the recorder, the policy through :class:`perllm.metrics.sinks.PolicySink`, the gateway's
+    metrics and counters). ``now`` is the world's time of the finish, in seconds."""
+
+    def on_feedback(self, now: float, feedback: Feedback) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

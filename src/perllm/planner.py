@@ -166,7 +166,7 @@ def plan_trace(
             )
             recorder = World(cluster, policy, requests, seed=world_seed).run()
             summary = summarize(recorder, policy="planner", scenario=cluster.name)
-            score = (float(summary["goodput_rps"]), int(summary["met"]))
+            score = (summary.goodput_rps, summary.met)
             rounds.append(
                 {
                     "edges_first": edges_first,

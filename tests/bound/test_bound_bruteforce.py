@@ -87,7 +87,7 @@ def _run(cluster: scenario.Cluster, trace: list[Request], plan: tuple[int, ...])
         scenario=cluster.name,
         weights=cluster.weights,
     )
-    return Outcome(summary["met"], summary["goodput_rps"], summary["weighted_energy_j"])
+    return Outcome(summary.met, summary.goodput_rps, summary.weighted_energy_j)
 
 
 # (cluster, requests, seed, deadline / fastest alone time): mixed, then crowded.

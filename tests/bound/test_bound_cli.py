@@ -42,8 +42,8 @@ def test_same_seed_same_bytes_and_the_same_trace_as_simulate(
     bound = json.loads(first[1])
     cluster = scenario.load("perllm-paper")
     summary = run_once(cluster, "cs-ucb", requests=150, rate_rps=9.0, seed=1).summary
-    assert summary["met"] <= bound["met_upper_bound"]
-    assert summary["window_s"] == pytest.approx(bound["window_s"])
+    assert summary.met <= bound["met_upper_bound"]
+    assert summary.window_s == pytest.approx(bound["window_s"])
 
 
 def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,10 +27,10 @@ def test_no_policy_beats_the_bound(
 ) -> None:
     cluster, rate, bound = cell
     summary = run_once(cluster, policy, requests=REQUESTS, rate_rps=rate, seed=2).summary
-    assert summary["met"] <= bound.met_upper_bound
-    assert summary["goodput_rps"] <= bound.goodput_upper_bound_rps * (1 + 1e-9)
-    assert summary["weighted_energy_j"] >= bound.energy_lower_bound_at(summary["met"])
-    assert summary["weighted_energy_j"] >= bound.energy_floor_j
+    assert summary.met <= bound.met_upper_bound
+    assert summary.goodput_rps <= bound.goodput_upper_bound_rps * (1 + 1e-9)
+    assert summary.weighted_energy_j >= bound.energy_lower_bound_at(summary.met)
+    assert summary.weighted_energy_j >= bound.energy_floor_j
 
 
 def test_the_bound_binds_below_all_requests_under_overload(

@@ -67,7 +67,7 @@ def test_measured_capacity_separates_light_from_heavy_load() -> None:
     for factor in (0.5, 3.0):
         rate = factor * capacity.rate_rps
         summary = run_once(cluster, "greedy-latency", requests=600, rate_rps=rate, seed=2).summary
-        met[factor] = summary["deadline_satisfaction"]
+        met[factor] = summary.deadline_satisfaction
     assert met[0.5] > 0.9 > met[3.0]
 
 

@@ -6,7 +6,6 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -24,9 +23,10 @@ from perllm.domain import (
     ServerSpec,
     Tier,
 )
+from perllm.experiments.grid import ROW_FIELDS
 from perllm.metrics.export import write_json, write_records_csv
 from perllm.metrics.recorder import COLUMNS, Recorder
-from perllm.metrics.summary import regret_curve, summarize
+from perllm.metrics.summary import EnergyTotals, Summary, regret_curve, summarize
 from perllm.sim.runner import run_once
 
 REQUIRED = (
@@ -45,7 +45,7 @@ REQUIRED = (
     "per_class",
     "per_server",
 )
-TinyRun = tuple[dict[str, Any], Recorder, Cluster]
+TinyRun = tuple[Summary, Recorder, Cluster]
 GROUP_KEYS = (
     "requests",
     "completed",
@@ -68,7 +68,8 @@ def tiny_run() -> TinyRun:
 
 
 def test_summary_has_the_required_keys(tiny_run: TinyRun) -> None:
-    summary, _, cluster = tiny_run
+    typed, _, cluster = tiny_run
+    summary = typed.to_json()
     for key in REQUIRED:
         assert key in summary, key
     assert summary["policy"] == "least-loaded" and summary["scenario"] == "tiny"
@@ -101,6 +102,53 @@ def test_csv_export_has_a_header_and_one_row_per_request(
     # Floats survive the round trip exactly.
     col = COLUMNS.index("processing_s")
     assert [float(row[col]) for row in rows[1:]] == recorder.columns["processing_s"]
+
+
+def test_summary_round_trips_through_json(tmp_path: Path, tiny_run: TinyRun) -> None:
+    summary, _, _ = tiny_run
+    write_json(summary.to_json(), tmp_path / "summary.json")
+    text = (tmp_path / "summary.json").read_text()
+    again = Summary.from_json(json.loads(text))
+    assert again == summary
+    assert again.seed == 2 and again.regret_vs_oracle is None
+    assert json.dumps(again.to_json(), indent=2) + "\n" == text
+    # Keys in the order of the fields; a run key not set (the regret) is left out.
+    keys = list(json.loads(text))
+    assert keys[:3] == ["policy", "scenario", "requests"]
+    assert keys[-4:] == ["per_class", "per_server", "seed", "rate_rps"]
+    assert "tier" not in json.loads(text)["per_class"]["chat"]
+    assert json.loads(text)["per_server"]["edge-0"]["tier"] == "edge"
+
+
+def test_summary_round_trips_through_a_csv_row(tmp_path: Path, tiny_run: TinyRun) -> None:
+    summary, _, _ = tiny_run
+    row = summary.row()
+    assert "per_class" not in row and "energy_j" not in row
+    assert row["energy_total_j"] == summary.energy_j.total
+    assert row["energy_idle_j"] == summary.energy_j.idle
+    # Every summary column of the grid's results rows comes from the row.
+    point = {"deployment", "bandwidth", "rate_factor"}
+    assert set(ROW_FIELDS) - point <= set(row)
+    path = tmp_path / "rows.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        writer.writeheader()
+        writer.writerow(row)
+    with path.open(newline="") as handle:
+        (back,) = list(csv.DictReader(handle))
+    assert list(back) == list(row)
+    for key, value in row.items():
+        if isinstance(value, str):
+            assert back[key] == value, key
+        else:  # numbers survive the round trip exactly
+            assert type(value)(back[key]) == value, key
+    energy = EnergyTotals(
+        *(
+            float(back[f"energy_{part}_j"])
+            for part in ("total", "transmission", "inference", "idle")
+        )
+    )
+    assert energy == summary.energy_j
 
 
 def test_json_export_round_trips(tmp_path: Path) -> None:
@@ -187,50 +235,50 @@ def test_hand_computed_summary() -> None:
     summary = summarize(
         _hand_made(), policy="p", scenario="s", weights=EnergyWeights(2.0, 1.0, 0.5)
     )
-    assert summary["requests"] == 5
-    assert summary["completed"] == 4
-    assert summary["rejected"] == 1
-    assert summary["met"] == 3
-    assert summary["window_s"] == 4.0
-    assert summary["duration_s"] == 6.0
+    assert summary.requests == 5
+    assert summary.completed == 4
+    assert summary.rejected == 1
+    assert summary.met == 3
+    assert summary.window_s == 4.0
+    assert summary.duration_s == 6.0
     # Completions inside the window [0, 4]: ids 0, 2, 1 (id 4 ends at 6); met among them: 0, 2.
-    assert summary["throughput_rps"] == pytest.approx(3 / 4)
-    assert summary["goodput_rps"] == pytest.approx(2 / 4)
+    assert summary.throughput_rps == pytest.approx(3 / 4)
+    assert summary.goodput_rps == pytest.approx(2 / 4)
     # Met over all requests, the rejected one counting as missed.
-    assert summary["deadline_satisfaction"] == pytest.approx(3 / 5)
+    assert summary.deadline_satisfaction == pytest.approx(3 / 5)
     # Latencies of the completed: 0.5, 1, 2, 3 (linear interpolation between ranks).
-    assert summary["latency_p50_s"] == pytest.approx(1.5)
-    assert summary["latency_p95_s"] == pytest.approx(2.85)
-    assert summary["latency_p99_s"] == pytest.approx(2.97)
-    assert summary["latency_mean_s"] == pytest.approx(6.5 / 4)
-    energy = summary["energy_j"]
-    assert energy == pytest.approx(
+    assert summary.latency_p50_s == pytest.approx(1.5)
+    assert summary.latency_p95_s == pytest.approx(2.85)
+    assert summary.latency_p99_s == pytest.approx(2.97)
+    assert summary.latency_mean_s == pytest.approx(6.5 / 4)
+    energy = summary.energy_j
+    assert energy.to_json() == pytest.approx(
         {"total": 62.0, "transmission": 5.0, "inference": 50.0, "idle": 7.0}
     )
-    assert summary["weighted_energy_j"] == pytest.approx(2 * 5 + 50 + 0.5 * 7)
-    assert summary["energy_per_request_j"] == pytest.approx(62 / 4)
+    assert summary.weighted_energy_j == pytest.approx(2 * 5 + 50 + 0.5 * 7)
+    assert summary.energy_per_request_j == pytest.approx(62 / 4)
 
 
 def test_hand_computed_groups() -> None:
     summary = summarize(_hand_made(), policy="p", scenario="s")
-    x, y = summary["per_class"]["x"], summary["per_class"]["y"]
-    assert (x["requests"], x["completed"], y["requests"], y["completed"]) == (3, 2, 2, 2)
-    assert x["deadline_satisfaction"] == pytest.approx(1 / 3)
-    assert y["deadline_satisfaction"] == pytest.approx(1.0)
-    assert x["throughput_rps"] == pytest.approx(2 / 4) and x["goodput_rps"] == pytest.approx(1 / 4)
-    assert y["throughput_rps"] == pytest.approx(1 / 4) and y["goodput_rps"] == pytest.approx(1 / 4)
-    assert x["energy_j"] == pytest.approx(13 + 22)
-    assert x["latency_p50_s"] == pytest.approx(2.0)
-    a, b = summary["per_server"]["a"], summary["per_server"]["b"]
-    assert (a["tier"], b["tier"]) == ("edge", "cloud")
-    assert (a["requests"], b["requests"]) == (2, 2)
-    assert a["energy_j"] == pytest.approx(13 + 6 + 4)  # its requests + its unattributed idle
-    assert b["energy_j"] == pytest.approx(22 + 17)
+    x, y = summary.per_class["x"], summary.per_class["y"]
+    assert (x.requests, x.completed, y.requests, y.completed) == (3, 2, 2, 2)
+    assert x.deadline_satisfaction == pytest.approx(1 / 3)
+    assert y.deadline_satisfaction == pytest.approx(1.0)
+    assert x.throughput_rps == pytest.approx(2 / 4) and x.goodput_rps == pytest.approx(1 / 4)
+    assert y.throughput_rps == pytest.approx(1 / 4) and y.goodput_rps == pytest.approx(1 / 4)
+    assert x.energy_j == pytest.approx(13 + 22)
+    assert x.latency_p50_s == pytest.approx(2.0)
+    a, b = summary.per_server["a"], summary.per_server["b"]
+    assert (a.tier, b.tier) == ("edge", "cloud")
+    assert (a.requests, b.requests) == (2, 2)
+    assert a.energy_j == pytest.approx(13 + 6 + 4)  # its requests + its unattributed idle
+    assert b.energy_j == pytest.approx(22 + 17)
     # As for the whole run: the server's energy, its unattributed idle included, per completion.
-    assert a["energy_per_request_j"] == pytest.approx(23 / 2)
-    assert b["energy_per_request_j"] == pytest.approx(39 / 2)
-    assert x["energy_per_request_j"] == pytest.approx(35 / 2)  # classes: requests' energy only
-    assert a["deadline_satisfaction"] == 1.0 and b["deadline_satisfaction"] == 0.5
+    assert a.energy_per_request_j == pytest.approx(23 / 2)
+    assert b.energy_per_request_j == pytest.approx(39 / 2)
+    assert x.energy_per_request_j == pytest.approx(35 / 2)  # classes: requests' energy only
+    assert a.deadline_satisfaction == 1.0 and b.deadline_satisfaction == 0.5
 
 
 def test_records_keep_each_request_as_given() -> None:
@@ -248,8 +296,8 @@ def test_empty_recorder_summarises_without_errors() -> None:
     rec = Recorder(SERVERS)
     rec.on_end(0.0, {"a": 0.0, "b": 0.0})
     summary = summarize(rec, policy="p", scenario="s")
-    assert summary["requests"] == 0 and summary["completed"] == 0
-    assert summary["throughput_rps"] == 0.0 and summary["deadline_satisfaction"] == 0.0
-    assert math.isnan(summary["latency_p50_s"])
-    assert summary["energy_j"]["total"] == 0.0
-    assert set(summary["per_server"]) == {"a", "b"}
+    assert summary.requests == 0 and summary.completed == 0
+    assert summary.throughput_rps == 0.0 and summary.deadline_satisfaction == 0.0
+    assert math.isnan(summary.latency_p50_s)
+    assert summary.energy_j.total == 0.0
+    assert set(summary.per_server) == {"a", "b"}

@@ -17,7 +17,7 @@ from perllm.sim.runner import RunResult, run_once
 def _outputs(result: RunResult, folder: Path) -> tuple[bytes, bytes]:
     folder.mkdir(parents=True, exist_ok=True)
     write_records_csv(result.recorder, folder / "records.csv")
-    write_json(result.summary, folder / "summary.json")
+    write_json(result.summary.to_json(), folder / "summary.json")
     return (folder / "records.csv").read_bytes(), (folder / "summary.json").read_bytes()
 
 
@@ -39,7 +39,7 @@ def test_perllm_paper_fresh_cluster_same_result() -> None:
     # Loading the scenario again (not reusing a cluster object) changes nothing.
     a = run_once(scenario.load("perllm-paper"), "cs-ucb", requests=200, seed=7)
     b = run_once(scenario.load("perllm-paper"), "cs-ucb", requests=200, seed=7)
-    assert json.dumps(a.summary) == json.dumps(b.summary)
+    assert json.dumps(a.summary.to_json()) == json.dumps(b.summary.to_json())
     assert a.recorder.columns == _nan_safe(b.recorder.columns, a.recorder.columns)
 
 
@@ -59,17 +59,18 @@ def test_every_policy_is_deterministic_on_tiny(policy: str) -> None:
     cluster = scenario.load("tiny")
     a = run_once(cluster, policy, requests=120, seed=5)
     b = run_once(cluster, policy, requests=120, seed=5)
-    assert json.dumps(a.summary, sort_keys=True) == json.dumps(b.summary, sort_keys=True)
+    a_json, b_json = a.summary.to_json(), b.summary.to_json()
+    assert json.dumps(a_json, sort_keys=True) == json.dumps(b_json, sort_keys=True)
     assert a.recorder.columns == _nan_safe(b.recorder.columns, a.recorder.columns)
-    assert a.summary["requests"] == 120
-    assert a.summary["completed"] + a.summary["rejected"] + a.summary["failed"] == 120
+    assert a.summary.requests == 120
+    assert a.summary.completed + a.summary.rejected + a.summary.failed == 120
 
 
 def test_oracle_tracking_is_deterministic_and_does_not_change_the_run() -> None:
     cluster = scenario.load("tiny")
     plain = run_once(cluster, "cs-ucb", requests=100, seed=4)
     tracked = [run_once(cluster, "cs-ucb", requests=100, seed=4, track_oracle=True) for _ in "ab"]
-    assert json.dumps(tracked[0].summary) == json.dumps(tracked[1].summary)
+    assert json.dumps(tracked[0].summary.to_json()) == json.dumps(tracked[1].summary.to_json())
     oracle_j = tracked[0].recorder.columns["oracle_weighted_j"]
     assert oracle_j == tracked[1].recorder.columns["oracle_weighted_j"]
     assert all(v == v for v in oracle_j)  # every request got an oracle prediction

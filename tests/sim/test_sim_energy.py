@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from perllm.cluster import scenario
+from perllm.domain import Feedback
 from perllm.metrics.summary import summarize
 from perllm.policies.registry import make_policy
 from perllm.sim.world import World
@@ -24,10 +25,21 @@ CASES = [
 ]
 
 
+class TransmissionTally:
+    """A feedback sink summing the transmission energy the world reports."""
+
+    def __init__(self) -> None:
+        self.transmission_j = 0.0
+
+    def on_feedback(self, now: float, feedback: Feedback) -> None:
+        self.transmission_j += feedback.energy.transmission_j
+
+
 def _run(name: str, policy: str, n: int, seed: int = 3) -> World:
     cluster = scenario.load(name)
     requests = generate_requests(cluster.workload, n, seed)
-    world = World(cluster, make_policy(policy, None, seed), requests, seed=seed)
+    tally = TransmissionTally()
+    world = World(cluster, make_policy(policy, None, seed), requests, seed=seed, sinks=[tally])
     world.run()
     return world
 
@@ -96,27 +108,26 @@ def test_transmission_energy_is_link_power_times_transfer_time(world: World) -> 
         assert float(cols["transmission_j"][i]) == pytest.approx(
             link.tx_power_w * transfer, rel=1e-9, abs=1e-12
         )
-    assert float(cols["transmission_j"].sum()) == pytest.approx(world.transmission_j, rel=1e-12)
+    (tally,) = (s for s in world.feedback.sinks if isinstance(s, TransmissionTally))
+    assert float(cols["transmission_j"].sum()) == pytest.approx(tally.transmission_j, rel=1e-12)
 
 
 def test_summary_energy_parts_add_to_the_total(world: World) -> None:
     cols = _columns(world)
     rec = world.recorder
     summary = summarize(rec, policy="p", scenario=world.cluster.name, weights=world.cluster.weights)
-    energy = summary["energy_j"]
-    assert energy["total"] == pytest.approx(
-        energy["transmission"] + energy["inference"] + energy["idle"], rel=1e-12
+    energy = summary.energy_j
+    assert energy.total == pytest.approx(
+        energy.transmission + energy.inference + energy.idle, rel=1e-12
     )
-    assert energy["transmission"] == pytest.approx(float(cols["transmission_j"].sum()), rel=1e-12)
-    assert energy["inference"] == pytest.approx(sum(e.inference_j for e in world.servers), rel=1e-9)
+    assert energy.transmission == pytest.approx(float(cols["transmission_j"].sum()), rel=1e-12)
+    assert energy.inference == pytest.approx(sum(e.inference_j for e in world.servers), rel=1e-9)
     idle_all = sum(e.power.idle_w * (rec.horizon_s - e.busy_s) for e in world.servers)
-    assert energy["idle"] == pytest.approx(idle_all, rel=1e-6)
+    assert energy.idle == pytest.approx(idle_all, rel=1e-6)
     # Per server, the summary's energy is its requests' energy plus its unattributed idle.
-    per_server = summary["per_server"]
-    assert sum(s["energy_j"] for s in per_server.values()) == pytest.approx(
-        energy["total"], rel=1e-9
+    per_server = summary.per_server
+    assert sum(s.energy_j for s in per_server.values()) == pytest.approx(energy.total, rel=1e-9)
+    assert summary.energy_per_request_j == pytest.approx(
+        energy.total / summary.completed, rel=1e-12
     )
-    assert summary["energy_per_request_j"] == pytest.approx(
-        energy["total"] / summary["completed"], rel=1e-12
-    )
-    assert math.isfinite(summary["weighted_energy_j"])
+    assert math.isfinite(summary.weighted_energy_j)

@@ -120,4 +120,4 @@ def test_replay_through_a_scenario(path: str, fmt: str) -> None:
     assert len(requests) == 40
     assert (requests[-1].arrival_s - requests[0].arrival_s) == pytest.approx(39 / 2.0)
     summary = run_once(cluster, "least-loaded", requests=40, seed=1).summary
-    assert summary["completed"] == 40
+    assert summary.completed == 40

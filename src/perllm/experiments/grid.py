@@ -132,35 +132,19 @@ ROW_FIELDS: tuple[str, ...] = (
 
 
 def run_task(task: Task) -> dict[str, Any]:
-    """One grid run -> one results row (runs in a worker process)."""
+    """One grid run -> one results row (runs in a worker process): the task's grid point and
+    the run's summary (:meth:`~perllm.metrics.summary.Summary.row`; its policy, seed and rate
+    are the task's), in :data:`ROW_FIELDS` order."""
     cluster = cluster_for(task.deployment, task.bandwidth)
     rate = round(nominal_rate(task.deployment) * task.rate_factor, 6)
     result = run_once(cluster, task.policy, requests=task.requests, rate_rps=rate, seed=task.seed)
-    s = result.summary
-    energy = s["energy_j"]
-    return {
+    point = {
         "deployment": task.deployment,
         "bandwidth": task.bandwidth,
         "rate_factor": task.rate_factor,
-        "rate_rps": rate,
-        "policy": task.policy,
-        "seed": task.seed,
-        "requests": s["requests"],
-        "completed": s["completed"],
-        "rejected": s["rejected"],
-        "throughput_rps": s["throughput_rps"],
-        "goodput_rps": s["goodput_rps"],
-        "deadline_satisfaction": s["deadline_satisfaction"],
-        "latency_p50_s": s["latency_p50_s"],
-        "latency_p95_s": s["latency_p95_s"],
-        "latency_p99_s": s["latency_p99_s"],
-        "energy_total_j": energy["total"],
-        "energy_transmission_j": energy["transmission"],
-        "energy_inference_j": energy["inference"],
-        "energy_idle_j": energy["idle"],
-        "energy_per_request_j": s["energy_per_request_j"],
-        "weighted_energy_j": s["weighted_energy_j"],
     }
+    row = point | result.summary.row()
+    return {name: row[name] for name in ROW_FIELDS}
 
 
 def run_regret(deployment: str, policy: str, requests: int, seed: int) -> dict[str, Any]:

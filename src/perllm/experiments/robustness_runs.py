@@ -105,7 +105,6 @@ def run_task(task: RunTask) -> dict[str, Any]:
         policy_params=task.params,
     )
     s = result.summary
-    met = sum(bool(m) for m in result.recorder.columns["met"])
     return {
         "cluster": task.cluster,
         "servers": len(cluster.servers),
@@ -115,15 +114,15 @@ def run_task(task: RunTask) -> dict[str, Any]:
         "rate_rps": _rate(task),
         "seed": task.seed,
         "policy": task.label,
-        "requests": s["requests"],
-        "completed": s["completed"],
-        "rejected": s["rejected"],
-        "met": met,
-        "goodput_rps": s["goodput_rps"],
-        "deadline_satisfaction": s["deadline_satisfaction"],
-        "energy_j": s["energy_j"]["total"],
-        "weighted_energy_j": s["weighted_energy_j"],
-        "energy_per_met_j": s["weighted_energy_j"] / met if met else float("inf"),
+        "requests": s.requests,
+        "completed": s.completed,
+        "rejected": s.rejected,
+        "met": s.met,
+        "goodput_rps": s.goodput_rps,
+        "deadline_satisfaction": s.deadline_satisfaction,
+        "energy_j": s.energy_j.total,
+        "weighted_energy_j": s.weighted_energy_j,
+        "energy_per_met_j": s.weighted_energy_j / s.met if s.met else float("inf"),
         "bound_goodput_rps": float("nan"),
         "wall_s": time.perf_counter() - started,
     }

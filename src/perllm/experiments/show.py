@@ -6,11 +6,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from perllm.metrics.summary import Summary
 
 
 @contextmanager
@@ -50,7 +53,7 @@ def stage_status(*, enabled: bool = True) -> Iterator[Callable[[str], None]]:
         yield say
 
 
-def summary_table(summaries: Sequence[dict[str, Any]], title: str) -> None:
+def summary_table(summaries: Sequence[Summary], title: str) -> None:
     """Print one row per summary: goodput, satisfaction, latency and energy."""
     table = Table(title=title)
     columns = (
@@ -70,19 +73,19 @@ def summary_table(summaries: Sequence[dict[str, Any]], title: str) -> None:
     for column in columns:
         table.add_column(column, justify="left" if column == "policy" else "right")
     for s in summaries:
-        energy = s["energy_j"]
+        energy = s.energy_j
         table.add_row(
-            s["policy"],
-            str(s["completed"]),
-            f"{s['throughput_rps']:.3f}",
-            f"{s['goodput_rps']:.3f}",
-            f"{100 * s['deadline_satisfaction']:.1f}",
-            f"{s['latency_p50_s']:.2f}",
-            f"{s['latency_p95_s']:.2f}",
-            f"{s['latency_p99_s']:.2f}",
-            f"{s['energy_per_request_j']:.1f}",
-            f"{energy['transmission']:.0f}",
-            f"{energy['inference']:.0f}",
-            f"{energy['idle']:.0f}",
+            s.policy,
+            str(s.completed),
+            f"{s.throughput_rps:.3f}",
+            f"{s.goodput_rps:.3f}",
+            f"{100 * s.deadline_satisfaction:.1f}",
+            f"{s.latency_p50_s:.2f}",
+            f"{s.latency_p95_s:.2f}",
+            f"{s.latency_p99_s:.2f}",
+            f"{s.energy_per_request_j:.1f}",
+            f"{energy.transmission:.0f}",
+            f"{energy.inference:.0f}",
+            f"{energy.idle:.0f}",
         )
     Console(width=max(Console().width, 150)).print(table)

@@ -158,7 +158,7 @@ class Gateway:
         name = str(getattr(self.policy, "name", type(self.policy).__name__))
         summary = summarize(
             self.dispatcher.recorder, policy=name, scenario="gateway", weights=self.view.weights
-        )
+        ).to_json()
         stats: dict[str, Any] = json_ready(
             {
                 "policy": name,

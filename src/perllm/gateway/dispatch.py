@@ -4,8 +4,14 @@ For each call: build a :class:`~perllm.domain.RouterRequest`, ask ``policy.selec
 view in which only the backends serving the call's model (and not yet failed for it) may be healthy,
 and send it there. A failure before the first byte marks that backend failed for the call (and
 counts against its circuit breaker) and the policy is asked again, until a backend answers or
-none is left (502, or 503 when no backend is available at all). Each finished attempt becomes a
-:class:`~perllm.domain.Feedback` for ``policy.observe``, the metrics and the recorder.
+none is left (502, or 503 when no backend is available at all).
+
+Each ended attempt becomes one :class:`~perllm.domain.Feedback`, handed once to each sink of
+:attr:`Dispatcher.attempt_sinks` (the metrics, the per-backend failure count, the policy). The
+attempt that ends a call (the one a backend answered, or the last failed one when every backend
+failed) is also the call's outcome, handed once to :attr:`Dispatcher.outcome_sinks` (the
+recorder, and any sink added there); an answered one is also counted for its backend first
+(:attr:`Dispatcher.answered`).
 
 If the policy picks a backend that may not take the call (a load-blind policy such as
 round-robin ignores health), the least occupied backend that may take it is used instead. Only
@@ -26,7 +32,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 
 import httpx
 import numpy as np
@@ -34,11 +40,11 @@ import numpy.typing as npt
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from perllm.domain import Decision, Feedback, RouterRequest
+from perllm.domain import Decision, Feedback, FeedbackSink, RouterRequest, ServerSpec
 from perllm.gateway.feedback import Attempt, make_feedback, tokens_from_body, tokens_from_sse
 from perllm.gateway.health import HealthChecker
 from perllm.gateway.intake import ApiError, Call
-from perllm.gateway.metrics import GatewayMetrics
+from perllm.gateway.metrics import BackendTally, GatewayMetrics
 from perllm.gateway.outcome import Ticket
 from perllm.gateway.upstream import (
     AttemptFailed,
@@ -49,9 +55,10 @@ from perllm.gateway.upstream import (
 )
 from perllm.gateway.view import LiveView, RestrictedView
 from perllm.metrics.recorder import Recorder
+from perllm.metrics.sinks import FanOut, PolicySink
 from perllm.policies.base import Policy
 
-__all__ = ["Dispatcher", "RelayResponse"]
+__all__ = ["Dispatcher", "RelayResponse", "RollingRecorder"]
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +93,33 @@ class RelayResponse(StreamingResponse):
             await self.close()
 
 
+class RollingRecorder:
+    """The gateway's recorder (a :class:`~perllm.domain.FeedbackSink`), started afresh once it
+    holds ``max_records`` records (bounded memory)."""
+
+    def __init__(self, servers: tuple[ServerSpec, ...], max_records: int) -> None:
+        self.servers = servers
+        self.max_records = max_records
+        self.recorder = Recorder(servers)
+
+    def _current(self) -> Recorder:
+        if len(self.recorder) >= self.max_records:
+            self.recorder = Recorder(self.servers)
+        return self.recorder
+
+    def on_feedback(self, now: float, feedback: Feedback) -> None:
+        self._current().on_feedback(now, feedback)
+
+    def on_reject(self, now: float, request: RouterRequest) -> None:
+        self._current().on_reject(now, request)
+
+
 class Dispatcher:
-    """Schedules and forwards calls; owns the in-flight bookkeeping of one gateway app."""
+    """Schedules and forwards calls; owns the in-flight bookkeeping of one gateway app.
+
+    ``sinks`` are handed each call's outcome once, after the recorder (see the module
+    docstring).
+    """
 
     def __init__(
         self,
@@ -97,14 +129,14 @@ class Dispatcher:
         health: HealthChecker,
         metrics: GatewayMetrics,
         max_records: int = 100_000,
+        sinks: Sequence[FeedbackSink] = (),
     ) -> None:
         self.policy = policy
         self.view = view
         self.upstream = upstream
         self.health = health
         self.metrics = metrics
-        self.recorder = Recorder(view.servers)
-        self.max_records = max_records
+        self.records = RollingRecorder(view.servers, max_records)
         self.names = [s.name for s in view.servers]
         self.serving: dict[str, npt.NDArray[np.bool_]] = {}
         for server, model_map in enumerate(upstream.model_maps):
@@ -112,8 +144,11 @@ class Dispatcher:
                 mask = self.serving.setdefault(model, np.zeros(len(self.names), dtype=bool))
                 mask[server] = True
         self.max_tokens = np.array([b.max_output_tokens for b in upstream.backends])
-        self.answered = {name: 0 for name in self.names}
-        self.failures = {name: 0 for name in self.names}
+        self.answered = BackendTally(self.names)
+        self.failures = BackendTally(self.names, failed_only=True)
+        self.attempt_sinks = FanOut((metrics, self.failures, PolicySink(policy)))
+        self.outcome_sinks = FanOut((self.records, *sinks))
+        self._answer_sinks = FanOut((self.answered, self.outcome_sinks))
         self._ids = itertools.count(1)
         self.active = 0
         self._idle = asyncio.Event()
@@ -200,9 +235,9 @@ class Dispatcher:
                 decision = self.choose(request, allowed)
             except ApiError:
                 if last is None:
-                    self._recorder().on_reject(self.view.now(), request)
+                    self.records.on_reject(self.view.now(), request)
                     raise
-                self._recorder().on_feedback(self.view.now(), last)
+                self.outcome_sinks.on_feedback(self.view.now(), last)
                 message = "all backends failed: " + "; ".join(errors)
                 raise ApiError(502, message, "upstream_error") from None
             self.metrics.decided(decision.server)
@@ -230,7 +265,7 @@ class Dispatcher:
                 content = await self.upstream.read_all(response, server)
         except AttemptFailed as err:
             attempt.end_s = self.view.now()
-            err.feedback = self._finish(attempt, failed=True, count=False)
+            err.feedback = self._finish(attempt, failed=True, answered=False)
             raise
         except BaseException:
             # Cancelled by the gateway (client gone, time limit) or an unexpected error.
@@ -238,7 +273,7 @@ class Dispatcher:
             if ticket.cancelled_for in ("abandoned", "shutdown"):
                 self._abandon(attempt)
             else:
-                self._finish(attempt, failed=True, count=False)
+                self._finish(attempt, failed=True, answered=False)
             raise
         headers = {
             "x-perllm-backend": self.names[server],
@@ -317,9 +352,14 @@ class Dispatcher:
         server = attempt.decision.server
         self.view.end(server, attempt.request.prompt_tokens + attempt.view_tokens)
 
-    def _finish(
-        self, attempt: Attempt, *, failed: bool, learn: bool = True, count: bool = True
-    ) -> Feedback:
+    @property
+    def recorder(self) -> Recorder:
+        """The records of the latest calls (at most ``max_records``)."""
+        return self.records.recorder
+
+    def _finish(self, attempt: Attempt, *, failed: bool, answered: bool = True) -> Feedback:
+        """End an attempt that ran: its in-flight counts, and its feedback to the sinks (to
+        the answer sinks too when a backend ``answered``: the call's outcome)."""
         server = attempt.decision.server
         self._release(attempt)
         spec = self.view.servers[server]
@@ -332,24 +372,15 @@ class Dispatcher:
             failed=failed,
         )
         if not failed and not attempt.streamed:
+            # A measured download rate (not part of the feedback, which used the estimate).
             self.view.observe_transfer(
                 server, attempt.response_bytes, attempt.end_s - attempt.sent_s
             )
-        self.metrics.finished(feedback)
-        if failed:
-            self.failures[self.names[server]] += 1
-        if learn:
-            self.policy.observe(feedback)
-        if count:
-            self.answered[self.names[server]] += 1
-            self._recorder().on_feedback(self.view.now(), feedback)
+        now = self.view.now()
+        self.attempt_sinks.on_feedback(now, feedback)
+        if answered:
+            self._answer_sinks.on_feedback(now, feedback)
         return feedback
-
-    def _recorder(self) -> Recorder:
-        """The recorder, started afresh once it holds ``max_records`` (bounded memory)."""
-        if len(self.recorder) >= self.max_records:
-            self.recorder = Recorder(self.view.servers)
-        return self.recorder
 
     def stop_all(self, reason: str) -> None:
         """End every call in flight now: streams with an SSE error event saying ``reason``,

@@ -5,19 +5,21 @@ when it went upstream, ``first_byte`` when the first body byte came back, ``end`
 
 - processing time = ``end - arrival`` (the deadline is checked against it);
 - transfer (estimate) = ``(request_bytes + response_bytes) * 8 / bandwidth + rtt`` with the
-  link's current bandwidth estimate; only its wire part (without the RTT) costs energy;
+  link's current bandwidth estimate, as if alone on the link
+  (:func:`perllm.physics.transfer_s`); only its wire part (without the RTT) costs energy;
 - streamed calls: prefill = ``first_byte - sent`` (the time to the first token, queueing
   included: the gateway cannot split them, so ``queue_s`` is ``nan``), decode =
   ``end - first_byte``; non-streamed calls leave both ``nan``;
 - service time = ``max(end - sent - transfer, 0)``;
-- energy: transmission = ``tx_power_w * (transfer - rtt)``; inference = ``P * service / batch``
+- energy (:mod:`perllm.physics`): transmission = ``tx_power_w * (transfer - rtt)``; inference =
+  ``P * service / batch``
   where ``P`` is the backend's measured power (Prometheus ``DCGM_FI_DEV_POWER_USAGE``) when
   configured, else the power profile's ``busy_w(batch)``, and ``batch`` the number of this
   gateway's requests in flight on the backend when the call was sent (itself included);
   idle = 0: a gateway does not see a backend's idle periods or the other clients sharing it.
 
 Output tokens come from the upstream ``usage`` when present, else are estimated: one token per
-streamed content event, or ``characters / 4`` of a non-streamed answer.
+streamed content event, or ``characters / CHARS_PER_TOKEN`` (four) of a non-streamed answer.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from perllm import physics
 from perllm.domain import (
     CHARS_PER_TOKEN,
     Decision,
@@ -71,16 +74,15 @@ def make_feedback(
 ) -> Feedback:
     """The :class:`Feedback` of a finished attempt (see the module docstring)."""
     request = attempt.request
-    bits = (request.request_bytes + attempt.response_bytes) * 8.0
-    wire_s = bits / (bandwidth_mbps * 1e6)
-    transfer_s = wire_s + link.rtt_s
+    total_bytes = request.request_bytes + attempt.response_bytes
+    transfer_s = physics.transfer_s(total_bytes, bandwidth_mbps, link.rtt_s, 1.0, 0.0)
     processing_s = attempt.end_s - request.arrival_s
     service_s = max(attempt.end_s - attempt.sent_s - transfer_s, 0.0)
     batch = max(attempt.batch, 1)
     watts = power_w if power_w is not None else spec.power.busy_w(batch)
     energy = EnergyParts(
-        transmission_j=link.tx_power_w * wire_s,
-        inference_j=watts * service_s / batch,
+        transmission_j=physics.transmission_j(link.tx_power_w, transfer_s - link.rtt_s),
+        inference_j=physics.batch_share_j(watts, service_s, batch),
         idle_j=0.0,
     )
     streamed = attempt.streamed and not math.isnan(attempt.first_byte_s)
@@ -124,7 +126,8 @@ def tokens_from_sse(tail: bytes, events: int) -> int:
 
 
 def tokens_from_body(content: bytes) -> int:
-    """Completion tokens of a non-streamed answer: ``usage`` if present, else chars / 4."""
+    """Completion tokens of a non-streamed answer: ``usage`` if present, else
+    ``chars / CHARS_PER_TOKEN``."""
     try:
         body: Any = json.loads(content)
     except ValueError:

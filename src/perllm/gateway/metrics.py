@@ -22,7 +22,7 @@ Requests answered without a backend (bad input, no backend available) carry back
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -36,7 +36,7 @@ from prometheus_client import (
 from perllm.domain import Feedback
 from perllm.gateway.outcome import OUTCOMES, Outcome
 
-__all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "BackendTally", "GatewayMetrics"]
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -106,8 +106,9 @@ class GatewayMetrics:
     def retried(self, server: int) -> None:
         self.retries.labels(self.backends[server]).inc()
 
-    def finished(self, feedback: Feedback) -> None:
-        """Record one completed attempt's latency, deadline outcome and energy."""
+    def on_feedback(self, now: float, feedback: Feedback) -> None:
+        """Record one ended attempt's latency and deadline outcome (unless it failed) and its
+        energy (a :class:`~perllm.domain.FeedbackSink`)."""
         backend = self.backends[feedback.decision.server]
         if not feedback.failed:
             self.latency.labels(backend).observe(feedback.processing_s)
@@ -125,3 +126,27 @@ class GatewayMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class BackendTally(Mapping[str, int]):
+    """A count per backend of the feedback it is handed (a :class:`~perllm.domain.FeedbackSink`),
+    or only of the failed ones (``failed_only``): the ``answered`` and ``failures`` of
+    ``/stats``. Reads like a mapping from backend name to count."""
+
+    def __init__(self, backends: Sequence[str], *, failed_only: bool = False) -> None:
+        self.backends = tuple(backends)
+        self.failed_only = failed_only
+        self._counts = dict.fromkeys(self.backends, 0)
+
+    def on_feedback(self, now: float, feedback: Feedback) -> None:
+        if feedback.failed or not self.failed_only:
+            self._counts[self.backends[feedback.decision.server]] += 1
+
+    def __getitem__(self, backend: str) -> int:
+        return self._counts[backend]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._counts)
+
+    def __len__(self) -> int:
+        return len(self._counts)

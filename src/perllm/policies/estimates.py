@@ -4,16 +4,20 @@ For request ``r`` on server ``s`` with link share ``z``, expected output ``o`` t
 
 - transfer: ``(bytes_up + bytes_down) * 8 / (bw_s * z / (z + W_s)) + rtt_s`` where ``W_s`` is the
   weight of the transfers already active on the link and ``bytes_down`` the size of a response
-  of ``o`` tokens (:func:`perllm.domain.response_bytes`);
-- batch seen by the request: ``b = min(running + queued + 1, max_batch)``;
-- service: ``prefill(prompt) + (o - 1) step(b, kv)`` with ``kv = tokens_in_flight + prompt``
-  and ``step(b, kv) = step_overhead + max(compute_per_seq * b, weights + kv * per_kv_token)``;
-- queueing: ``max(0, running + queued + 1 - max_batch) / max_batch * service`` (the work ahead
-  that does not fit in the batch, drained ``max_batch`` at a time), where ``queued`` counts the
-  requests that will be served first (all of them in a first-come, first-served queue);
+  of ``o`` tokens (:func:`perllm.physics.transfer_s`, :func:`perllm.physics.response_bytes`);
+- batch seen by the request: ``b_seen = min(running + ahead + 1, max_batch)``, where ``ahead``
+  counts the queued requests that will be served first (all of them in a first-come,
+  first-served queue);
+- service: ``prefill(prompt) + (o - 1) step(b_seen, kv)`` with ``kv = tokens_in_flight +
+  prompt`` and ``step(b, kv) = step_overhead + max(compute_per_seq * b, weights + kv *
+  per_kv_token)``;
+- queueing: ``max(0, running + ahead + 1 - max_batch) / max_batch * service`` (the work ahead
+  that does not fit in the batch, drained ``max_batch`` at a time);
 - processing time = transfer + queueing + service;
 - inference energy = ``busy_w(b) * service / b`` (the request's share of the batch's power,
-  what the world reports), ``busy_w`` being :meth:`perllm.domain.PowerSpec.busy_w`;
+  what the world reports) with ``b = min(running + queued + 1, max_batch)`` the server's real
+  batch with the request (every queued request counted), ``busy_w`` being
+  :func:`perllm.physics.busy_power_w`;
   transmission energy = ``tx_power_w * (transfer - rtt)`` (the link draws power while bytes
   move, not while a request waits for the round trip);
 - the *marginal* weighted energy the request adds to the cluster's, which is what an
@@ -21,31 +25,35 @@ For request ``r`` on server ``s`` with link share ``z``, expected output ``o`` t
   server draws ``idle_w`` whether it works or not, and idle energy is counted over the whole
   run, so what placing a request changes is the *extra* power of a busy server,
   ``q(b) = w_infer busy_w(b) - w_idle idle_w`` (``q(0) = 0``), times how long it is busy.
-  Joining a batch of ``b - 1`` others (``b = min(running + queued + 1, max_batch)``, the
-  server's real batch: a request that must queue runs later in a full batch) for ``o`` decode
-  steps costs (marginal inference)
+  Joining a batch of ``b - 1`` others (``b`` the server's real batch, as for the inference
+  energy: a request that must queue runs later in a full batch) for ``o - 1``
+  decode steps costs (marginal inference)
 
-  ``prefill(prompt) q(b) + max(0, (o-1) [q(b) step(b, kv + prompt + o/2) - q(b-1) step(b-1, kv)])``
+  ``prefill(prompt) q(b) + max(0, (o-1) [q(b) step(b, kv + prompt + (o-1)/2)
+  - q(b-1) step(b-1, kv)])``
 
-  the energy of advancing the others by the same ``o`` steps with the request versus without
+  the energy of advancing the others by the same ``o - 1`` steps with the request versus without
   it. On a memory-bound GPU a step costs about the same at any batch, so a busy server is cheap
   per token and an idle one pays for its whole step: the load-dependence the paper's energy
   model implies.
 
 All of it is one compiled pass over the servers (numba): the estimate is on every decision's
-path, and at 100 servers numpy's per-call overhead alone would be several times the budget.
+path, and at 100 servers numpy's per-call overhead alone would be several times the budget. The
+formulas themselves are those of :mod:`perllm.physics` (step, prefill, power, transfer,
+energy), compiled into the pass, so that the world and the estimate share one text of each.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
+from numba.extending import register_jitable
 
+from perllm import physics
 from perllm.domain import (
     ClusterView,
     EnergyWeights,
@@ -158,11 +166,20 @@ class Estimate:
         return self.transmission_j + self.inference_j
 
 
-@njit(cache=True)
-def _busy_w(t: Array, s: int, batch: float) -> float:  # pragma: no cover - compiled
-    """Power of server ``s`` running ``batch >= 1`` requests (:meth:`PowerSpec.busy_w`)."""
-    fraction = min(1.0, t[9, s] + t[10, s] * math.log2(batch))
-    return float(t[7, s] + (t[8, s] - t[7, s]) * fraction)
+# The kernel calls the formulas of perllm.physics themselves: registered here, numba compiles
+# them into the kernel (inlined). Numba's cache of the kernel is keyed on this file only: after
+# an edit to perllm.physics, touch this file (or clear __pycache__) so that it is recompiled.
+for _formula in (
+    physics.busy_power_w,
+    physics.batch_share_j,
+    physics.prefill_s,
+    physics.step_roofline_s,
+    physics.step_s,
+    physics.wire_s,
+    physics.transfer_s,
+    physics.transmission_j,
+):
+    register_jitable(inline="always")(_formula)
 
 
 @njit(cache=True)
@@ -195,39 +212,39 @@ def _kernel(  # pragma: no cover - compiled; tested through estimate()
     batch = np.empty(n)
     power = np.empty(n)
     steps = max(expected_output_tokens - 1.0, 0.0)
-    bits_mb = total_bytes * 8e-6
     for s in range(n):
         max_batch = t[6, s]
+        idle_w, max_w, batch1_fraction, log2_slope = t[7, s], t[8, s], t[9, s], t[10, s]
         # Service and queueing, behind the queued requests that go first.
         ahead = running[s] + queued_ahead[s] + 1.0
         seen = min(ahead, max_batch)
-        memory = t[3, s] + (tokens_in_flight[s] + prompt_tokens) * t[4, s]
-        step = max(t[5, s] * seen, memory)
-        prefill = t[0, s] + prompt_tokens * t[1, s]
-        service[s] = (prefill + steps * t[2, s]) + steps * step
+        kv = tokens_in_flight[s]
+        roofline = physics.step_roofline_s(t[5, s], t[3, s], t[4, s], seen, kv + prompt_tokens)
+        prefill = physics.prefill_s(t[0, s], t[1, s], prompt_tokens)
+        service[s] = (prefill + steps * t[2, s]) + steps * roofline
         queue[s] = (ahead - seen) * service[s] / max_batch
         # Energy: the server's real batch with the request.
         b = min(running[s] + queued[s] + 1.0, max_batch)
         batch[s] = b
-        power[s] = _busy_w(t, s, b)
-        inference[s] = power[s] * service[s] / b
-        kv = tokens_in_flight[s]
+        power[s] = physics.busy_power_w(idle_w, max_w, batch1_fraction, log2_slope, b)
+        inference[s] = physics.batch_share_j(power[s], service[s], b)
         grown = kv + prompt_tokens + steps / 2.0
-        step_with = t[2, s] + max(t[5, s] * b, t[3, s] + grown * t[4, s])
-        step_without = t[2, s] + max(t[5, s] * (b - 1.0), t[3, s] + kv * t[4, s])
-        idle_w = w_idle * t[7, s]
-        extra_with = w_inference * power[s] - idle_w
-        others = _busy_w(t, s, max(b - 1.0, 1.0))
-        extra_without = (w_inference * others - idle_w) * (1.0 if b > 1.0 else 0.0)
+        step_with = physics.step_s(t[2, s], t[5, s], t[3, s], t[4, s], b, grown)
+        step_without = physics.step_s(t[2, s], t[5, s], t[3, s], t[4, s], b - 1.0, kv)
+        idle_weighted = w_idle * idle_w
+        extra_with = w_inference * power[s] - idle_weighted
+        others = physics.busy_power_w(idle_w, max_w, batch1_fraction, log2_slope, max(b - 1.0, 1.0))
+        extra_without = (w_inference * others - idle_weighted) * (1.0 if b > 1.0 else 0.0)
         decode = steps * (extra_with * step_with - extra_without * step_without)
         marginal = prefill * extra_with + max(decode, 0.0)
         # Transfer over the shared link, one row per share.
-        seconds = bits_mb / bandwidth_mbps[s]
         rtt = t[12, s]
         for z in range(k):
-            moving = (seconds + rtt) + (1.0 / shares[z]) * (seconds * link_active_weight[s])
+            moving = physics.transfer_s(
+                total_bytes, bandwidth_mbps[s], rtt, shares[z], link_active_weight[s]
+            )
             transfer[z, s] = moving
-            transmission[z, s] = t[11, s] * (moving - rtt)
+            transmission[z, s] = physics.transmission_j(t[11, s], moving - rtt)
             processing[z, s] = moving + queue[s] + service[s]
             marginal_j[z, s] = w_transmission * transmission[z, s] + marginal
     return transfer, service, queue, processing, transmission, inference, marginal_j, batch, power

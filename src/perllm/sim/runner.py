@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,7 @@ import numpy as np
 from perllm.cluster.scenario import Cluster
 from perllm.errors import InputError
 from perllm.metrics.recorder import Recorder
-from perllm.metrics.summary import summarize
+from perllm.metrics.summary import Summary, summarize
 from perllm.policies.base import Policy
 from perllm.policies.planned import PlannedPolicy
 from perllm.policies.registry import make_policy
@@ -21,7 +22,7 @@ from perllm.workload.generator import generate_requests
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
-    summary: dict[str, Any]
+    summary: Summary
     recorder: Recorder
 
 
@@ -64,6 +65,5 @@ def run_once(
     recorder = world.run()
     name = policy if isinstance(policy, str) else getattr(chosen, "name", type(chosen).__name__)
     summary = summarize(recorder, policy=name, scenario=cluster.name, weights=cluster.weights)
-    summary["seed"] = seed
-    summary["rate_rps"] = rate_rps if rate_rps is not None else cluster.workload.arrivals.rate_rps
-    return RunResult(summary, recorder)
+    rate = rate_rps if rate_rps is not None else cluster.workload.arrivals.rate_rps
+    return RunResult(dataclasses.replace(summary, seed=seed, rate_rps=rate), recorder)

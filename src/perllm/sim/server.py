@@ -26,6 +26,7 @@ import itertools
 import math
 from dataclasses import dataclass
 
+from perllm import physics
 from perllm.domain import Decision, Request, ServerSpec
 from perllm.sim.truth import faster
 
@@ -236,9 +237,8 @@ class ServerEngine:
     def _account(self, now: float) -> None:
         if self.members:
             dt = now - self.accounted_s
-            energy = self.power_w * dt
-            self.inference_j += energy
-            self.energy_acc += energy / self.members
+            self.inference_j += self.power_w * dt
+            self.energy_acc += physics.batch_share_j(self.power_w, dt, self.members)
             self.busy_s += dt
         self.accounted_s = now
 

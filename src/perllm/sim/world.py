@@ -3,7 +3,8 @@ serve them, feedback flows back to the policy, and the recorder keeps every reco
 
 Life of a request: arrival -> ``policy.select`` -> upload on the server's link (weighted fair
 share) -> half an RTT -> the server's queue -> prefill + decode (continuous batching) -> download
-on the link -> half an RTT -> done: feedback to the policy and a record.
+on the link -> half an RTT -> done: one :class:`~perllm.domain.Feedback`, handed once to each
+sink (the recorder, then the policy, then any sink the caller added).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from perllm import physics
 from perllm.cluster.scenario import Cluster, LinkDynamics
 from perllm.domain import (
     ClusterView,
@@ -21,6 +23,7 @@ from perllm.domain import (
     EnergyParts,
     EnergyWeights,
     Feedback,
+    FeedbackSink,
     LinkSpec,
     LoadArrays,
     Prediction,
@@ -30,6 +33,7 @@ from perllm.domain import (
     ServerSpec,
 )
 from perllm.metrics.recorder import Recorder
+from perllm.metrics.sinks import FanOut, PolicySink
 from perllm.policies.base import Policy
 from perllm.sim.engine import PRIORITY_ARRIVAL, PRIORITY_ENVIRONMENT, PRIORITY_PROGRESS, EventLoop
 from perllm.sim.link import Channel
@@ -103,7 +107,11 @@ class SimView:
 
 
 class World:
-    """One simulation run. Build it, call :meth:`run`, read :attr:`recorder`."""
+    """One simulation run. Build it, call :meth:`run`, read :attr:`recorder`.
+
+    Each finished request's feedback goes to the recorder, then the policy, then each of
+    ``sinks`` (once each, at the time the response reaches its user).
+    """
 
     def __init__(
         self,
@@ -114,6 +122,7 @@ class World:
         seed: int = 0,
         oracle: Policy | None = None,
         progress: Callable[[int], None] | None = None,
+        sinks: Sequence[FeedbackSink] = (),
     ) -> None:
         self.cluster = cluster
         self.policy = policy
@@ -154,10 +163,10 @@ class World:
         self.uploading = [0] * n
         self.uploading_prompt = [0] * n
         self.recorder = Recorder(cluster.servers)
+        self.feedback = FanOut((self.recorder, PolicySink(policy), *sinks))
         self.view = SimView(self)
         self.finished = 0
         self._progress_every = max(1, len(requests) // 200)
-        self.transmission_j = 0.0
         self.last_done_s = 0.0
         self._arrivals: Iterator[Request] = iter(())
 
@@ -260,11 +269,11 @@ class World:
         for job in channel.pop_finished(now):
             if direction == UP:
                 job.uplink_s = now - job.dispatch_s
-                job.transmission_j += spec.tx_power_w * job.uplink_s
+                job.transmission_j += physics.transmission_j(spec.tx_power_w, job.uplink_s)
                 self.loop.schedule(now + half_rtt, PRIORITY_PROGRESS, self._on_delivered, job)
             else:
                 job.downlink_s = now - job.finish_s
-                job.transmission_j += spec.tx_power_w * job.downlink_s
+                job.transmission_j += physics.transmission_j(spec.tx_power_w, job.downlink_s)
                 job.done_s = now + half_rtt
                 self._complete(job)
         self._schedule_channel(link, direction)
@@ -354,10 +363,8 @@ class World:
             energy=EnergyParts(job.transmission_j, job.inference_j, job.idle_j),
             met=processing <= request.deadline_s,
         )
-        self.transmission_j += job.transmission_j
         self.last_done_s = max(self.last_done_s, job.done_s)
-        self.recorder.on_feedback(job.done_s, feedback)
-        self.policy.observe(feedback)
+        self.feedback.on_feedback(job.done_s, feedback)
         self._count_done()
 
     # -- clairvoyance ------------------------------------------------------------------------
@@ -380,7 +387,8 @@ class World:
         down_end = down.predict_finish_s(
             probe.finish_s, max(request.response_bytes * 8.0, 1.0), weight
         )
-        tx = link.spec.tx_power_w * ((up_end - now) + (down_end - probe.finish_s))
+        moving_s = (up_end - now) + (down_end - probe.finish_s)
+        tx = physics.transmission_j(link.spec.tx_power_w, moving_s)
         done = down_end + link.spec.rtt_s / 2.0
         return Prediction(
             processing_s=done - request.arrival_s,

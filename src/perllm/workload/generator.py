@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from perllm.domain import BYTES_PER_TOKEN, RESPONSE_OVERHEAD_BYTES, Request
+from perllm import physics
+from perllm.domain import Request
 from perllm.errors import InputError, where
 from perllm.workload.arrivals import arrival_times
 from perllm.workload.config import (
@@ -114,8 +115,8 @@ def _synthetic(
         class_index=class_index,
         prompt_tokens=prompt,
         output_tokens=output,
-        request_bytes=prompt * BYTES_PER_TOKEN + attachment,
-        response_bytes=output * BYTES_PER_TOKEN + RESPONSE_OVERHEAD_BYTES,
+        request_bytes=physics.request_bytes(prompt, attachment),
+        response_bytes=physics.response_bytes(output),
         deadline_s=deadline,
         models=[None] * n,
     )
@@ -167,8 +168,8 @@ def _from_trace(
         draws = _draw_class(cls, class_rng_k, members.size)
         attachment[members] = draws.attachment_bytes
         deadline[members] = draws.deadline_base_s + _deadline_per_request_s(cls)
-    request_bytes = prompt * BYTES_PER_TOKEN + attachment
-    response_bytes = output * BYTES_PER_TOKEN + RESPONSE_OVERHEAD_BYTES
+    request_bytes = physics.request_bytes(prompt, attachment)
+    response_bytes = physics.response_bytes(output)
     for i, row in enumerate(rows):
         if row.deadline_s is not None:
             deadline[i] = row.deadline_s
@@ -230,7 +231,8 @@ def generate_requests(
     class's range plus ``per-output-token-s`` times the class's nominal mean output length
     (never the request's true one);
     ``request_bytes = prompt * BYTES_PER_TOKEN + attachment`` and
-    ``response_bytes = output * BYTES_PER_TOKEN + RESPONSE_OVERHEAD_BYTES``.
+    ``response_bytes = output * BYTES_PER_TOKEN + RESPONSE_OVERHEAD_BYTES``
+    (:func:`perllm.physics.request_bytes`, :func:`perllm.physics.response_bytes`).
 
     Trace: the first ``n`` rows (all of them if the trace is shorter); a row without a class
     gets one drawn by share, and a missing deadline or byte size is filled in as above.
