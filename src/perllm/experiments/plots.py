@@ -1,8 +1,16 @@
-"""The report's figures (matplotlib, written as PNG files)."""
+"""The report's figures (matplotlib, written as PNG files).
+
+Every policy keeps one look across the figures (:func:`styles`): a colour, a marker and a line
+style, so that two policies whose curves coincide exactly (cloud-only under greedy-energy, say)
+both stay visible: the markers are hollow, of different shapes and shrinking in drawing order,
+and the dashes of the later line let the earlier one show through. Legends are figure-level,
+outside the axes, so they never cover data.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from perllm.experiments.analysis import SATISFACTION_TARGET, Cell
 
@@ -21,6 +30,17 @@ SUBJECT = "cs-ucb"
 _PALETTE = [plt.get_cmap("tab10")(i) for i in (0, 1, 2, 4, 5, 6, 8, 9)] + [
     plt.get_cmap("tab20")(i) for i in (1, 3, 5, 9, 11)
 ]
+# Distinct shapes, and dash patterns only (a curve drawn over another lets it show through its
+# gaps). Past the last marker the pairs still differ, for 13 x 5 policies: 13 + 1 and 5 are
+# coprime.
+_MARKERS = ("s", "D", "^", "v", "P", "X", "<", ">", "h", "p", "*", "d", "H")
+_DASHES: tuple[Any, ...] = (
+    (0, (6, 2)),
+    (0, (3, 1.5, 1, 1.5)),
+    (0, (1, 1.5)),
+    (0, (8, 2, 2, 2)),
+    (0, (4, 1.5, 1, 1.5, 1, 1.5)),
+)
 
 
 def _colors(policies: Sequence[str]) -> dict[str, Any]:
@@ -34,6 +54,74 @@ def _colors(policies: Sequence[str]) -> dict[str, Any]:
 def _order(policies: Sequence[str]) -> list[str]:
     rest = sorted(p for p in policies if p not in (SUBJECT, "oracle"))
     return [p for p in (SUBJECT, "oracle") if p in policies] + rest
+
+
+@dataclass(frozen=True)
+class LineStyle:
+    """How one policy's curve is drawn (keyword arguments of ``Axes.plot``)."""
+
+    color: Any
+    marker: str
+    linestyle: Any
+    linewidth: float
+    markersize: float
+    filled: bool
+    zorder: float
+
+    def kwargs(self) -> dict[str, Any]:
+        return {
+            "color": self.color,
+            "marker": self.marker,
+            "linestyle": self.linestyle,
+            "linewidth": self.linewidth,
+            "markersize": self.markersize,
+            "markerfacecolor": self.color if self.filled else "none",
+            "markeredgewidth": 1.3,
+            "zorder": self.zorder,
+        }
+
+
+def styles(policies: Sequence[str]) -> dict[str, LineStyle]:
+    """One look per policy, drawn in :func:`_order` (CS-UCB first, at the bottom).
+
+    CS-UCB: a thick red solid line with filled circles; the oracle: black dashes with hollow
+    circles. The others take hollow markers of distinct shapes, cycling dash patterns, and
+    markers that shrink in drawing order, so that a curve drawn exactly over another leaves it
+    visible (its line through the gaps, its marker around the smaller one).
+    """
+    colors = _colors(policies)
+    ordered = _order(sorted(set(policies)))
+    looks: dict[str, LineStyle] = {}
+    rest = [p for p in ordered if p not in (SUBJECT, "oracle")]
+    if SUBJECT in ordered:
+        looks[SUBJECT] = LineStyle(colors[SUBJECT], "o", "-", 2.8, 8.0, True, 2.0)
+    if "oracle" in ordered:
+        looks["oracle"] = LineStyle(colors["oracle"], "o", (0, (5, 2)), 1.5, 6.0, False, 2.1)
+    for k, policy in enumerate(rest):
+        marker = _MARKERS[k % len(_MARKERS)]
+        linestyle = _DASHES[(k + k // len(_MARKERS)) % len(_DASHES)]
+        size = max(4.0, 9.0 - 0.35 * k)
+        looks[policy] = LineStyle(
+            colors[policy], marker, linestyle, 1.3, size, False, 2.2 + k / 100
+        )
+    return looks
+
+
+def _figure_legend(fig: Figure, axes: Any) -> None:
+    """One legend for the whole figure, right of the panels (needs the constrained layout)."""
+    by_label: dict[str, Any] = {}
+    for ax in np.ravel(axes):
+        handles, labels = ax.get_legend_handles_labels()
+        for handle, label in zip(handles, labels, strict=True):
+            by_label.setdefault(label, handle)
+    fig.legend(
+        list(by_label.values()),
+        list(by_label),
+        loc="outside right center",
+        fontsize=8,
+        handlelength=3.2,
+        frameon=False,
+    )
 
 
 def _bars(ax: Any, table: dict[str, dict[str, Any]], metric: str, colors: dict[str, Any]) -> None:
@@ -72,7 +160,9 @@ def goodput_energy(
 def energy_split(tables: dict[Cell, dict[str, dict[str, Any]]], path: Path) -> None:
     """Energy per request split into transmission / inference / idle (nominal bandwidth)."""
     cells = sorted(c for c in tables if c[1] == "nominal")
-    fig, axes = plt.subplots(1, len(cells), figsize=(5 * len(cells), 4.5), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(cells), figsize=(5 * len(cells) + 1.2, 4.5), squeeze=False, layout="constrained"
+    )
     parts = ("inference", "idle", "transmission")
     shades = {"inference": "#1f77b4", "idle": "#bbbbbb", "transmission": "#ff7f0e"}
     for col, cell in enumerate(cells):
@@ -88,19 +178,22 @@ def energy_split(tables: dict[Cell, dict[str, dict[str, Any]]], path: Path) -> N
         ax.set_title(f"{cell[0]} - energy per request by part")
         ax.set_ylabel("J / request")
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+    _figure_legend(fig, axes)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def satisfaction_vs_rate(rows: Sequence[dict[str, Any]], bandwidth: str, path: Path) -> None:
-    """Deadline satisfaction against arrival rate, one panel per deployment."""
+def satisfaction_vs_rate_figure(rows: Sequence[dict[str, Any]], bandwidth: str) -> Figure:
+    """Deadline satisfaction against arrival rate, one panel per deployment (mean over seeds)."""
     deployments = sorted({r["deployment"] for r in rows if r["bandwidth"] == bandwidth})
     policies = sorted({r["policy"] for r in rows})
-    colors = _colors(policies)
+    looks = styles(policies)
     fig, axes = plt.subplots(
-        1, len(deployments), figsize=(5 * len(deployments), 4.5), squeeze=False
+        1,
+        len(deployments),
+        figsize=(5 * len(deployments) + 1.6, 4.5),
+        squeeze=False,
+        layout="constrained",
     )
     for col, dep in enumerate(deployments):
         ax = axes[0][col]
@@ -110,53 +203,63 @@ def satisfaction_vs_rate(rows: Sequence[dict[str, Any]], bandwidth: str, path: P
                 for r in rows
                 if (r["deployment"], r["bandwidth"], r["policy"]) == (dep, bandwidth, policy)
             ]
-            rates = sorted({r["rate_rps"] for r in mine})
+            rates = sorted({float(r["rate_rps"]) for r in mine})
             means = [
-                np.mean([r["deadline_satisfaction"] for r in mine if r["rate_rps"] == x])
+                np.mean(
+                    [float(r["deadline_satisfaction"]) for r in mine if float(r["rate_rps"]) == x]
+                )
                 for x in rates
             ]
-            ax.plot(
-                rates,
-                means,
-                marker="o",
-                color=colors[policy],
-                label=policy,
-                linewidth=2.5 if policy == SUBJECT else 1.2,
-                linestyle="--" if policy == "oracle" else "-",
-            )
-        ax.axhline(SATISFACTION_TARGET, color="grey", linestyle=":", linewidth=1)
+            ax.plot(rates, means, label=policy, **looks[policy].kwargs())
+        ax.axhline(SATISFACTION_TARGET, color="grey", linestyle=":", linewidth=1, zorder=1)
         ax.set_title(f"{dep} - {bandwidth} bandwidth")
         ax.set_xlabel("arrival rate (requests / s)")
         ax.set_ylabel("deadline satisfaction")
-        ax.set_ylim(0, 1.02)
+        ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
+    _figure_legend(fig, axes)
+    return fig
+
+
+def satisfaction_vs_rate(rows: Sequence[dict[str, Any]], bandwidth: str, path: Path) -> None:
+    """Write :func:`satisfaction_vs_rate_figure` to ``path``."""
+    fig = satisfaction_vs_rate_figure(rows, bandwidth)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def regret(curves: Sequence[dict[str, Any]], path: Path) -> None:
-    """Cumulative regret against the oracle over simulated time."""
+def regret_figure(curves: Sequence[dict[str, Any]]) -> Figure:
+    """Cumulative regret against the oracle over simulated time, one panel per deployment."""
     deployments = sorted({c["deployment"] for c in curves})
-    fig, axes = plt.subplots(1, len(deployments), figsize=(5 * len(deployments), 4), squeeze=False)
-    colors = _colors([c["policy"] for c in curves])
+    fig, axes = plt.subplots(
+        1,
+        len(deployments),
+        figsize=(5 * len(deployments) + 1.6, 4),
+        squeeze=False,
+        layout="constrained",
+    )
+    looks = styles([c["policy"] for c in curves])
     for col, dep in enumerate(deployments):
         ax = axes[0][col]
         for curve in (c for c in curves if c["deployment"] == dep):
             ax.plot(
                 curve["time_s"],
                 curve["regret"],
-                color=colors[curve["policy"]],
                 label=curve["policy"],
-                linewidth=2 if curve["policy"] == SUBJECT else 1.2,
+                markevery=0.1,
+                **looks[curve["policy"]].kwargs(),
             )
-        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.axhline(0, color="grey", linewidth=0.8, zorder=1)
         ax.set_title(f"{dep} - regret vs one-step oracle")
         ax.set_xlabel("simulated time (s)")
         ax.set_ylabel("cumulative regret")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+    _figure_legend(fig, axes)
+    return fig
+
+
+def regret(curves: Sequence[dict[str, Any]], path: Path) -> None:
+    """Write :func:`regret_figure` to ``path``."""
+    fig = regret_figure(curves)
     fig.savefig(path, dpi=110)
     plt.close(fig)
