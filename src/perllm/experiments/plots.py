@@ -30,17 +30,25 @@ SUBJECT = "cs-ucb"
 _PALETTE = [plt.get_cmap("tab10")(i) for i in (0, 1, 2, 4, 5, 6, 8, 9)] + [
     plt.get_cmap("tab20")(i) for i in (1, 3, 5, 9, 11)
 ]
-# Distinct shapes, and dash patterns only (a curve drawn over another lets it show through its
-# gaps). Past the last marker the pairs still differ, for 13 x 5 policies: 13 + 1 and 5 are
-# coprime.
+# Distinct shapes, and dash patterns only: a curve drawn over another lets it show through its
+# gaps, as long as the two dash patterns differ. Policies that share a pattern get it at
+# different phases (steps of the golden ratio of its period, never the same twice).
 _MARKERS = ("s", "D", "^", "v", "P", "X", "<", ">", "h", "p", "*", "d", "H")
-_DASHES: tuple[Any, ...] = (
-    (0, (6, 2)),
-    (0, (3, 1.5, 1, 1.5)),
-    (0, (1, 1.5)),
-    (0, (8, 2, 2, 2)),
-    (0, (4, 1.5, 1, 1.5, 1, 1.5)),
+_DASHES: tuple[tuple[float, ...], ...] = (
+    (6, 2),
+    (3, 1.5, 1, 1.5),
+    (1, 1.5),
+    (8, 2, 2, 2),
+    (4, 1.5, 1, 1.5, 1, 1.5),
 )
+_GOLDEN = (5**0.5 - 1) / 2
+
+
+def _dashes(k: int) -> tuple[float, tuple[float, ...]]:
+    """The ``k``-th dash pattern: each pattern in turn, each round at another phase."""
+    pattern = _DASHES[k % len(_DASHES)]
+    phase = (k // len(_DASHES)) * _GOLDEN % 1.0
+    return (round(phase * sum(pattern), 6), pattern)
 
 
 def _colors(policies: Sequence[str]) -> dict[str, Any]:
@@ -85,9 +93,9 @@ def styles(policies: Sequence[str]) -> dict[str, LineStyle]:
     """One look per policy, drawn in :func:`_order` (CS-UCB first, at the bottom).
 
     CS-UCB: a thick red solid line with filled circles; the oracle: black dashes with hollow
-    circles. The others take hollow markers of distinct shapes, cycling dash patterns, and
-    markers that shrink in drawing order, so that a curve drawn exactly over another leaves it
-    visible (its line through the gaps, its marker around the smaller one).
+    circles. The others take hollow markers of distinct shapes, dashes of their own (pattern
+    and phase), and markers that shrink in drawing order, so that a curve drawn exactly over
+    another leaves it visible (its line through the gaps, its marker around the smaller one).
     """
     colors = _colors(policies)
     ordered = _order(sorted(set(policies)))
@@ -99,7 +107,7 @@ def styles(policies: Sequence[str]) -> dict[str, LineStyle]:
         looks["oracle"] = LineStyle(colors["oracle"], "o", (0, (5, 2)), 1.5, 6.0, False, 2.1)
     for k, policy in enumerate(rest):
         marker = _MARKERS[k % len(_MARKERS)]
-        linestyle = _DASHES[(k + k // len(_MARKERS)) % len(_DASHES)]
+        linestyle = _dashes(k)
         size = max(4.0, 9.0 - 0.35 * k)
         looks[policy] = LineStyle(
             colors[policy], marker, linestyle, 1.3, size, False, 2.2 + k / 100
