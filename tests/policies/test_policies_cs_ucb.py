@@ -4,13 +4,15 @@ satisfaction, earliest-deadline priority, deflection under overload, state."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
 
 from perllm.domain import REJECT
 from perllm.policies.bandit import ucb_index
-from perllm.policies.cs_ucb import DEFLECTED_PRIORITY
+from perllm.policies.cs_ucb import DEFLECTED_PRIORITY, LogRatioStats
+from perllm.policies.estimates import ServerTable, estimate
 from perllm.policies.registry import make_policy
 
 
@@ -131,6 +133,48 @@ def test_a_hopeless_request_is_deflected_behind_every_feasible_one(
     assert hopeless.priority >= DEFLECTED_PRIORITY
 
 
+def test_a_hopeless_request_waits_on_an_efficient_server_with_a_full_cache(
+    paper_view, request_factory
+) -> None:
+    # The A100's cache is taken by its backlog and the CPU edges are idle: a request nobody can
+    # serve in time queues (last) on the A100 rather than costing an edge's whole step.
+    paper_view.tokens[5] = paper_view.servers[5].kv_capacity_tokens
+    policy = make_policy("cs-ucb")
+    hopeless = policy.select(request_factory(deadline_s=0.01), paper_view)
+    assert hopeless.server == 5
+    assert hopeless.priority >= DEFLECTED_PRIORITY
+    # A server that is down is never a target.
+    paper_view.healthy[5] = False
+    assert policy.select(request_factory(1, deadline_s=0.01), paper_view).server != 5
+
+
+def test_an_untried_server_starts_from_what_the_others_showed() -> None:
+    pooled, alone = LogRatioStats(3, 1.0, 0.3, pool_weight=10.0), LogRatioStats(3, 1.0, 0.3)
+    for stats in (pooled, alone):
+        stats.ensure_rows(2)
+        for _ in range(5):
+            stats.observe(0, 0, math.log(2.0))  # twice as slow as their specs
+            stats.observe(0, 1, math.log(2.0))
+            stats.observe(1, 0, math.log(0.5))  # in another row, twice as fast
+            stats.observe(1, 1, math.log(0.5))
+    # Alone, server 2 keeps the datasheet's prior; pooled, it expects what 0 and 1 showed.
+    assert alone.upper[0, 2] == pytest.approx(math.exp(0.3))
+    assert pooled.upper[0, 2] == pytest.approx(2.0)  # the others agree: no spread
+    assert pooled.lower[0, 2] == pytest.approx(1.0)  # never more optimistic than the datasheet
+    # Good news lowers only the optimistic bound: the pessimistic one stays the datasheet's.
+    assert pooled.lower[1, 2] == pytest.approx(0.5)
+    assert pooled.upper[1, 2] == pytest.approx(1.0)
+    # An arm's own observations outweigh the pool as they accumulate (weight 10 each way).
+    for _ in range(30):
+        pooled.observe(0, 2, 0.0)
+    assert pooled.upper[0, 2] == pytest.approx(math.exp(10 * math.log(2.0) / 40), rel=1e-6)
+    # The pool is derived from the counts, so a restored copy has the same bounds.
+    restored = LogRatioStats(3, 1.0, 0.3, pool_weight=10.0)
+    restored.restore(pooled.state())
+    np.testing.assert_allclose(restored.upper, pooled.upper)
+    np.testing.assert_allclose(restored.lower, pooled.lower)
+
+
 def test_state_round_trips_through_json(paper_view, request_factory, feedback_factory) -> None:
     policy = make_policy("cs-ucb", seed=5)
     for i in range(100):
@@ -164,11 +208,50 @@ def test_an_arm_where_the_request_starts_at_once_goes_before_a_queue(
 ) -> None:
     lenient = request_factory(deadline_s=600.0, prompt=50)
     paper_view.running[5], paper_view.queued[5] = 48, 10  # the A100's batch is full
-    prefer = make_policy("cs-ucb", seed=1)
+    prefer = make_policy("cs-ucb", {"energy-tolerance": math.inf}, seed=1)
     assert paper_view.servers[prefer.select(lenient, paper_view).server].tier == "edge"
     # Without the preference, the queue of the cheaper A100 is joined.
     cheapest = make_policy("cs-ucb", {"prefer-free-slots": False}, seed=1)
     assert paper_view.servers[cheapest.select(lenient, paper_view).server].tier == "cloud"
+
+
+def test_a_free_slot_is_not_worth_any_energy(paper_view, request_factory) -> None:
+    lenient = request_factory(deadline_s=600.0, prompt=50)
+    paper_view.running[5], paper_view.queued[5] = 48, 10  # the A100's batch is full
+    est = estimate(
+        ServerTable.of(paper_view),
+        paper_view.load_arrays(),
+        lenient,
+        128.0,
+        np.ones(1),
+        paper_view.weights,
+    )
+    edge_over_cloud = float(est.marginal_j[0, 0] / est.marginal_j[0, 5])
+    assert edge_over_cloud > 2.0  # a CPU edge costs several times the busy A100
+    # A free slot wins while it costs at most energy-tolerance times the queue it avoids.
+    for tolerance, tier in ((edge_over_cloud * 2.0, "edge"), (edge_over_cloud / 2.0, "cloud")):
+        policy = make_policy("cs-ucb", {"energy-tolerance": tolerance}, seed=1)
+        assert paper_view.servers[policy.select(lenient, paper_view).server].tier == tier
+
+
+def test_an_arm_near_its_deadline_is_not_safe(paper_view, request_factory) -> None:
+    # The A100 is out; edge-0's batch has one slot left: joining it is cheap (its power is
+    # mostly paid for) but slow. An idle edge is faster and costlier. With a deadline that
+    # edge-0 only just meets, the idle edge, well in time, goes first unless comfort is 1.
+    paper_view.healthy[5] = False
+    paper_view.running[0] = 3
+    probe = request_factory(deadline_s=600.0, prompt=50)
+    table, loads = ServerTable.of(paper_view), paper_view.load_arrays()
+    est = estimate(table, loads, probe, 128.0, np.ones(1), paper_view.weights)
+    busy_s, idle_s = float(est.processing_s[0, 0]), float(est.processing_s[0, 1])
+    assert est.marginal_j[0, 0] < est.marginal_j[0, 1]  # the busy edge is the cheaper
+    upper = math.exp(0.3)  # the prior's bound on time before any observation
+    deadline = busy_s * upper / 0.85  # the busy edge at 85% of the deadline
+    assert idle_s * upper <= 0.7 * deadline  # an idle edge within 70% of it
+    tight = request_factory(1, deadline_s=deadline, prompt=50)
+    for comfort, server in ((0.7, 1), (1.0, 0)):
+        policy = make_policy("cs-ucb", {"comfort": comfort}, seed=1)
+        assert policy.select(tight, paper_view).server == server, comfort
 
 
 def test_time_is_learned_apart_for_a_crowded_batch(

@@ -14,30 +14,47 @@ learned. For a request ``r`` of class ``c`` with deadline ``D``:
 2. **Learned corrections**: the log-ratio of observed to estimated processing time per
    ``(c, s, crowded)``, ``l_T`` (``crowded``: the server's batch at least half full when the
    request was placed; there every newcomer's prefill stalls the batch, which the model does
-   not capture), and of observed to estimated inference energy per server, ``l_E``, each
-   with mean ``m``, standard deviation ``sd`` (``prior-log-sd`` until two observations) and count
-   ``n``. The confidence bounds are
+   not capture), and of observed to estimated inference energy per server, ``l_E``. Each arm
+   has its own sum, count ``n`` and standard deviation ``sd`` of ``l``, and borrows from the
+   *other* servers of its row (same class and crowding for time; all servers for energy)
+   their mean ``mu`` as a prior worth ``w`` = ``pool-weight`` observations: a model error the
+   other servers share (a dynamics the model leaves out) is expected of an untried server too,
+   and its own observations take over as they accumulate. The prior never leans past the
+   datasheet (``l = 0``) away from the side of its bound: ``mu_hi = max(mu, 0)`` for the
+   pessimistic bound, ``mu_lo = min(mu, 0)`` for the optimistic one, so good news about the
+   others never makes an untried server look safer, and bad news never stops one from being
+   tried. With ``m_hi = (sum + w mu_hi) / (n + w)`` (and ``m_lo`` alike), ``sd`` the arm's own
+   from two observations on and the others' before (``prior-log-sd`` with no observation in
+   the row at all), the confidence bounds are
 
-   - pessimism on time (the constraint): ``T_ucb = T exp(m_T + beta_T sd_T / sqrt(n_T))``,
-   - optimism on energy (the objective): ``E_lcb = M_tx + M_inf exp(m_E - beta_E sd_E / sqrt(n_E))``
+   - pessimism on time (the constraint): ``T_ucb = T exp(m_hi,T + beta_T sd_T / sqrt(n_T + w))``,
+   - optimism on energy (the objective):
+     ``E_lcb = M_tx + M_inf exp(m_lo,E - beta_E sd_E / sqrt(n_E + w))``
 
-   (the model's own value, with the prior's width, before any observation).
+   (the model's own value, with the prior's width, before the row has any observation).
 3. **Constraint satisfaction**: arm ``k`` is feasible when ``T_ucb(k) <= D``, the server is
    healthy and its KV cache can hold what is in flight plus ``r``'s prompt and expected output.
-4. **Choice**: the feasible arm with the least ``E_lcb`` among the *safe* ones if there are
-   any, else among all feasible arms (``prefer-free-slots``; a queue's length is the least
-   certain part of an estimate, and joining one delays the requests behind). Safe: ``r``
-   starts at once (estimated queueing ``Q = 0``: a free batch slot, or only later deadlines
-   queued ahead), or ``T_ucb + (queue-margin - 1) Q slow <= D`` (still in time if the wait were
-   ``queue-margin`` times as long; by default infinite: only starting at once is safe).
-   ``r`` is queued with priority ``arrival + D`` (earliest deadline first in the server's
-   queue, as vLLM's priority scheduling orders it). The queueing part of ``T`` counts only
-   the queued requests that go first: the policy knows the priorities of the requests it
+4. **Choice**: the feasible arm with the least ``E_lcb``, where an arm that is not *safe*
+   counts as costing ``energy-tolerance`` times its ``E_lcb`` when a safe one exists
+   (``prefer-free-slots``; a queue's length is the least certain part of an estimate, and
+   joining one delays the requests behind, but not at any price: a CPU edge that is free can
+   cost a hundred times the batch slot of a busy GPU). Safe: ``T_ucb <= comfort D`` (room to
+   spare, since ``T_ucb`` bounds the *mean* time and a request's own time varies around it),
+   and ``r`` starts at once (estimated queueing ``Q = 0``: a free batch slot, or only later
+   deadlines queued ahead) or ``T_ucb + (queue-margin - 1) Q slow <= D`` (still in time if the
+   wait were ``queue-margin`` times as long; by default infinite: only starting at once is
+   safe). ``r`` is queued with priority ``arrival + D`` (earliest deadline first in the
+   server's queue, as vLLM's priority scheduling orders it). The queueing part of ``T`` counts
+   only the queued requests that go first: the policy knows the priorities of the requests it
    placed and has not yet heard back from (:class:`~perllm.policies.outstanding.Outstanding`).
 5. **Overload with grace**: with no feasible arm, ``r`` is rejected if the scenario enables
-   admission control; otherwise it is *deflected*: sent to the arm where it would end soonest
-   (``argmin T_ucb``) with a priority after every request that can still meet its deadline, so
-   that it runs on capacity nobody needs and never delays one that can.
+   admission control; otherwise it is *deflected* with a priority after every request that
+   can still meet its deadline, so that it runs on capacity nobody needs and never delays one
+   that can. It goes to the healthy arm where it would end soonest by each server's *own*
+   record (``T exp(m)``, the model's ``T`` for a server never observed: the pool would make
+   every untried server as slow as the one that is slow, and never try them), among those
+   costing at most ``energy-tolerance`` times the cheapest healthy arm; a full KV cache does
+   not exclude a server here, since a deflected request waits for room anyway.
 
 Why this is a bandit: every decision pulls one arm and reveals only that arm's outcome (its time
 and energy), which arrives late; the unknowns are per-arm parameters (how fast and how hungry a
@@ -55,21 +72,26 @@ choice are compiled loops over the servers (numba), 16 us median and 45 us p99 a
 Parameters: ``confidence`` (beta on time) and ``exploration`` (beta on energy), in standard
 errors, both 1.0; ``prior-log-sd`` = 0.3 (a datasheet within about 30%); ``share-levels`` = (1.0,)
 (one share: per-request link weights moved goodput by under 0.3%, the README says why);
-``deadline-priority`` and ``prefer-free-slots`` on. They were compared on generated clusters
-(``benchmarks/robustness.py --first-cluster 1000``, seeds 1000-1009, never the clusters or
-scenarios the README reports): turning ``prefer-free-slots`` off lost 33% goodput (geometric
-mean against the strongest baseline per cell), ``deadline-priority`` off 9%; the widths of the
-bounds (0 to 2) moved goodput by under 1% and energy per met request by up to 5%, within the
-noise of ten clusters, so the textbook width of one standard error was kept. Splitting the time
-correction by a crowded batch gained 0.4% goodput over 20 clusters x 2 seeds (0.993x to 0.997x
-the strongest baseline). ``queue-margin`` trades goodput for energy: over clusters 1000-1019 x 3
-loads x 2 seeds, 4 gave 0.954x the strongest baseline's goodput and 1.04x its energy per met
-request, 2 gave 0.921x and 1.12x, against 0.996x and 1.11x with the infinite default.
+``deadline-priority`` and ``prefer-free-slots`` on; ``pool-weight`` 10, ``comfort`` 0.7,
+``energy-tolerance`` 10. They were compared on generated clusters only
+(``benchmarks/robustness.py --first-cluster 1000`` and ``--first-cluster 1020``, 20 clusters
+each x 3 loads x 2 seeds, never the clusters or scenarios the README reports; geometric means
+against the strongest baseline per cell): turning ``prefer-free-slots`` off lost 33% goodput,
+``deadline-priority`` off 9%; the widths of the bounds (0 to 2) moved goodput by under 1%. The
+pooled prior, the comfort margin and the energy tolerance together moved clusters 1000-1019
+from 0.996x goodput and 1.12x energy per met request to 1.006x and 0.92x, and clusters
+1020-1039 from 0.977x and 1.10x to 0.989x and 0.88x (each one's share in the README). Pool
+weights of 3, 10 and 30 were within noise of each other. ``queue-margin`` trades goodput for
+energy: over clusters 1000-1019, 4 gave 0.954x the strongest baseline's goodput and 1.04x its
+energy per met request, 2 gave 0.921x and 1.12x, against 0.996x and 1.11x with the infinite
+default. Tried and left out (no gain beyond noise on both sets): pooling by identical specs
+instead of all servers (worse: the shared error is in the model, not the hardware), counting
+unanswered requests as censored observations, a per-request quantile (``exp(m + z sd)``) in the
+feasibility test or the safe test.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -95,10 +117,6 @@ from perllm.policies.outstanding import Outstanding
 
 Array = npt.NDArray[np.float64]
 
-# A pending request's lateness is counted in steps of this ratio, up to the cap.
-CENSOR_STEP = math.sqrt(2.0)
-CENSOR_CAP = 64.0
-
 # Priorities are milliseconds of absolute deadline; a deflected request comes after all of them.
 DEFLECTED_PRIORITY = DEFERRED_PRIORITY
 
@@ -112,8 +130,9 @@ class CsUcbConfig(PolicyConfig):
     deadline_priority: bool = True
     prefer_free_slots: bool = True
     queue_margin: float = Field(math.inf, ge=1.0)
-    pool_weight: float = Field(0.0, ge=0.0, le=100.0)
-    censor: bool = False
+    comfort: float = Field(0.7, gt=0.0, le=1.0)
+    energy_tolerance: float = Field(10.0, ge=1.0)
+    pool_weight: float = Field(10.0, ge=0.0, le=1000.0)
 
     @field_validator("share_levels")
     @classmethod
@@ -130,55 +149,59 @@ def _refresh(  # pragma: no cover - compiled; tested through LogRatioStats
     total_sq: Array,
     upper: Array,
     lower: Array,
+    own: Array,
     row: int,
-    server: int,
     confidence: float,
     prior_sd: float,
     pool_weight: float,
 ) -> None:
-    """Refresh the bounds of ``(row, server)`` from its statistics, or of the whole row when
-    ``pool_weight > 0`` (the row's pooled mean is then every arm's prior)."""
-    pool_n, pool_mean, pool_sd = 0.0, 0.0, prior_sd
-    first, last = server, server + 1
-    if pool_weight > 0.0:
-        first, last = 0, count.shape[1]
-        pool_total, pool_sq = 0.0, 0.0
-        for s in range(count.shape[1]):
-            pool_n += count[row, s]
-            pool_total += total[row, s]
-            pool_sq += total_sq[row, s]
-        if pool_n > 0.0:
-            pool_mean = pool_total / pool_n
-        if pool_n >= 2.0:
-            pool_sd = math.sqrt(max(pool_sq / pool_n - pool_mean * pool_mean, 0.0))
-    prior_n = pool_weight if pool_n > 0.0 else 0.0
-    for s in range(first, last):
+    """Refresh the bounds of every arm of ``row`` (see :class:`LogRatioStats`)."""
+    n_servers = count.shape[1]
+    row_n, row_total, row_sq = 0.0, 0.0, 0.0
+    for s in range(n_servers):
+        row_n += count[row, s]
+        row_total += total[row, s]
+        row_sq += total_sq[row, s]
+    for s in range(n_servers):
         n = count[row, s]
+        own[row, s] = math.exp(total[row, s] / n) if n > 0.0 else 1.0
+        # The other servers: what they showed is worth ``pool_weight`` observations.
+        others_n = row_n - n
+        prior_n, prior_mean, prior_spread = 0.0, 0.0, prior_sd
+        if pool_weight > 0.0 and others_n > 0.0:
+            prior_n = pool_weight
+            prior_mean = (row_total - total[row, s]) / others_n
+            if others_n >= 2.0:
+                others_sq = (row_sq - total_sq[row, s]) / others_n
+                prior_spread = math.sqrt(max(others_sq - prior_mean * prior_mean, 0.0))
         if n + prior_n <= 0.0:
             upper[row, s] = math.exp(confidence * prior_sd)
             lower[row, s] = math.exp(-confidence * prior_sd)
             continue
-        mean = (total[row, s] + prior_n * pool_mean) / (n + prior_n)
+        # The prior leans no further than the datasheet's (0) away from its bound's side.
+        high = (total[row, s] + prior_n * max(prior_mean, 0.0)) / (n + prior_n)
+        low = (total[row, s] + prior_n * min(prior_mean, 0.0)) / (n + prior_n)
         if n >= 2.0:
-            sd = math.sqrt(max(total_sq[row, s] / n - (total[row, s] / n) ** 2, 0.0))
+            mine = total[row, s] / n
+            sd = math.sqrt(max(total_sq[row, s] / n - mine * mine, 0.0))
         else:
-            sd = pool_sd if pool_n >= 2.0 else prior_sd
+            sd = prior_spread
         width = confidence * sd / math.sqrt(n + prior_n)
-        upper[row, s] = math.exp(mean + width)
-        lower[row, s] = math.exp(mean - width)
+        upper[row, s] = math.exp(high + width)
+        lower[row, s] = math.exp(low - width)
 
 
 class LogRatioStats:
     """Per (row, server) statistics of ``ln(observed / estimated)`` and the confidence bounds
-    ``upper = exp(m + beta sd / sqrt(n))`` and ``lower = exp(m - beta sd / sqrt(n))`` they give
-    (``exp(+-beta prior_sd)`` before any observation), kept up to date on every update.
+    ``upper = exp(m + beta sd / sqrt(n + w))`` and ``lower = exp(m - beta sd / sqrt(n + w))``
+    they give, kept up to date on every update.
 
-    With ``pool_weight`` ``w > 0`` an arm's mean is shrunk towards its row's pooled mean ``mu``
-    (over every server): ``m = (sum + w mu) / (n + w)``, ``sd`` the row's until the arm has two
-    observations, and ``n + w`` in the width: what other servers showed for this kind of request
-    is worth ``w`` observations of this one. *Pending* observations (:meth:`hold`) count like
-    observations until they are replaced by the real one (:meth:`observe`) or dropped
-    (:meth:`release`); they are not part of :meth:`state`."""
+    The mean is shrunk towards the row's pooled mean ``mu`` (the same kind of request on every
+    server): ``m = (sum + w mu) / (n + w)`` with ``w`` the ``pool_weight``: what the other
+    servers showed is worth ``w`` observations of this one, and an arm never tried starts from
+    it, not from the datasheet. ``sd`` is the arm's own from two observations on, the row's
+    before (``prior_sd`` until the row has two). Before the row has any observation, the bounds
+    are ``exp(+-beta prior_sd)``; with ``w = 0`` every arm stands alone."""
 
     def __init__(
         self, n_servers: int, confidence: float, prior_sd: float, pool_weight: float = 0.0
@@ -192,7 +215,7 @@ class LogRatioStats:
         self.total_sq = np.zeros((0, n_servers))
         self.upper = np.zeros((0, n_servers))
         self.lower = np.zeros((0, n_servers))
-        self._held: dict[int, tuple[int, int, float]] = {}
+        self.own = np.zeros((0, n_servers))
 
     def ensure_rows(self, rows: int) -> None:
         missing = rows - self.count.shape[0]
@@ -204,78 +227,47 @@ class LogRatioStats:
             width = self.confidence * self.prior_sd
             self.upper = np.vstack([self.upper, pad + math.exp(width)])
             self.lower = np.vstack([self.lower, pad + math.exp(-width)])
+            self.own = np.vstack([self.own, pad + 1.0])
 
-    def _add(self, row: int, server: int, n: float, value: float) -> None:
-        self.count[row, server] += n
-        self.total[row, server] += n * value
-        self.total_sq[row, server] += n * value * value
+    def observe(self, row: int, server: int, log_ratio: float) -> None:
+        self.ensure_rows(row + 1)
+        self.count[row, server] += 1.0
+        self.total[row, server] += log_ratio
+        self.total_sq[row, server] += log_ratio * log_ratio
+        self._refresh(row)
 
-    def _refresh(self, row: int, server: int) -> None:
+    def _refresh(self, row: int) -> None:
         _refresh(
             self.count,
             self.total,
             self.total_sq,
             self.upper,
             self.lower,
+            self.own,
             row,
-            server,
             self.confidence,
             self.prior_sd,
             self.pool_weight,
         )
 
-    def observe(self, row: int, server: int, log_ratio: float, key: int = -1) -> None:
-        """Add an observation (replacing the one held under ``key``, if any)."""
-        self.ensure_rows(row + 1)
-        held = self._held.pop(key, None)
-        if held is not None:
-            self._add(held[0], held[1], -1.0, held[2])
-        self._add(row, server, 1.0, log_ratio)
-        self._refresh(row, server)
-        if held is not None and held[:2] != (row, server):
-            self._refresh(held[0], held[1])
-
-    def hold(self, key: int, row: int, server: int, log_ratio: float) -> None:
-        """Count ``log_ratio`` as a pending observation under ``key`` (replacing its last)."""
-        self.ensure_rows(row + 1)
-        held = self._held.get(key)
-        if held is not None:
-            self._add(held[0], held[1], -1.0, held[2])
-        self._held[key] = (row, server, log_ratio)
-        self._add(row, server, 1.0, log_ratio)
-        self._refresh(row, server)
-
-    def release(self, key: int) -> None:
-        """Drop the pending observation held under ``key``, if any."""
-        held = self._held.pop(key, None)
-        if held is not None:
-            self._add(held[0], held[1], -1.0, held[2])
-            self._refresh(held[0], held[1])
-
     def state(self) -> dict[str, Any]:
-        count, total, total_sq = self.count.copy(), self.total.copy(), self.total_sq.copy()
-        for row, server, value in self._held.values():
-            count[row, server] -= 1.0
-            total[row, server] -= value
-            total_sq[row, server] -= value * value
-        return {"count": count.tolist(), "total": total.tolist(), "total_sq": total_sq.tolist()}
+        return {
+            "count": self.count.tolist(),
+            "total": self.total.tolist(),
+            "total_sq": self.total_sq.tolist(),
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         n = self.n_servers
-        count = np.array(state["count"], dtype=float).reshape(-1, n)
-        self.count = np.zeros((0, n))
-        self.total = np.zeros((0, n))
-        self.total_sq = np.zeros((0, n))
-        self.upper = np.zeros((0, n))
-        self.lower = np.zeros((0, n))
-        self._held = {}
-        self.ensure_rows(count.shape[0])
-        self.count = count
+        self.count = np.array(state["count"], dtype=float).reshape(-1, n)
         self.total = np.array(state["total"], dtype=float).reshape(-1, n)
         self.total_sq = np.array(state["total_sq"], dtype=float).reshape(-1, n)
-        for row in range(count.shape[0]):
-            for server in range(n):
-                self._refresh(row, server)
+        rows = self.count.shape[0]
+        self.upper = np.zeros((rows, n))
+        self.lower = np.zeros((rows, n))
+        self.own = np.zeros((rows, n))
+        for row in range(rows):
+            self._refresh(row)
 
 
 def _is_crowded(loads: LoadArrays, table: ServerTable, server: int) -> bool:
@@ -290,16 +282,17 @@ def _choose(
     need_tokens: float,
     calm: Array,
     crowded: Array,
+    own_calm: Array,
+    own_crowded: Array,
     energy_lower: Array,
     w_transmission: float,
     deadline_s: float,
-    prefer_free_slots: bool,
-    queue_margin: float,
+    config: CsUcbConfig,
 ) -> tuple[int, int, npt.NDArray[np.bool_]]:
-    """Steps 3 and 4 of the module docstring: ``(arm, late, passing)``, the chosen feasible
-    arm (-1 if none), the arm where the request would end soonest, and the servers with no
+    """Steps 3 to 5 of the module docstring: ``(arm, deflect, passing)``, the chosen feasible
+    arm (-1 if none), where to deflect the request if none is feasible, and the servers with no
     feasible arm that a priority queue might let it pass."""
-    arm, late, passing = _choose_kernel(
+    arm, deflect, passing = _choose_kernel(
         est.processing_s,
         est.queue_s,
         est.marginal_j,
@@ -312,13 +305,17 @@ def _choose(
         need_tokens,
         calm,
         crowded,
+        own_calm,
+        own_crowded,
         energy_lower,
         w_transmission,
         deadline_s,
-        prefer_free_slots,
-        queue_margin,
+        config.prefer_free_slots,
+        config.queue_margin,
+        config.comfort,
+        config.energy_tolerance,
     )
-    return int(arm), int(late), passing
+    return int(arm), int(deflect), passing
 
 
 @njit(cache=True)
@@ -335,57 +332,93 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
     need_tokens: float,
     calm: Array,
     crowded: Array,
+    own_calm: Array,
+    own_crowded: Array,
     energy_lower: Array,
     w_transmission: float,
     deadline_s: float,
     prefer_free_slots: bool,
     queue_margin: float,
+    comfort: float,
+    energy_tolerance: float,
 ) -> tuple[int, int, npt.NDArray[np.bool_]]:
     k, n = processing.shape
+    t_ucb = np.empty((k, n))
+    t_own = np.empty((k, n))
+    e_lcb = np.empty((k, n))
     feasible = np.zeros((k, n), dtype=np.bool_)
     safe = np.zeros((k, n), dtype=np.bool_)
     passing = np.zeros(n, dtype=np.bool_)
-    any_usable = False
     any_feasible = False
     any_safe = False
-    late, late_any = -1, -1
-    late_t, late_any_t = np.inf, np.inf
     for s in range(n):
-        max_batch = packed[6, s]
         usable = healthy[s] and tokens_in_flight[s] + need_tokens <= packed[13, s]
-        any_usable = any_usable or usable
-        slow = crowded[s] if running[s] + queued[s] >= 0.5 * max_batch else calm[s]
+        is_crowded = running[s] + queued[s] >= 0.5 * packed[6, s]
+        slow = crowded[s] if is_crowded else calm[s]
+        slow_own = own_crowded[s] if is_crowded else own_calm[s]
         server_feasible = False
         for z in range(k):
-            t_ucb = processing[z, s] * slow
-            # np.argmin's order: the first NaN, else the first least value.
-            if late_any < 0 or (not t_ucb >= late_any_t and late_any_t == late_any_t):
-                late_any, late_any_t = s * k + z, t_ucb
-            if usable and (late < 0 or (not t_ucb >= late_t and late_t == late_t)):
-                late, late_t = s * k + z, t_ucb
-            if usable and t_ucb <= deadline_s:
+            t_ucb[z, s] = t = processing[z, s] * slow
+            t_own[z, s] = processing[z, s] * slow_own
+            inference = marginal[z, s] - w_transmission * transmission[z, s]
+            e_lcb[z, s] = marginal[z, s] + inference * (energy_lower[s] - 1.0)
+            if usable and t <= deadline_s:
                 feasible[z, s] = True
                 server_feasible = True
-                # Safe: starts at once, or meets the deadline with the queue's wait
-                # ``queue_margin`` times as long as estimated.
-                if queue[s] <= 0.0 or t_ucb + (queue_margin - 1.0) * queue[s] * slow <= deadline_s:
+                # Safe: in time with room to spare, and starting at once (or in time even if
+                # the queue's wait were ``queue_margin`` times as long).
+                starts = queue[s] <= 0.0 or t + (queue_margin - 1.0) * queue[s] * slow <= deadline_s
+                if starts and t <= comfort * deadline_s:
                     safe[z, s] = True
                     any_safe = True
         any_feasible = any_feasible or server_feasible
         passing[s] = usable and queued[s] > 0 and not server_feasible
     if not any_feasible:
-        return -1, late if any_usable else late_any, passing
-    only_safe = prefer_free_slots and any_safe
+        return -1, _deflection(t_own, e_lcb, healthy, energy_tolerance), passing
+    # The least energy among the feasible arms; with a safe one, the others count as if they
+    # cost ``energy_tolerance`` times as much.
+    penalise = prefer_free_slots and any_safe
     best, best_e = -1, np.inf
     for s in range(n):
         for z in range(k):
-            if not (safe[z, s] if only_safe else feasible[z, s]):
+            if not feasible[z, s]:
                 continue
-            inference = marginal[z, s] - w_transmission * transmission[z, s]
-            e_lcb = marginal[z, s] + inference * (energy_lower[s] - 1.0)
-            if best < 0 or (not e_lcb >= best_e and best_e == best_e):
-                best, best_e = s * k + z, e_lcb
-    return best, late, passing
+            cost = e_lcb[z, s]
+            if penalise and not safe[z, s]:
+                if energy_tolerance == np.inf:
+                    continue
+                cost *= energy_tolerance
+            # np.argmin's order: the first NaN, else the first least value.
+            if best < 0 or (not cost >= best_e and best_e == best_e):
+                best, best_e = s * k + z, cost
+    return best, -1, passing
+
+
+@njit(cache=True)
+def _deflection(  # pragma: no cover - compiled; tested through CsUcbPolicy.select
+    t_own: Array, e_lcb: Array, healthy: npt.NDArray[np.bool_], energy_tolerance: float
+) -> int:
+    """Step 5: the healthy arm where a hopeless request ends soonest by each server's own record
+    (``t_own``), among those costing at most ``energy_tolerance`` times the cheapest healthy
+    arm (any arm if none is healthy)."""
+    k, n = t_own.shape
+    any_healthy = False
+    for s in range(n):
+        any_healthy = any_healthy or healthy[s]
+    cheapest = np.inf
+    for s in range(n):
+        if healthy[s] or not any_healthy:
+            for z in range(k):
+                cheapest = min(cheapest, e_lcb[z, s])
+    pick, pick_t = -1, np.inf
+    for s in range(n):
+        if not (healthy[s] or not any_healthy):
+            continue
+        for z in range(k):
+            affordable = e_lcb[z, s] <= energy_tolerance * cheapest or not cheapest < np.inf
+            if affordable and (pick < 0 or t_own[z, s] < pick_t):
+                pick, pick_t = s * k + z, t_own[z, s]
+    return pick if pick >= 0 else 0
 
 
 class CsUcbPolicy(PolicyBase):
@@ -408,10 +441,6 @@ class CsUcbPolicy(PolicyBase):
         self.energy: LogRatioStats | None = None
         self.outstanding = Outstanding(0)
         self._crowded: dict[int, bool] = {}
-        # Placed, unanswered requests: [row, server, estimate, placed at, next ratio], and
-        # when each reaches its next ratio.
-        self._unanswered: dict[int, list[float]] = {}
-        self._due: list[tuple[float, int]] = []
 
     def on_servers(self, view: ClusterView) -> None:
         self.table = ServerTable.of(view)
@@ -433,8 +462,6 @@ class CsUcbPolicy(PolicyBase):
     def decide(self, request: RouterRequest, view: ClusterView) -> Decision:
         table, times, energy = self.table, self.times, self.energy
         assert table is not None and times is not None and energy is not None
-        if self.config.censor:
-            self._censor(times, request.arrival_s)
         row = self._row(request.service_class)
         times.ensure_rows(2 * row + 2)
         loads = view.load_arrays()
@@ -442,61 +469,34 @@ class CsUcbPolicy(PolicyBase):
         priority = self._deadline_priority(request)
         est = estimate(table, loads, request, expected, self.shares, view.weights)
         calm, crowded = times.upper[2 * row], times.upper[2 * row + 1]
+        own_calm, own_crowded = times.own[2 * row], times.own[2 * row + 1]
         need = request.prompt_tokens + expected
-        args = (table.packed, loads, need, calm, crowded, energy.lower[0])
-        cfg = self.config
-        tail = (
-            view.weights.transmission,
-            request.deadline_s,
-            cfg.prefer_free_slots,
-            cfg.queue_margin,
-        )
-        arm, late, passing = _choose(est, *args, *tail)
+        args = (table.packed, loads, need, calm, crowded, own_calm, own_crowded, energy.lower[0])
+        tail = (view.weights.transmission, request.deadline_s, self.config)
+        arm, deflect, passing = _choose(est, *args, *tail)
         if priority and passing.any():
             # A queue served by priority lets the request pass the queued ones that come
             # later: where waiting behind all of them is too slow, count only those that go
             # first.
             ahead = self.outstanding.queued_ahead(loads, priority, passing)
             est = estimate(table, loads, request, expected, self.shares, view.weights, ahead)
-            arm, late, _ = _choose(est, *args, *tail)
+            arm, deflect, _ = _choose(est, *args, *tail)
         if arm < 0:
             if view.admission_control:
                 return REJECT
-            arm = late
+            arm = deflect
             priority += DEFLECTED_PRIORITY
         server, level = divmod(arm, len(self.shares))
         self.outstanding.add(request.id, server, priority)
-        crowded_now = self._crowded[request.id] = _is_crowded(loads, table, server)
-        estimate_s = float(est.processing_s[level, server])
-        if self.config.censor and priority < DEFLECTED_PRIORITY and estimate_s > 0:
-            time_row = 2 * row + int(crowded_now)
-            ratio = float(times.upper[time_row, server])
-            now = request.arrival_s
-            self._unanswered[request.id] = [time_row, server, estimate_s, now, ratio]
-            heapq.heappush(self._due, (now + estimate_s * ratio, request.id))
+        self._crowded[request.id] = _is_crowded(loads, table, server)
         return Decision(
             server=server,
             share=float(self.shares[level]),
             arm=arm,
-            estimate_s=estimate_s,
+            estimate_s=float(est.processing_s[level, server]),
             estimate_j=float(est.inference_j[server]),
             priority=priority,
         )
-
-    def _censor(self, times: LogRatioStats, now: float) -> None:
-        """Count each placed request still unanswered when its processing time has reached
-        its bound (and each further step) as an observation of that much: the answer, when it
-        comes, can only be later (censored, delayed feedback)."""
-        while self._due and self._due[0][0] <= now:
-            _, request_id = heapq.heappop(self._due)
-            pending = self._unanswered.get(request_id)
-            if pending is None:
-                continue
-            time_row, server, estimate_s, placed_s, ratio = pending
-            times.hold(request_id, int(time_row), int(server), math.log(ratio))
-            pending[4] = ratio = ratio * CENSOR_STEP
-            if ratio <= CENSOR_CAP:
-                heapq.heappush(self._due, (placed_s + estimate_s * ratio, request_id))
 
     def _deadline_priority(self, request: RouterRequest) -> int:
         if not self.config.deadline_priority:
@@ -509,18 +509,14 @@ class CsUcbPolicy(PolicyBase):
         request = feedback.request
         self.outstanding.remove(request.id)
         crowded = self._crowded.pop(request.id, False)
-        self._unanswered.pop(request.id, None)
         if feedback.failed:
-            self.times.release(request.id)
             return
         self.lengths.observe(request.service_class, feedback.output_tokens)
         decision = feedback.decision
         if decision.estimate_s > 0 and feedback.processing_s > 0:
             ratio = math.log(feedback.processing_s / decision.estimate_s)
             row = 2 * self._row(request.service_class) + int(crowded)
-            self.times.observe(row, decision.server, ratio, key=request.id)
-        else:
-            self.times.release(request.id)
+            self.times.observe(row, decision.server, ratio)
         if decision.estimate_j > 0 and feedback.energy.inference_j > 0:
             ratio = math.log(feedback.energy.inference_j / decision.estimate_j)
             self.energy.observe(0, decision.server, ratio)
@@ -528,9 +524,6 @@ class CsUcbPolicy(PolicyBase):
     def forget(self, request: RouterRequest, decision: Decision) -> None:
         self.outstanding.remove(request.id)
         self._crowded.pop(request.id, None)
-        self._unanswered.pop(request.id, None)
-        if self.times is not None:
-            self.times.release(request.id)
 
     def learned_state(self) -> dict[str, Any]:
         if self.times is None or self.energy is None:
