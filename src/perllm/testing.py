@@ -3,7 +3,11 @@ caller sets directly, and a cluster of any size built from the ``perllm-paper`` 
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
+import yaml
 
 from perllm.cluster import scenario
 from perllm.domain import EnergyWeights, LinkSpec, LoadArrays, ServerLoad, ServerSpec
@@ -65,3 +69,40 @@ def paper_cluster(servers: int = 6) -> scenario.Cluster:
 def paper_view(servers: int = 6) -> StaticView:
     cluster = paper_cluster(servers)
     return StaticView(cluster.servers, cluster.links)
+
+
+MINIMAL_SCENARIO: dict[str, Any] = {
+    "name": "t",
+    "links": [{"name": "wan", "bandwidth-mbps": 100, "tx-power-w": 1.0}],
+    "servers": [
+        {
+            "name": "edge",
+            "tier": "edge",
+            "hardware": "rtx-3090",
+            "model": "llama-2-7b",
+            "dtype": "q4",
+            "link": "wan",
+        }
+    ],
+    "workload": {"arrivals": {"process": "poisson", "rate-rps": 1.0}, "classes": "personalized"},
+}
+
+
+def scenario_with(**changes: Any) -> dict[str, Any]:
+    """:data:`MINIMAL_SCENARIO` (a copy) with top-level keys, or ``links.0.KEY`` /
+    ``servers.0.KEY`` values (written ``links__KEY``), changed."""
+    data: dict[str, Any] = yaml.safe_load(yaml.safe_dump(MINIMAL_SCENARIO))
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            data[section][0][field.replace("_", "-")] = value
+        else:
+            data[section] = value
+    return data
+
+
+def write_yaml(directory: Path, data: Any, name: str = "scenario.yaml") -> Path:
+    """Write ``data`` (YAML text as is, anything else dumped) to ``directory / name``."""
+    path = directory / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path

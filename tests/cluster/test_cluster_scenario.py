@@ -3,48 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from perllm.cluster import scenario
 from perllm.errors import InputError
-
-BASE: dict[str, Any] = {
-    "name": "t",
-    "links": [{"name": "wan", "bandwidth-mbps": 100, "tx-power-w": 1.0}],
-    "servers": [
-        {
-            "name": "edge",
-            "tier": "edge",
-            "hardware": "rtx-3090",
-            "model": "llama-2-7b",
-            "dtype": "q4",
-            "link": "wan",
-        }
-    ],
-    "workload": {"arrivals": {"process": "poisson", "rate-rps": 1.0}, "classes": "personalized"},
-}
-
-
-def _write(tmp_path: Path, data: Any, name: str = "scenario.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
-    return path
-
-
-def _with(**changes: Any) -> dict[str, Any]:
-    """BASE with top-level keys, or ``links.0.KEY`` / ``servers.0.KEY`` values, changed."""
-    data: dict[str, Any] = yaml.safe_load(yaml.safe_dump(BASE))
-    for key, value in changes.items():
-        section, _, field = key.partition("__")
-        if field:
-            data[section][0][field.replace("_", "-")] = value
-        else:
-            data[section] = value
-    return data
-
+from perllm.testing import MINIMAL_SCENARIO, scenario_with, write_yaml
 
 # -- built-ins ----------------------------------------------------------------------------------
 
@@ -87,7 +51,7 @@ def test_tiny_scenario_is_small_and_fixed() -> None:
 
 
 def test_a_scenario_file_loads_by_path(tmp_path: Path) -> None:
-    cluster = scenario.load(str(_write(tmp_path, BASE)))
+    cluster = scenario.load(str(write_yaml(tmp_path, MINIMAL_SCENARIO)))
     assert cluster.name == "t" and len(cluster.servers) == 1
     assert cluster.servers[0].link == "wan"
 
@@ -95,36 +59,42 @@ def test_a_scenario_file_loads_by_path(tmp_path: Path) -> None:
 # -- bad scenarios ------------------------------------------------------------------------------
 
 BAD = {
-    "unknown-key": (_with(colour="red"), "colour"),
-    "unknown-server-key": (_with(servers__colour="red"), "servers.0.colour"),
-    "negative-bandwidth": (_with(links__bandwidth_mbps=-5), "links.0.bandwidth-mbps"),
-    "zero-bandwidth": (_with(links__bandwidth_mbps=0), "links.0.bandwidth-mbps"),
-    "unknown-hardware": (_with(servers__hardware="tpu-v9"), "servers.0.hardware"),
-    "unknown-model": (_with(servers__model="gpt-9"), "servers.0.model"),
-    "unknown-link": (_with(servers__link="nope"), "servers.0.link"),
-    "too-big": (_with(servers__model="vicuna-33b", servers__dtype="fp16"), "servers."),
-    "bad-dtype": (_with(servers__dtype="fp3"), "servers.0.dtype"),
-    "zero-count": (_with(servers__count=0), "servers.0.count"),
+    "unknown-key": (scenario_with(colour="red"), "colour"),
+    "unknown-server-key": (scenario_with(servers__colour="red"), "servers.0.colour"),
+    "negative-bandwidth": (scenario_with(links__bandwidth_mbps=-5), "links.0.bandwidth-mbps"),
+    "zero-bandwidth": (scenario_with(links__bandwidth_mbps=0), "links.0.bandwidth-mbps"),
+    "unknown-hardware": (scenario_with(servers__hardware="tpu-v9"), "servers.0.hardware"),
+    "unknown-model": (scenario_with(servers__model="gpt-9"), "servers.0.model"),
+    "unknown-link": (scenario_with(servers__link="nope"), "servers.0.link"),
+    "too-big": (scenario_with(servers__model="vicuna-33b", servers__dtype="fp16"), "servers."),
+    "bad-dtype": (scenario_with(servers__dtype="fp3"), "servers.0.dtype"),
+    "zero-count": (scenario_with(servers__count=0), "servers.0.count"),
     "bad-override": (
-        _with(servers__hardware_overrides={"memory-bandwidth-gbps": -1}),
+        scenario_with(servers__hardware_overrides={"memory-bandwidth-gbps": -1}),
         "servers.0.hardware-overrides.memory-bandwidth-gbps",
     ),
     "series-missing-file": (
-        _with(links__dynamics={"kind": "series", "file": "no-such-file.csv"}),
+        scenario_with(links__dynamics={"kind": "series", "file": "no-such-file.csv"}),
         "links.0.dynamics.file",
     ),
     "series-zero-point": (
-        _with(links__dynamics={"kind": "series", "points": [[0, 100], [5, 0]]}),
+        scenario_with(links__dynamics={"kind": "series", "points": [[0, 100], [5, 0]]}),
         "links.0.dynamics",
     ),
-    "series-without-points": (_with(links__dynamics={"kind": "series"}), "links.0.dynamics"),
+    "series-without-points": (
+        scenario_with(links__dynamics={"kind": "series"}),
+        "links.0.dynamics",
+    ),
     "amplitude-too-big": (
-        _with(links__dynamics={"kind": "fluctuate", "amplitude": 1.5}),
+        scenario_with(links__dynamics={"kind": "fluctuate", "amplitude": 1.5}),
         "links.0.dynamics.amplitude",
     ),
-    "missing-workload": ({k: v for k, v in BASE.items() if k != "workload"}, "workload"),
+    "missing-workload": (
+        {k: v for k, v in MINIMAL_SCENARIO.items() if k != "workload"},
+        "workload",
+    ),
     "unknown-class-set": (
-        _with(workload={"arrivals": {"rate-rps": 1.0}, "classes": "nope"}),
+        scenario_with(workload={"arrivals": {"rate-rps": 1.0}, "classes": "nope"}),
         "workload.classes",
     ),
 }
@@ -133,7 +103,7 @@ BAD = {
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_scenario_gives_one_line_naming_file_and_field(tmp_path: Path, case: str) -> None:
     data, field = BAD[case]
-    path = _write(tmp_path, data, f"{case}.yaml")
+    path = write_yaml(tmp_path, data, f"{case}.yaml")
     with pytest.raises(InputError) as err:
         scenario.load(str(path))
     message = str(err.value)
@@ -143,9 +113,9 @@ def test_bad_scenario_gives_one_line_naming_file_and_field(tmp_path: Path, case:
 
 
 def test_too_big_names_the_sizes(tmp_path: Path) -> None:
-    data = _with(servers__model="vicuna-33b", servers__dtype="fp16")
+    data = scenario_with(servers__model="vicuna-33b", servers__dtype="fp16")
     with pytest.raises(InputError, match=r"65\.0 GB.*24 GB"):
-        scenario.load(str(_write(tmp_path, data)))
+        scenario.load(str(write_yaml(tmp_path, data)))
 
 
 @pytest.mark.parametrize(
@@ -153,7 +123,7 @@ def test_too_big_names_the_sizes(tmp_path: Path) -> None:
     [("name: t\nlinks: [\n  - a: b\n", ":3:"), ("name: t\n  bad: indent\n", ":2:")],
 )
 def test_invalid_yaml_syntax_names_the_line(tmp_path: Path, text: str, line: str) -> None:
-    path = _write(tmp_path, text, "broken.yaml")
+    path = write_yaml(tmp_path, text, "broken.yaml")
     with pytest.raises(InputError) as err:
         scenario.load(str(path))
     message = str(err.value)
@@ -163,7 +133,7 @@ def test_invalid_yaml_syntax_names_the_line(tmp_path: Path, text: str, line: str
 
 @pytest.mark.parametrize("text", ["", "- 1\n- 2\n", "just a string\n"])
 def test_a_scenario_must_be_a_mapping(tmp_path: Path, text: str) -> None:
-    path = _write(tmp_path, text, "odd.yaml")
+    path = write_yaml(tmp_path, text, "odd.yaml")
     with pytest.raises(InputError, match="must be a YAML mapping"):
         scenario.load(str(path))
 
@@ -180,8 +150,8 @@ def test_unknown_scenario_name_lists_the_builtins() -> None:
 def test_bad_series_file_names_file_and_line(tmp_path: Path, text: str, problem: str) -> None:
     series = tmp_path / "bw.csv"
     series.write_text(text)
-    data = _with(links__dynamics={"kind": "series", "file": str(series)})
+    data = scenario_with(links__dynamics={"kind": "series", "file": str(series)})
     with pytest.raises(InputError) as err:
-        scenario.load(str(_write(tmp_path, data)))
+        scenario.load(str(write_yaml(tmp_path, data)))
     assert "\n" not in str(err.value)
     assert str(err.value).startswith(f"{series}{problem}")

@@ -6,47 +6,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-import yaml
 
 from perllm.cluster import scenario
 from perllm.domain import Decision, Request
 from perllm.policies.registry import make_policy
 from perllm.sim.world import World
-
-BASE: dict[str, Any] = {
-    "name": "t",
-    "links": [{"name": "wan", "bandwidth-mbps": 100, "tx-power-w": 1.0}],
-    "servers": [
-        {
-            "name": "edge",
-            "tier": "edge",
-            "hardware": "rtx-3090",
-            "model": "llama-2-7b",
-            "dtype": "q4",
-            "link": "wan",
-        }
-    ],
-    "workload": {"arrivals": {"process": "poisson", "rate-rps": 1.0}, "classes": "personalized"},
-}
-
-
-def _write(tmp_path: Path, data: Any, name: str = "scenario.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
-    return path
-
-
-def _with(**changes: Any) -> dict[str, Any]:
-    """BASE with top-level keys, or ``links.0.KEY`` / ``servers.0.KEY`` values, changed."""
-    data: dict[str, Any] = yaml.safe_load(yaml.safe_dump(BASE))
-    for key, value in changes.items():
-        section, _, field = key.partition("__")
-        if field:
-            data[section][0][field.replace("_", "-")] = value
-        else:
-            data[section] = value
-    return data
-
+from perllm.testing import scenario_with, write_yaml
 
 # -- series dynamics ----------------------------------------------------------------------------
 
@@ -93,8 +58,8 @@ def test_series_file_changes_bandwidth_at_the_right_times(tmp_path: Path, order:
         lines = [lines[0], lines[3], lines[1], lines[2]]
     series = tmp_path / "bw.csv"
     series.write_text("\n".join(lines) + "\n")
-    data = _with(links__dynamics={"kind": "series", "file": str(series)})
-    cluster = scenario.load(str(_write(tmp_path, data)))
+    data = scenario_with(links__dynamics={"kind": "series", "file": str(series)})
+    cluster = scenario.load(str(write_yaml(tmp_path, data)))
     assert cluster.dynamics["wan"].points == ((0.0, 100.0), (10.0, 50.0), (20.0, 200.0))
 
     # An upload of 1.2 Gbit starting at t = 5: 0.5 Gbit by t = 10 at 100 Mbps, 0.5 Gbit by
@@ -116,8 +81,10 @@ def test_series_file_changes_bandwidth_at_the_right_times(tmp_path: Path, order:
 
 
 def test_inline_series_points_behave_like_the_file(tmp_path: Path) -> None:
-    data = _with(links__dynamics={"kind": "series", "points": [[10, 50], [0, 100], [20, 200]]})
-    cluster = scenario.load(str(_write(tmp_path, data)))
+    data = scenario_with(
+        links__dynamics={"kind": "series", "points": [[10, 50], [0, 100], [20, 200]]}
+    )
+    cluster = scenario.load(str(write_yaml(tmp_path, data)))
     assert cluster.dynamics["wan"].points == ((0.0, 100.0), (10.0, 50.0), (20.0, 200.0))
     world = World(cluster, make_policy("round-robin"), [_request(0, 5.0, 150_000_000)])
     recorder = world.run()
