@@ -192,16 +192,18 @@ def _refresh(  # pragma: no cover - compiled; tested through LogRatioStats
 
 
 class LogRatioStats:
-    """Per (row, server) statistics of ``ln(observed / estimated)`` and the confidence bounds
-    ``upper = exp(m + beta sd / sqrt(n + w))`` and ``lower = exp(m - beta sd / sqrt(n + w))``
-    they give, kept up to date on every update.
+    """Per (row, server) statistics of ``l = ln(observed / estimated)`` and the confidence bounds
+    they give, kept up to date on every update (step 2 of the module docstring):
 
-    The mean is shrunk towards the row's pooled mean ``mu`` (the same kind of request on every
-    server): ``m = (sum + w mu) / (n + w)`` with ``w`` the ``pool_weight``: what the other
-    servers showed is worth ``w`` observations of this one, and an arm never tried starts from
-    it, not from the datasheet. ``sd`` is the arm's own from two observations on, the row's
-    before (``prior_sd`` until the row has two). Before the row has any observation, the bounds
-    are ``exp(+-beta prior_sd)``; with ``w = 0`` every arm stands alone."""
+    - ``upper = exp(m_hi + beta sd / sqrt(n + w))`` and ``lower = exp(m_lo - beta sd / sqrt(n +
+      w))``, with ``m_hi = (sum + w max(mu, 0)) / (n + w)``, ``m_lo`` alike with ``min(mu, 0)``,
+      ``mu`` the mean of the *other* servers of the row, ``w`` the ``pool_weight`` (0 when they
+      have no observation), ``sd`` the arm's own from two observations on, the others' before
+      (``prior_sd`` until they have two); ``exp(+-beta prior_sd)`` while ``n + w = 0``;
+    - ``own = exp(sum / n)``, the arm's own record (1, the datasheet, before any observation).
+
+    With ``pool_weight`` 0 every arm stands alone. A refresh costs ``O(servers)``: every arm of
+    the row borrows from the others."""
 
     def __init__(
         self, n_servers: int, confidence: float, prior_sd: float, pool_weight: float = 0.0
@@ -385,7 +387,7 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
                 continue
             cost = e_lcb[z, s]
             if penalise and not safe[z, s]:
-                if energy_tolerance == np.inf:
+                if energy_tolerance == np.inf or t_ucb[z, s] > comfort * deadline_s:
                     continue
                 cost *= energy_tolerance
             # np.argmin's order: the first NaN, else the first least value.
@@ -513,7 +515,10 @@ class CsUcbPolicy(PolicyBase):
             return
         self.lengths.observe(request.service_class, feedback.output_tokens)
         decision = feedback.decision
-        if decision.estimate_s > 0 and feedback.processing_s > 0:
+        # A deflected request waits by design, behind every request that can make it: its
+        # time says nothing about the model's error.
+        deflected = decision.priority >= DEFLECTED_PRIORITY
+        if decision.estimate_s > 0 and feedback.processing_s > 0 and not deflected:
             ratio = math.log(feedback.processing_s / decision.estimate_s)
             row = 2 * self._row(request.service_class) + int(crowded)
             self.times.observe(row, decision.server, ratio)
