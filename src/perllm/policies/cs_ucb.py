@@ -34,11 +34,12 @@ learned. For a request ``r`` of class ``c`` with deadline ``D``:
    (the model's own value, with the prior's width, before the row has any observation).
 3. **Constraint satisfaction**: arm ``k`` is feasible when ``T_ucb(k) <= D``, the server is
    healthy and its KV cache can hold what is in flight plus ``r``'s prompt and expected output.
-4. **Choice**: the feasible arm with the least ``E_lcb``, where an arm that is not *safe*
-   counts as costing ``energy-tolerance`` times its ``E_lcb`` when a safe one exists
-   (``prefer-free-slots``; a queue's length is the least certain part of an estimate, and
-   joining one delays the requests behind, but not at any price: a CPU edge that is free can
-   cost a hundred times the batch slot of a busy GPU). Safe: ``T_ucb <= comfort D`` (room to
+4. **Choice**: the feasible arm with the least ``E_lcb``, where, when a safe arm exists, an
+   arm that is not *safe* counts as costing ``energy-tolerance`` times its ``E_lcb`` and only
+   if it is comfortably in time (``T_ucb <= comfort D``) (``prefer-free-slots``; a queue's
+   length is the least certain part of an estimate, and joining one delays the requests behind,
+   but not at any price: a CPU edge that is free can cost a hundred times the batch slot of a
+   busy GPU). Safe: ``T_ucb <= comfort D`` (room to
    spare, since ``T_ucb`` bounds the *mean* time and a request's own time varies around it),
    and ``r`` starts at once (estimated queueing ``Q = 0``: a free batch slot, or only later
    deadlines queued ahead) or ``T_ucb + (queue-margin - 1) Q slow <= D`` (still in time if the
@@ -54,7 +55,8 @@ learned. For a request ``r`` of class ``c`` with deadline ``D``:
    record (``T exp(m)``, the model's ``T`` for a server never observed: the pool would make
    every untried server as slow as the one that is slow, and never try them), among those
    costing at most ``energy-tolerance`` times the cheapest healthy arm; a full KV cache does
-   not exclude a server here, since a deflected request waits for room anyway.
+   not exclude a server here, since a deflected request waits for room anyway. Its time
+   teaches nothing (it waits by design, which the model does not estimate); its energy does.
 
 Why this is a bandit: every decision pulls one arm and reveals only that arm's outcome (its time
 and energy), which arrives late; the unknowns are per-arm parameters (how fast and how hungry a
