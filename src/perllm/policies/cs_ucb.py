@@ -81,8 +81,8 @@ each x 3 loads x 2 seeds, never the clusters or scenarios the README reports; ge
 against the strongest baseline per cell): turning ``prefer-free-slots`` off lost 33% goodput,
 ``deadline-priority`` off 9%; the widths of the bounds (0 to 2) moved goodput by under 1%. The
 pooled prior, the comfort margin and the energy tolerance together moved clusters 1000-1019
-from 0.996x goodput and 1.12x energy per met request to 1.006x and 0.92x, and clusters
-1020-1039 from 0.977x and 1.10x to 0.989x and 0.88x (each one's share in the README). Pool
+from 0.996x goodput and 1.12x energy per met request to 1.003x and 0.91x, and clusters
+1020-1039 from 0.977x and 1.10x to 0.985x and 0.88x (each one's share in the README). Pool
 weights of 3, 10 and 30 were within noise of each other. ``queue-margin`` trades goodput for
 energy: over clusters 1000-1019, 4 gave 0.954x the strongest baseline's goodput and 1.04x its
 energy per met request, 2 gave 0.921x and 1.12x, against 0.996x and 1.11x with the infinite
