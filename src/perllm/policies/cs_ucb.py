@@ -67,9 +67,9 @@ arm that is clearly worse even optimistically is left alone. Pessimism on the co
 the deadlines: an arm is trusted to be fast only as far as its observations say. Output lengths
 are learned per class as running means (a router cannot know them in advance).
 
-Each update costs ``O(1)`` and each decision ``O(arms)``: the estimate, the bounds and the
-choice are compiled loops over the servers (numba), 16 us median and 45 us p99 at 100 servers
-(``benchmarks/decision_speed.py``).
+Each update costs ``O(servers)`` (every arm of the row borrows from the others) and each decision
+``O(arms)``: the estimate, the bounds and the choice are compiled loops over the servers
+(numba), 22 us median and 42 us p99 at 100 servers (``benchmarks/decision_speed.py``).
 
 Parameters: ``confidence`` (beta on time) and ``exploration`` (beta on energy), in standard
 errors, both 1.0; ``prior-log-sd`` = 0.3 (a datasheet within about 30%); ``share-levels`` = (1.0,)
