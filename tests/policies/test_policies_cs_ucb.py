@@ -143,9 +143,30 @@ def test_a_hopeless_request_waits_on_an_efficient_server_with_a_full_cache(
     hopeless = policy.select(request_factory(deadline_s=0.01), paper_view)
     assert hopeless.server == 5
     assert hopeless.priority >= DEFLECTED_PRIORITY
-    # A server that is down is never a target.
-    paper_view.healthy[5] = False
-    assert policy.select(request_factory(1, deadline_s=0.01), paper_view).server != 5
+    # A server that is down is never a target, whatever the tolerance.
+    paper_view.healthy[0] = paper_view.healthy[5] = False
+    for tolerance in (10.0, math.inf):
+        other = make_policy("cs-ucb", {"energy-tolerance": tolerance})
+        server = other.select(request_factory(1, deadline_s=0.01), paper_view).server
+        assert paper_view.healthy[server], tolerance
+
+
+def test_a_deflected_request_teaches_energy_but_not_time(
+    paper_view, request_factory, feedback_factory
+) -> None:
+    policy = make_policy("cs-ucb")
+    hopeless = request_factory(deadline_s=0.01)
+    decision = policy.select(hopeless, paper_view)
+    assert decision.priority >= DEFLECTED_PRIORITY
+    # It waited behind every request that could make it: 100x its estimate says nothing about
+    # the model, so only its energy is learned.
+    policy.observe(
+        feedback_factory(
+            hopeless, decision, energy_j=5.0, processing_s=decision.estimate_s * 100, met=False
+        )
+    )
+    assert policy.times.count.sum() == 0
+    assert policy.energy.count.sum() == 1
 
 
 def test_an_untried_server_starts_from_what_the_others_showed() -> None:
@@ -173,6 +194,12 @@ def test_an_untried_server_starts_from_what_the_others_showed() -> None:
     restored.restore(pooled.state())
     np.testing.assert_allclose(restored.upper, pooled.upper)
     np.testing.assert_allclose(restored.lower, pooled.lower)
+    np.testing.assert_allclose(restored.own, pooled.own)
+    assert pooled.own[0, 0] == pytest.approx(2.0)  # its own record, not the pool's
+    # A value that is not finite is ignored rather than spoiling the whole row.
+    for bad in (math.inf, math.nan):
+        pooled.observe(0, 1, bad)
+    np.testing.assert_allclose(pooled.upper, restored.upper)
 
 
 def test_state_round_trips_through_json(paper_view, request_factory, feedback_factory) -> None:
@@ -226,7 +253,11 @@ def test_a_free_slot_is_not_worth_any_energy(paper_view, request_factory) -> Non
         np.ones(1),
         paper_view.weights,
     )
-    edge_over_cloud = float(est.marginal_j[0, 0] / est.marginal_j[0, 5])
+    # The energies CS-UCB compares before any observation: the inference part at its optimistic
+    # bound exp(-0.3) (transmission is the same on every link here, up to its power).
+    inference = est.marginal_j[0] - paper_view.weights.transmission * est.transmission_j[0]
+    e_lcb = est.marginal_j[0] + inference * (math.exp(-0.3) - 1.0)
+    edge_over_cloud = float(e_lcb[:5].min() / e_lcb[5])
     assert edge_over_cloud > 2.0  # a CPU edge costs several times the busy A100
     # A free slot wins while it costs at most energy-tolerance times the queue it avoids.
     for tolerance, tier in ((edge_over_cloud * 2.0, "edge"), (edge_over_cloud / 2.0, "cloud")):

@@ -23,9 +23,10 @@ learned. For a request ``r`` of class ``c`` with deadline ``D``:
    datasheet (``l = 0``) away from the side of its bound: ``mu_hi = max(mu, 0)`` for the
    pessimistic bound, ``mu_lo = min(mu, 0)`` for the optimistic one, so good news about the
    others never makes an untried server look safer, and bad news never stops one from being
-   tried. With ``m_hi = (sum + w mu_hi) / (n + w)`` (and ``m_lo`` alike), ``sd`` the arm's own
-   from two observations on and the others' before (``prior-log-sd`` with no observation in
-   the row at all), the confidence bounds are
+   tried. With ``m_hi = (sum + w mu_hi) / (n + w)`` (and ``m_lo`` alike; ``w`` = 0 while the
+   others have no observation), ``sd`` the arm's own from two observations on and the
+   others' before (``prior-log-sd`` while they have fewer than two, or with ``w`` = 0), the
+   confidence bounds are
 
    - pessimism on time (the constraint): ``T_ucb = T exp(m_hi,T + beta_T sd_T / sqrt(n_T + w))``,
    - optimism on energy (the objective):
@@ -54,7 +55,8 @@ learned. For a request ``r`` of class ``c`` with deadline ``D``:
    that can. It goes to the healthy arm where it would end soonest by each server's *own*
    record (``T exp(m)``, the model's ``T`` for a server never observed: the pool would make
    every untried server as slow as the one that is slow, and never try them), among those
-   costing at most ``energy-tolerance`` times the cheapest healthy arm; a full KV cache does
+   costing at most ``energy-tolerance`` times the cheapest healthy arm (any server if none is
+   healthy); a full KV cache does
    not exclude a server here, since a deflected request waits for room anyway. Its time
    teaches nothing (it waits by design, which the model does not estimate); its energy does.
 
@@ -234,7 +236,10 @@ class LogRatioStats:
             self.own = np.vstack([self.own, pad + 1.0])
 
     def observe(self, row: int, server: int, log_ratio: float) -> None:
+        """Add an observation (none if ``log_ratio`` is not finite: one would spoil the row)."""
         self.ensure_rows(row + 1)
+        if not math.isfinite(log_ratio):
+            return
         self.count[row, server] += 1.0
         self.total[row, server] += log_ratio
         self.total_sq[row, server] += log_ratio * log_ratio
@@ -391,7 +396,7 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
             if penalise and not safe[z, s]:
                 if energy_tolerance == np.inf or t_ucb[z, s] > comfort * deadline_s:
                     continue
-                cost *= energy_tolerance
+                cost += (energy_tolerance - 1.0) * abs(cost)  # x tolerance, also below 0
             # np.argmin's order: the first NaN, else the first least value.
             if best < 0 or (not cost >= best_e and best_e == best_e):
                 best, best_e = s * k + z, cost
@@ -404,7 +409,8 @@ def _deflection(  # pragma: no cover - compiled; tested through CsUcbPolicy.sele
 ) -> int:
     """Step 5: the healthy arm where a hopeless request ends soonest by each server's own record
     (``t_own``), among those costing at most ``energy_tolerance`` times the cheapest healthy
-    arm (any arm if none is healthy)."""
+    arm (``cheapest + (tolerance - 1) |cheapest|``, so the cheapest always qualifies); any arm
+    if none is healthy."""
     k, n = t_own.shape
     any_healthy = False
     for s in range(n):
@@ -419,7 +425,9 @@ def _deflection(  # pragma: no cover - compiled; tested through CsUcbPolicy.sele
         if not (healthy[s] or not any_healthy):
             continue
         for z in range(k):
-            affordable = e_lcb[z, s] <= energy_tolerance * cheapest or not cheapest < np.inf
+            affordable = energy_tolerance == np.inf or (
+                e_lcb[z, s] <= cheapest + (energy_tolerance - 1.0) * abs(cheapest)
+            )
             if affordable and (pick < 0 or t_own[z, s] < pick_t):
                 pick, pick_t = s * k + z, t_own[z, s]
     return pick if pick >= 0 else 0
