@@ -185,7 +185,7 @@ def test_a_forgotten_request_leaves_nothing_behind(name: str, paper_view, reques
     request = request_factory(deadline_s=30.0)
     policy.forget(request, policy.select(request, paper_view))
     if name == "cs-ucb":
-        assert policy.outstanding.placed == {} and policy._crowded == {}
+        assert policy.outstanding.placed == {} and policy._placed == {}
         assert policy.outstanding.counts.sum() == 0
     else:
         arms = policy.arms

@@ -98,6 +98,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from statistics import NormalDist
 from typing import Any, ClassVar
 
 import numpy as np
@@ -137,6 +138,9 @@ class CsUcbConfig(PolicyConfig):
     comfort: float = Field(0.7, gt=0.0, le=1.0)
     energy_tolerance: float = Field(10.0, ge=1.0)
     pool_weight: float = Field(10.0, ge=0.0, le=1000.0)
+    long_shots: bool = True
+    length_quantile: float = Field(0.75, ge=0.5, lt=1.0)
+    per_token_learning: bool = True
 
     @field_validator("share_levels")
     @classmethod
@@ -210,7 +214,11 @@ class LogRatioStats:
     the row borrows from the others."""
 
     def __init__(
-        self, n_servers: int, confidence: float, prior_sd: float, pool_weight: float = 0.0
+        self,
+        n_servers: int,
+        confidence: float,
+        prior_sd: float,
+        pool_weight: float = 0.0,
     ) -> None:
         self.n_servers = n_servers
         self.confidence = confidence
@@ -286,6 +294,7 @@ def _is_crowded(loads: LoadArrays, table: ServerTable, server: int) -> bool:
 
 def _choose(
     est: Estimate,
+    tail_s: Array,
     packed: Array,
     loads: LoadArrays,
     need_tokens: float,
@@ -303,6 +312,7 @@ def _choose(
     feasible arm that a priority queue might let it pass."""
     arm, deflect, passing = _choose_kernel(
         est.processing_s,
+        tail_s,
         est.queue_s,
         est.marginal_j,
         est.transmission_j,
@@ -323,6 +333,7 @@ def _choose(
         config.queue_margin,
         config.comfort,
         config.energy_tolerance,
+        config.long_shots,
     )
     return int(arm), int(deflect), passing
 
@@ -330,6 +341,7 @@ def _choose(
 @njit(cache=True)
 def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.select
     processing: Array,
+    tail: Array,
     queue: Array,
     marginal: Array,
     transmission: Array,
@@ -350,6 +362,7 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
     queue_margin: float,
     comfort: float,
     energy_tolerance: float,
+    long_shots: bool,
 ) -> tuple[int, int, npt.NDArray[np.bool_]]:
     k, n = processing.shape
     t_ucb = np.empty((k, n))
@@ -367,7 +380,7 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
         slow_own = own_crowded[s] if is_crowded else own_calm[s]
         server_feasible = False
         for z in range(k):
-            t_ucb[z, s] = t = processing[z, s] * slow
+            t_ucb[z, s] = t = (processing[z, s] + tail[s]) * slow
             t_own[z, s] = processing[z, s] * slow_own
             inference = marginal[z, s] - w_transmission * transmission[z, s]
             e_lcb[z, s] = marginal[z, s] + inference * (energy_lower[s] - 1.0)
@@ -383,6 +396,15 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
         any_feasible = any_feasible or server_feasible
         passing[s] = usable and queued[s] > 0 and not server_feasible
     if not any_feasible:
+        if long_shots:
+            shot, shot_t = -1, deadline_s
+            for s in range(n):
+                if healthy[s] and tokens_in_flight[s] + need_tokens <= packed[13, s]:
+                    for z in range(k):
+                        if t_own[z, s] <= shot_t:
+                            shot, shot_t = s * k + z, t_own[z, s]
+            if shot >= 0:
+                return shot, -1, passing
         return -1, _deflection(t_own, e_lcb, healthy, energy_tolerance), passing
     # The least energy among the feasible arms; with a safe one, the others count as if they
     # cost ``energy_tolerance`` times as much.
@@ -452,7 +474,9 @@ class CsUcbPolicy(PolicyBase):
         self.times: LogRatioStats | None = None
         self.energy: LogRatioStats | None = None
         self.outstanding = Outstanding(0)
-        self._crowded: dict[int, bool] = {}
+        self._z = NormalDist().inv_cdf(config.length_quantile)
+        # Per request placed: crowded at placement, expected output tokens, decode step.
+        self._placed: dict[int, tuple[bool, float, float]] = {}
 
     def on_servers(self, view: ClusterView) -> None:
         self.table = ServerTable.of(view)
@@ -478,6 +502,7 @@ class CsUcbPolicy(PolicyBase):
         times.ensure_rows(2 * row + 2)
         loads = view.load_arrays()
         expected = self.lengths.expected(request.service_class)
+        extra_tokens = self.lengths.planned(request.service_class, self._z) - expected
         priority = self._deadline_priority(request)
         est = estimate(table, loads, request, expected, self.shares, view.weights)
         calm, crowded = times.upper[2 * row], times.upper[2 * row + 1]
@@ -485,14 +510,14 @@ class CsUcbPolicy(PolicyBase):
         need = request.prompt_tokens + expected
         args = (table.packed, loads, need, calm, crowded, own_calm, own_crowded, energy.lower[0])
         tail = (view.weights.transmission, request.deadline_s, self.config)
-        arm, deflect, passing = _choose(est, *args, *tail)
+        arm, deflect, passing = _choose(est, extra_tokens * est.decode_step_s, *args, *tail)
         if priority and passing.any():
             # A queue served by priority lets the request pass the queued ones that come
             # later: where waiting behind all of them is too slow, count only those that go
             # first.
             ahead = self.outstanding.queued_ahead(loads, priority, passing)
             est = estimate(table, loads, request, expected, self.shares, view.weights, ahead)
-            arm, deflect, _ = _choose(est, *args, *tail)
+            arm, deflect, _ = _choose(est, extra_tokens * est.decode_step_s, *args, *tail)
         if arm < 0:
             if view.admission_control:
                 return REJECT
@@ -500,7 +525,8 @@ class CsUcbPolicy(PolicyBase):
             priority += DEFLECTED_PRIORITY
         server, level = divmod(arm, len(self.shares))
         self.outstanding.add(request.id, server, priority)
-        self._crowded[request.id] = _is_crowded(loads, table, server)
+        crowded = _is_crowded(loads, table, server)
+        self._placed[request.id] = (crowded, expected, float(est.decode_step_s[server]))
         return Decision(
             server=server,
             share=float(self.shares[level]),
@@ -520,7 +546,7 @@ class CsUcbPolicy(PolicyBase):
             return
         request = feedback.request
         self.outstanding.remove(request.id)
-        crowded = self._crowded.pop(request.id, False)
+        crowded, expected, step = self._placed.pop(request.id, (False, 0.0, 0.0))
         if feedback.failed:
             return
         self.lengths.observe(request.service_class, feedback.output_tokens)
@@ -528,8 +554,14 @@ class CsUcbPolicy(PolicyBase):
         # A deflected request waits by design, behind every request that can make it: its
         # time says nothing about the model's error.
         deflected = decision.priority >= DEFLECTED_PRIORITY
-        if decision.estimate_s > 0 and feedback.processing_s > 0 and not deflected:
-            ratio = math.log(feedback.processing_s / decision.estimate_s)
+        # The model's time for the output the request really had (the router sees it in the
+        # response): what the learned ratio measures is then the model's error, not the spread
+        # of output lengths, which the planned tail covers.
+        estimated = decision.estimate_s
+        if self.config.per_token_learning:
+            estimated += (feedback.output_tokens - expected) * step
+        if estimated > 0 and feedback.processing_s > 0 and not deflected:
+            ratio = math.log(feedback.processing_s / estimated)
             row = 2 * self._row(request.service_class) + int(crowded)
             self.times.observe(row, decision.server, ratio)
         if decision.estimate_j > 0 and feedback.energy.inference_j > 0:
@@ -538,7 +570,7 @@ class CsUcbPolicy(PolicyBase):
 
     def forget(self, request: RouterRequest, decision: Decision) -> None:
         self.outstanding.remove(request.id)
-        self._crowded.pop(request.id, None)
+        self._placed.pop(request.id, None)
 
     def learned_state(self) -> dict[str, Any]:
         if self.times is None or self.energy is None:

@@ -45,6 +45,7 @@ energy), compiled into the pass, so that the world and the estimate share one te
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,7 +149,10 @@ class Estimate:
     ``inference_j`` is the request's *attributed* share of the batch's energy (what the world
     reports back in its feedback); ``marginal_j`` is the *weighted* energy the cluster spends
     because of this request (see the module docstring), the quantity to minimise.
-    ``batch`` and ``power_w`` are the server's real batch with the request and its power there.
+    ``batch`` and ``power_w`` are the server's real batch with the request and its power there;
+    ``decode_step_s`` the time of one decode step in the batch the request sees
+    (``step_overhead + max(compute_per_seq * b_seen, weights + kv * per_kv_token)``), how much
+    longer ``processing_s`` would be per output token beyond the expected ones.
     """
 
     transfer_s: Array
@@ -160,6 +164,7 @@ class Estimate:
     marginal_j: Array
     batch: Array
     power_w: Array
+    decode_step_s: Array
 
     @property
     def energy_j(self) -> Array:
@@ -198,7 +203,7 @@ def _kernel(  # pragma: no cover - compiled; tested through estimate()
     w_transmission: float,
     w_inference: float,
     w_idle: float,
-) -> tuple[Array, Array, Array, Array, Array, Array, Array, Array, Array]:
+) -> tuple[Array, Array, Array, Array, Array, Array, Array, Array, Array, Array]:
     """The module docstring's formulas, server by server (rows of ``t``: ``_COLUMNS``)."""
     n = running.shape[0]
     k = shares.shape[0]
@@ -211,6 +216,7 @@ def _kernel(  # pragma: no cover - compiled; tested through estimate()
     inference = np.empty(n)
     batch = np.empty(n)
     power = np.empty(n)
+    decode_step = np.empty(n)
     steps = max(expected_output_tokens - 1.0, 0.0)
     for s in range(n):
         max_batch = t[6, s]
@@ -222,6 +228,7 @@ def _kernel(  # pragma: no cover - compiled; tested through estimate()
         roofline = physics.step_roofline_s(t[5, s], t[3, s], t[4, s], seen, kv + prompt_tokens)
         prefill = physics.prefill_s(t[0, s], t[1, s], prompt_tokens)
         service[s] = (prefill + steps * t[2, s]) + steps * roofline
+        decode_step[s] = t[2, s] + roofline
         queue[s] = (ahead - seen) * service[s] / max_batch
         # Energy: the server's real batch with the request.
         b = min(running[s] + queued[s] + 1.0, max_batch)
@@ -247,7 +254,18 @@ def _kernel(  # pragma: no cover - compiled; tested through estimate()
             transmission[z, s] = physics.transmission_j(t[11, s], moving - rtt)
             processing[z, s] = moving + queue[s] + service[s]
             marginal_j[z, s] = w_transmission * transmission[z, s] + marginal
-    return transfer, service, queue, processing, transmission, inference, marginal_j, batch, power
+    return (
+        transfer,
+        service,
+        queue,
+        processing,
+        transmission,
+        inference,
+        marginal_j,
+        batch,
+        power,
+        decode_step,
+    )
 
 
 def estimate(
@@ -295,24 +313,53 @@ def fits_memory(
 
 
 class OutputLengths:
-    """Running mean of observed output tokens per service class (a router learns lengths)."""
+    """Observed output tokens per service class (a router learns lengths): the running mean, and
+    a log-normal fit (mean and spread of ``ln tokens``) for the tail, all from additive sums."""
 
     def __init__(self, prior_tokens: float = 128.0) -> None:
         self.prior_tokens = prior_tokens
         self._sum: dict[str, float] = {}
         self._count: dict[str, int] = {}
+        self._log_sum: dict[str, float] = {}
+        self._log_sq: dict[str, float] = {}
 
     def expected(self, service_class: str) -> float:
         count = self._count.get(service_class, 0)
         return self._sum[service_class] / count if count else self.prior_tokens
 
+    def planned(self, service_class: str, z: float) -> float:
+        """Tokens to plan for: the log-normal fit's ``exp(mean + z sd)`` of ``ln tokens`` (its
+        quantile of standard score ``z``), never fewer than the mean; the mean until the class
+        has ``_TAIL_AFTER`` observations."""
+        expected = self.expected(service_class)
+        count = self._count.get(service_class, 0)
+        if z <= 0.0 or count < _TAIL_AFTER:
+            return expected
+        mean = self._log_sum.get(service_class, 0.0) / count
+        spread = math.sqrt(max(self._log_sq.get(service_class, 0.0) / count - mean * mean, 0.0))
+        return max(expected, math.exp(mean + z * spread))
+
     def observe(self, service_class: str, tokens: int) -> None:
         self._sum[service_class] = self._sum.get(service_class, 0.0) + tokens
         self._count[service_class] = self._count.get(service_class, 0) + 1
+        log = math.log(max(tokens, 1))
+        self._log_sum[service_class] = self._log_sum.get(service_class, 0.0) + log
+        self._log_sq[service_class] = self._log_sq.get(service_class, 0.0) + log * log
 
     def state(self) -> dict[str, Any]:
-        return {"sum": dict(self._sum), "count": dict(self._count)}
+        return {
+            "sum": dict(self._sum),
+            "count": dict(self._count),
+            "log_sum": dict(self._log_sum),
+            "log_sq": dict(self._log_sq),
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         self._sum = {str(k): float(v) for k, v in state.get("sum", {}).items()}
         self._count = {str(k): int(v) for k, v in state.get("count", {}).items()}
+        self._log_sum = {str(k): float(v) for k, v in state.get("log_sum", {}).items()}
+        self._log_sq = {str(k): float(v) for k, v in state.get("log_sq", {}).items()}
+
+
+# Observations of a class before its log-normal fit is trusted for the tail.
+_TAIL_AFTER = 10

@@ -32,7 +32,7 @@ __all__ = [
 Totals = dict[str, float]
 
 _LOG_RATIO_STATS = ("count", "total", "total_sq")
-_LENGTH_STATS = ("sum", "count")
+_LENGTH_STATS = ("sum", "count", "log_sum", "log_sq")
 
 
 @runtime_checkable
