@@ -118,9 +118,12 @@ from perllm.domain import (
 from perllm.policies.base import PolicyBase, PolicyConfig
 from perllm.policies.estimates import Estimate, OutputLengths, ServerTable, estimate
 from perllm.policies.mergeable import cs_ucb_state, cs_ucb_totals
-from perllm.policies.outstanding import Outstanding
+from perllm.policies.outstanding import Outstanding, PrefillLoad
 
 Array = npt.NDArray[np.float64]
+
+# How a request was placed (``_choose``): on a feasible arm, as a long shot, or deflected.
+FEASIBLE, LONG_SHOT, HOPELESS = 0, 1, 2
 
 # Priorities are milliseconds of absolute deadline; a deflected request comes after all of them.
 DEFLECTED_PRIORITY = DEFERRED_PRIORITY
@@ -139,6 +142,8 @@ class CsUcbConfig(PolicyConfig):
     energy_tolerance: float = Field(10.0, ge=1.0)
     pool_weight: float = Field(10.0, ge=0.0, le=1000.0)
     long_shots: bool = True
+    prefill_window_s: float = Field(2.0, ge=0.0)
+    prefill_cap: float = Field(0.9, gt=0.0, lt=1.0)
     length_quantile: float = Field(0.75, ge=0.5, lt=1.0)
     per_token_learning: bool = True
 
@@ -287,6 +292,14 @@ class LogRatioStats:
             self._refresh(row)
 
 
+def _planned(est: Estimate, extra_tokens: float, stall: Array) -> tuple[Array, Array]:
+    """The model's processing time with the prefill stalls (``service x stall`` more), and what
+    ``extra_tokens`` more output would add to it (the output tail), per arm."""
+    processing: Array = est.processing_s + est.service_s * stall
+    tail: Array = extra_tokens * est.decode_step_s * (1.0 + stall)
+    return processing, tail
+
+
 def _is_crowded(loads: LoadArrays, table: ServerTable, server: int) -> bool:
     """The server's batch at least half full (where every newcomer's prefill stalls it)."""
     return bool(loads.running[server] + loads.queued[server] >= 0.5 * table.max_batch[server])
@@ -294,6 +307,7 @@ def _is_crowded(loads: LoadArrays, table: ServerTable, server: int) -> bool:
 
 def _choose(
     est: Estimate,
+    processing_s: Array,
     tail_s: Array,
     packed: Array,
     loads: LoadArrays,
@@ -307,11 +321,12 @@ def _choose(
     deadline_s: float,
     config: CsUcbConfig,
 ) -> tuple[int, int, npt.NDArray[np.bool_]]:
-    """Steps 3 to 5 of the module docstring: ``(arm, deflect, passing)``, the chosen feasible
-    arm (-1 if none), where to deflect the request if none is feasible, and the servers with no
-    feasible arm that a priority queue might let it pass."""
-    arm, deflect, passing = _choose_kernel(
-        est.processing_s,
+    """Steps 3 to 5 of the module docstring: ``(arm, kind, passing)``, the chosen arm, how it
+    was chosen (``FEASIBLE``, ``LONG_SHOT``, or ``HOPELESS``: where to deflect the request), and
+    the servers with no feasible arm that a priority queue might let it pass. ``processing_s``
+    is the model's time with the prefill stalls, ``tail_s`` what the output tail adds."""
+    arm, kind, passing = _choose_kernel(
+        processing_s,
         tail_s,
         est.queue_s,
         est.marginal_j,
@@ -335,7 +350,7 @@ def _choose(
         config.energy_tolerance,
         config.long_shots,
     )
-    return int(arm), int(deflect), passing
+    return int(arm), int(kind), passing
 
 
 @njit(cache=True)
@@ -404,8 +419,8 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
                         if t_own[z, s] <= shot_t:
                             shot, shot_t = s * k + z, t_own[z, s]
             if shot >= 0:
-                return shot, -1, passing
-        return -1, _deflection(t_own, e_lcb, healthy, energy_tolerance), passing
+                return shot, LONG_SHOT, passing
+        return _deflection(t_own, e_lcb, healthy, energy_tolerance), HOPELESS, passing
     # The least energy among the feasible arms; with a safe one, the others count as if they
     # cost ``energy_tolerance`` times as much.
     penalise = prefer_free_slots and any_safe
@@ -422,7 +437,7 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
             # np.argmin's order: the first NaN, else the first least value.
             if best < 0 or (not cost >= best_e and best_e == best_e):
                 best, best_e = s * k + z, cost
-    return best, -1, passing
+    return best, FEASIBLE, passing
 
 
 @njit(cache=True)
@@ -474,6 +489,7 @@ class CsUcbPolicy(PolicyBase):
         self.times: LogRatioStats | None = None
         self.energy: LogRatioStats | None = None
         self.outstanding = Outstanding(0)
+        self.prefills = PrefillLoad(0, 1.0)
         self._z = NormalDist().inv_cdf(config.length_quantile)
         # Per request placed: crowded at placement, expected output tokens, decode step.
         self._placed: dict[int, tuple[bool, float, float]] = {}
@@ -488,6 +504,7 @@ class CsUcbPolicy(PolicyBase):
         self.energy = LogRatioStats(n_servers, cfg.exploration, cfg.prior_log_sd, cfg.pool_weight)
         self.energy.ensure_rows(1)
         self.outstanding = Outstanding(n_servers)
+        self.prefills = PrefillLoad(n_servers, max(cfg.prefill_window_s, 1e-9))
 
     def _row(self, service_class: str) -> int:
         row = self.classes.get(service_class)
@@ -510,31 +527,46 @@ class CsUcbPolicy(PolicyBase):
         need = request.prompt_tokens + expected
         args = (table.packed, loads, need, calm, crowded, own_calm, own_crowded, energy.lower[0])
         tail = (view.weights.transmission, request.deadline_s, self.config)
-        arm, deflect, passing = _choose(est, extra_tokens * est.decode_step_s, *args, *tail)
+        stall = self._stall_factor(request.arrival_s)
+        processing, extra = _planned(est, extra_tokens, stall)
+        arm, kind, passing = _choose(est, processing, extra, *args, *tail)
         if priority and passing.any():
             # A queue served by priority lets the request pass the queued ones that come
             # later: where waiting behind all of them is too slow, count only those that go
             # first.
             ahead = self.outstanding.queued_ahead(loads, priority, passing)
             est = estimate(table, loads, request, expected, self.shares, view.weights, ahead)
-            arm, deflect, _ = _choose(est, extra_tokens * est.decode_step_s, *args, *tail)
-        if arm < 0:
+            processing, extra = _planned(est, extra_tokens, stall)
+            arm, kind, _ = _choose(est, processing, extra, *args, *tail)
+        if kind == HOPELESS:
             if view.admission_control:
                 return REJECT
-            arm = deflect
             priority += DEFLECTED_PRIORITY
         server, level = divmod(arm, len(self.shares))
         self.outstanding.add(request.id, server, priority)
         crowded = _is_crowded(loads, table, server)
-        self._placed[request.id] = (crowded, expected, float(est.decode_step_s[server]))
+        step = float(est.decode_step_s[server] * (1.0 + stall[server]))
+        self._placed[request.id] = (crowded, expected, step)
+        if self.config.prefill_window_s > 0:
+            self.prefills.add(server, request.arrival_s, table.prefill_of(server, request))
         return Decision(
             server=server,
             share=float(self.shares[level]),
             arm=arm,
-            estimate_s=float(est.processing_s[level, server]),
+            estimate_s=float(processing[level, server]),
             estimate_j=float(est.inference_j[server]),
             priority=priority,
         )
+
+    def _stall_factor(self, now: float) -> Array:
+        """``u / (1 - u)`` per server, ``u`` its recent prefill share (capped): how much longer
+        than its batch's steps a request there takes (zeros without a prefill window)."""
+        n = self.prefills.seconds.shape[0]
+        if self.config.prefill_window_s <= 0:
+            return np.zeros(n)
+        u = np.minimum(self.prefills.utilisation(now), self.config.prefill_cap)
+        factor: Array = u / (1.0 - u)
+        return factor
 
     def _deadline_priority(self, request: RouterRequest) -> int:
         if not self.config.deadline_priority:

@@ -120,6 +120,14 @@ class ServerTable:
             packed=packed,
         )
 
+    def prefill_of(self, server: int, request: RouterRequest) -> float:
+        """Seconds ``server`` takes to prefill ``request``'s prompt."""
+        return physics.prefill_s(
+            float(self.prefill_fixed_s[server]),
+            float(self.prefill_s_per_token[server]),
+            float(request.prompt_tokens),
+        )
+
 
 # Rows of ServerTable.packed, in the order the kernel below reads them.
 _COLUMNS = (

@@ -88,3 +88,25 @@ def _queued_ahead(
             earlier = np.searchsorted(priorities[s, : counts[s]], priority)
             ahead[s] = min(queued[s], max(0.0, earlier - running[s]))
     return ahead
+
+
+class PrefillLoad:
+    """The share of each server's time its recent prefills take, as the router's own placements
+    imply: ``u_s = P_s / tau``, with ``P_s`` the prefill seconds placed on ``s``, each decayed
+    by ``exp(-age / tau)``. A server prefills newcomers before decoding (no chunked prefill),
+    so a request there runs ``1 / (1 - u_s)`` times slower than its batch's steps alone say."""
+
+    def __init__(self, n_servers: int, tau_s: float) -> None:
+        self.tau_s = tau_s
+        self.seconds = np.zeros(n_servers)
+        self.at = np.zeros(n_servers)
+
+    def add(self, server: int, now: float, prefill_s: float) -> None:
+        age = max(now - self.at[server], 0.0)
+        self.seconds[server] = self.seconds[server] * np.exp(-age / self.tau_s) + prefill_s
+        self.at[server] = now
+
+    def utilisation(self, now: float) -> Array:
+        age = np.maximum(now - self.at, 0.0)
+        load: Array = self.seconds * np.exp(-age / self.tau_s) / self.tau_s
+        return load
