@@ -3,6 +3,8 @@ satisfaction, earliest-deadline priority, deflection under overload, state."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 
@@ -12,7 +14,8 @@ import pytest
 from perllm.domain import REJECT
 from perllm.policies.bandit import ucb_index
 from perllm.policies.cs_ucb import DEFLECTED_PRIORITY, LogRatioStats
-from perllm.policies.estimates import ServerTable, estimate
+from perllm.policies.estimates import OutputLengths, ServerTable, estimate
+from perllm.policies.outstanding import PrefillLoad
 from perllm.policies.registry import make_policy
 
 
@@ -307,3 +310,103 @@ def test_time_is_learned_apart_for_a_crowded_batch(
     assert policy.select(request_factory(1000, deadline_s=12.0, prompt=20), paper_view).server == 5
     paper_view.running[5] = 40
     assert policy.select(request_factory(1001, deadline_s=12.0, prompt=20), paper_view).server != 5
+
+
+def test_the_output_tail_is_a_log_normal_quantile_never_below_the_mean() -> None:
+    lengths = OutputLengths(prior_tokens=128.0)
+    assert lengths.planned("code", 0.674) == 128.0  # nothing seen: the prior
+    observed = [10, 20, 30, 40, 50, 60, 80, 100, 150]
+    for tokens in observed:
+        lengths.observe("code", tokens)
+    assert lengths.planned("code", 0.674) == lengths.expected("code")  # too few to fit a tail
+    lengths.observe("code", 40)
+    logs = np.log([*observed, 40])
+    tail = math.exp(logs.mean() + 0.674 * logs.std())
+    assert lengths.planned("code", 0.674) == pytest.approx(tail)
+    assert tail > lengths.expected("code")
+    # A tail below the mean (a tight spread of lengths) plans for the mean.
+    for _ in range(50):
+        lengths.observe("chat", 100)
+    lengths.observe("chat", 5000)
+    assert lengths.planned("chat", 0.674) == lengths.expected("chat")
+    assert lengths.planned("code", 0.0) == lengths.expected("code")
+
+
+def test_time_is_learned_at_the_output_length_each_request_had(
+    paper_view, request_factory, feedback_factory
+) -> None:
+    # The world is exactly the model, but outputs vary from 5 to 500 tokens around the mean:
+    # measured at the real length, the model has no error to learn; measured at the mean, the
+    # spread of lengths looks like one.
+    table = ServerTable.of(paper_view)
+    rng = np.random.default_rng(4)
+    errors = {}
+    for per_token in (True, False):
+        policy = make_policy("cs-ucb", {"per-token-learning": per_token, "prefill-window-s": 0})
+        for i in range(60):
+            request = request_factory(i, deadline_s=600.0, prompt=50)
+            expected = policy.lengths.expected(request.service_class)
+            decision = policy.select(request, paper_view)
+            step = estimate(table, paper_view.load_arrays(), request, expected).decode_step_s
+            tokens = int(rng.integers(5, 500))
+            taken = decision.estimate_s + (tokens - expected) * step[decision.server]
+            policy.observe(
+                feedback_factory(
+                    request, decision, energy_j=1.0, processing_s=taken, output_tokens=tokens
+                )
+            )
+        errors[per_token] = float(np.abs(policy.times.total).sum())
+    assert errors[True] < 1e-9 < 1.0 < errors[False]
+
+
+def test_a_long_shot_goes_in_deadline_order_rather_than_deflected(
+    paper_view, request_factory
+) -> None:
+    # A deadline the model's own estimate meets but its pessimistic bound does not: the request
+    # may still make it, so it is placed with its deadline's priority; without long shots it is
+    # deflected behind every request that can make it.
+    probe = request_factory(deadline_s=600.0, prompt=50)
+    table, loads = ServerTable.of(paper_view), paper_view.load_arrays()
+    fastest = float(estimate(table, loads, probe, 128.0).processing_s[0].min())
+    between = request_factory(1, deadline_s=fastest * math.exp(0.15), prompt=50)
+    shot = make_policy("cs-ucb").select(between, paper_view)
+    assert shot.priority < DEFLECTED_PRIORITY
+    assert shot.estimate_s == pytest.approx(fastest)
+    deflected = make_policy("cs-ucb", {"long-shots": False}).select(between, paper_view)
+    assert deflected.priority >= DEFLECTED_PRIORITY
+
+
+def test_prefill_load_decays_with_the_window() -> None:
+    load = PrefillLoad(2, tau_s=2.0)
+    load.add(0, now=10.0, prefill_s=1.0)
+    load.add(0, now=10.0, prefill_s=1.0)
+    assert load.utilisation(10.0) == pytest.approx([1.0, 0.0])
+    assert load.utilisation(12.0) == pytest.approx([math.exp(-1.0), 0.0])
+    load.add(0, now=12.0, prefill_s=0.5)
+    assert load.utilisation(12.0)[0] == pytest.approx(math.exp(-1.0) + 0.25)
+
+
+def test_a_burst_of_placements_stretches_the_estimate_with_their_prefills(
+    paper_view, request_factory
+) -> None:
+    # Thirty requests in a third of a second: the A100 prefills them before decoding, which
+    # the batch's own steps do not show. With the prefill window the estimate grows as the
+    # burst lands (and a request that no longer fits its deadline there goes elsewhere or
+    # waits); without it every one is estimated as the first.
+    estimates = {}
+    for window in (0.0, 2.0):
+        policy = make_policy("cs-ucb", {"prefill-window-s": window})
+        view = copy.deepcopy(paper_view)
+        seen = []
+        for i in range(30):
+            request = dataclasses.replace(
+                request_factory(i, deadline_s=20.0, prompt=300), arrival_s=0.01 * i
+            )
+            decision = policy.select(request, view)
+            view.queued[decision.server] += 1
+            if decision.server == 5:
+                seen.append(decision.estimate_s)
+        estimates[window] = seen
+    assert max(estimates[0.0]) == pytest.approx(min(estimates[0.0]))
+    assert estimates[2.0][-1] > 3 * estimates[2.0][0]
+    assert len(estimates[2.0]) < 30  # some went to the edges

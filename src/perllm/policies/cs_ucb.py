@@ -144,7 +144,7 @@ class CsUcbConfig(PolicyConfig):
     long_shots: bool = True
     prefill_window_s: float = Field(2.0, ge=0.0)
     prefill_cap: float = Field(0.9, gt=0.0, lt=1.0)
-    length_quantile: float = Field(0.75, ge=0.5, lt=1.0)
+    length_quantile: float = Field(0.9, ge=0.5, lt=1.0)
     per_token_learning: bool = True
 
     @field_validator("share_levels")
@@ -292,14 +292,6 @@ class LogRatioStats:
             self._refresh(row)
 
 
-def _planned(est: Estimate, extra_tokens: float, stall: Array) -> tuple[Array, Array]:
-    """The model's processing time with the prefill stalls (``service x stall`` more), and what
-    ``extra_tokens`` more output would add to it (the output tail), per arm."""
-    processing: Array = est.processing_s + est.service_s * stall
-    tail: Array = extra_tokens * est.decode_step_s * (1.0 + stall)
-    return processing, tail
-
-
 def _is_crowded(loads: LoadArrays, table: ServerTable, server: int) -> bool:
     """The server's batch at least half full (where every newcomer's prefill stalls it)."""
     return bool(loads.running[server] + loads.queued[server] >= 0.5 * table.max_batch[server])
@@ -307,8 +299,8 @@ def _is_crowded(loads: LoadArrays, table: ServerTable, server: int) -> bool:
 
 def _choose(
     est: Estimate,
-    processing_s: Array,
-    tail_s: Array,
+    stall: Array,
+    extra_tokens: float,
     packed: Array,
     loads: LoadArrays,
     need_tokens: float,
@@ -323,11 +315,14 @@ def _choose(
 ) -> tuple[int, int, npt.NDArray[np.bool_]]:
     """Steps 3 to 5 of the module docstring: ``(arm, kind, passing)``, the chosen arm, how it
     was chosen (``FEASIBLE``, ``LONG_SHOT``, or ``HOPELESS``: where to deflect the request), and
-    the servers with no feasible arm that a priority queue might let it pass. ``processing_s``
-    is the model's time with the prefill stalls, ``tail_s`` what the output tail adds."""
+    the servers with no feasible arm that a priority queue might let it pass. ``stall`` is each
+    server's ``u / (1 - u)``, ``extra_tokens`` the output tail beyond the expected length."""
     arm, kind, passing = _choose_kernel(
-        processing_s,
-        tail_s,
+        est.processing_s,
+        est.service_s,
+        est.decode_step_s,
+        stall,
+        extra_tokens,
         est.queue_s,
         est.marginal_j,
         est.transmission_j,
@@ -356,7 +351,10 @@ def _choose(
 @njit(cache=True)
 def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.select
     processing: Array,
-    tail: Array,
+    service: Array,
+    decode_step: Array,
+    stall: Array,
+    extra_tokens: float,
     queue: Array,
     marginal: Array,
     transmission: Array,
@@ -394,9 +392,12 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
         slow = crowded[s] if is_crowded else calm[s]
         slow_own = own_crowded[s] if is_crowded else own_calm[s]
         server_feasible = False
+        # The prefill stalls stretch the service; the output tail adds its steps, stalled too.
+        stalled = service[s] * stall[s]
+        tail = extra_tokens * decode_step[s] * (1.0 + stall[s])
         for z in range(k):
-            t_ucb[z, s] = t = (processing[z, s] + tail[s]) * slow
-            t_own[z, s] = processing[z, s] * slow_own
+            t_ucb[z, s] = t = (processing[z, s] + stalled + tail) * slow
+            t_own[z, s] = (processing[z, s] + stalled) * slow_own
             inference = marginal[z, s] - w_transmission * transmission[z, s]
             e_lcb[z, s] = marginal[z, s] + inference * (energy_lower[s] - 1.0)
             if usable and t <= deadline_s:
@@ -528,16 +529,14 @@ class CsUcbPolicy(PolicyBase):
         args = (table.packed, loads, need, calm, crowded, own_calm, own_crowded, energy.lower[0])
         tail = (view.weights.transmission, request.deadline_s, self.config)
         stall = self._stall_factor(request.arrival_s)
-        processing, extra = _planned(est, extra_tokens, stall)
-        arm, kind, passing = _choose(est, processing, extra, *args, *tail)
+        arm, kind, passing = _choose(est, stall, extra_tokens, *args, *tail)
         if priority and passing.any():
             # A queue served by priority lets the request pass the queued ones that come
             # later: where waiting behind all of them is too slow, count only those that go
             # first.
             ahead = self.outstanding.queued_ahead(loads, priority, passing)
             est = estimate(table, loads, request, expected, self.shares, view.weights, ahead)
-            processing, extra = _planned(est, extra_tokens, stall)
-            arm, kind, _ = _choose(est, processing, extra, *args, *tail)
+            arm, kind, _ = _choose(est, stall, extra_tokens, *args, *tail)
         if kind == HOPELESS:
             if view.admission_control:
                 return REJECT
@@ -553,7 +552,9 @@ class CsUcbPolicy(PolicyBase):
             server=server,
             share=float(self.shares[level]),
             arm=arm,
-            estimate_s=float(processing[level, server]),
+            estimate_s=float(
+                est.processing_s[level, server] + est.service_s[server] * stall[server]
+            ),
             estimate_j=float(est.inference_j[server]),
             priority=priority,
         )
@@ -561,12 +562,9 @@ class CsUcbPolicy(PolicyBase):
     def _stall_factor(self, now: float) -> Array:
         """``u / (1 - u)`` per server, ``u`` its recent prefill share (capped): how much longer
         than its batch's steps a request there takes (zeros without a prefill window)."""
-        n = self.prefills.seconds.shape[0]
         if self.config.prefill_window_s <= 0:
-            return np.zeros(n)
-        u = np.minimum(self.prefills.utilisation(now), self.config.prefill_cap)
-        factor: Array = u / (1.0 - u)
-        return factor
+            return np.zeros(self.prefills.seconds.shape[0])
+        return self.prefills.stall_factor(now, self.config.prefill_cap)
 
     def _deadline_priority(self, request: RouterRequest) -> int:
         if not self.config.deadline_priority:

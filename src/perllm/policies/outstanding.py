@@ -3,6 +3,8 @@ not yet heard back from, with the priority it gave each one."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 from numba import njit
@@ -102,11 +104,27 @@ class PrefillLoad:
         self.at = np.zeros(n_servers)
 
     def add(self, server: int, now: float, prefill_s: float) -> None:
-        age = max(now - self.at[server], 0.0)
-        self.seconds[server] = self.seconds[server] * np.exp(-age / self.tau_s) + prefill_s
+        age = max(now - float(self.at[server]), 0.0)
+        self.seconds[server] = float(self.seconds[server]) * math.exp(-age / self.tau_s) + prefill_s
         self.at[server] = now
 
     def utilisation(self, now: float) -> Array:
-        age = np.maximum(now - self.at, 0.0)
-        load: Array = self.seconds * np.exp(-age / self.tau_s) / self.tau_s
-        return load
+        """``u_s`` now."""
+        return _utilisation(self.seconds, self.at, now, self.tau_s, np.inf, False)
+
+    def stall_factor(self, now: float, cap: float) -> Array:
+        """``u / (1 - u)`` with ``u`` capped at ``cap`` (< 1): how much longer than its batch's
+        steps alone a request takes on each server (one compiled pass: on the decision path)."""
+        return _utilisation(self.seconds, self.at, now, self.tau_s, cap, True)
+
+
+@njit(cache=True)
+def _utilisation(
+    seconds: Array, at: Array, now: float, tau_s: float, cap: float, as_stall: bool
+) -> Array:
+    """``min(u, cap)`` per server, or ``u / (1 - u)`` of it if ``as_stall``."""
+    out = np.empty_like(seconds)
+    for s in range(seconds.shape[0]):
+        u = min(seconds[s] * np.exp(-max(now - at[s], 0.0) / tau_s) / tau_s, cap)
+        out[s] = u / (1.0 - u) if as_stall else u
+    return out
