@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from perllm.domain import REJECT
+from perllm.domain import REJECT, LoadArrays
 from perllm.policies.bandit import ucb_index
 from perllm.policies.cs_ucb import DEFLECTED_PRIORITY, LogRatioStats
 from perllm.policies.estimates import OutputLengths, ServerTable, estimate
@@ -376,14 +376,25 @@ def test_a_long_shot_goes_in_deadline_order_rather_than_deflected(
     assert deflected.priority >= DEFLECTED_PRIORITY
 
 
-def test_prefill_load_decays_with_the_window() -> None:
+def test_prefill_load_decays_and_counts_what_a_full_server_admits() -> None:
     load = PrefillLoad(2, tau_s=2.0)
-    load.add(0, now=10.0, prefill_s=1.0)
-    load.add(0, now=10.0, prefill_s=1.0)
-    assert load.utilisation(10.0) == pytest.approx([1.0, 0.0])
-    assert load.utilisation(12.0) == pytest.approx([math.exp(-1.0), 0.0])
-    load.add(0, now=12.0, prefill_s=0.5)
-    assert load.utilisation(12.0)[0] == pytest.approx(math.exp(-1.0) + 0.25)
+    max_batch = np.array([4.0, 4.0])
+
+    def loads(running: float) -> LoadArrays:
+        zeros = np.zeros(2)
+        return LoadArrays(zeros, np.array([running, 0.0]), zeros, zeros, zeros, np.ones(2, bool))
+
+    load.placed(0, now=10.0, prefill_s=1.0)
+    load.placed(0, now=10.0, prefill_s=1.0)
+    assert load.utilisation(10.0, loads(1), max_batch) == pytest.approx([1.0, 0.0])
+    assert load.utilisation(12.0, loads(1), max_batch) == pytest.approx([math.exp(-1.0), 0.0])
+    load.placed(0, now=12.0, prefill_s=0.5)
+    assert load.utilisation(12.0, loads(1), max_batch)[0] == pytest.approx(math.exp(-1.0) + 0.25)
+    # A full batch admits one request per one that finishes, however many are sent: the done
+    # prefills count there, not the placed.
+    assert load.utilisation(12.0, loads(4), max_batch)[0] == 0.0
+    load.done(0, now=12.0, prefill_s=0.4)
+    assert load.utilisation(12.0, loads(4), max_batch)[0] == pytest.approx(0.2)
 
 
 def test_a_burst_of_placements_stretches_the_estimate_with_their_prefills(

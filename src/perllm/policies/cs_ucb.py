@@ -118,7 +118,7 @@ from perllm.domain import (
 from perllm.policies.base import PolicyBase, PolicyConfig
 from perllm.policies.estimates import Estimate, OutputLengths, ServerTable, estimate
 from perllm.policies.mergeable import cs_ucb_state, cs_ucb_totals
-from perllm.policies.outstanding import Outstanding, PrefillLoad
+from perllm.policies.outstanding import Outstanding, PrefillLoad, prefill_share
 
 Array = npt.NDArray[np.float64]
 
@@ -167,8 +167,15 @@ def _refresh(  # pragma: no cover - compiled; tested through LogRatioStats
     confidence: float,
     prior_sd: float,
     pool_weight: float,
+    server: int,
+    log_ratio: float,
 ) -> None:
-    """Refresh the bounds of every arm of ``row`` (see :class:`LogRatioStats`)."""
+    """Add the observation ``log_ratio`` of ``server`` (none if ``server`` < 0), then refresh
+    the bounds of every arm of ``row`` (see :class:`LogRatioStats`)."""
+    if server >= 0:
+        count[row, server] += 1.0
+        total[row, server] += log_ratio
+        total_sq[row, server] += log_ratio * log_ratio
     n_servers = count.shape[1]
     row_n, row_total, row_sq = 0.0, 0.0, 0.0
     for s in range(n_servers):
@@ -253,12 +260,9 @@ class LogRatioStats:
         self.ensure_rows(row + 1)
         if not math.isfinite(log_ratio):
             return
-        self.count[row, server] += 1.0
-        self.total[row, server] += log_ratio
-        self.total_sq[row, server] += log_ratio * log_ratio
-        self._refresh(row)
+        self._refresh(row, server, log_ratio)
 
-    def _refresh(self, row: int) -> None:
+    def _refresh(self, row: int, server: int = -1, log_ratio: float = 0.0) -> None:
         _refresh(
             self.count,
             self.total,
@@ -270,6 +274,8 @@ class LogRatioStats:
             self.confidence,
             self.prior_sd,
             self.pool_weight,
+            server,
+            log_ratio,
         )
 
     def state(self) -> dict[str, Any]:
@@ -297,8 +303,24 @@ def _is_crowded(loads: LoadArrays, table: ServerTable, server: int) -> bool:
     return bool(loads.running[server] + loads.queued[server] >= 0.5 * table.max_batch[server])
 
 
+def _knobs(config: CsUcbConfig) -> Array:
+    """The configuration as ``_choose_kernel`` reads it."""
+    values = (
+        float(config.prefer_free_slots),
+        config.queue_margin,
+        config.comfort,
+        config.energy_tolerance,
+        float(config.long_shots),
+        config.prefill_window_s,
+        config.prefill_cap,
+    )
+    return np.array(values, dtype=np.float64)
+
+
 def _choose(
     est: Estimate,
+    prefills: PrefillLoad,
+    now: float,
     stall: Array,
     extra_tokens: float,
     packed: Array,
@@ -311,16 +333,20 @@ def _choose(
     energy_lower: Array,
     w_transmission: float,
     deadline_s: float,
-    config: CsUcbConfig,
+    knobs: Array,
 ) -> tuple[int, int, npt.NDArray[np.bool_]]:
     """Steps 3 to 5 of the module docstring: ``(arm, kind, passing)``, the chosen arm, how it
     was chosen (``FEASIBLE``, ``LONG_SHOT``, or ``HOPELESS``: where to deflect the request), and
-    the servers with no feasible arm that a priority queue might let it pass. ``stall`` is each
-    server's ``u / (1 - u)``, ``extra_tokens`` the output tail beyond the expected length."""
+    the servers with no feasible arm that a priority queue might let it pass. ``stall`` receives
+    each server's ``u / (1 - u)`` from ``prefills`` (zeros without a prefill window),
+    ``extra_tokens`` is the output tail beyond the expected length."""
     arm, kind, passing = _choose_kernel(
         est.processing_s,
         est.service_s,
         est.decode_step_s,
+        prefills.seconds,
+        prefills.at,
+        now,
         stall,
         extra_tokens,
         est.queue_s,
@@ -339,11 +365,7 @@ def _choose(
         energy_lower,
         w_transmission,
         deadline_s,
-        config.prefer_free_slots,
-        config.queue_margin,
-        config.comfort,
-        config.energy_tolerance,
-        config.long_shots,
+        knobs,
     )
     return int(arm), int(kind), passing
 
@@ -353,6 +375,9 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
     processing: Array,
     service: Array,
     decode_step: Array,
+    prefill_seconds: Array,
+    prefill_at: Array,
+    now: float,
     stall: Array,
     extra_tokens: float,
     queue: Array,
@@ -371,12 +396,12 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
     energy_lower: Array,
     w_transmission: float,
     deadline_s: float,
-    prefer_free_slots: bool,
-    queue_margin: float,
-    comfort: float,
-    energy_tolerance: float,
-    long_shots: bool,
+    knobs: Array,
 ) -> tuple[int, int, npt.NDArray[np.bool_]]:
+    # The configuration, one array (a compiled call's cost grows with its arguments).
+    prefer_free_slots, queue_margin, comfort = knobs[0] > 0.0, knobs[1], knobs[2]
+    energy_tolerance, long_shots = knobs[3], knobs[4] > 0.0
+    prefill_window_s, prefill_cap = knobs[5], knobs[6]
     k, n = processing.shape
     t_ucb = np.empty((k, n))
     t_own = np.empty((k, n))
@@ -393,6 +418,12 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
         slow_own = own_crowded[s] if is_crowded else own_calm[s]
         server_feasible = False
         # The prefill stalls stretch the service; the output tail adds its steps, stalled too.
+        stall[s] = 0.0
+        if prefill_window_s > 0.0:
+            full = running[s] + queued[s] >= packed[6, s]
+            u = prefill_share(prefill_seconds, prefill_at, s, full, now, prefill_window_s)
+            u = min(u, prefill_cap)
+            stall[s] = u / (1.0 - u)
         stalled = service[s] * stall[s]
         tail = extra_tokens * decode_step[s] * (1.0 + stall[s])
         for z in range(k):
@@ -491,9 +522,12 @@ class CsUcbPolicy(PolicyBase):
         self.energy: LogRatioStats | None = None
         self.outstanding = Outstanding(0)
         self.prefills = PrefillLoad(0, 1.0)
+        self._stall = np.zeros(0)
         self._z = NormalDist().inv_cdf(config.length_quantile)
-        # Per request placed: crowded at placement, expected output tokens, decode step.
-        self._placed: dict[int, tuple[bool, float, float]] = {}
+        self._knobs = _knobs(config)
+        # Per request placed: crowded at placement, expected output tokens, decode step (with
+        # the stalls), prefill seconds on its server.
+        self._placed: dict[int, tuple[bool, float, float, float]] = {}
 
     def on_servers(self, view: ClusterView) -> None:
         self.table = ServerTable.of(view)
@@ -506,6 +540,7 @@ class CsUcbPolicy(PolicyBase):
         self.energy.ensure_rows(1)
         self.outstanding = Outstanding(n_servers)
         self.prefills = PrefillLoad(n_servers, max(cfg.prefill_window_s, 1e-9))
+        self._stall = np.zeros(n_servers)
 
     def _row(self, service_class: str) -> int:
         row = self.classes.get(service_class)
@@ -527,16 +562,16 @@ class CsUcbPolicy(PolicyBase):
         own_calm, own_crowded = times.own[2 * row], times.own[2 * row + 1]
         need = request.prompt_tokens + expected
         args = (table.packed, loads, need, calm, crowded, own_calm, own_crowded, energy.lower[0])
-        tail = (view.weights.transmission, request.deadline_s, self.config)
-        stall = self._stall_factor(request.arrival_s)
-        arm, kind, passing = _choose(est, stall, extra_tokens, *args, *tail)
+        tail = (view.weights.transmission, request.deadline_s, self._knobs)
+        stall, now = self._stall, request.arrival_s
+        arm, kind, passing = _choose(est, self.prefills, now, stall, extra_tokens, *args, *tail)
         if priority and passing.any():
             # A queue served by priority lets the request pass the queued ones that come
             # later: where waiting behind all of them is too slow, count only those that go
             # first.
             ahead = self.outstanding.queued_ahead(loads, priority, passing)
             est = estimate(table, loads, request, expected, self.shares, view.weights, ahead)
-            arm, kind, _ = _choose(est, stall, extra_tokens, *args, *tail)
+            arm, kind, _ = _choose(est, self.prefills, now, stall, extra_tokens, *args, *tail)
         if kind == HOPELESS:
             if view.admission_control:
                 return REJECT
@@ -545,9 +580,10 @@ class CsUcbPolicy(PolicyBase):
         self.outstanding.add(request.id, server, priority)
         crowded = _is_crowded(loads, table, server)
         step = float(est.decode_step_s[server] * (1.0 + stall[server]))
-        self._placed[request.id] = (crowded, expected, step)
+        prefill = table.prefill_of(server, request)
+        self._placed[request.id] = (crowded, expected, step, prefill)
         if self.config.prefill_window_s > 0:
-            self.prefills.add(server, request.arrival_s, table.prefill_of(server, request))
+            self.prefills.placed(server, request.arrival_s, prefill)
         return Decision(
             server=server,
             share=float(self.shares[level]),
@@ -559,13 +595,6 @@ class CsUcbPolicy(PolicyBase):
             priority=priority,
         )
 
-    def _stall_factor(self, now: float) -> Array:
-        """``u / (1 - u)`` per server, ``u`` its recent prefill share (capped): how much longer
-        than its batch's steps a request there takes (zeros without a prefill window)."""
-        if self.config.prefill_window_s <= 0:
-            return np.zeros(self.prefills.seconds.shape[0])
-        return self.prefills.stall_factor(now, self.config.prefill_cap)
-
     def _deadline_priority(self, request: RouterRequest) -> int:
         if not self.config.deadline_priority:
             return 0
@@ -576,9 +605,12 @@ class CsUcbPolicy(PolicyBase):
             return
         request = feedback.request
         self.outstanding.remove(request.id)
-        crowded, expected, step = self._placed.pop(request.id, (False, 0.0, 0.0))
+        crowded, expected, step, prefill = self._placed.pop(request.id, (False, 0.0, 0.0, 0.0))
         if feedback.failed:
             return
+        if self.config.prefill_window_s > 0:
+            finished = request.arrival_s + feedback.processing_s
+            self.prefills.done(feedback.decision.server, finished, prefill)
         self.lengths.observe(request.service_class, feedback.output_tokens)
         decision = feedback.decision
         # A deflected request waits by design, behind every request that can make it: its

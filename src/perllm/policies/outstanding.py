@@ -8,6 +8,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 from numba import njit
+from numba.extending import register_jitable
 
 from perllm.domain import LoadArrays
 
@@ -93,38 +94,61 @@ def _queued_ahead(
 
 
 class PrefillLoad:
-    """The share of each server's time its recent prefills take, as the router's own placements
-    imply: ``u_s = P_s / tau``, with ``P_s`` the prefill seconds placed on ``s``, each decayed
-    by ``exp(-age / tau)``. A server prefills newcomers before decoding (no chunked prefill),
-    so a request there runs ``1 / (1 - u_s)`` times slower than its batch's steps alone say."""
+    """The share of each server's time its recent prefills take, as the router sees it:
+    ``u_s = P_s / tau``, with ``P_s`` the prefill seconds of the requests ``s`` admitted lately,
+    each decayed by ``exp(-age / tau)``. A server prefills newcomers before decoding (no chunked
+    prefill), so a request there runs ``1 / (1 - u_s)`` times slower than its batch's steps
+    alone say.
+
+    Which requests a server admitted the router does not see, but it can bound them: while the
+    server has free batch slots it admits what it is sent (the prefills *placed* on it), and
+    while its batch is full, one request for each that finishes (the prefills *done*, counted
+    when their responses come back). Row 0 of ``seconds`` and ``at`` holds the placed, row 1
+    the done."""
 
     def __init__(self, n_servers: int, tau_s: float) -> None:
         self.tau_s = tau_s
-        self.seconds = np.zeros(n_servers)
-        self.at = np.zeros(n_servers)
+        self.seconds = np.zeros((2, n_servers))
+        self.at = np.zeros((2, n_servers))
 
-    def add(self, server: int, now: float, prefill_s: float) -> None:
-        age = max(now - float(self.at[server]), 0.0)
-        self.seconds[server] = float(self.seconds[server]) * math.exp(-age / self.tau_s) + prefill_s
-        self.at[server] = now
+    def placed(self, server: int, now: float, prefill_s: float) -> None:
+        self._add(0, server, now, prefill_s)
 
-    def utilisation(self, now: float) -> Array:
-        """``u_s`` now."""
-        return _utilisation(self.seconds, self.at, now, self.tau_s, np.inf, False)
+    def done(self, server: int, now: float, prefill_s: float) -> None:
+        self._add(1, server, now, prefill_s)
 
-    def stall_factor(self, now: float, cap: float) -> Array:
-        """``u / (1 - u)`` with ``u`` capped at ``cap`` (< 1): how much longer than its batch's
-        steps alone a request takes on each server (one compiled pass: on the decision path)."""
-        return _utilisation(self.seconds, self.at, now, self.tau_s, cap, True)
+    def _add(self, row: int, server: int, now: float, prefill_s: float) -> None:
+        age = max(now - float(self.at[row, server]), 0.0)
+        kept = float(self.seconds[row, server]) * math.exp(-age / self.tau_s)
+        self.seconds[row, server] = kept + prefill_s
+        self.at[row, server] = max(now, float(self.at[row, server]))
+
+    def utilisation(self, now: float, loads: LoadArrays, max_batch: Array) -> Array:
+        """``u_s`` now (from the done prefills where the batch is full, else the placed)."""
+        return _utilisation(
+            self.seconds, self.at, now, self.tau_s, loads.running, loads.queued, max_batch
+        )
+
+
+@register_jitable(inline="always")
+def prefill_share(seconds: Array, at: Array, s: int, full: bool, now: float, tau_s: float) -> float:
+    """``u_s`` (see :class:`PrefillLoad`): compiled into the decision's kernels."""
+    row = 1 if full else 0
+    return float(seconds[row, s] * math.exp(-max(now - at[row, s], 0.0) / tau_s) / tau_s)
 
 
 @njit(cache=True)
 def _utilisation(
-    seconds: Array, at: Array, now: float, tau_s: float, cap: float, as_stall: bool
+    seconds: Array,
+    at: Array,
+    now: float,
+    tau_s: float,
+    running: Array,
+    queued: Array,
+    max_batch: Array,
 ) -> Array:
-    """``min(u, cap)`` per server, or ``u / (1 - u)`` of it if ``as_stall``."""
-    out = np.empty_like(seconds)
-    for s in range(seconds.shape[0]):
-        u = min(seconds[s] * np.exp(-max(now - at[s], 0.0) / tau_s) / tau_s, cap)
-        out[s] = u / (1.0 - u) if as_stall else u
+    n = seconds.shape[1]
+    out = np.empty(n)
+    for s in range(n):
+        out[s] = prefill_share(seconds, at, s, running[s] + queued[s] >= max_batch[s], now, tau_s)
     return out
