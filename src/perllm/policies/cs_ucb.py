@@ -10,11 +10,28 @@ learned. For a request ``r`` of class ``c`` with deadline ``D``:
 1. **Model**: ``T(s, z)`` the estimated processing time, ``M(s, z)`` the estimated marginal
    weighted energy of adding ``r`` to ``s`` now (transmission, plus the extra power of a busier
    server over the extra time, see :mod:`perllm.policies.estimates`): a
-   busy GPU is cheap per request, an idle one pays for its whole step.
+   busy GPU is cheap per request, an idle one pays for its whole step. Two things the
+   datasheet model leaves out are added from what the router sees:
+
+   - *prefill stalls*: a server prefills newcomers before it decodes (no chunked prefill), so
+     a request there takes ``1 / (1 - u_s)`` times its service time, ``u_s`` the share of the
+     server's time its recent prefills take (``prefill-window-s`` = 2 s, capped at
+     ``prefill-cap`` = 0.9; :class:`~perllm.policies.outstanding.PrefillLoad`): the prefill
+     seconds placed on it while it has free batch slots (it admits what it is sent), those
+     done while its batch is full (one admitted per one finished). ``T`` below includes
+     ``service x u / (1 - u)``;
+   - *the output tail*: output lengths are learned per class as a log-normal fit
+     (:class:`~perllm.policies.estimates.OutputLengths`); the deadline is planned for its
+     ``length-quantile`` (0.9) rather than the mean, ``T_tail = T + (o_q - o_mean) step / (1 -
+     u)`` (``step`` the decode step in the batch ``r`` sees), while the energy stays at the
+     mean.
 2. **Learned corrections**: the log-ratio of observed to estimated processing time per
    ``(c, s, crowded)``, ``l_T`` (``crowded``: the server's batch at least half full when the
-   request was placed; there every newcomer's prefill stalls the batch, which the model does
-   not capture), and of observed to estimated inference energy per server, ``l_E``. Each arm
+   request was placed), the estimate taken at the output length the request really had
+   (``T + (o - o_mean) step / (1 - u)``: the router sees it in the response, so what is
+   learned is the model's error, not the spread of lengths, which the tail covers;
+   ``per-token-learning``), and of observed to estimated inference energy per server,
+   ``l_E``. Each arm
    has its own sum, count ``n`` and standard deviation ``sd`` of ``l``, and borrows from the
    *other* servers of its row (same class and crowding for time; all servers for energy)
    their mean ``mu`` as a prior worth ``w`` = ``pool-weight`` observations: a model error the
@@ -28,7 +45,8 @@ learned. For a request ``r`` of class ``c`` with deadline ``D``:
    others' before (``prior-log-sd`` while they have fewer than two, or with ``w`` = 0), the
    confidence bounds are
 
-   - pessimism on time (the constraint): ``T_ucb = T exp(m_hi,T + beta_T sd_T / sqrt(n_T + w))``,
+   - pessimism on time (the constraint): ``T_ucb = T_tail exp(m_hi,T + beta_T sd_T / sqrt(n_T +
+     w))``,
    - optimism on energy (the objective):
      ``E_lcb = M_tx + M_inf exp(m_lo,E - beta_E sd_E / sqrt(n_E + w))``
 
@@ -50,7 +68,11 @@ learned. For a request ``r`` of class ``c`` with deadline ``D``:
    only the queued requests that go first: the policy knows the priorities of the requests it
    placed and has not yet heard back from (:class:`~perllm.policies.outstanding.Outstanding`).
 5. **Overload with grace**: with no feasible arm, ``r`` is rejected if the scenario enables
-   admission control; otherwise it is *deflected* with a priority after every request that
+   admission control. Otherwise, if some healthy arm with room in its KV cache meets ``D`` by
+   its own record at the mean length (``T exp(m)``, without the bound or the tail), ``r`` is a
+   *long shot*: it goes, with its deadline's priority, to the one where it ends soonest
+   (``long-shots``; pessimism decides what is safe to promise, not what is worth trying).
+   Only a request that no arm meets even so is *deflected* with a priority after every request that
    can still meet its deadline, so that it runs on capacity nobody needs and never delays one
    that can. It goes to the healthy arm where it would end soonest by each server's *own*
    record (``T exp(m)``, the model's ``T`` for a server never observed: the pool would make
@@ -67,31 +89,32 @@ only. Optimism on the objective makes an arm whose energy is uncertain look chea
 tried and its bound tightens, exactly as UCB's bonus does (it shrinks as ``1 / sqrt(n)``); an
 arm that is clearly worse even optimistically is left alone. Pessimism on the constraint keeps
 the deadlines: an arm is trusted to be fast only as far as its observations say. Output lengths
-are learned per class as running means (a router cannot know them in advance).
+are learned per class, a running mean and a log-normal fit (a router cannot know them in advance).
 
 Each update costs ``O(servers)`` (every arm of the row borrows from the others) and each decision
 ``O(arms)``: the estimate, the bounds and the choice are compiled loops over the servers
-(numba), 22 us median and 42 us p99 at 100 servers (``benchmarks/decision_speed.py``).
+(numba), 29 us median and 47 us p99 at 100 servers (``benchmarks/decision_speed.py``).
 
 Parameters: ``confidence`` (beta on time) and ``exploration`` (beta on energy), in standard
 errors, both 1.0; ``prior-log-sd`` = 0.3 (a datasheet within about 30%); ``share-levels`` = (1.0,)
 (one share: per-request link weights moved goodput by under 0.3%, the README says why);
-``deadline-priority`` and ``prefer-free-slots`` on; ``pool-weight`` 10, ``comfort`` 0.7,
-``energy-tolerance`` 10. They were compared on generated clusters only
+``deadline-priority``, ``prefer-free-slots``, ``long-shots`` and ``per-token-learning`` on;
+``pool-weight`` 10, ``comfort`` 0.7, ``energy-tolerance`` 10, ``length-quantile`` 0.9,
+``prefill-window-s`` 2, ``prefill-cap`` 0.9. They were compared on generated clusters only
 (``benchmarks/robustness.py --first-cluster 1000`` and ``--first-cluster 1020``, 20 clusters
 each x 3 loads x 2 seeds, never the clusters or scenarios the README reports; geometric means
 against the strongest baseline per cell): turning ``prefer-free-slots`` off lost 33% goodput,
 ``deadline-priority`` off 9%; the widths of the bounds (0 to 2) moved goodput by under 1%. The
-pooled prior, the comfort margin and the energy tolerance together moved clusters 1000-1019
-from 0.996x goodput and 1.12x energy per met request to 1.003x and 0.91x, and clusters
-1020-1039 from 0.977x and 1.10x to 0.985x and 0.88x (each one's share in the README). Pool
-weights of 3, 10 and 30 were within noise of each other. ``queue-margin`` trades goodput for
-energy: over clusters 1000-1019, 4 gave 0.954x the strongest baseline's goodput and 1.04x its
-energy per met request, 2 gave 0.921x and 1.12x, against 0.996x and 1.11x with the infinite
-default. Tried and left out (no gain beyond noise on both sets): pooling by identical specs
+long shots, the prefill stalls, the output tail and per-token learning together moved clusters
+1000-1019 from 1.003x goodput, 0.91x energy per met request and a 77% mean pairwise win rate to
+1.043x, 0.93x and 88%, and clusters 1020-1039 from 0.985x, 0.88x and 72% to 1.009x, 0.90x and
+83% (each one's share in the README). ``queue-margin`` trades goodput for energy (the README has
+the figures). Tried and left out (no gain beyond noise on both sets): pooling by identical specs
 instead of all servers (worse: the shared error is in the model, not the hardware), counting
 unanswered requests as censored observations, a per-request quantile (``exp(m + z sd)``) in the
-feasibility test or the safe test.
+feasibility test or the safe test, a discounted record, a per-class margin steered to a target
+miss rate, a prefill stall from the batch's size alone (it over-counts under overload), choosing
+long shots by energy.
 """
 
 from __future__ import annotations

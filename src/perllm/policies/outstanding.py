@@ -1,5 +1,6 @@
-"""What a router knows of the order of each server's queue: the requests it has placed there and
-not yet heard back from, with the priority it gave each one."""
+"""What a router knows of each server from its own traffic: the order of its queue (the requests
+it has placed there and not yet heard back from, with the priority it gave each one) and the
+share of its time its recent prefills take."""
 
 from __future__ import annotations
 
