@@ -300,6 +300,10 @@ class ClusterView(Protocol):
     @property
     def admission_control(self) -> bool: ...
 
+    def now(self) -> float:
+        """The router's clock, in seconds (the clock of ``RouterRequest.arrival_s``)."""
+        ...
+
     def load_arrays(self) -> LoadArrays:
         """Every server's load, its link's bandwidth estimate and active transfer weight."""
         ...

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from perllm.domain import REJECT, LoadArrays
+from perllm.errors import InputError
 from perllm.policies.bandit import ucb_index
 from perllm.policies.cs_ucb import DEFLECTED_PRIORITY, LogRatioStats
 from perllm.policies.estimates import OutputLengths, ServerTable, estimate
@@ -52,6 +53,7 @@ def test_learns_that_a_server_uses_more_energy_than_its_spec(
     rng = np.random.default_rng(2)
     picks = []
     for i in range(400):
+        paper_view.clock = float(i)  # the router's clock at the arrival
         request = request_factory(i, deadline_s=600.0, prompt=50)
         decision = policy.select(request, paper_view)
         picks.append(decision.server)
@@ -70,6 +72,7 @@ def test_earliest_deadline_priority_lets_a_tight_request_pass_a_lenient_queue(
         paper_view.running[:] = 0
         paper_view.queued[:] = 0
         for i in range(160):  # lenient requests fill the A100's batch and queue
+            paper_view.clock = float(i)  # the router's clock at the arrival
             decision = policy.select(request_factory(i, deadline_s=900.0, prompt=50), paper_view)
             assert decision.server == 5
         paper_view.running[5], paper_view.queued[5] = 48, 2000
@@ -87,6 +90,7 @@ def test_never_picks_an_infeasible_arm_while_a_feasible_one_is_known(
     policy = make_policy("cs-ucb", seed=2)
     # A 2-second deadline for 100 prompt + 50 output tokens: a CPU edge needs ~6 s, the A100 ~1 s.
     for i in range(300):
+        paper_view.clock = float(i)  # the router's clock at the arrival
         request = request_factory(i, deadline_s=2.0)
         decision = policy.select(request, paper_view)
         assert paper_view.servers[decision.server].tier == "cloud", f"request {i}"
@@ -100,6 +104,7 @@ def test_learns_that_a_server_is_slower_than_its_spec(
     # Feedback says the cloud takes 40x its estimate (~9 s): with a 3 s deadline it is infeasible.
     picks = []
     for i in range(200):
+        paper_view.clock = float(i)  # the router's clock at the arrival
         request = request_factory(i, deadline_s=3.0, prompt=20)
         decision = policy.select(request, paper_view)
         picks.append(paper_view.servers[decision.server].tier)
@@ -208,6 +213,7 @@ def test_an_untried_server_starts_from_what_the_others_showed() -> None:
 def test_state_round_trips_through_json(paper_view, request_factory, feedback_factory) -> None:
     policy = make_policy("cs-ucb", seed=5)
     for i in range(100):
+        paper_view.clock = float(i)  # the router's clock at the arrival
         request = request_factory(i, cls=("a", "b")[i % 2])
         decision = policy.select(request, paper_view)
         policy.observe(feedback_factory(request, decision, energy_j=1.0 + decision.server))
@@ -294,6 +300,7 @@ def test_time_is_learned_apart_for_a_crowded_batch(
     policy = make_policy("cs-ucb", seed=8)
     # The A100 takes 20x its estimate when its batch is at least half full, 1x otherwise.
     for i in range(300):
+        paper_view.clock = float(i)  # the router's clock at the arrival
         crowded = i % 2 == 1
         paper_view.running[5] = 40 if crowded else 0
         request = request_factory(i, deadline_s=12.0, prompt=20)
@@ -332,22 +339,33 @@ def test_the_output_tail_is_a_log_normal_quantile_never_below_the_mean() -> None
     assert lengths.planned("code", 0.0) == lengths.expected("code")
 
 
+@pytest.mark.parametrize("window", [0.0, 2.0])
 def test_time_is_learned_at_the_output_length_each_request_had(
-    paper_view, request_factory, feedback_factory
+    window, paper_view, request_factory, feedback_factory
 ) -> None:
     # The world is exactly the model, but outputs vary from 5 to 500 tokens around the mean:
     # measured at the real length, the model has no error to learn; measured at the mean, the
-    # spread of lengths looks like one.
+    # spread of lengths looks like one. With a prefill window, other traffic keeps the A100
+    # prefilling about a third of the time, so each decode step there takes 1 / (1 - u) longer.
     table = ServerTable.of(paper_view)
     rng = np.random.default_rng(4)
     errors = {}
     for per_token in (True, False):
-        policy = make_policy("cs-ucb", {"per-token-learning": per_token, "prefill-window-s": 0})
+        policy = make_policy(
+            "cs-ucb", {"per-token-learning": per_token, "prefill-window-s": window}
+        )
         for i in range(60):
+            paper_view.clock = float(i)  # the router's clock at the arrival
             request = request_factory(i, deadline_s=600.0, prompt=50)
             expected = policy.lengths.expected(request.service_class)
+            loads = paper_view.load_arrays()
+            stall = np.zeros(len(paper_view.servers))
+            if window and i:
+                policy.prefills.placed(5, paper_view.clock, 0.3)
+                u = np.minimum(policy.prefills.utilisation(float(i), loads, table.max_batch), 0.9)
+                stall = u / (1.0 - u)
             decision = policy.select(request, paper_view)
-            step = estimate(table, paper_view.load_arrays(), request, expected).decode_step_s
+            step = estimate(table, loads, request, expected).decode_step_s * (1.0 + stall)
             tokens = int(rng.integers(5, 500))
             taken = decision.estimate_s + (tokens - expected) * step[decision.server]
             policy.observe(
@@ -374,6 +392,31 @@ def test_a_long_shot_goes_in_deadline_order_rather_than_deflected(
     assert shot.estimate_s == pytest.approx(fastest)
     deflected = make_policy("cs-ucb", {"long-shots": False}).select(between, paper_view)
     assert deflected.priority >= DEFLECTED_PRIORITY
+
+
+def test_admission_control_rejects_a_long_shot(paper_view, request_factory) -> None:
+    # Admission control sheds what no arm meets under the bound; a long shot is not a promise.
+    probe = request_factory(deadline_s=600.0, prompt=50)
+    table, loads = ServerTable.of(paper_view), paper_view.load_arrays()
+    fastest = float(estimate(table, loads, probe, 128.0).processing_s[0].min())
+    between = request_factory(1, deadline_s=fastest * math.exp(0.15), prompt=50)
+    paper_view.admission_control = True
+    assert make_policy("cs-ucb").select(between, paper_view) == REJECT
+
+
+def test_a_state_saved_before_the_tail_fit_plans_for_the_mean_until_it_has_its_own() -> None:
+    lengths = OutputLengths()
+    lengths.restore({"sum": {"chat": 150.0 * 1000}, "count": {"chat": 1000}})
+    assert lengths.planned("chat", 1.28) == 150.0
+    for _ in range(20):
+        lengths.observe("chat", 150)
+    assert lengths.planned("chat", 1.28) == pytest.approx(150.0)  # not skewed by the old count
+
+
+def test_a_prefill_window_below_a_millisecond_is_refused() -> None:
+    with pytest.raises(InputError, match=r"prefill-window-s.*0\.001"):
+        make_policy("cs-ucb", {"prefill-window-s": 1e-6})
+    make_policy("cs-ucb", {"prefill-window-s": 0})  # off
 
 
 def test_prefill_load_decays_and_counts_what_a_full_server_admits() -> None:
@@ -410,8 +453,9 @@ def test_a_burst_of_placements_stretches_the_estimate_with_their_prefills(
         view = copy.deepcopy(paper_view)
         seen = []
         for i in range(30):
+            view.clock = 0.01 * i  # 10 ms apart
             request = dataclasses.replace(
-                request_factory(i, deadline_s=20.0, prompt=300), arrival_s=0.01 * i
+                request_factory(i, deadline_s=20.0, prompt=300), arrival_s=view.clock
             )
             decision = policy.select(request, view)
             view.queued[decision.server] += 1

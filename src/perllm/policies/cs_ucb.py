@@ -145,6 +145,9 @@ from perllm.policies.outstanding import Outstanding, PrefillLoad, prefill_share
 
 Array = npt.NDArray[np.float64]
 
+# ``prefill_share`` is compiled into ``_choose_kernel``, whose numba cache is keyed on this file
+# only: after an edit to it, touch this file (or clear __pycache__) so that it is recompiled.
+
 # How a request was placed (``_choose``): on a feasible arm, as a long shot, or deflected.
 FEASIBLE, LONG_SHOT, HOPELESS = 0, 1, 2
 
@@ -169,6 +172,13 @@ class CsUcbConfig(PolicyConfig):
     prefill_cap: float = Field(0.9, gt=0.0, lt=1.0)
     length_quantile: float = Field(0.9, ge=0.5, lt=1.0)
     per_token_learning: bool = True
+
+    @field_validator("prefill_window_s")
+    @classmethod
+    def _window_off_or_real(cls, value: float) -> float:
+        if 0.0 < value < 1e-3:
+            raise ValueError("must be 0 (off) or at least 0.001 s")
+        return value
 
     @field_validator("share_levels")
     @classmethod
@@ -562,7 +572,7 @@ class CsUcbPolicy(PolicyBase):
         self.energy = LogRatioStats(n_servers, cfg.exploration, cfg.prior_log_sd, cfg.pool_weight)
         self.energy.ensure_rows(1)
         self.outstanding = Outstanding(n_servers)
-        self.prefills = PrefillLoad(n_servers, max(cfg.prefill_window_s, 1e-9))
+        self.prefills = PrefillLoad(n_servers, cfg.prefill_window_s or 1.0)
         self._stall = np.zeros(n_servers)
 
     def _row(self, service_class: str) -> int:
@@ -586,7 +596,7 @@ class CsUcbPolicy(PolicyBase):
         need = request.prompt_tokens + expected
         args = (table.packed, loads, need, calm, crowded, own_calm, own_crowded, energy.lower[0])
         tail = (view.weights.transmission, request.deadline_s, self._knobs)
-        stall, now = self._stall, request.arrival_s
+        stall, now = self._stall, view.now()
         arm, kind, passing = _choose(est, self.prefills, now, stall, extra_tokens, *args, *tail)
         if priority and passing.any():
             # A queue served by priority lets the request pass the queued ones that come
@@ -595,9 +605,9 @@ class CsUcbPolicy(PolicyBase):
             ahead = self.outstanding.queued_ahead(loads, priority, passing)
             est = estimate(table, loads, request, expected, self.shares, view.weights, ahead)
             arm, kind, _ = _choose(est, self.prefills, now, stall, extra_tokens, *args, *tail)
+        if kind != FEASIBLE and view.admission_control:
+            return REJECT
         if kind == HOPELESS:
-            if view.admission_control:
-                return REJECT
             priority += DEFLECTED_PRIORITY
         server, level = divmod(arm, len(self.shares))
         self.outstanding.add(request.id, server, priority)
@@ -606,7 +616,7 @@ class CsUcbPolicy(PolicyBase):
         prefill = table.prefill_of(server, request)
         self._placed[request.id] = (crowded, expected, step, prefill)
         if self.config.prefill_window_s > 0:
-            self.prefills.placed(server, request.arrival_s, prefill)
+            self.prefills.placed(server, now, prefill)
         return Decision(
             server=server,
             share=float(self.shares[level]),

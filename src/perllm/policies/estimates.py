@@ -328,6 +328,7 @@ class OutputLengths:
         self.prior_tokens = prior_tokens
         self._sum: dict[str, float] = {}
         self._count: dict[str, int] = {}
+        self._log_count: dict[str, int] = {}
         self._log_sum: dict[str, float] = {}
         self._log_sq: dict[str, float] = {}
 
@@ -340,7 +341,7 @@ class OutputLengths:
         quantile of standard score ``z``), never fewer than the mean; the mean until the class
         has ``_TAIL_AFTER`` observations."""
         expected = self.expected(service_class)
-        count = self._count.get(service_class, 0)
+        count = self._log_count.get(service_class, 0)  # a state saved before the fit has none
         if z <= 0.0 or count < _TAIL_AFTER:
             return expected
         mean = self._log_sum.get(service_class, 0.0) / count
@@ -351,6 +352,7 @@ class OutputLengths:
         self._sum[service_class] = self._sum.get(service_class, 0.0) + tokens
         self._count[service_class] = self._count.get(service_class, 0) + 1
         log = math.log(max(tokens, 1))
+        self._log_count[service_class] = self._log_count.get(service_class, 0) + 1
         self._log_sum[service_class] = self._log_sum.get(service_class, 0.0) + log
         self._log_sq[service_class] = self._log_sq.get(service_class, 0.0) + log * log
 
@@ -358,6 +360,7 @@ class OutputLengths:
         return {
             "sum": dict(self._sum),
             "count": dict(self._count),
+            "log_count": dict(self._log_count),
             "log_sum": dict(self._log_sum),
             "log_sq": dict(self._log_sq),
         }
@@ -365,6 +368,7 @@ class OutputLengths:
     def restore(self, state: dict[str, Any]) -> None:
         self._sum = {str(k): float(v) for k, v in state.get("sum", {}).items()}
         self._count = {str(k): int(v) for k, v in state.get("count", {}).items()}
+        self._log_count = {str(k): int(v) for k, v in state.get("log_count", {}).items()}
         self._log_sum = {str(k): float(v) for k, v in state.get("log_sum", {}).items()}
         self._log_sq = {str(k): float(v) for k, v in state.get("log_sq", {}).items()}
 

@@ -32,7 +32,8 @@ __all__ = [
 Totals = dict[str, float]
 
 _LOG_RATIO_STATS = ("count", "total", "total_sq")
-_LENGTH_STATS = ("sum", "count", "log_sum", "log_sq")
+_LENGTH_STATS = ("sum", "count", "log_count", "log_sum", "log_sq")
+_REWARD_STATS = ("sum", "count")
 
 
 @runtime_checkable
@@ -123,7 +124,7 @@ def cs_ucb_state(totals: Mapping[str, float], n_servers: int, classes: list[str]
         elif kind == "l|":
             stat, name = key[2:].split("|", 1)
             if stat in lengths:
-                lengths[stat][name] = round(value) if stat == "count" else value
+                lengths[stat][name] = round(value) if stat in ("count", "log_count") else value
     return {
         "policy": "cs-ucb",
         "n_servers": n_servers,
@@ -145,7 +146,7 @@ def arm_bandit_totals(arms: Mapping[str, Any] | None, reward: Mapping[str, Any])
     """The additive totals in an :class:`~perllm.policies.bandit.ArmStats` state and a
     :class:`~perllm.policies.bandit.Reward` state (zeros left out)."""
     out: Totals = {}
-    for stat in _LENGTH_STATS:
+    for stat in _REWARD_STATS:
         for name, value in reward.get(stat, {}).items():
             if value:
                 out[f"r|{stat}|{name}"] = float(value)
@@ -172,7 +173,7 @@ def arm_bandit_state(
                 names.append(name)
     rows = {name: row for row, name in enumerate(names)}
     arms = {stat: [[0.0] * n_arms for _ in names] for stat in _ARM_STATS}
-    reward: dict[str, dict[str, float]] = {stat: {} for stat in _LENGTH_STATS}
+    reward: dict[str, dict[str, float]] = {stat: {} for stat in _REWARD_STATS}
     for key, value in totals.items():
         if key.startswith("a|"):
             arm, stat, name = key[2:].split("|", 2)
