@@ -51,6 +51,7 @@ def measure(policy_name: str, servers: int, decisions: int) -> np.ndarray:
     for i, request in enumerate(requests):
         view.running[:] = rng.integers(0, 4, servers)
         view.queued[:] = rng.integers(0, 2, servers)
+        view.clock = request.arrival_s  # the router's clock moves with the arrivals
         start = clock()
         decision = policy.select(request.routed, view)
         policy.observe(

@@ -93,7 +93,7 @@ are learned per class, a running mean and a log-normal fit (a router cannot know
 
 Each update costs ``O(servers)`` (every arm of the row borrows from the others) and each decision
 ``O(arms)``: the estimate, the bounds and the choice are compiled loops over the servers
-(numba), 29 us median and 47 us p99 at 100 servers (``benchmarks/decision_speed.py``).
+(numba), 28 us median and 47 us p99 at 100 servers (``benchmarks/decision_speed.py``).
 
 Parameters: ``confidence`` (beta on time) and ``exploration`` (beta on energy), in standard
 errors, both 1.0; ``prior-log-sd`` = 0.3 (a datasheet within about 30%); ``share-levels`` = (1.0,)
@@ -147,6 +147,9 @@ Array = npt.NDArray[np.float64]
 
 # ``prefill_share`` is compiled into ``_choose_kernel``, whose numba cache is keyed on this file
 # only: after an edit to it, touch this file (or clear __pycache__) so that it is recompiled.
+
+# Which bounds a LogRatioStats keeps up to date.
+UPPER, LOWER = 1, 2
 
 # How a request was placed (``_choose``): on a feasible arm, as a long shot, or deflected.
 FEASIBLE, LONG_SHOT, HOPELESS = 0, 1, 2
@@ -202,9 +205,12 @@ def _refresh(  # pragma: no cover - compiled; tested through LogRatioStats
     pool_weight: float,
     server: int,
     log_ratio: float,
+    sides: int,
 ) -> None:
     """Add the observation ``log_ratio`` of ``server`` (none if ``server`` < 0), then refresh
-    the bounds of every arm of ``row`` (see :class:`LogRatioStats`)."""
+    the bounds of every arm of ``row`` (see :class:`LogRatioStats`): the upper bound and the own
+    record if ``sides & 1``, the lower bound if ``sides & 2``."""
+    want_upper, want_lower = (sides & 1) != 0, (sides & 2) != 0
     if server >= 0:
         count[row, server] += 1.0
         total[row, server] += log_ratio
@@ -217,7 +223,8 @@ def _refresh(  # pragma: no cover - compiled; tested through LogRatioStats
         row_sq += total_sq[row, s]
     for s in range(n_servers):
         n = count[row, s]
-        own[row, s] = math.exp(total[row, s] / n) if n > 0.0 else 1.0
+        if want_upper and (server < 0 or s == server):  # only the observed arm's record moved
+            own[row, s] = math.exp(total[row, s] / n) if n > 0.0 else 1.0
         # The other servers: what they showed is worth ``pool_weight`` observations.
         others_n = row_n - n
         prior_n, prior_mean, prior_spread = 0.0, 0.0, prior_sd
@@ -228,8 +235,10 @@ def _refresh(  # pragma: no cover - compiled; tested through LogRatioStats
                 others_sq = (row_sq - total_sq[row, s]) / others_n
                 prior_spread = math.sqrt(max(others_sq - prior_mean * prior_mean, 0.0))
         if n + prior_n <= 0.0:
-            upper[row, s] = math.exp(confidence * prior_sd)
-            lower[row, s] = math.exp(-confidence * prior_sd)
+            if want_upper:
+                upper[row, s] = math.exp(confidence * prior_sd)
+            if want_lower:
+                lower[row, s] = math.exp(-confidence * prior_sd)
             continue
         # The prior leans no further than the datasheet's (0) away from its bound's side.
         high = (total[row, s] + prior_n * max(prior_mean, 0.0)) / (n + prior_n)
@@ -240,8 +249,10 @@ def _refresh(  # pragma: no cover - compiled; tested through LogRatioStats
         else:
             sd = prior_spread
         width = confidence * sd / math.sqrt(n + prior_n)
-        upper[row, s] = math.exp(high + width)
-        lower[row, s] = math.exp(low - width)
+        if want_upper:
+            upper[row, s] = math.exp(high + width)
+        if want_lower:
+            lower[row, s] = math.exp(low - width)
 
 
 class LogRatioStats:
@@ -264,8 +275,10 @@ class LogRatioStats:
         confidence: float,
         prior_sd: float,
         pool_weight: float = 0.0,
+        sides: int = 3,
     ) -> None:
         self.n_servers = n_servers
+        self.sides = sides  # which bounds are kept: 1 upper (and own), 2 lower, 3 both
         self.confidence = confidence
         self.prior_sd = prior_sd
         self.pool_weight = pool_weight
@@ -309,6 +322,7 @@ class LogRatioStats:
             self.pool_weight,
             server,
             log_ratio,
+            self.sides,
         )
 
     def state(self) -> dict[str, Any]:
@@ -568,8 +582,10 @@ class CsUcbPolicy(PolicyBase):
     def on_begin(self, n_servers: int) -> None:
         """The learned corrections, made for ``n_servers`` servers."""
         cfg = self.config
-        self.times = LogRatioStats(n_servers, cfg.confidence, cfg.prior_log_sd, cfg.pool_weight)
-        self.energy = LogRatioStats(n_servers, cfg.exploration, cfg.prior_log_sd, cfg.pool_weight)
+        # Time is bounded from above (and deflected by its own record), energy from below.
+        args = (cfg.prior_log_sd, cfg.pool_weight)
+        self.times = LogRatioStats(n_servers, cfg.confidence, *args, sides=UPPER)
+        self.energy = LogRatioStats(n_servers, cfg.exploration, *args, sides=LOWER)
         self.energy.ensure_rows(1)
         self.outstanding = Outstanding(n_servers)
         self.prefills = PrefillLoad(n_servers, cfg.prefill_window_s or 1.0)
