@@ -159,9 +159,10 @@ class ServerSpec:
 class LinkSpec:
     """A network link between the users and a server (shared by every server behind it).
 
-    ``tx_power_w`` is the power spent while a transfer is active on the link (the radio / NIC
-    and network share attributed to the transfer); transmission energy is ``tx_power_w`` times
-    the time the transfer's bytes move, the round trip excluded
+    ``tx_power_w`` is the power the link draws while it moves bytes (the radio / NIC and
+    network share attributed to the users' transfers), however many transfers share it; a
+    transfer's transmission energy is ``tx_power_w`` times its share of the link's busy time,
+    its bytes at the link's bandwidth, the round trip excluded
     (:func:`perllm.physics.transmission_j`).
     """
 

@@ -95,11 +95,13 @@ def transfer_s(
     return (wire + rtt_s) + (1.0 / share) * (wire * active_weight)
 
 
-def transmission_j(tx_power_w: float, moving_s: float) -> float:
-    """Energy of a transfer: the link's ``tx_power_w`` while bytes move, ``tx_power_w *
-    moving_s``, where ``moving_s`` is the transfer time without the round trip (a link draws
-    power while bytes move, not while a request waits for the round trip)."""
-    return tx_power_w * moving_s
+def transmission_j(tx_power_w: float, link_s: float) -> float:
+    """Energy of a transfer: ``tx_power_w * link_s``, where ``link_s`` is the share of the
+    link's busy time the transfer holds, its bytes at the link's bandwidth (``wire_s``). A link
+    draws ``tx_power_w`` while bytes move, however many transfers share it, and not while a
+    request waits for the round trip; so the energy does not depend on the share a transfer gets,
+    only on what it moves."""
+    return tx_power_w * link_s
 
 
 # -- servers ---------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ def _reference(view, s: int, request, o: float, weights: EnergyWeights, share: f
     queue = (ahead - b) / spec.max_batch * service
     seconds = (request.request_bytes + response_bytes(o)) * 8e-6 / loads.bandwidth_mbps[s]
     transfer = seconds * (1.0 + loads.link_active_weight[s] / share) + link.rtt_s
-    transmission = link.tx_power_w * (transfer - link.rtt_s)
+    transmission = link.tx_power_w * seconds  # the link time its bytes hold, whatever the share
 
     def q(batch: float) -> float:
         if batch < 1.0:

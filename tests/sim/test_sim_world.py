@@ -132,7 +132,9 @@ def _assert_exact(prediction: Prediction, cols: dict[str, list[Any]], i: int) ->
     energy = prediction.energy
     assert energy.inference_j == pytest.approx(cols["inference_j"][i], rel=1e-9)
     assert energy.idle_j == pytest.approx(cols["idle_j"][i], rel=1e-9, abs=1e-12)
-    assert energy.transmission_j == pytest.approx(cols["transmission_j"][i], rel=1e-9)
+    # The world sums a transfer's link time from differences of clock readings (a
+    # millisecond-long upload at a clock of minutes keeps about 8 digits of it).
+    assert energy.transmission_j == pytest.approx(cols["transmission_j"][i], rel=1e-7)
 
 
 def test_prediction_of_the_last_arrival_is_exact() -> None:

@@ -81,7 +81,9 @@ def make_feedback(
     batch = max(attempt.batch, 1)
     watts = power_w if power_w is not None else spec.power.busy_w(batch)
     energy = EnergyParts(
-        transmission_j=physics.transmission_j(link.tx_power_w, transfer_s - link.rtt_s),
+        transmission_j=physics.transmission_j(
+            link.tx_power_w, physics.wire_s(total_bytes, bandwidth_mbps)
+        ),
         inference_j=physics.batch_share_j(watts, service_s, batch),
         idle_j=0.0,
     )

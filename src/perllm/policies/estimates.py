@@ -18,8 +18,9 @@ For request ``r`` on server ``s`` with link share ``z``, expected output ``o`` t
   what the world reports) with ``b = min(running + queued + 1, max_batch)`` the server's real
   batch with the request (every queued request counted), ``busy_w`` being
   :func:`perllm.physics.busy_power_w`;
-  transmission energy = ``tx_power_w * (transfer - rtt)`` (the link draws power while bytes
-  move, not while a request waits for the round trip);
+  transmission energy = ``tx_power_w * wire`` (the link draws power while bytes move,
+  whatever the number of transfers sharing it, so a transfer is charged its bytes' time at the
+  link's bandwidth, not its stretched transfer time or the round trip);
 - the *marginal* weighted energy the request adds to the cluster's, which is what an
   energy-minimising policy compares: ``w_tx * transmission + marginal inference``. Every
   server draws ``idle_w`` whether it works or not, and idle energy is counted over the whole
@@ -259,7 +260,9 @@ def _kernel(  # pragma: no cover - compiled; tested through estimate()
                 total_bytes, bandwidth_mbps[s], rtt, shares[z], link_active_weight[s]
             )
             transfer[z, s] = moving
-            transmission[z, s] = physics.transmission_j(t[11, s], moving - rtt)
+            transmission[z, s] = physics.transmission_j(
+                t[11, s], physics.wire_s(total_bytes, bandwidth_mbps[s])
+            )
             processing[z, s] = moving + queue[s] + service[s]
             marginal_j[z, s] = w_transmission * transmission[z, s] + marginal
     return (

@@ -32,11 +32,11 @@ from perllm.domain import (
     ServerLoad,
     ServerSpec,
 )
+from perllm.fair_share import Channel
 from perllm.metrics.recorder import Recorder
 from perllm.metrics.sinks import FanOut, PolicySink
 from perllm.policies.base import Policy
 from perllm.sim.engine import PRIORITY_ARRIVAL, PRIORITY_ENVIRONMENT, PRIORITY_PROGRESS, EventLoop
-from perllm.sim.link import Channel
 from perllm.sim.server import Job, ServerEngine
 from perllm.sim.truth import true_spec
 
@@ -266,14 +266,13 @@ class World:
         now = self.loop.now
         spec = link.spec
         half_rtt = spec.rtt_s / 2.0
-        for job in channel.pop_finished(now):
+        for job, link_s in channel.pop_finished(now):
+            job.transmission_j += physics.transmission_j(spec.tx_power_w, link_s)
             if direction == UP:
                 job.uplink_s = now - job.dispatch_s
-                job.transmission_j += physics.transmission_j(spec.tx_power_w, job.uplink_s)
                 self.loop.schedule(now + half_rtt, PRIORITY_PROGRESS, self._on_delivered, job)
             else:
                 job.downlink_s = now - job.finish_s
-                job.transmission_j += physics.transmission_j(spec.tx_power_w, job.downlink_s)
                 job.done_s = now + half_rtt
                 self._complete(job)
         self._schedule_channel(link, direction)
@@ -387,8 +386,8 @@ class World:
         down_end = down.predict_finish_s(
             probe.finish_s, max(request.response_bytes * 8.0, 1.0), weight
         )
-        moving_s = (up_end - now) + (down_end - probe.finish_s)
-        tx = physics.transmission_j(link.spec.tx_power_w, moving_s)
+        bits = max(request.request_bytes * 8.0, 1.0) + max(request.response_bytes * 8.0, 1.0)
+        tx = physics.transmission_j(link.spec.tx_power_w, bits / up.bandwidth_bps)
         done = down_end + link.spec.rtt_s / 2.0
         return Prediction(
             processing_s=done - request.arrival_s,

@@ -1,4 +1,5 @@
-"""Links: weighted fair sharing of a (changing) bandwidth, and exact finish predictions."""
+"""Weighted fair sharing of a link (the simulator's links, the gateway's upload shaping), and exact
+finish predictions."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from perllm.sim.link import Channel
+from perllm.fair_share import Channel
 
 MBPS = 1e6
 
@@ -17,8 +18,10 @@ def run_channel(
     starts: Sequence[tuple[float, float, float, object]],
     bandwidth_changes: Sequence[tuple[float, float]] = (),
     max_events: int = 1_000_000,
+    link_seconds: dict[object, float] | None = None,
 ) -> dict[object, float]:
-    """Drive a channel as the world does; return each token's finish time.
+    """Drive a channel as the world does; return each token's finish time (and fill
+    ``link_seconds`` with each token's share of the busy time, when given).
 
     ``starts`` are ``(time_s, bits, weight, token)``; ``bandwidth_changes`` ``(time_s, bps)``.
     """
@@ -43,8 +46,10 @@ def run_channel(
         else:
             assert due is not None
             now = max(due, now)
-            for token in channel.pop_finished(now):
+            for token, held_s in channel.pop_finished(now):
                 finished[token] = now
+                if link_seconds is not None:
+                    link_seconds[token] = held_s
     return finished
 
 
@@ -125,6 +130,36 @@ def test_predict_finish_equals_the_actual_finish(weight: float) -> None:
     finished = run_channel(channel, [(now, 2e6, weight, "new")])
     assert finished["new"] == pytest.approx(predicted, rel=1e-12)
     assert set(finished) == {"x", "y", "z", "new"}
+
+
+@pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0), (5.0, 1.0, 0.01), (1e-4, 1.0, 30.0)])
+def test_link_seconds_are_bits_over_bandwidth_whatever_the_weights(
+    weights: tuple[float, float, float],
+) -> None:
+    # A link draws its power while busy, whoever holds it: each transfer is charged its bits'
+    # time at the bandwidth, however sharing stretched it.
+    channel = Channel(40 * MBPS)
+    sizes = (2e6, 6e6, 0.5e6)
+    starts = [
+        (0.01 * i, bits, w, i) for i, (bits, w) in enumerate(zip(sizes, weights, strict=True))
+    ]
+    held: dict[object, float] = {}
+    done = run_channel(channel, starts, link_seconds=held)
+    for i, bits in enumerate(sizes):
+        assert held[i] == pytest.approx(bits / (40 * MBPS), rel=1e-9)
+    # Together they held the link for exactly its busy time (it never idled here).
+    assert sum(held.values()) == pytest.approx(max(done.values()), rel=1e-9)
+
+
+def test_link_seconds_follow_the_bandwidth_the_transfer_had() -> None:
+    channel = Channel(60 * MBPS)
+    held: dict[object, float] = {}
+    changes = [(0.05, 120 * MBPS)]
+    starts = [(0.0, 4e6, 2.0, "heavy"), (0.0, 4e6, 1.0, "light")]
+    done = run_channel(channel, starts, bandwidth_changes=changes, link_seconds=held)
+    # heavy: 2/3 of 0.05 s, then 2/3 of 0.025 s; light: 1/3 of each, then alone to the end.
+    assert held["heavy"] == pytest.approx((0.05 + 0.025) * 2 / 3, rel=1e-9)
+    assert held["light"] == pytest.approx((0.05 + 0.025) / 3 + done["light"] - 0.075, rel=1e-9)
 
 
 def test_predict_finish_on_an_idle_channel() -> None:
