@@ -53,11 +53,17 @@ class PowerConfig(KebabModel):
 
 
 class LinkConfig(KebabModel):
-    """What is known of the network path to a backend (``bandwidth-mbps`` is a start value)."""
+    """What is known of the network path to a backend (``bandwidth-mbps`` is a start value).
+
+    ``shape-uploads``: the gateway paces the request bodies it sends over this link to
+    ``bandwidth-mbps`` in all, split among the uploads in progress by the policy's shares
+    (:mod:`perllm.gateway.shaping`); off by default, when the network shares the path.
+    """
 
     bandwidth_mbps: float = Field(default=1000.0, gt=0.0)
     rtt_ms: float = Field(default=0.0, ge=0.0)
     tx_power_w: float = Field(default=0.0, ge=0.0)
+    shape_uploads: bool = False
 
 
 class LinkSettings(Protocol):

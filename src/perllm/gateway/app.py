@@ -52,6 +52,7 @@ from perllm.gateway.health import CircuitBreaker, HealthChecker
 from perllm.gateway.limits import BodyLimit, KeyLimiter
 from perllm.gateway.metrics import GatewayMetrics
 from perllm.gateway.routes import ROUTES, http_error
+from perllm.gateway.shaping import UploadShaper
 from perllm.gateway.shared_state import SharedState
 from perllm.gateway.state import json_ready, load_state, save_state
 from perllm.gateway.upstream import Upstream
@@ -179,10 +180,14 @@ def _build(config: GatewayConfig, policy: Policy, client: httpx.AsyncClient | No
         CircuitBreaker(config.health.failure_threshold, config.health.cooldown_s)
         for _ in config.backends
     ]
-    view = LiveView(config, breakers)
+    shapers = [
+        UploadShaper(b.link.bandwidth_mbps) if b.link.shape_uploads else None
+        for b in config.backends
+    ]
+    view = LiveView(config, breakers, shapers)
     health = HealthChecker(config.backends, breakers, config.health, clients[0])
     metrics = GatewayMetrics([b.name for b in config.backends])
-    upstream = Upstream(list(config.backends), clients)
+    upstream = Upstream(list(config.backends), clients, shapers)
     dispatcher = Dispatcher(policy, view, upstream, health, metrics, config.limits.max_records)
     return Gateway(
         config,

@@ -258,7 +258,7 @@ class Dispatcher:
         batch = self.view.begin(server, request.prompt_tokens)
         attempt = Attempt(request, decision, batch, sent_s=self.view.now(), streamed=call.stream)
         try:
-            response = await self.upstream.open(call, server, decision.priority, ticket.request_id)
+            response = await self.upstream.open(call, server, decision, ticket.request_id)
             if call.stream and response.status_code < 400:
                 chunks, first = await self.upstream.first_chunk(response, server)
             else:

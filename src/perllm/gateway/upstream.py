@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 import anyio
 import httpx
 
-from perllm.domain import Feedback
+from perllm.domain import Decision, Feedback
 from perllm.gateway.config import BackendConfig
 from perllm.gateway.feedback import count_events
 from perllm.gateway.intake import Call
+from perllm.gateway.shaping import UploadShaper
 
 __all__ = [
     "UPSTREAM_ERRORS",
@@ -72,9 +73,15 @@ def sse_error(message: str, code: str = "upstream_error") -> bytes:
 class Upstream:
     """Builds upstream calls for each backend (model name mapping, URLs, credentials)."""
 
-    def __init__(self, backends: list[BackendConfig], clients: Sequence[httpx.AsyncClient]) -> None:
+    def __init__(
+        self,
+        backends: list[BackendConfig],
+        clients: Sequence[httpx.AsyncClient],
+        shapers: Sequence[UploadShaper | None] = (),
+    ) -> None:
         self.backends = backends
         self.clients = clients
+        self.shapers = list(shapers) or [None] * len(backends)
         self._turn = itertools.count()
         self.model_maps = [b.model_map for b in backends]
         self.headers = []
@@ -97,9 +104,11 @@ class Upstream:
         return json.dumps(body).encode()
 
     async def open(
-        self, call: Call, server: int, priority: int = 0, request_id: str = ""
+        self, call: Call, server: int, decision: Decision, request_id: str = ""
     ) -> httpx.Response:
-        """Send the call and return the response once its headers arrived (body unread).
+        """Send the call as ``decision`` says (the backend's queue ``priority``; its link
+        ``share``, which paces the upload where the link is shaped) and return the response once
+        its headers arrived (body unread).
 
         Raises
         ------
@@ -108,13 +117,18 @@ class Upstream:
         """
         backend = self.backends[server]
         client = self.clients[next(self._turn) % len(self.clients)]
+        body = self.body_for(call, server, decision.priority)
+        shaper = self.shapers[server]
+        paced = shaper.paced(body, decision.share) if shaper is not None else None
         request = client.build_request(
             "POST",
             backend.base_url + PATHS[call.kind],
-            content=self.body_for(call, server, priority),
+            content=body if paced is None else paced,
             headers={
                 **self.headers[server],
-                "x-perllm-priority": str(priority),
+                "content-length": str(len(body)),
+                "x-perllm-priority": str(decision.priority),
+                "x-perllm-share": f"{decision.share:.6g}",
                 **({"x-request-id": request_id} if request_id else {}),
             },
         )
@@ -122,6 +136,9 @@ class Upstream:
             response = await client.send(request, stream=True)
         except UPSTREAM_ERRORS as err:
             raise AttemptFailed(f"backend {backend.name}: {describe(err)}") from None
+        finally:
+            if paced is not None:
+                await paced.aclose()  # the link is free of an upload that did not finish
         if response.status_code >= 500:
             await response.aclose()
             raise AttemptFailed(f"backend {backend.name}: HTTP {response.status_code}")

@@ -7,8 +7,10 @@ What the gateway itself observes (it never scrapes load from the backends):
 - ``tokens_in_flight``: their prompt tokens plus the output tokens streamed back so far;
 - ``bandwidth_mbps``: an EWMA of measured download rates of large non-streamed responses
   (weight :data:`BANDWIDTH_EWMA` on the newest sample), starting at the configured value;
-- ``link_active_weight``: always 0, since the gateway cannot see when a transfer is on the
-  wire (the estimates then assume a request gets its link's whole bandwidth);
+- ``link_active_weight``: the total share of the uploads the gateway is pacing over a backend's
+  link (``shape-uploads``, :mod:`perllm.gateway.shaping`); 0 on a link it does not shape, since
+  it cannot see when a transfer is on the wire there (the estimates then assume a request gets
+  its link's whole bandwidth);
 - ``healthy``: the backend's circuit breaker is not open (see :mod:`perllm.gateway.health`).
 
 With replicas sharing a state store, the other replicas' in-flight requests and tokens
@@ -30,6 +32,7 @@ from perllm.cluster.build import ServerDescription, link_spec, server_spec
 from perllm.domain import EnergyWeights, LinkSpec, LoadArrays, ServerLoad, ServerSpec
 from perllm.gateway.config import BackendConfig, GatewayConfig
 from perllm.gateway.health import CircuitBreaker
+from perllm.gateway.shaping import UploadShaper
 
 __all__ = ["BANDWIDTH_EWMA", "MIN_BANDWIDTH_SAMPLE_BYTES", "LiveView", "build_specs"]
 
@@ -71,7 +74,12 @@ class LiveView:
     Times are ``time.monotonic()`` seconds since the view was made.
     """
 
-    def __init__(self, config: GatewayConfig, breakers: Sequence[CircuitBreaker]) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        breakers: Sequence[CircuitBreaker],
+        shapers: Sequence[UploadShaper | None] = (),
+    ) -> None:
         self.servers, self.links = build_specs(config)
         self.weights = EnergyWeights(**config.energy_weights)
         self.admission_control = config.admission_control
@@ -85,6 +93,7 @@ class LiveView:
         self.max_batch = np.array([float(s.max_batch) for s in self.servers])
         self.bandwidth = np.array([self.links[s.link].bandwidth_mbps for s in self.servers])
         self._zeros = np.zeros(n)
+        self._shaped = [(i, shaper) for i, shaper in enumerate(shapers) if shaper is not None]
         self._index = {s.name: i for i, s in enumerate(self.servers)}
 
     def now(self) -> float:
@@ -114,15 +123,23 @@ class LiveView:
             running,
             self.tokens + self.remote_tokens,
             self.bandwidth.copy(),
-            self._zeros,
+            self._active_weights(),
             healthy,
         )
+
+    def _active_weights(self) -> Array:
+        if not self._shaped:
+            return self._zeros
+        weights = np.zeros(len(self.servers))
+        for server, shaper in self._shaped:
+            weights[server] = shaper.active_weight
+        return weights
 
     def bandwidth_mbps(self, link: str) -> float:
         return float(self.bandwidth[self._index[link]])
 
     def link_active_weight(self, link: str) -> float:
-        return 0.0
+        return float(self._active_weights()[self._index[link]])
 
     # --- bookkeeping by the request path -------------------------------------------------
 
@@ -175,4 +192,4 @@ class RestrictedView:
         return self._base.bandwidth_mbps(link)
 
     def link_active_weight(self, link: str) -> float:
-        return 0.0
+        return self._base.link_active_weight(link)

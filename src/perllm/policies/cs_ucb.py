@@ -1,7 +1,7 @@
 """CS-UCB: upper confidence bounds with constraint satisfaction (PerLLM's scheduler).
 
 The arms are the servers ``s`` (with a link share ``z`` per arm when ``share-levels`` lists
-several). What an arm costs and how long it takes depend on the load the policy itself puts on
+several and ``share-by-urgency`` is off). What an arm costs and how long it takes depend on the load the policy itself puts on
 it, so CS-UCB does not keep a stationary mean reward per arm. It keeps a physical model of every
 arm (:mod:`perllm.policies.estimates`: time and *marginal* energy at the server's current batch)
 and learns, per arm, how far reality is from that model, with confidence bounds on what it
@@ -67,7 +67,13 @@ learned. For a request ``r`` of class ``c`` with deadline ``D``:
    server's queue, as vLLM's priority scheduling orders it). The queueing part of ``T`` counts
    only the queued requests that go first: the policy knows the priorities of the requests it
    placed and has not yet heard back from (:class:`~perllm.policies.outstanding.Outstanding`).
-5. **Overload with grace**: with no feasible arm, ``r`` is rejected if the scenario enables
+5. **Link share** (``share-by-urgency``): the request's weight on its link is
+   ``clip(tau / (D - (T - T_transfer) - rtt), floor, 1)``, ``tau`` = 0.1 s: the less time its
+   transfer has to spare once the rest of its processing is counted, the more of the link it
+   gets (:mod:`perllm.policies.link_share`; a deflected request gets the least). Weighted fair
+   sharing of one bandwidth makes a share a constrained resource: what one transfer gets the
+   others do not. ``T`` in the decision's estimate is taken at that share.
+6. **Overload with grace**: with no feasible arm, ``r`` is rejected if the scenario enables
    admission control. Otherwise, if some healthy arm with room in its KV cache meets ``D`` by
    its own record at the mean length (``T exp(m)``, without the bound or the tail), ``r`` is a
    *long shot*: it goes, with its deadline's priority, to the one where it ends soonest
@@ -96,8 +102,8 @@ Each update costs ``O(servers)`` (every arm of the row borrows from the others) 
 (numba), 28 us median and 47 us p99 at 100 servers (``benchmarks/decision_speed.py``).
 
 Parameters: ``confidence`` (beta on time) and ``exploration`` (beta on energy), in standard
-errors, both 1.0; ``prior-log-sd`` = 0.3 (a datasheet within about 30%); ``share-levels`` = (1.0,)
-(one share: per-request link weights moved goodput by under 0.3%, the README says why);
+errors, both 1.0; ``prior-log-sd`` = 0.3 (a datasheet within about 30%); ``share-by-urgency``
+on (``share-levels`` as arms to learn moved goodput by under 0.3%, the README says why);
 ``deadline-priority``, ``prefer-free-slots``, ``long-shots`` and ``per-token-learning`` on;
 ``pool-weight`` 10, ``comfort`` 0.7, ``energy-tolerance`` 10, ``length-quantile`` 0.9,
 ``prefill-window-s`` 2, ``prefill-cap`` 0.9. They were compared on generated clusters only
@@ -108,7 +114,10 @@ against the strongest baseline per cell): turning ``prefer-free-slots`` off lost
 long shots, the prefill stalls, the output tail and per-token learning together moved clusters
 1000-1019 from 1.003x goodput, 0.91x energy per met request and a 77% mean pairwise win rate to
 1.043x, 0.93x and 88%, and clusters 1020-1039 from 0.985x, 0.88x and 72% to 1.009x, 0.90x and
-83% (each one's share in the README). ``queue-margin`` trades goodput for energy (the README has
+83% (each one's share in the README). Shares by urgency are neutral there (goodput 1.043x /
+1.008x with them, 1.042x / 1.010x with equal shares: the generated clusters' uploads are small
+for their links); on a crowded uplink they are what keeps the deadlines (the README's
+``document-uploads`` figures). ``queue-margin`` trades goodput for energy (the README has
 the figures). Tried and left out (no gain beyond noise on both sets): pooling by identical specs
 instead of all servers (worse: the shared error is in the model, not the hardware), counting
 unanswered requests as censored observations, a per-request quantile (``exp(m + z sd)``) in the
@@ -127,8 +136,9 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 from numba import njit
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from perllm import physics
 from perllm.domain import (
     DEFERRED_PRIORITY,
     REJECT,
@@ -137,9 +147,11 @@ from perllm.domain import (
     Feedback,
     LoadArrays,
     RouterRequest,
+    response_bytes,
 )
 from perllm.policies.base import PolicyBase, PolicyConfig
 from perllm.policies.estimates import Estimate, OutputLengths, ServerTable, estimate
+from perllm.policies.link_share import SHARE_FLOOR, urgency_share
 from perllm.policies.mergeable import cs_ucb_state, cs_ucb_totals
 from perllm.policies.outstanding import Outstanding, PrefillLoad, prefill_share
 
@@ -175,6 +187,7 @@ class CsUcbConfig(PolicyConfig):
     prefill_cap: float = Field(0.9, gt=0.0, lt=1.0)
     length_quantile: float = Field(0.9, ge=0.5, lt=1.0)
     per_token_learning: bool = True
+    share_by_urgency: bool = True
 
     @field_validator("prefill_window_s")
     @classmethod
@@ -189,6 +202,15 @@ class CsUcbConfig(PolicyConfig):
         if not value or any(not z > 0 for z in value):
             raise ValueError("share levels must be a non-empty list of positive numbers")
         return value
+
+    @model_validator(mode="after")
+    def _one_way_to_share(self) -> CsUcbConfig:
+        if self.share_by_urgency and len(self.share_levels) > 1:
+            raise ValueError(
+                "share-levels: several levels make link shares arms to learn, which "
+                "share-by-urgency replaces; set share-by-urgency: false to learn them"
+            )
+        return self
 
 
 @njit(cache=True)
@@ -633,16 +655,34 @@ class CsUcbPolicy(PolicyBase):
         self._placed[request.id] = (crowded, expected, step, prefill)
         if self.config.prefill_window_s > 0:
             self.prefills.placed(server, now, prefill)
+        share = float(self.shares[level])
+        transfer_s = float(est.transfer_s[level, server])
+        rest_s = float(est.processing_s[level, server] + est.service_s[server] * stall[server])
+        rest_s -= transfer_s
+        if self.config.share_by_urgency:
+            share = self._urgency(request, table, server, rest_s, kind)
+            active = float(loads.link_active_weight[server])
+            rtt, bandwidth = float(table.rtt_s[server]), float(loads.bandwidth_mbps[server])
+            total_bytes = request.request_bytes + response_bytes(expected)
+            transfer_s = physics.transfer_s(total_bytes, bandwidth, rtt, share, active)
         return Decision(
             server=server,
-            share=float(self.shares[level]),
+            share=share,
             arm=arm,
-            estimate_s=float(
-                est.processing_s[level, server] + est.service_s[server] * stall[server]
-            ),
+            estimate_s=rest_s + transfer_s,
             estimate_j=float(est.inference_j[server]),
             priority=priority,
         )
+
+    @staticmethod
+    def _urgency(
+        request: RouterRequest, table: ServerTable, server: int, rest_s: float, kind: int
+    ) -> float:
+        """The link share of ``request`` on ``server`` (:mod:`perllm.policies.link_share`): by
+        its time to spare, the least for a deflected request (it has lost its deadline)."""
+        if kind == HOPELESS:
+            return SHARE_FLOOR
+        return urgency_share(request.deadline_s - rest_s - float(table.rtt_s[server]))
 
     def _deadline_priority(self, request: RouterRequest) -> int:
         if not self.config.deadline_priority:
