@@ -11,13 +11,15 @@ import math
 import numpy as np
 import pytest
 
-from perllm.domain import REJECT, LoadArrays
+from perllm.cluster import scenario
+from perllm.domain import REJECT, LoadArrays, RouterRequest
 from perllm.errors import InputError
 from perllm.policies.bandit import ucb_index
 from perllm.policies.cs_ucb import DEFLECTED_PRIORITY, LogRatioStats
 from perllm.policies.estimates import OutputLengths, ServerTable, estimate
 from perllm.policies.outstanding import PrefillLoad
 from perllm.policies.registry import make_policy
+from perllm.testing import StaticView
 
 
 def test_ucb_index_formula() -> None:
@@ -46,7 +48,8 @@ def test_a_busy_cloud_gpu_is_recognised_as_cheap(paper_view, request_factory) ->
 def test_learns_that_a_server_uses_more_energy_than_its_spec(
     paper_view, request_factory, feedback_factory
 ) -> None:
-    policy = make_policy("cs-ucb", seed=2)
+    # Energy alone decides here (no slack to break near-ties by time).
+    policy = make_policy("cs-ucb", {"energy-slack": 0}, seed=2)
     # True energy multipliers against the spec: the A100 really draws 4x its spec (costlier than
     # any edge); edge-1 is the most frugal. Only the chosen arm's energy is revealed.
     multiplier = np.array([1.0, 0.6, 1.2, 1.5, 1.1, 4.0])
@@ -270,7 +273,8 @@ def test_a_free_slot_is_not_worth_any_energy(paper_view, request_factory) -> Non
     assert edge_over_cloud > 2.0  # a CPU edge costs several times the busy A100
     # A free slot wins while it costs at most energy-tolerance times the queue it avoids.
     for tolerance, tier in ((edge_over_cloud * 2.0, "edge"), (edge_over_cloud / 2.0, "cloud")):
-        policy = make_policy("cs-ucb", {"energy-tolerance": tolerance}, seed=1)
+        params = {"energy-tolerance": tolerance, "energy-slack": 0}
+        policy = make_policy("cs-ucb", params, seed=1)
         assert paper_view.servers[policy.select(lenient, paper_view).server].tier == tier
 
 
@@ -290,7 +294,7 @@ def test_an_arm_near_its_deadline_is_not_safe(paper_view, request_factory) -> No
     assert idle_s * upper <= 0.7 * deadline  # an idle edge within 70% of it
     tight = request_factory(1, deadline_s=deadline, prompt=50)
     for comfort, server in ((0.7, 1), (1.0, 0)):
-        policy = make_policy("cs-ucb", {"comfort": comfort}, seed=1)
+        policy = make_policy("cs-ucb", {"comfort": comfort, "energy-slack": 0}, seed=1)
         assert policy.select(tight, paper_view).server == server, comfort
 
 
@@ -465,3 +469,19 @@ def test_a_burst_of_placements_stretches_the_estimate_with_their_prefills(
     assert max(estimates[0.0]) == pytest.approx(min(estimates[0.0]))
     assert estimates[2.0][-1] > 3 * estimates[2.0][0]
     assert len(estimates[2.0]) < 30  # some went to the edges
+
+
+def test_within_the_energy_slack_the_sooner_done_arm_wins() -> None:
+    cluster = scenario.load("tiny")  # two RTX 3090 edges (7B), one A100 (13B, slower per token)
+    request = RouterRequest(0, 0.0, "chat", 100, 400, 600.0)
+    chosen = {}
+    for slack in (0.0, 1.0, 10.0):
+        view = StaticView(cluster.servers, cluster.links)
+        view.running[2] = 8  # a busy A100: the least marginal energy, but the slower arm
+        chosen[slack] = make_policy("cs-ucb", {"energy-slack": slack}).select(request, view)
+    assert chosen[0.0].server == chosen[1.0].server == 2
+    # An idle edge costs several times the busy A100's marginal energy (the estimates): with a
+    # slack of 10 that is a tie, and the edge is done sooner.
+    assert chosen[10.0].server in (0, 1)
+    assert chosen[10.0].estimate_s < chosen[0.0].estimate_s
+    assert chosen[10.0].estimate_j > chosen[0.0].estimate_j
