@@ -125,7 +125,7 @@ request and a 77% mean pairwise win rate to 1.043x, 0.93x and 88%, and clusters 
 0.985x, 0.88x and 72% to 1.009x, 0.90x and 83% (each one's share in the README). The energy slack
 then moved them (in the energy model where a link's power is split among its transfers) from
 1.043x, 0.94x and 88% to 1.051x, 0.89x and 94%, and from 1.008x, 0.89x and 82% to 1.030x, 0.86x and
-94%. Shares by urgency are neutral there (goodput 1.043x / 1.008x with them, 1.042x / 1.010x with
+94%. Shares by urgency are neutral there (goodput 1.051x / 1.030x with them, 1.051x / 1.031x with
 equal shares: the generated clusters' uploads are small for their links); on a crowded uplink they
 are what keeps the deadlines (the README's ``document-uploads`` figures). ``queue-margin`` trades
 goodput for energy (the README has the figures). Tried and left out (no gain beyond noise on both
