@@ -485,3 +485,16 @@ def test_within_the_energy_slack_the_sooner_done_arm_wins() -> None:
     assert chosen[10.0].server in (0, 1)
     assert chosen[10.0].estimate_s < chosen[0.0].estimate_s
     assert chosen[10.0].estimate_j > chosen[0.0].estimate_j
+
+
+def test_the_energy_slack_is_no_way_into_a_queue(paper_view, request_factory) -> None:
+    # The A100's batch is full with a queue; the edges are free (safe) and cost far more. With
+    # a steep price on queueing the free edge is the cheapest choice; the A100's queue is the
+    # sooner done and within the slack of it, but a tie on energy does not undo the preference
+    # for starting at once.
+    paper_view.running[5], paper_view.queued[5] = 48, 10
+    lenient = request_factory(deadline_s=600.0, prompt=50)
+    for slack in (0.0, 3.0, 1000.0):
+        params = {"energy-tolerance": 100, "energy-slack": slack}
+        decision = make_policy("cs-ucb", params, seed=0).select(lenient, paper_view)
+        assert paper_view.servers[decision.server].tier == "edge", slack

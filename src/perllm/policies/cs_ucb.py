@@ -69,12 +69,13 @@ with confidence bounds on what it learned. For a request ``r`` of class ``c`` wi
    only the queued requests that go first: the policy knows the priorities of the requests it
    placed and has not yet heard back from (:class:`~perllm.policies.outstanding.Outstanding`).
    Costs within ``energy-slack`` (3) of the least, ``cost <= (1 + slack) min cost`` (penalties
-   included), count as a tie, which the arm with the least ``T_ucb`` wins: the energy estimates
-   are a model's, and their differences of a few times are within its error at a busy server,
-   while a request done sooner leaves more room for its output's unknown length, holds its
-   batch slot and its server's busy period for less time. This was measured, not derived: on
-   the tuning clusters it met more deadlines *and* spent less energy per met request than
-   choosing by energy alone (the README has the figures).
+   included), count as a tie, which the arm with the least ``T_ucb`` wins (a safe one, when the
+   least is safe: the slack is for the model's error on energy, not a way into a queue): the
+   energy estimates are a model's, and their differences of a few times are within its error at a
+   busy server, while a request done sooner leaves more room for its output's unknown length,
+   holds its batch slot and its server's busy period for less time. This was measured, not
+   derived: on the tuning clusters it met more deadlines *and* spent less energy per met request
+   than choosing by energy alone (the README has the figures).
 5. **Link share** (``share-by-urgency``): the request's weight on its link is
    ``clip(tau / (D - (T - T_transfer) - rtt), floor, 1)``, ``tau`` = 0.1 s: the less time its
    transfer has to spare once the rest of its processing is counted, the more of the link it
@@ -554,19 +555,15 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
                 best, best_e = s * k + z, cost
     if energy_slack > 0.0 and best_e == best_e:
         # Within ``energy_slack`` of the least energy, the soonest done: as cheap, and more room
-        # for the output's unknown length.
+        # for the output's unknown length. Only among safe arms when there is one: the slack
+        # is for the model's error on energy, not a way into a queue.
         limit = best_e + energy_slack * abs(best_e)
         best_t = t_ucb[best % k, best // k]
         for s in range(n):
             for z in range(k):
-                if not feasible[z, s] or t_ucb[z, s] >= best_t:
+                if not feasible[z, s] or t_ucb[z, s] >= best_t or (penalise and not safe[z, s]):
                     continue
-                cost = e_lcb[z, s]
-                if penalise and not safe[z, s]:
-                    if energy_tolerance == np.inf or t_ucb[z, s] > comfort * deadline_s:
-                        continue
-                    cost += (energy_tolerance - 1.0) * abs(cost)
-                if cost <= limit:
+                if e_lcb[z, s] <= limit:
                     best, best_t = s * k + z, t_ucb[z, s]
     return best, FEASIBLE, passing
 
