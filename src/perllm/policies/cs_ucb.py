@@ -54,28 +54,29 @@ with confidence bounds on what it learned. For a request ``r`` of class ``c`` wi
    (the model's own value, with the prior's width, before the row has any observation).
 3. **Constraint satisfaction**: arm ``k`` is feasible when ``T_ucb(k) <= D``, the server is
    healthy and its KV cache can hold what is in flight plus ``r``'s prompt and expected output.
-4. **Choice**: the feasible arm with the least ``E_lcb``, where, when a safe arm exists, an
-   arm that is not *safe* counts as costing ``energy-tolerance`` times its ``E_lcb`` and only
-   if it is comfortably in time (``T_ucb <= comfort D``) (``prefer-free-slots``; a queue's
-   length is the least certain part of an estimate, and joining one delays the requests behind,
-   but not at any price: a CPU edge that is free can cost a hundred times the batch slot of a
-   busy GPU). Safe: ``T_ucb <= comfort D`` (room to
-   spare, since ``T_ucb`` bounds the *mean* time and a request's own time varies around it),
-   and ``r`` starts at once (estimated queueing ``Q = 0``: a free batch slot, or only later
-   deadlines queued ahead) or ``T_ucb + (queue-margin - 1) Q slow <= D`` (still in time if the
-   wait were ``queue-margin`` times as long; by default infinite: only starting at once is
-   safe). ``r`` is queued with priority ``arrival + D`` (earliest deadline first in the
-   server's queue, as vLLM's priority scheduling orders it). The queueing part of ``T`` counts
-   only the queued requests that go first: the policy knows the priorities of the requests it
-   placed and has not yet heard back from (:class:`~perllm.policies.outstanding.Outstanding`).
-   Costs within ``energy-slack`` (3) of the least, ``cost <= (1 + slack) min cost`` (penalties
-   included), count as a tie, which the arm with the least ``T_ucb`` wins (a safe one, when the
-   least is safe: the slack is for the model's error on energy, not a way into a queue): the
-   energy estimates are a model's, and their differences of a few times are within its error at a
-   busy server, while a request done sooner leaves more room for its output's unknown length,
-   holds its batch slot and its server's busy period for less time. This was measured, not
-   derived: on the tuning clusters it met more deadlines at about the same energy per met request
-   as choosing by energy alone (the README has the figures).
+4. **Choice**: the feasible arm with the least ``E_lcb``, where, when a safe arm exists, an arm
+   that is not *safe* counts as costing ``energy-tolerance`` times its ``E_lcb`` and only if it
+   is comfortably in time (``T_ucb <= comfort D``) (``prefer-free-slots``; a queue's length is
+   the least certain part of an estimate, and joining one delays the requests behind, but not at
+   any price: a CPU edge that is free can cost a hundred times the batch slot of a busy GPU).
+   Safe: ``T_ucb <= comfort D`` (room to spare, since ``T_ucb`` bounds the *mean* time and a
+   request's own time varies around it), and ``r`` starts at once (estimated queueing ``Q = 0``:
+   a free batch slot, or only later deadlines queued ahead) or ``T_ucb + (queue-margin - 1) Q
+   slow <= D`` (still in time if the wait were ``queue-margin`` times as long; by default
+   infinite: only starting at once is safe). ``r`` is queued with priority ``arrival + D``
+   (earliest deadline first in the server's queue, as vLLM's priority scheduling orders it).
+   Where no arm is safe and waiting behind every queued request is too slow, the queueing part of
+   ``T`` counts only the queued requests that go first (a second look at those servers): the
+   policy knows the priorities of the requests it placed and has not yet heard back from
+   (:class:`~perllm.policies.outstanding.Outstanding`). Costs within ``energy-slack`` (3) of the
+   least, ``cost <= (1 + slack) min cost`` (penalties included), count as a tie, which the arm
+   with the least ``T_ucb`` wins (a safe one, when the least is safe: the slack is for the
+   model's error on energy, not a way into a queue): the energy estimates are a model's, and
+   their differences of a few times are within its error at a busy server, while a request done
+   sooner leaves more room for its output's unknown length, holds its batch slot and its server's
+   busy period for less time. This was measured, not derived: on the tuning clusters it met more
+   deadlines at about the same energy per met request as choosing by energy alone (the README has
+   the figures).
 5. **Link share** (``share-by-urgency``): the request's weight on its link is
    ``clip(tau / (D - (T - T_transfer) - rtt), floor, 1)``, ``tau`` = 0.1 s: the less time its
    transfer has to spare once the rest of its processing is counted, the more of the link it
@@ -420,7 +421,8 @@ def _choose(
 ) -> tuple[int, int, npt.NDArray[np.bool_]]:
     """Steps 3, 4 and 6 of the module docstring: ``(arm, kind, passing)``, the chosen arm, how it
     was chosen (``FEASIBLE``, ``LONG_SHOT``, or ``HOPELESS``: where to deflect the request), and
-    the servers with no feasible arm that a priority queue might let it pass. ``stall`` receives
+    the servers with no feasible arm that a priority queue might let it pass (none when a safe arm
+    stands). ``stall`` receives
     each server's ``u / (1 - u)`` from ``prefills`` (zeros without a prefill window),
     ``extra_tokens`` is the output tail beyond the expected length."""
     arm, kind, passing = _choose_kernel(
@@ -537,6 +539,8 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
             if shot >= 0:
                 return shot, LONG_SHOT, passing
         return _deflection(t_own, e_lcb, healthy, energy_tolerance), HOPELESS, passing
+    if any_safe:
+        passing[:] = False  # a safe arm stands: no second look at the queues
     # The least energy among the feasible arms; with a safe one, the others count as if they
     # cost ``energy_tolerance`` times as much.
     penalise = prefer_free_slots and any_safe
@@ -665,8 +669,8 @@ class CsUcbPolicy(PolicyBase):
         arm, kind, passing = _choose(est, self.prefills, now, stall, extra_tokens, *args, *tail)
         if priority and passing.any():
             # A queue served by priority lets the request pass the queued ones that come
-            # later: where waiting behind all of them is too slow, count only those that go
-            # first.
+            # later: where no arm is safe and waiting behind all of them is too slow, count
+            # only those that go first.
             ahead = self.outstanding.queued_ahead(loads, priority, passing)
             est = estimate(table, loads, request, expected, self.shares, view.weights, ahead)
             arm, kind, _ = _choose(est, self.prefills, now, stall, extra_tokens, *args, *tail)
