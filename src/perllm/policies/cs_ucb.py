@@ -109,7 +109,7 @@ are learned per class, a running mean and a log-normal fit (a router cannot know
 
 Each update costs ``O(servers)`` (every arm of the row borrows from the others) and each decision
 ``O(arms)``: the estimate, the bounds and the choice are compiled loops over the servers
-(numba), 28 us median and 47 us p99 at 100 servers (``benchmarks/decision_speed.py``).
+(numba), 28 us median and 44-52 us p99 at 100 servers (``benchmarks/decision_speed.py``).
 
 Parameters: ``confidence`` (beta on time) and ``exploration`` (beta on energy), in standard errors,
 both 1.0; ``prior-log-sd`` = 0.3 (a datasheet within about 30%); ``share-by-urgency`` on
