@@ -78,6 +78,8 @@ class Channel:
             heapq.heapify(kept)
             self._heap = kept
             self.weight_sum = sum(entry[2] for entry in kept)
+            if not kept:  # as in pop_finished: finish tags are relative
+                self.weight_sum = self.virtual = self.busy_per_weight = 0.0
             self.version += 1
 
     def next_finish_s(self) -> float | None:

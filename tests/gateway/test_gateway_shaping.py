@@ -107,6 +107,36 @@ def test_an_upload_dropped_half_way_leaves_the_link() -> None:
     assert shaper.active_weight == 0.0
 
 
+def test_a_reader_slower_than_its_share_is_not_held_back_by_later_uploads() -> None:
+    # "slow" starts while another upload is under way, takes one chunk, then its reader stalls
+    # until after the link has served its whole share and a later upload has begun: the rest of
+    # it then goes at once, not paced against the later upload's accounting.
+    time = VirtualTime()
+    shaper = UploadShaper(MBPS, clock=time.clock, sleep=time.sleep)
+    done: dict[str, float] = {}
+
+    async def upload(name: str, start_s: float, size: int) -> None:
+        await time.sleep(start_s)
+        _ = [chunk async for chunk in shaper.paced(bytes(size), 1.0)]
+        done[name] = time.now
+
+    async def slow_reader() -> None:
+        await time.sleep(0.1)
+        paced = shaper.paced(bytes(100_000), 1.0)
+        await paced.__anext__()
+        await time.sleep(1.05 - time.now)
+        resumed = time.now
+        rest = [chunk async for chunk in paced]
+        assert sum(map(len, rest)) == 100_000 - CHUNK_BYTES
+        done["slow"] = time.now - resumed
+
+    asyncio.run(
+        time.run(upload("first", 0.0, 300_000), slow_reader(), upload("later", 1.0, 2_000_000))
+    )
+    assert done["slow"] == 0.0
+    assert shaper.active_weight == 0.0
+
+
 def test_the_view_reports_the_weight_of_the_uploads_in_progress(kit: Any) -> None:
     config = kit.gateway_config(
         [

@@ -54,28 +54,38 @@ class UploadShaper:
         self.channel = Channel(bandwidth_mbps * 1e6)
         self.clock = clock
         self.sleep = sleep
+        self._active: set[object] = set()  # uploads the link still owes bandwidth
+
+    def _retire(self, now: float) -> None:
+        """Forget the uploads whose share of the link is served by ``now``."""
+        for token, _ in self.channel.pop_finished(now):
+            self._active.discard(token)
 
     @property
     def active_weight(self) -> float:
         """The total weight of the uploads in progress."""
-        self.channel.pop_finished(self.clock())
+        self._retire(self.clock())
         return self.channel.weight_sum
 
     def start(self, total_bytes: int, share: float, token: object) -> float:
         """Begin an upload of ``total_bytes`` with weight ``share``; returns its starting
         virtual time ``V0``."""
-        channel = self.channel
         now = self.clock()
-        channel.pop_finished(now)
-        channel.start(now, max(total_bytes * 8.0, 1.0), share, token)
-        return channel.virtual
+        self._retire(now)
+        self.channel.start(now, max(total_bytes * 8.0, 1.0), share, token)
+        self._active.add(token)
+        return self.channel.virtual
 
-    def due_s(self, start_virtual: float, share: float, sent_bytes: int) -> float:
-        """When, on the clock, an upload begun at ``start_virtual`` will have earned
-        ``sent_bytes`` (if nothing starts or ends before); now or earlier if it has."""
+    def due_s(self, token: object, start_virtual: float, share: float, sent_bytes: int) -> float:
+        """When, on the clock, the upload ``token`` begun at ``start_virtual`` will have earned
+        ``sent_bytes`` (if nothing starts or ends before); now or earlier if it has, or if the
+        link has served its whole share already (a reader slower than its share: the rest goes
+        as fast as it is read)."""
         channel = self.channel
         now = self.clock()
-        channel.pop_finished(now)
+        self._retire(now)
+        if token not in self._active:
+            return now
         behind_bits = start_virtual + sent_bytes * 8.0 / share - channel.virtual
         if behind_bits <= 0.0 or channel.weight_sum <= 0.0:
             return now
@@ -89,8 +99,9 @@ class UploadShaper:
         try:
             for offset in range(0, len(body), CHUNK_BYTES):
                 end = min(offset + CHUNK_BYTES, len(body))
-                while (wait := self.due_s(start_virtual, share, end) - self.clock()) > 0.0:
-                    await self.sleep(wait)
+                while (due := self.due_s(token, start_virtual, share, end)) > self.clock():
+                    await self.sleep(due - self.clock())
                 yield body[offset:end]
         finally:
             self.channel.cancel(self.clock(), token)
+            self._active.discard(token)
