@@ -144,7 +144,7 @@ def test_the_view_reports_the_weight_of_the_uploads_in_progress(kit: Any) -> Non
             kit.backend("b", "http://127.0.0.1:9"),
         ]
     )
-    shaper = UploadShaper(100.0)
+    shaper = UploadShaper(100.0, clock=lambda: 0.0)  # time stands still: nothing finishes
     view = LiveView(config, [CircuitBreaker(3, 10.0)] * 2, [shaper, None])
     assert view.load_arrays().link_active_weight.tolist() == [0.0, 0.0]
     shaper.start(10_000_000, 0.25, object())
@@ -180,7 +180,8 @@ def test_a_shaped_link_carries_the_body_whole_with_its_share(
     link = {"bandwidth-mbps": 200, "shape-uploads": shape}
     entry = kit.backend("c", backend.url, kit.CLOUD, link=link)
     config = kit.gateway_config([entry], policy={"type": "cs-ucb"})
-    gateway = serve(create_app(config, make_policy("cs-ucb")))
+    app = create_app(config, make_policy("cs-ucb"))
+    gateway = serve(app)
     document = "x" * 300_000  # 19 chunks: paced over about 12 ms
     body = {"model": "m", "messages": [{"role": "user", "content": document}], "max_tokens": 8}
     answer = httpx.post(
@@ -195,3 +196,23 @@ def test_a_shaped_link_carries_the_body_whole_with_its_share(
     assert int(headers["content-length"]) == len(received)
     # CS-UCB's share by urgency: a minute to spare is far from urgent.
     assert 0.0 < float(headers["x-perllm-share"]) < 0.01
+    (shaper,) = app.state.gateway.dispatcher.upstream.shapers
+    if shape:  # the body went through the link's accounting, and has left it
+        assert shaper.channel.version > 0 and shaper.active_weight == 0.0
+    else:
+        assert shaper is None
+
+
+@pytest.mark.parametrize("share", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_share_out_of_range_is_clamped_not_a_crash(share: float) -> None:
+    time = VirtualTime()
+    shaper = UploadShaper(MBPS, clock=time.clock, sleep=time.sleep)
+    sent: list[bytes] = []
+
+    async def upload() -> None:
+        sent.extend([chunk async for chunk in shaper.paced(bytes(50_000), share)])
+
+    asyncio.run(time.run(upload()))
+    assert sum(map(len, sent)) == 50_000
+    assert time.now == pytest.approx(0.05, abs=1e-6)  # alone, any weight gets the whole link
+    assert shaper.active_weight == 0.0

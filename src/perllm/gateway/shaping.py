@@ -15,7 +15,15 @@ sharing in virtual time): an upload of weight ``w`` started at virtual time ``V0
 :data:`CHUNK_BYTES`, each sent when the upload has earned it; a chunk's wait is recomputed after
 every wake-up, so an upload that starts or ends meanwhile changes the pace from the next chunk
 on. The total weight of the uploads in progress is what the policy's view reports as the link's
-active weight (``link_active_weight``), as the simulator's view does.
+active weight (``link_active_weight``), as the simulator's view does. An upload whose reader is
+slower than its share (the connection's own pace) leaves the accounting once the link has served
+its share, and the rest of it goes at the reader's pace, unpaced and uncounted: the link may then
+briefly carry more than its budget.
+
+A small share is a long wait: behind one upload of weight 1, one of the least urgent weight
+(1e-4) moves a 16 kB chunk about every 13 s on 100 Mbps. A backend or proxy that times out slow
+request bodies can then drop it, and each paced upload holds one of the client's connections for
+as long as it lasts.
 """
 
 from __future__ import annotations
@@ -27,10 +35,13 @@ import anyio
 
 from perllm.fair_share import Channel
 
-__all__ = ["CHUNK_BYTES", "UploadShaper"]
+__all__ = ["CHUNK_BYTES", "MIN_SHARE", "UploadShaper"]
 
 CHUNK_BYTES = 16 * 1024
 """The pacing grain: 1.3 ms of a 100 Mbps link."""
+
+MIN_SHARE = 1e-6
+"""The least weight an upload gets (the simulator's floor too)."""
 
 
 class UploadShaper:
@@ -93,7 +104,10 @@ class UploadShaper:
 
     async def paced(self, body: bytes, share: float) -> AsyncGenerator[bytes, None]:
         """``body`` in chunks, each yielded once the upload has earned it; an upload dropped
-        half-way (the attempt cancelled) leaves the link at once."""
+        half-way (the attempt cancelled) leaves the link at once. A share outside
+        ``[MIN_SHARE, 1/MIN_SHARE]`` (a plugin policy's zero, say) is clamped into it, as the
+        simulator does, and one that is not a number counts as 1."""
+        share = min(max(share, MIN_SHARE), 1.0 / MIN_SHARE) if share == share else 1.0
         token = object()
         start_virtual = self.start(len(body), share, token)
         try:
