@@ -41,13 +41,12 @@ def make_feedback(
     met: bool = True,  # type: ignore[no-untyped-def]
     processing_s: float = 1.0,
     output_tokens: int = 50,
-    transfer_s: float = 0.01,
 ) -> Feedback:
     return Feedback(
         request=request,
         decision=decision,
         processing_s=processing_s,
-        transfer_s=transfer_s,
+        transfer_s=0.01,
         queue_s=0.0,
         prefill_s=0.1,
         decode_s=processing_s - 0.11,

@@ -26,15 +26,15 @@ with confidence bounds on what it learned. For a request ``r`` of class ``c`` wi
      ``length-quantile`` (0.9) rather than the mean, ``T_tail = T + (o_q - o_mean) step / (1 -
      u)`` (``step`` the decode step in the batch ``r`` sees), while the energy stays at the
      mean.
-2. **Learned corrections**: the log-ratio of observed to estimated processing time after the
-   transfer (the transfer's own time depends on the traffic sharing the link, which no arm
-   controls) per ``(c, s, crowded)``, ``l_T`` (``crowded``: the server's batch at least half full
-   when the request was placed), the estimate taken at the output length the request really had
-   (``T + (o - o_mean) step / (1 - u)``: the router sees it in the response, so what is learned
-   is the model's error, not the spread of lengths, which the tail covers;
-   ``per-token-learning``), and of observed to estimated inference energy per server, ``l_E``.
-   Each arm has its own sum, count ``n`` and standard deviation ``sd`` of ``l``, and borrows from
-   the *other* servers of its row (same class and crowding for time; all servers for energy)
+2. **Learned corrections**: the log-ratio of observed to estimated processing time per
+   ``(c, s, crowded)``, ``l_T`` (``crowded``: the server's batch at least half full when the
+   request was placed), the estimate taken at the output length the request really had
+   (``T + (o - o_mean) step / (1 - u)``: the router sees it in the response, so what is
+   learned is the model's error, not the spread of lengths, which the tail covers;
+   ``per-token-learning``), and of observed to estimated inference energy per server,
+   ``l_E``. Each arm
+   has its own sum, count ``n`` and standard deviation ``sd`` of ``l``, and borrows from the
+   *other* servers of its row (same class and crowding for time; all servers for energy)
    their mean ``mu`` as a prior worth ``w`` = ``pool-weight`` observations: a model error the
    other servers share (a dynamics the model leaves out) is expected of an untried server too,
    and its own observations take over as they accumulate. The prior never leans past the
@@ -42,9 +42,9 @@ with confidence bounds on what it learned. For a request ``r`` of class ``c`` wi
    pessimistic bound, ``mu_lo = min(mu, 0)`` for the optimistic one, so good news about the
    others never makes an untried server look safer, and bad news never stops one from being
    tried. With ``m_hi = (sum + w mu_hi) / (n + w)`` (and ``m_lo`` alike; ``w`` = 0 while the
-   others have no observation), ``sd`` the arm's own from two observations on and the others'
-   before (``prior-log-sd`` while they have fewer than two, or with ``w`` = 0), the confidence
-   bounds are
+   others have no observation), ``sd`` the arm's own from two observations on and the
+   others' before (``prior-log-sd`` while they have fewer than two, or with ``w`` = 0), the
+   confidence bounds are
 
    - pessimism on time (the constraint): ``T_ucb = T_tail exp(m_hi,T + beta_T sd_T / sqrt(n_T +
      w))``,
@@ -626,8 +626,8 @@ class CsUcbPolicy(PolicyBase):
         self._z = NormalDist().inv_cdf(config.length_quantile)
         self._knobs = _knobs(config)
         # Per request placed: crowded at placement, expected output tokens, decode step (with
-        # the stalls), prefill seconds on its server, estimated transfer (at its share).
-        self._placed: dict[int, tuple[bool, float, float, float, float]] = {}
+        # the stalls), prefill seconds on its server.
+        self._placed: dict[int, tuple[bool, float, float, float]] = {}
 
     def on_servers(self, view: ClusterView) -> None:
         self.table = ServerTable.of(view)
@@ -683,6 +683,7 @@ class CsUcbPolicy(PolicyBase):
         crowded = _is_crowded(loads, table, server)
         step = float(est.decode_step_s[server] * (1.0 + stall[server]))
         prefill = table.prefill_of(server, request)
+        self._placed[request.id] = (crowded, expected, step, prefill)
         if self.config.prefill_window_s > 0:
             self.prefills.placed(server, now, prefill)
         share = float(self.shares[level])
@@ -695,7 +696,6 @@ class CsUcbPolicy(PolicyBase):
             rtt, bandwidth = float(table.rtt_s[server]), float(loads.bandwidth_mbps[server])
             total_bytes = request.request_bytes + response_bytes(expected)
             transfer_s = physics.transfer_s(total_bytes, bandwidth, rtt, share, active)
-        self._placed[request.id] = (crowded, expected, step, prefill, transfer_s)
         return Decision(
             server=server,
             share=share,
@@ -725,8 +725,7 @@ class CsUcbPolicy(PolicyBase):
             return
         request = feedback.request
         self.outstanding.remove(request.id)
-        placed = self._placed.pop(request.id, (False, 0.0, 0.0, 0.0, 0.0))
-        crowded, expected, step, prefill, transfer_est = placed
+        crowded, expected, step, prefill = self._placed.pop(request.id, (False, 0.0, 0.0, 0.0))
         if feedback.failed:
             return
         if self.config.prefill_window_s > 0:
@@ -740,14 +739,11 @@ class CsUcbPolicy(PolicyBase):
         # The model's time for the output the request really had (the router sees it in the
         # response): what the learned ratio measures is then the model's error, not the spread
         # of output lengths, which the planned tail covers.
-        # Only the part after the transfer is learned: the transfer's own time depends on the
-        # traffic that shares the link while it runs, which the estimate cannot know.
-        estimated = decision.estimate_s - transfer_est
-        observed = feedback.processing_s - feedback.transfer_s
+        estimated = decision.estimate_s
         if self.config.per_token_learning:
             estimated += (feedback.output_tokens - expected) * step
-        if estimated > 0 and observed > 0 and not deflected:
-            ratio = math.log(observed / estimated)
+        if estimated > 0 and feedback.processing_s > 0 and not deflected:
+            ratio = math.log(feedback.processing_s / estimated)
             row = 2 * self._row(request.service_class) + int(crowded)
             self.times.observe(row, decision.server, ratio)
         if decision.estimate_j > 0 and feedback.energy.inference_j > 0:
