@@ -26,30 +26,46 @@ MBPS = 8.0  # 1 MB/s: a 500 kB upload alone takes 0.5 s
 
 
 class VirtualTime:
-    """A clock and a ``sleep`` for the shaper that run on virtual time: sleepers wake in order
-    of their wake-up times, the clock jumping to each (no wall-clock wait)."""
+    """A clock and a ``sleep`` for the shaper that run on virtual time: once every task is done
+    or asleep, the earliest sleeper wakes and the clock jumps to its time (no wall-clock wait)."""
 
     def __init__(self) -> None:
         self.now = 0.0
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
+        self._changed: asyncio.Condition | None = None
 
     def clock(self) -> float:
         return self.now
 
+    async def _notify(self) -> None:
+        assert self._changed is not None
+        async with self._changed:
+            self._changed.notify_all()
+
     async def sleep(self, seconds: float) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self.now + seconds, next(self._seq), future))
+        await self._notify()
         await future
 
     async def run(self, *jobs: Coroutine[Any, Any, None]) -> None:
-        tasks = [asyncio.ensure_future(job) for job in jobs]
+        self._changed = changed = asyncio.Condition()
+
+        async def job_then_notify(job: Coroutine[Any, Any, None]) -> None:
+            try:
+                await job
+            finally:
+                await self._notify()
+
+        tasks = [asyncio.ensure_future(job_then_notify(job)) for job in jobs]
+
+        def settled() -> bool:
+            return len(self._sleepers) == sum(not task.done() for task in tasks)
+
         while not all(task.done() for task in tasks):
-            # Let every task run until it is done or asleep, then wake the earliest sleeper.
-            for _ in range(10_000):
-                await asyncio.sleep(0)
-                if len(self._sleepers) == sum(not task.done() for task in tasks):
-                    break
+            async with changed:
+                await changed.wait_for(settled)
             if self._sleepers:
                 wake_s, _, future = heapq.heappop(self._sleepers)
                 self.now = max(self.now, wake_s)

@@ -4,18 +4,19 @@ shares by urgency is worth it where uploads crowd a link."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 
 from perllm.cluster import scenario
-from perllm.domain import ClusterView, Decision, Feedback, Request, RouterRequest
+from perllm.domain import ClusterView, Decision, Request, RouterRequest
+from perllm.policies.base import StatelessPolicy
 from perllm.sim.runner import run_once
 from perllm.sim.world import World
 from perllm.testing import scenario_with, write_yaml
 
 
-class FixedShares:
+class FixedShares(StatelessPolicy):
     """Every request to server 0, with the share its id maps to."""
 
     name: ClassVar[str] = "fixed-shares"
@@ -23,17 +24,8 @@ class FixedShares:
     def __init__(self, shares: dict[int, float]) -> None:
         self.shares = shares
 
-    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
+    def decide(self, request: RouterRequest, view: ClusterView) -> Decision:
         return Decision(server=0, share=self.shares[request.id])
-
-    def observe(self, feedback: Feedback) -> None:
-        return None
-
-    def state(self) -> dict[str, Any]:
-        return {}
-
-    def restore(self, state: dict[str, Any]) -> None:
-        return None
 
 
 def _uploads(tmp_path: Path, shares: dict[int, float]) -> tuple[dict[int, float], float]:
