@@ -232,3 +232,31 @@ def test_a_share_out_of_range_is_clamped_not_a_crash(share: float) -> None:
     assert sum(map(len, sent)) == 50_000
     assert time.now == pytest.approx(0.05, abs=1e-6)  # alone, any weight gets the whole link
     assert shaper.active_weight == 0.0
+
+
+@pytest.mark.parametrize("tick", [k * 5e-4 for k in range(1, 33)])
+def test_time_passing_between_clock_readings_never_asks_for_a_negative_sleep(tick: float) -> None:
+    """The wall clock moves between any two readings. A clock that ticks on every reading
+    models that; the sleep refuses a negative wait as ``anyio.sleep`` does (CI once failed
+    with ``delay must be a non-negative number`` when the wait was read off the clock twice).
+    Ticks from 0.5 ms to a chunk's whole 16 ms cover every phase of a wait against a tick."""
+    now = [0.0]
+    waits: list[float] = []
+
+    def ticking_clock() -> float:
+        now[0] += tick
+        return now[0]
+
+    async def strict_sleep(seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("delay must be a non-negative number")
+        waits.append(seconds)
+        now[0] += seconds
+
+    shaper = UploadShaper(MBPS, clock=ticking_clock, sleep=strict_sleep)
+
+    async def upload() -> int:
+        return sum([len(chunk) async for chunk in shaper.paced(bytes(1_000_000), 1.0)])
+
+    assert asyncio.run(upload()) == 1_000_000
+    assert min(waits, default=1.0) > 0.0

@@ -113,8 +113,10 @@ class UploadShaper:
         try:
             for offset in range(0, len(body), CHUNK_BYTES):
                 end = min(offset + CHUNK_BYTES, len(body))
-                while (due := self.due_s(token, start_virtual, share, end)) > self.clock():
-                    await self.sleep(due - self.clock())
+                # One reading of the clock per wait: read twice, time could pass between
+                # the test and the sleep and make the wait negative.
+                while (wait := self.due_s(token, start_virtual, share, end) - self.clock()) > 0:
+                    await self.sleep(wait)
                 yield body[offset:end]
         finally:
             self.channel.cancel(self.clock(), token)
