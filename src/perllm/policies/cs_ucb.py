@@ -108,8 +108,9 @@ the deadlines: an arm is trusted to be fast only as far as its observations say.
 are learned per class, a running mean and a log-normal fit (a router cannot know them in advance).
 
 Each update costs ``O(servers)`` (every arm of the row borrows from the others) and each decision
-``O(arms)``: the estimate, the bounds and the choice are compiled loops over the servers
-(numba), 28 us median and 44-52 us p99 at 100 servers (``benchmarks/decision_speed.py``).
+``O(arms)``: the estimate, the bounds and the choice (and the second look at the queues) are one
+compiled call over the servers (numba), 22 us median and 30-38 us p99 at 100 servers
+(``benchmarks/decision_speed.py``).
 
 Parameters: ``confidence`` (beta on time) and ``exploration`` (beta on energy), in standard errors,
 both 1.0; ``prior-log-sd`` = 0.3 (a datasheet within about 30%); ``share-by-urgency`` on
@@ -163,10 +164,15 @@ from perllm.domain import (
     response_bytes,
 )
 from perllm.policies.base import PolicyBase, PolicyConfig
-from perllm.policies.estimates import Estimate, OutputLengths, ServerTable, estimate
+from perllm.policies.estimates import OutputLengths, ServerTable, estimate_kernel
 from perllm.policies.link_share import SHARE_FLOOR, urgency_share
 from perllm.policies.mergeable import cs_ucb_state, cs_ucb_totals
-from perllm.policies.outstanding import Outstanding, PrefillLoad, prefill_share
+from perllm.policies.outstanding import (
+    Outstanding,
+    PrefillLoad,
+    prefill_share,
+    queued_ahead_kernel,
+)
 
 Array = npt.NDArray[np.float64]
 
@@ -401,58 +407,103 @@ def _knobs(config: CsUcbConfig) -> Array:
     return np.array(values, dtype=np.float64)
 
 
-def _choose(
-    est: Estimate,
-    prefills: PrefillLoad,
-    now: float,
-    stall: Array,
-    extra_tokens: float,
+@njit(cache=True)
+def _decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.select
     packed: Array,
-    loads: LoadArrays,
-    need_tokens: float,
+    running: Array,
+    queued: Array,
+    tokens_in_flight: Array,
+    bandwidth_mbps: Array,
+    link_active_weight: Array,
+    healthy: npt.NDArray[np.bool_],
+    request: Array,
+    shares: Array,
+    weights: Array,
+    prefill_seconds: Array,
+    prefill_at: Array,
+    stall: Array,
     calm: Array,
     crowded: Array,
     own_calm: Array,
     own_crowded: Array,
     energy_lower: Array,
-    w_transmission: float,
-    deadline_s: float,
+    priorities: npt.NDArray[np.int64],
+    counts: npt.NDArray[np.int64],
+    priority: int,
     knobs: Array,
-) -> tuple[int, int, npt.NDArray[np.bool_]]:
-    """Steps 3, 4 and 6 of the module docstring: ``(arm, kind, passing)``, the chosen arm, how it
-    was chosen (``FEASIBLE``, ``LONG_SHOT``, or ``HOPELESS``: where to deflect the request), and
-    the servers with no feasible arm that a priority queue might let it pass (none when a safe arm
-    stands). ``stall`` receives
-    each server's ``u / (1 - u)`` from ``prefills`` (zeros without a prefill window),
-    ``extra_tokens`` is the output tail beyond the expected length."""
-    arm, kind, passing = _choose_kernel(
-        est.processing_s,
-        est.service_s,
-        est.decode_step_s,
-        prefills.seconds,
-        prefills.at,
-        now,
-        stall,
-        extra_tokens,
-        est.queue_s,
-        est.marginal_j,
-        est.transmission_j,
-        packed,
-        loads.running,
-        loads.queued,
-        loads.tokens_in_flight,
-        loads.healthy,
-        need_tokens,
-        calm,
-        crowded,
-        own_calm,
-        own_crowded,
-        energy_lower,
-        w_transmission,
-        deadline_s,
-        knobs,
+) -> tuple[int, int, float, float, float, float, float]:
+    """Steps 3, 4 and 6 of the module docstring in one compiled call: the estimate of every arm,
+    the choice (``_choose_kernel``), and, where no arm is safe and a queue served by priority
+    lets the request pass the queued ones that come later, the estimate and the choice again
+    counting only those that go first. ``request`` is ``(prompt tokens, bytes both ways,
+    expected output tokens, output tail beyond them, deadline, now)``; ``weights`` the energy
+    weights ``(transmission, inference, idle)``. Returns ``(arm, kind)``, then the estimate on
+    the chosen arm (:class:`Estimate`'s ``decode_step_s``, ``processing_s``, ``service_s``,
+    ``transfer_s`` and ``inference_j``); ``stall`` receives each server's ``u / (1 - u)``."""
+    prompt, total_bytes, expected, extra_tokens = request[0], request[1], request[2], request[3]
+    deadline_s, now = request[4], request[5]
+    need = prompt + expected
+    ahead = queued
+    for look in range(2):
+        est = estimate_kernel(
+            packed,
+            running,
+            queued,
+            ahead,
+            tokens_in_flight,
+            bandwidth_mbps,
+            link_active_weight,
+            prompt,
+            total_bytes,
+            expected,
+            shares,
+            weights[0],
+            weights[1],
+            weights[2],
+        )
+        transfer, service, queue, processing, transmission = est[0], est[1], est[2], est[3], est[4]
+        inference, marginal, decode_step = est[5], est[6], est[9]
+        arm, kind, passing = _choose_kernel(
+            processing,
+            service,
+            decode_step,
+            prefill_seconds,
+            prefill_at,
+            now,
+            stall,
+            extra_tokens,
+            queue,
+            marginal,
+            transmission,
+            packed,
+            running,
+            queued,
+            tokens_in_flight,
+            healthy,
+            need,
+            calm,
+            crowded,
+            own_calm,
+            own_crowded,
+            energy_lower,
+            weights[0],
+            deadline_s,
+            knobs,
+        )
+        if look == 1 or priority == 0 or not passing.any():
+            break
+        ahead = queued_ahead_kernel(priorities, counts, running, queued, priority, passing)
+    k = shares.shape[0]
+    server, level = arm // k, arm % k
+    return (
+        arm,
+        kind,
+        decode_step[server],
+        processing[level, server],
+        service[server],
+        transfer[level, server],
+        inference[server],
     )
-    return int(arm), int(kind), passing
 
 
 @njit(cache=True)
@@ -659,21 +710,42 @@ class CsUcbPolicy(PolicyBase):
         expected = self.lengths.expected(request.service_class)
         extra_tokens = self.lengths.planned(request.service_class, self._z) - expected
         priority = self._deadline_priority(request)
-        est = estimate(table, loads, request, expected, self.shares, view.weights)
-        calm, crowded = times.upper[2 * row], times.upper[2 * row + 1]
-        own_calm, own_crowded = times.own[2 * row], times.own[2 * row + 1]
-        need = request.prompt_tokens + expected
-        args = (table.packed, loads, need, calm, crowded, own_calm, own_crowded, energy.lower[0])
-        tail = (view.weights.transmission, request.deadline_s, self._knobs)
         stall, now = self._stall, view.now()
-        arm, kind, passing = _choose(est, self.prefills, now, stall, extra_tokens, *args, *tail)
-        if priority and passing.any():
-            # A queue served by priority lets the request pass the queued ones that come
-            # later: where no arm is safe and waiting behind all of them is too slow, count
-            # only those that go first.
-            ahead = self.outstanding.queued_ahead(loads, priority, passing)
-            est = estimate(table, loads, request, expected, self.shares, view.weights, ahead)
-            arm, kind, _ = _choose(est, self.prefills, now, stall, extra_tokens, *args, *tail)
+        weights = view.weights
+        total_bytes = request.request_bytes + response_bytes(expected)
+        arm, kind, step, processing_s, service_s, transfer_s, inference_j = _decide_kernel(
+            table.packed,
+            loads.running,
+            loads.queued,
+            loads.tokens_in_flight,
+            loads.bandwidth_mbps,
+            loads.link_active_weight,
+            loads.healthy,
+            np.array(
+                (
+                    request.prompt_tokens,
+                    total_bytes,
+                    expected,
+                    extra_tokens,
+                    request.deadline_s,
+                    now,
+                )
+            ),
+            self.shares,
+            np.array((weights.transmission, weights.inference, weights.idle)),
+            self.prefills.seconds,
+            self.prefills.at,
+            stall,
+            times.upper[2 * row],
+            times.upper[2 * row + 1],
+            times.own[2 * row],
+            times.own[2 * row + 1],
+            energy.lower[0],
+            self.outstanding.priorities,
+            self.outstanding.counts,
+            priority,
+            self._knobs,
+        )
         if kind != FEASIBLE and view.admission_control:
             return REJECT
         if kind == HOPELESS:
@@ -681,27 +753,24 @@ class CsUcbPolicy(PolicyBase):
         server, level = divmod(arm, len(self.shares))
         self.outstanding.add(request.id, server, priority)
         crowded = _is_crowded(loads, table, server)
-        step = float(est.decode_step_s[server] * (1.0 + stall[server]))
+        step *= 1.0 + float(stall[server])
         prefill = table.prefill_of(server, request)
         self._placed[request.id] = (crowded, expected, step, prefill)
         if self.config.prefill_window_s > 0:
             self.prefills.placed(server, now, prefill)
         share = float(self.shares[level])
-        transfer_s = float(est.transfer_s[level, server])
-        rest_s = float(est.processing_s[level, server] + est.service_s[server] * stall[server])
-        rest_s -= transfer_s
+        rest_s = processing_s + service_s * float(stall[server]) - transfer_s
         if self.config.share_by_urgency:
             share = self._urgency(request, table, server, rest_s, kind)
             active = float(loads.link_active_weight[server])
             rtt, bandwidth = float(table.rtt_s[server]), float(loads.bandwidth_mbps[server])
-            total_bytes = request.request_bytes + response_bytes(expected)
             transfer_s = physics.transfer_s(total_bytes, bandwidth, rtt, share, active)
         return Decision(
             server=server,
             share=share,
             arm=arm,
             estimate_s=rest_s + transfer_s,
-            estimate_j=float(est.inference_j[server]),
+            estimate_j=inference_j,
             priority=priority,
         )
 

@@ -197,7 +197,7 @@ for _formula in (
 
 
 @njit(cache=True)
-def _kernel(  # pragma: no cover - compiled; tested through estimate()
+def estimate_kernel(  # pragma: no cover - compiled; tested through estimate()
     t: Array,
     running: Array,
     queued: Array,
@@ -213,7 +213,9 @@ def _kernel(  # pragma: no cover - compiled; tested through estimate()
     w_inference: float,
     w_idle: float,
 ) -> tuple[Array, Array, Array, Array, Array, Array, Array, Array, Array, Array]:
-    """The module docstring's formulas, server by server (rows of ``t``: ``_COLUMNS``)."""
+    """The module docstring's formulas, server by server (rows of ``t``: ``_COLUMNS``), in the
+    order of :class:`Estimate`'s fields. Compiled code that fuses the estimate into its own pass
+    (CS-UCB's decision) calls it directly; everyone else calls :func:`estimate`."""
     n = running.shape[0]
     k = shares.shape[0]
     transfer = np.empty((k, n))
@@ -294,7 +296,7 @@ def estimate(
     this one on each server (a queue ordered by priority); by default all of them. One compiled
     pass over the servers: the estimate is on every decision's path.
     """
-    parts = _kernel(
+    parts = estimate_kernel(
         table.packed,
         loads.running,
         loads.queued,

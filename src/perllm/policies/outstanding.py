@@ -23,9 +23,9 @@ class Outstanding:
     A server serves its queue by priority (lower first). Of its ``queued`` requests, those that
     will go before a new one of priority ``p`` are estimated as the placed requests of lower
     priority less the ``running`` ones (which, served first, hold the lowest), at most
-    ``queued``: :meth:`queued_ahead`. Each placement and each feedback costs ``O(k)`` for ``k``
-    requests outstanding on that server; the sorted rows live in one array so that the query,
-    on the decision path, is one compiled pass.
+    ``queued``: :func:`queued_ahead_kernel`. Each placement and each feedback costs ``O(k)``
+    for ``k`` requests outstanding on that server; the sorted rows live in one array so that
+    the query, on the decision path, is one compiled pass.
     """
 
     def __init__(self, n_servers: int) -> None:
@@ -44,16 +44,6 @@ class Outstanding:
         if entry is not None:
             server, priority = entry
             _delete(self.priorities[server], self.counts, server, priority)
-
-    def queued_ahead(
-        self, loads: LoadArrays, priority: int, servers: npt.NDArray[np.bool_]
-    ) -> Array:
-        """How many of each server's queued requests will be served before one of ``priority``
-        (computed where ``servers`` holds; all of them elsewhere)."""
-        ahead: Array = _queued_ahead(
-            self.priorities, self.counts, loads.running, loads.queued, priority, servers
-        )
-        return ahead
 
 
 @njit(cache=True)
@@ -78,7 +68,7 @@ def _delete(row: Priorities, counts: Priorities, server: int, priority: int) -> 
 
 
 @njit(cache=True)
-def _queued_ahead(
+def queued_ahead_kernel(
     priorities: Priorities,
     counts: Priorities,
     running: Array,
@@ -86,6 +76,9 @@ def _queued_ahead(
     priority: int,
     servers: npt.NDArray[np.bool_],
 ) -> Array:
+    """How many of each server's queued requests will be served before one of ``priority``
+    (computed where ``servers`` holds; all of them elsewhere), from :class:`Outstanding`'s
+    ``priorities`` and ``counts``."""
     ahead = queued.copy()
     for s in range(queued.shape[0]):
         if servers[s] and queued[s] > 0:
