@@ -498,3 +498,29 @@ def test_the_energy_slack_is_no_way_into_a_queue(paper_view, request_factory) ->
         params = {"energy-tolerance": 100, "energy-slack": slack}
         decision = make_policy("cs-ucb", params, seed=0).select(lenient, paper_view)
         assert paper_view.servers[decision.server].tier == "edge", slack
+
+
+def test_a_backlog_s_prompts_do_not_shut_a_server_it_can_serve_in_time(
+    paper_view, request_factory
+) -> None:
+    # The router's tokens in flight on the A100 fill its cache, but most are the prompts of its
+    # queue, which hold no cache yet: a lenient request that fits the cache is placed there in
+    # time (its deadline's priority), not deflected as if the A100 could never take it.
+    paper_view.healthy[:5] = False
+    paper_view.running[5], paper_view.queued[5] = 4, 20
+    paper_view.tokens[5] = paper_view.servers[5].kv_capacity_tokens
+    decision = make_policy("cs-ucb").select(request_factory(deadline_s=600.0), paper_view)
+    assert decision.server == 5
+    assert decision.priority < DEFLECTED_PRIORITY
+
+
+def test_a_request_larger_than_a_server_s_cache_is_never_placed_there_in_time(
+    paper_view, request_factory
+) -> None:
+    # Bigger than the A100's cache, within the CPU edges' (their RAM holds more): only an edge
+    # can take it, however slow, even with the A100 idle.
+    cloud_cache = paper_view.servers[5].kv_capacity_tokens
+    huge = request_factory(deadline_s=1e6, prompt=cloud_cache + 1)
+    decision = make_policy("cs-ucb").select(huge, paper_view)
+    assert paper_view.servers[decision.server].tier == "edge"
+    assert decision.priority < DEFLECTED_PRIORITY

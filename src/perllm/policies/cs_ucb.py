@@ -53,7 +53,10 @@ with confidence bounds on what it learned. For a request ``r`` of class ``c`` wi
 
    (the model's own value, with the prior's width, before the row has any observation).
 3. **Constraint satisfaction**: arm ``k`` is feasible when ``T_ucb(k) <= D``, the server is
-   healthy and its KV cache can hold what is in flight plus ``r``'s prompt and expected output.
+   healthy and its KV cache can hold ``r``'s prompt and expected output. The cache the others
+   hold only delays ``r`` (the server admits it from its queue once there is room, a wait the
+   estimate's queue counts), so it does not exclude the server; the router's ``tokens in
+   flight`` count the queued requests' prompts too, which hold no cache yet.
 4. **Choice**: the feasible arm with the least ``E_lcb``, where, when a safe arm exists, an arm
    that is not *safe* counts as costing ``energy-tolerance`` times its ``E_lcb`` and only if it
    is comfortably in time (``T_ucb <= comfort D``) (``prefer-free-slots``; a queue's length is
@@ -84,7 +87,7 @@ with confidence bounds on what it learned. For a request ``r`` of class ``c`` wi
    sharing of one bandwidth makes a share a constrained resource: what one transfer gets the
    others do not. ``T`` in the decision's estimate is taken at that share.
 6. **Overload with grace**: with no feasible arm, ``r`` is rejected if the scenario enables
-   admission control. Otherwise, if some healthy arm with room in its KV cache meets ``D`` by
+   admission control. Otherwise, if some healthy arm whose KV cache can hold ``r`` meets ``D`` by
    its own record at the mean length (``T exp(m)``, without the bound or the tail), ``r`` is a
    *long shot*: it goes, with its deadline's priority, to the one where it ends soonest
    (``long-shots``; pessimism decides what is safe to promise, not what is worth trying).
@@ -94,8 +97,7 @@ with confidence bounds on what it learned. For a request ``r`` of class ``c`` wi
    record (``T exp(m)``, the model's ``T`` for a server never observed: the pool would make
    every untried server as slow as the one that is slow, and never try them), among those
    costing at most ``energy-tolerance`` times the cheapest healthy arm (any server if none is
-   healthy); a full KV cache does
-   not exclude a server here, since a deflected request waits for room anyway. Its time
+   healthy); a full KV cache does not exclude a server here either. Its time
    teaches nothing (it waits by design, which the model does not estimate); its energy does.
 
 Why this is a bandit: every decision pulls one arm and reveals only that arm's outcome (its time
@@ -478,7 +480,6 @@ def _decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
             packed,
             running,
             queued,
-            tokens_in_flight,
             healthy,
             need,
             calm,
@@ -522,7 +523,6 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
     packed: Array,
     running: Array,
     queued: Array,
-    tokens_in_flight: Array,
     healthy: npt.NDArray[np.bool_],
     need_tokens: float,
     calm: Array,
@@ -549,7 +549,7 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
     any_feasible = False
     any_safe = False
     for s in range(n):
-        usable = healthy[s] and tokens_in_flight[s] + need_tokens <= packed[13, s]
+        usable = healthy[s] and need_tokens <= packed[13, s]
         is_crowded = running[s] + queued[s] >= 0.5 * packed[6, s]
         slow = crowded[s] if is_crowded else calm[s]
         slow_own = own_crowded[s] if is_crowded else own_calm[s]
@@ -583,7 +583,7 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
         if long_shots:
             shot, shot_t = -1, deadline_s
             for s in range(n):
-                if healthy[s] and tokens_in_flight[s] + need_tokens <= packed[13, s]:
+                if healthy[s] and need_tokens <= packed[13, s]:
                     for z in range(k):
                         if t_own[z, s] <= shot_t:
                             shot, shot_t = s * k + z, t_own[z, s]

@@ -316,11 +316,15 @@ def estimate(
 
 
 def fits_memory(
-    table: ServerTable, loads: LoadArrays, request: RouterRequest, expected_output_tokens: float
+    table: ServerTable, request: RouterRequest, expected_output_tokens: float
 ) -> npt.NDArray[np.bool_]:
-    """Servers whose KV cache can hold what is in flight plus this request's prompt and
-    expected output (the memory constraint)."""
-    need = loads.tokens_in_flight + request.prompt_tokens + expected_output_tokens
+    """Servers whose KV cache can hold this request's prompt and expected output (the memory
+    constraint). The cache other requests hold only delays it: a server admits a queued request
+    once there is room, a wait the estimate's queueing counts. (A router's ``tokens_in_flight``
+    also count the queued requests' prompts, which hold no cache yet: as an exclusion it made a
+    busy server with a backlog look unusable for everyone, and sent its requests to slower
+    servers.)"""
+    need = request.prompt_tokens + expected_output_tokens
     fits: npt.NDArray[np.bool_] = need <= table.kv_capacity_tokens
     return fits
 
