@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import json
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from perllm.policies.estimates import OutputLengths, ServerTable, estimate
 from perllm.policies.outstanding import PrefillLoad
 from perllm.policies.registry import make_policy
 from perllm.testing import StaticView
+from perllm.testing import paper_view as paper_view_of
 
 
 def test_ucb_index_formula() -> None:
@@ -122,6 +124,59 @@ def test_learns_that_a_server_is_slower_than_its_spec(
             )
         )
     assert picks[-50:].count("cloud") == 0
+
+
+def _cloud_picks_after_it_slows_down(
+    policy: Any, view: StaticView, request_factory: Any, feedback_factory: Any
+) -> int:
+    """100 requests with the cloud as fast as its estimates, then 100 with it 100x slower (a
+    3 s deadline it then misses): how many of the later ones still go to the cloud."""
+    picks = []
+    for i in range(200):
+        view.clock = float(i)
+        request = request_factory(i, deadline_s=3.0, prompt=20)
+        decision = policy.select(request, view)
+        picks.append(decision.server == 5)
+        taken = decision.estimate_s * (100.0 if decision.server == 5 and i >= 100 else 1.0)
+        policy.observe(
+            feedback_factory(request, decision, energy_j=5.0, processing_s=taken, met=taken <= 3.0)
+        )
+    assert all(picks[:100])  # the cloud was the choice while it kept its estimates
+    return sum(picks[100:])
+
+
+def test_a_server_that_slows_down_mid_run_is_left_within_a_few_requests(
+    paper_view, request_factory, feedback_factory
+) -> None:
+    # A hundred observations say the cloud is as its model: the mean of its record would need
+    # as many again to move past the deadline; the drift sees the change in a few.
+    drifting = make_policy("cs-ucb", seed=3)
+    factories = (request_factory, feedback_factory)
+    assert _cloud_picks_after_it_slows_down(drifting, paper_view, *factories) <= 5
+    assert drifting.drift[5] > 1.0
+    still = make_policy("cs-ucb", {"drift-rate": 0.0}, seed=3)
+    assert _cloud_picks_after_it_slows_down(still, paper_view_of(), *factories) >= 90
+
+
+def test_the_drift_survives_a_restore_and_is_left_out_of_the_shared_totals(
+    paper_view, request_factory, feedback_factory
+) -> None:
+    policy = make_policy("cs-ucb", seed=3)
+    request = request_factory(deadline_s=3.0, prompt=20)
+    decision = policy.select(request, paper_view)
+    policy.observe(
+        feedback_factory(request, decision, energy_j=5.0, processing_s=decision.estimate_s * 4)
+    )
+    assert policy.drift[decision.server] > 0.0
+    restored = make_policy("cs-ucb", seed=3)
+    restored.restore(policy.state())
+    restored.begin(len(paper_view.servers))
+    assert restored.drift.tolist() == policy.drift.tolist()
+    assert not any("drift" in key for key in policy.shared_stats())
+    replica = make_policy("cs-ucb", seed=3)
+    replica.begin(len(paper_view.servers))
+    replica.adopt_shared_stats(policy.shared_stats(), len(paper_view.servers))
+    assert replica.drift.tolist() == [0.0] * len(paper_view.servers)  # a replica keeps its own
 
 
 def test_rejects_when_nothing_is_feasible_and_admission_control_is_on(
