@@ -191,16 +191,3 @@ def test_a_forgotten_request_leaves_nothing_behind(name: str, paper_view, reques
         arms = policy.arms
         assert arms.pending.sum() == arms.tried.sum() == arms.total.sum() == 0
         assert arms.untried == [arms.n_arms]
-
-
-def test_feasible_energy_counts_a_backlog_s_prompts_as_a_wait_not_an_exclusion(
-    paper_view, request_factory
-) -> None:
-    # A busy A100 is the cheapest per token for a lenient request; its tokens in flight filling
-    # its cache (mostly its queue's prompts) must not send the request to a CPU edge instead.
-    policy = make_policy("feasible-energy")
-    paper_view.running[5], paper_view.queued[5] = 4, 20
-    lenient = request_factory(deadline_s=600.0, prompt=50)
-    assert policy.select(lenient, paper_view).server == 5
-    paper_view.tokens[5] = paper_view.servers[5].kv_capacity_tokens
-    assert policy.select(lenient, paper_view).server == 5

@@ -154,7 +154,8 @@ not the hardware), counting unanswered requests as censored observations, a per-
 margin steered to a target miss rate, a prefill stall from the batch's size alone (it over-counts
 under overload), choosing long shots by energy, counting only the queued requests that go first on
 every server rather than only where waiting behind all of them is too slow (it joins queues and
-delays the requests behind: 1.031x / 1.001x goodput against 1.043x / 1.008x)."""
+delays the requests behind: 1.031x / 1.001x goodput against 1.043x / 1.008x), draining a queue
+at the mean estimated service of the requests placed there instead of the newcomer's own."""
 
 from __future__ import annotations
 

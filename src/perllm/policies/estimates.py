@@ -316,15 +316,16 @@ def estimate(
 
 
 def fits_memory(
-    table: ServerTable, request: RouterRequest, expected_output_tokens: float
+    table: ServerTable, loads: LoadArrays, request: RouterRequest, expected_output_tokens: float
 ) -> npt.NDArray[np.bool_]:
-    """Servers whose KV cache can hold this request's prompt and expected output (the memory
-    constraint). The cache other requests hold only delays it: a server admits a queued request
-    once there is room, a wait the estimate's queueing counts. (A router's ``tokens_in_flight``
-    also count the queued requests' prompts, which hold no cache yet: as an exclusion it made a
-    busy server with a backlog look unusable for everyone, and sent its requests to slower
-    servers.)"""
-    need = request.prompt_tokens + expected_output_tokens
+    """Servers whose KV cache can hold what is in flight plus this request's prompt and
+    expected output: the feasible baselines' memory constraint. A router's tokens in flight
+    include the prompts of a server's queue, which hold no cache yet, so this is a guard more
+    than a limit: for a policy that serves first come, first served and never deflects, it
+    stops a pile-up on one server's queue, and the baselines are stronger with it on the tuning
+    clusters. CS-UCB, whose queues go by deadline and which deflects what it cannot serve in
+    time, asks only whether the request fits the cache at all."""
+    need = loads.tokens_in_flight + request.prompt_tokens + expected_output_tokens
     fits: npt.NDArray[np.bool_] = need <= table.kv_capacity_tokens
     return fits
 

@@ -163,7 +163,7 @@ class _Feasible(_Greedy):
         expected = self.lengths.expected(request.service_class)
         est = estimate(table, loads, request, expected, weights=view.weights)
         times = est.processing_s[0]
-        usable = loads.healthy & fits_memory(table, request, expected)
+        usable = loads.healthy & fits_memory(table, loads, request, expected)
         server = _argmin_masked(self.score(est, view), usable & (times <= request.deadline_s))
         if server < 0:
             server = max(_argmin_masked(times, usable), _argmin_masked(times, loads.healthy), 0)
