@@ -121,7 +121,7 @@ are learned per class, a running mean and a log-normal fit (a router cannot know
 
 Each update costs ``O(servers)`` (every arm of the row borrows from the others) and each decision
 ``O(arms)``: the estimate, the bounds and the choice (and the second look at the queues) are one
-compiled call over the servers (numba), 22 us median and 30-38 us p99 at 100 servers
+compiled call over the servers (numba), 24 us median and 31-35 us p99 at 100 servers
 (``benchmarks/decision_speed.py``).
 
 Parameters: ``confidence`` (beta on time) and ``exploration`` (beta on energy), in standard errors,
