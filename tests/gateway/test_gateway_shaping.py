@@ -234,12 +234,12 @@ def test_a_share_out_of_range_is_clamped_not_a_crash(share: float) -> None:
     assert shaper.active_weight == 0.0
 
 
-@pytest.mark.parametrize("tick", [k * 5e-4 for k in range(1, 33)])
+@pytest.mark.parametrize("tick", [k * 5e-4 for k in range(1, 16)])
 def test_time_passing_between_clock_readings_never_asks_for_a_negative_sleep(tick: float) -> None:
     """The wall clock moves between any two readings. A clock that ticks on every reading
     models that; the sleep refuses a negative wait as ``anyio.sleep`` does (CI once failed
     with ``delay must be a non-negative number`` when the wait was read off the clock twice).
-    Ticks from 0.5 ms to a chunk's whole 16 ms cover every phase of a wait against a tick."""
+    Ticks of 0.5 to 7.5 ms (two readings per wait, under a chunk's 16 ms) cover the phases."""
     now = [0.0]
     waits: list[float] = []
 
@@ -259,4 +259,4 @@ def test_time_passing_between_clock_readings_never_asks_for_a_negative_sleep(tic
         return sum([len(chunk) async for chunk in shaper.paced(bytes(1_000_000), 1.0)])
 
     assert asyncio.run(upload()) == 1_000_000
-    assert min(waits, default=1.0) > 0.0
+    assert waits and min(waits) > 0.0  # it did wait, never a negative time

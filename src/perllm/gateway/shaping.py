@@ -113,8 +113,8 @@ class UploadShaper:
         try:
             for offset in range(0, len(body), CHUNK_BYTES):
                 end = min(offset + CHUNK_BYTES, len(body))
-                # One reading of the clock per wait: read twice, time could pass between
-                # the test and the sleep and make the wait negative.
+                # The wait is computed once and both tested and slept: computed twice (two
+                # readings of the clock), time passing between them made the sleep negative.
                 while (wait := self.due_s(token, start_virtual, share, end) - self.clock()) > 0:
                     await self.sleep(wait)
                 yield body[offset:end]

@@ -226,6 +226,7 @@ class CsUcbConfig(PolicyConfig):
     per_token_learning: bool = True
     energy_slack: float = Field(3.0, ge=0.0)
     drift_rate: float = Field(0.2, ge=0.0, le=1.0)
+    drift_memory_s: float = Field(60.0, gt=0.0)
     share_by_urgency: bool = True
 
     @field_validator("prefill_window_s")
@@ -422,6 +423,7 @@ def _knobs(config: CsUcbConfig) -> Array:
         config.prefill_window_s,
         config.prefill_cap,
         config.energy_slack,
+        config.drift_memory_s,
     )
     return np.array(values, dtype=np.float64)
 
@@ -558,7 +560,7 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
     prefer_free_slots, queue_margin, comfort = knobs[0] > 0.0, knobs[1], knobs[2]
     energy_tolerance, long_shots = knobs[3], knobs[4] > 0.0
     prefill_window_s, prefill_cap = knobs[5], knobs[6]
-    energy_slack = knobs[7]
+    energy_slack, drift_memory_s = knobs[7], knobs[8]
     k, n = processing.shape
     t_ucb = np.empty((k, n))
     t_own = np.empty((k, n))
@@ -568,12 +570,14 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
     passing = np.zeros(n, dtype=np.bool_)
     any_feasible = False
     any_safe = False
+    fits = np.empty(n, dtype=np.bool_)
     for s in range(n):
-        usable = healthy[s] and need_tokens <= packed[13, s]
+        fits[s] = usable = healthy[s] and need_tokens <= packed[13, s]
         is_crowded = running[s] + queued[s] >= 0.5 * packed[6, s]
-        # The recent drift of the server's times (slower of late than its records say) moves
-        # both bounds: pessimism on time covers the recent past too.
-        lately = math.exp(max(drift[s], 0.0))
+        # The recent drift of the server's times (slower of late than its records say), faded
+        # by its age, moves both bounds: pessimism on time covers the recent past too.
+        age = max(now - drift[1, s], 0.0)
+        lately = math.exp(max(drift[0, s], 0.0) * math.exp(-age / drift_memory_s))
         slow = (crowded[s] if is_crowded else calm[s]) * lately
         slow_own = (own_crowded[s] if is_crowded else own_calm[s]) * lately
         server_feasible = False
@@ -606,7 +610,7 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
         if long_shots:
             shot, shot_t = -1, deadline_s
             for s in range(n):
-                if healthy[s] and need_tokens <= packed[13, s]:
+                if fits[s]:
                     for z in range(k):
                         if t_own[z, s] <= shot_t:
                             shot, shot_t = s * k + z, t_own[z, s]
@@ -697,7 +701,7 @@ class CsUcbPolicy(PolicyBase):
         self.outstanding = Outstanding(0)
         self.prefills = PrefillLoad(0, 1.0)
         self._stall = np.zeros(0)
-        self.drift = np.zeros(0)
+        self.drift = np.zeros((2, 0))
         self._z = NormalDist().inv_cdf(config.length_quantile)
         self._knobs = _knobs(config)
         # Per request placed: crowded at placement, expected output tokens, decode step (with
@@ -718,7 +722,7 @@ class CsUcbPolicy(PolicyBase):
         self.outstanding = Outstanding(n_servers)
         self.prefills = PrefillLoad(n_servers, cfg.prefill_window_s or 1.0)
         self._stall = np.zeros(n_servers)
-        self.drift = np.zeros(n_servers)
+        self.drift = np.zeros((2, n_servers))  # each server's drift, and when it was last moved
 
     def _row(self, service_class: str) -> int:
         row = self.classes.get(service_class)
@@ -823,8 +827,8 @@ class CsUcbPolicy(PolicyBase):
         crowded, expected, step, prefill = self._placed.pop(request.id, (False, 0.0, 0.0, 0.0))
         if feedback.failed:
             return
+        finished = request.arrival_s + feedback.processing_s
         if self.config.prefill_window_s > 0:
-            finished = request.arrival_s + feedback.processing_s
             self.prefills.done(feedback.decision.server, finished, prefill)
         self.lengths.observe(request.service_class, feedback.output_tokens)
         decision = feedback.decision
@@ -840,22 +844,28 @@ class CsUcbPolicy(PolicyBase):
         if estimated > 0 and feedback.processing_s > 0 and not deflected:
             ratio = math.log(feedback.processing_s / estimated)
             row = 2 * self._row(request.service_class) + int(crowded)
-            self._drift(row, decision.server, ratio)
+            self._drift(row, decision.server, ratio, finished)
             self.times.observe(row, decision.server, ratio)
         if decision.estimate_j > 0 and feedback.energy.inference_j > 0:
             ratio = math.log(feedback.energy.inference_j / decision.estimate_j)
             self.energy.observe(0, decision.server, ratio)
 
-    def _drift(self, row: int, server: int, log_ratio: float) -> None:
-        """Move ``server``'s drift toward this observation's error against the arm's own record
-        (before it is added): ``d <- (1 - a) d + a (log_ratio - log own)``, ``a`` the
-        ``drift-rate``."""
-        rate = self.config.drift_rate
-        assert self.times is not None
-        self.times.ensure_rows(row + 1)
-        if rate > 0.0 and math.isfinite(log_ratio):
-            error = log_ratio - math.log(self.times.own[row, server])
-            self.drift[server] += rate * (error - self.drift[server])
+    def _drift(self, row: int, server: int, log_ratio: float, now: float) -> None:
+        """Fade ``server``'s drift to ``now``, then move it toward this observation's error against
+        the arm's own record (before it is added): ``d <- d exp(-age / drift-memory-s)``, then
+        ``d <- (1 - a) d + a (log_ratio - m_own)``, ``a`` the ``drift-rate``, ``m_own`` the
+        arm's mean log-ratio (0, the datasheet, before its first observation)."""
+        times, drift = self.times, self.drift
+        assert times is not None
+        times.ensure_rows(row + 1)
+        n = float(times.count[row, server])
+        if self.config.drift_rate <= 0.0 or not math.isfinite(log_ratio):
+            return
+        age = max(now - float(drift[1, server]), 0.0)
+        faded = float(drift[0, server]) * math.exp(-age / self.config.drift_memory_s)
+        error = log_ratio - (float(times.total[row, server]) / n if n > 0.0 else 0.0)
+        drift[0, server] = faded + self.config.drift_rate * (error - faded)
+        drift[1, server] = max(now, float(drift[1, server]))
 
     def forget(self, request: RouterRequest, decision: Decision) -> None:
         self.outstanding.remove(request.id)
@@ -871,7 +881,6 @@ class CsUcbPolicy(PolicyBase):
             "times": self.times.state(),
             "energy": self.energy.state(),
             "lengths": self.lengths.state(),
-            "drift": self.drift.tolist(),
         }
 
     def apply_state(self, state: dict[str, Any]) -> None:
@@ -888,8 +897,6 @@ class CsUcbPolicy(PolicyBase):
         self.times.restore(state["times"])
         self.energy.restore(state["energy"])
         self.energy.ensure_rows(1)
-        if "drift" in state:  # a replica's own: shared totals (mergeable) leave it as it is
-            self.drift = np.array(state["drift"], dtype=float)
 
     def shared_stats(self) -> dict[str, float]:
         """The learned statistics as additive totals (:mod:`perllm.policies.mergeable`)."""
