@@ -43,7 +43,8 @@ class VirtualTime:
         async with self._changed:
             self._changed.notify_all()
 
-    async def sleep(self, seconds: float) -> None:
+    async def wait(self, seconds: float) -> None:
+        """The shaper's ``sleep``, on the virtual clock: wakes when the clock reaches it."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self.now + seconds, next(self._seq), future))
         await self._notify()
@@ -75,17 +76,17 @@ class VirtualTime:
 
 
 def _finish_times(shares: dict[str, float], sizes: dict[str, int]) -> dict[str, float]:
-    time = VirtualTime()
-    shaper = UploadShaper(MBPS, clock=time.clock, sleep=time.sleep)
+    virtual = VirtualTime()
+    shaper = UploadShaper(MBPS, clock=virtual.clock, sleep=virtual.wait)
     done: dict[str, float] = {}
 
     async def upload(name: str) -> None:
         body = bytes(sizes[name])
         sent = b"".join([chunk async for chunk in shaper.paced(body, shares[name])])
         assert sent == body
-        done[name] = time.now
+        done[name] = virtual.now
 
-    asyncio.run(time.run(*(upload(name) for name in shares)))
+    asyncio.run(virtual.run(*(upload(name) for name in shares)))
     assert shaper.active_weight == 0.0
     return done
 
@@ -109,8 +110,8 @@ def test_uploads_share_the_budget_by_their_shares() -> None:
 
 
 def test_an_upload_dropped_half_way_leaves_the_link() -> None:
-    time = VirtualTime()
-    shaper = UploadShaper(MBPS, clock=time.clock, sleep=time.sleep)
+    virtual = VirtualTime()
+    shaper = UploadShaper(MBPS, clock=virtual.clock, sleep=virtual.wait)
 
     async def drop_after_two_chunks() -> None:
         paced = shaper.paced(bytes(500_000), 0.5)
@@ -119,7 +120,7 @@ def test_an_upload_dropped_half_way_leaves_the_link() -> None:
         assert shaper.active_weight == 0.5
         await paced.aclose()
 
-    asyncio.run(time.run(drop_after_two_chunks()))
+    asyncio.run(virtual.run(drop_after_two_chunks()))
     assert shaper.active_weight == 0.0
 
 
@@ -127,27 +128,27 @@ def test_a_reader_slower_than_its_share_is_not_held_back_by_later_uploads() -> N
     # "slow" starts while another upload is under way, takes one chunk, then its reader stalls
     # until after the link has served its whole share and a later upload has begun: the rest of
     # it then goes at once, not paced against the later upload's accounting.
-    time = VirtualTime()
-    shaper = UploadShaper(MBPS, clock=time.clock, sleep=time.sleep)
+    virtual = VirtualTime()
+    shaper = UploadShaper(MBPS, clock=virtual.clock, sleep=virtual.wait)
     done: dict[str, float] = {}
 
     async def upload(name: str, start_s: float, size: int) -> None:
-        await time.sleep(start_s)
+        await virtual.wait(start_s)
         _ = [chunk async for chunk in shaper.paced(bytes(size), 1.0)]
-        done[name] = time.now
+        done[name] = virtual.now
 
     async def slow_reader() -> None:
-        await time.sleep(0.1)
+        await virtual.wait(0.1)
         paced = shaper.paced(bytes(100_000), 1.0)
         await paced.__anext__()
-        await time.sleep(1.05 - time.now)
-        resumed = time.now
+        await virtual.wait(1.05 - virtual.now)
+        resumed = virtual.now
         rest = [chunk async for chunk in paced]
         assert sum(map(len, rest)) == 100_000 - CHUNK_BYTES
-        done["slow"] = time.now - resumed
+        done["slow"] = virtual.now - resumed
 
     asyncio.run(
-        time.run(upload("first", 0.0, 300_000), slow_reader(), upload("later", 1.0, 2_000_000))
+        virtual.run(upload("first", 0.0, 300_000), slow_reader(), upload("later", 1.0, 2_000_000))
     )
     assert done["slow"] == 0.0
     assert shaper.active_weight == 0.0
@@ -221,16 +222,16 @@ def test_a_shaped_link_carries_the_body_whole_with_its_share(
 
 @pytest.mark.parametrize("share", [0.0, -1.0, float("nan"), float("inf")])
 def test_a_share_out_of_range_is_clamped_not_a_crash(share: float) -> None:
-    time = VirtualTime()
-    shaper = UploadShaper(MBPS, clock=time.clock, sleep=time.sleep)
+    virtual = VirtualTime()
+    shaper = UploadShaper(MBPS, clock=virtual.clock, sleep=virtual.wait)
     sent: list[bytes] = []
 
     async def upload() -> None:
         sent.extend([chunk async for chunk in shaper.paced(bytes(50_000), share)])
 
-    asyncio.run(time.run(upload()))
+    asyncio.run(virtual.run(upload()))
     assert sum(map(len, sent)) == 50_000
-    assert time.now == pytest.approx(0.05, abs=1e-6)  # alone, any weight gets the whole link
+    assert virtual.now == pytest.approx(0.05, abs=1e-6)  # alone, any weight gets the whole link
     assert shaper.active_weight == 0.0
 
 
@@ -247,13 +248,13 @@ def test_time_passing_between_clock_readings_never_asks_for_a_negative_sleep(tic
         now[0] += tick
         return now[0]
 
-    async def strict_sleep(seconds: float) -> None:
+    async def strict_wait(seconds: float) -> None:
         if seconds < 0:
             raise ValueError("delay must be a non-negative number")
         waits.append(seconds)
         now[0] += seconds
 
-    shaper = UploadShaper(MBPS, clock=ticking_clock, sleep=strict_sleep)
+    shaper = UploadShaper(MBPS, clock=ticking_clock, sleep=strict_wait)
 
     async def upload() -> int:
         return sum([len(chunk) async for chunk in shaper.paced(bytes(1_000_000), 1.0)])
