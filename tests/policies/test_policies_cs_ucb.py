@@ -493,6 +493,33 @@ def test_a_long_shot_goes_in_deadline_order_rather_than_deflected(
     assert deflected.priority >= DEFLECTED_PRIORITY
 
 
+def test_a_long_shot_is_judged_at_the_median_length_not_the_mean(
+    paper_view, request_factory
+) -> None:
+    # Output lengths are skewed (nine in ten of 20 tokens, one in ten of 2,000): the mean, 218,
+    # is far above what most requests produce. A deadline met at the median length but not at
+    # the mean is more likely than not to be met, so the request is a long shot (its deadline's
+    # priority), not deflected; judged at the 0.95 quantile it is deflected.
+    probe = request_factory(deadline_s=600.0, prompt=50)
+    table, loads = ServerTable.of(paper_view), paper_view.load_arrays()
+    chances = {}
+    for quantile in (0.5, 0.95):
+        policy = make_policy("cs-ucb", {"long-shot-quantile": quantile})
+        for i in range(200):
+            policy.lengths.observe(probe.service_class, 2000 if i % 10 == 0 else 20)
+        mean = policy.lengths.expected(probe.service_class)
+        median = policy.lengths.quantile(probe.service_class, 0.0)
+        assert median < 0.2 * mean
+        at_median = float(estimate(table, loads, probe, median).processing_s[0].min())
+        at_mean = float(estimate(table, loads, probe, mean).processing_s[0].min())
+        deadline = math.sqrt(at_median * at_mean)  # between the two, far from both
+        chances[quantile] = policy.select(
+            request_factory(1, deadline_s=deadline, prompt=50), paper_view
+        )
+    assert chances[0.5].priority < DEFLECTED_PRIORITY
+    assert chances[0.95].priority >= DEFLECTED_PRIORITY
+
+
 def test_admission_control_rejects_a_long_shot(paper_view, request_factory) -> None:
     # Admission control sheds what no arm meets under the bound; a long shot is not a promise.
     probe = request_factory(deadline_s=600.0, prompt=50)

@@ -101,9 +101,12 @@ with confidence bounds on what it learned. For a request ``r`` of class ``c`` wi
    others do not. ``T`` in the decision's estimate is taken at that share.
 6. **Overload with grace**: with no feasible arm, ``r`` is rejected if the scenario enables
    admission control. Otherwise, if some healthy arm whose KV cache can hold ``r`` meets ``D`` by
-   its own record at the mean length (``T exp(m)``, without the bound or the tail), ``r`` is a
-   *long shot*: it goes, with its deadline's priority, to the one where it ends soonest
-   (``long-shots``; pessimism decides what is safe to promise, not what is worth trying).
+   its own record at the ``long-shot-quantile`` (0.5) of the class's output lengths (``T
+   exp(m)`` with ``(o_0.5 - o_mean) step / (1 - u)`` added, without the bound or the tail: ``r``
+   is then at least as likely as not to make it, and a skewed class's median is well below its
+   mean), ``r`` is a *long shot*: it goes, with its deadline's priority, to the one where it ends
+   soonest so (``long-shots``; pessimism decides what is safe to promise, not what is worth
+   trying).
    Only a request that no arm meets even so is *deflected* with a priority after every request that
    can still meet its deadline, so that it runs on capacity nobody needs and never delays one
    that can. It goes to the healthy arm where it would end soonest by each server's *own*
@@ -233,6 +236,7 @@ class CsUcbConfig(PolicyConfig):
     drift_rate: float = Field(0.2, ge=0.0, le=1.0)
     drift_memory_s: float = Field(60.0, gt=0.0)
     share_by_urgency: bool = True
+    long_shot_quantile: float = Field(0.5, gt=0.0, lt=1.0)
 
     @field_validator("prefill_window_s")
     @classmethod
@@ -463,13 +467,14 @@ def _decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
     the choice (``_choose_kernel``), and, where no arm is safe and a queue served by priority
     lets the request pass the queued ones that come later, the estimate and the choice again
     counting only those that go first. ``request`` is ``(prompt tokens, bytes both ways,
-    expected output tokens, output tail beyond them, deadline, now)``; ``weights`` the energy
+    expected output tokens, output tail beyond them, deadline, now, the long-shot length less
+    the expected)``; ``weights`` the energy
     weights ``(transmission, inference, idle)``; ``drift`` each server's drift (row 0) and when
     it was last moved (row 1). Returns ``(arm, kind)``, then the estimate on
     the chosen arm (:class:`Estimate`'s ``decode_step_s``, ``processing_s``, ``service_s``,
     ``transfer_s`` and ``inference_j``); ``stall`` receives each server's ``u / (1 - u)``."""
     prompt, total_bytes, expected, extra_tokens = request[0], request[1], request[2], request[3]
-    deadline_s, now = request[4], request[5]
+    deadline_s, now, shot_tokens = request[4], request[5], request[6]
     need = prompt + expected
     ahead = queued
     for look in range(2):
@@ -500,6 +505,7 @@ def _decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
             now,
             stall,
             extra_tokens,
+            shot_tokens,
             queue,
             marginal,
             transmission,
@@ -544,6 +550,7 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
     now: float,
     stall: Array,
     extra_tokens: float,
+    shot_tokens: float,
     queue: Array,
     marginal: Array,
     transmission: Array,
@@ -570,6 +577,7 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
     k, n = processing.shape
     t_ucb = np.empty((k, n))
     t_own = np.empty((k, n))
+    t_shot = np.empty((k, n))
     e_lcb = np.empty((k, n))
     feasible = np.zeros((k, n), dtype=np.bool_)
     safe = np.zeros((k, n), dtype=np.bool_)
@@ -598,9 +606,12 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
             stall[s] = u / (1.0 - u)
         stalled = service[s] * stall[s]
         tail = extra_tokens * decode_step[s] * (1.0 + stall[s])
+        shot_step = decode_step[s] * (1.0 + stall[s]) * slow_own
         for z in range(k):
             t_ucb[z, s] = t = (processing[z, s] + stalled + tail) * slow
             t_own[z, s] = (processing[z, s] + stalled) * slow_own
+            # A long shot's odds: in time by its own record at the long-shot length.
+            t_shot[z, s] = t_own[z, s] + shot_tokens * shot_step
             inference = marginal[z, s] - w_transmission * transmission[z, s]
             e_lcb[z, s] = marginal[z, s] + inference * (energy_lower[s] - 1.0)
             if usable and t <= deadline_s:
@@ -620,8 +631,8 @@ def _choose_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
             for s in range(n):
                 if fits[s]:
                     for z in range(k):
-                        if t_own[z, s] <= shot_t:
-                            shot, shot_t = s * k + z, t_own[z, s]
+                        if t_shot[z, s] <= shot_t:
+                            shot, shot_t = s * k + z, t_shot[z, s]
             if shot >= 0:
                 return shot, LONG_SHOT, passing
         return _deflection(t_own, e_lcb, healthy, energy_tolerance), HOPELESS, passing
@@ -711,6 +722,7 @@ class CsUcbPolicy(PolicyBase):
         self._stall = np.zeros(0)
         self.drift = np.zeros((2, 0))
         self._z = NormalDist().inv_cdf(config.length_quantile)
+        self._z_shot = NormalDist().inv_cdf(config.long_shot_quantile)
         self._knobs = _knobs(config)
         # Per request placed: crowded at placement, expected output tokens, decode step (with
         # the stalls), prefill seconds on its server.
@@ -746,6 +758,7 @@ class CsUcbPolicy(PolicyBase):
         loads = view.load_arrays()
         expected = self.lengths.expected(request.service_class)
         extra_tokens = self.lengths.planned(request.service_class, self._z) - expected
+        shot_tokens = self.lengths.quantile(request.service_class, self._z_shot) - expected
         priority = self._deadline_priority(request)
         stall, now = self._stall, view.now()
         weights = view.weights
@@ -766,6 +779,7 @@ class CsUcbPolicy(PolicyBase):
                     extra_tokens,
                     request.deadline_s,
                     now,
+                    shot_tokens,
                 )
             ),
             self.shares,

@@ -351,12 +351,19 @@ class OutputLengths:
         quantile of standard score ``z``), never fewer than the mean; the mean until the class
         has ``_TAIL_AFTER`` observations."""
         expected = self.expected(service_class)
-        count = self._log_count.get(service_class, 0)  # a state saved before the fit has none
-        if z <= 0.0 or count < _TAIL_AFTER:
+        if z <= 0.0:
             return expected
+        return max(expected, self.quantile(service_class, z))
+
+    def quantile(self, service_class: str, z: float) -> float:
+        """The log-normal fit's ``exp(mean + z sd)`` of ``ln tokens``; the mean until the class
+        has ``_TAIL_AFTER`` observations."""
+        count = self._log_count.get(service_class, 0)  # a state saved before the fit has none
+        if count < _TAIL_AFTER:
+            return self.expected(service_class)
         mean = self._log_sum.get(service_class, 0.0) / count
         spread = math.sqrt(max(self._log_sq.get(service_class, 0.0) / count - mean * mean, 0.0))
-        return max(expected, math.exp(mean + z * spread))
+        return math.exp(mean + z * spread)
 
     def observe(self, service_class: str, tokens: int) -> None:
         self._sum[service_class] = self._sum.get(service_class, 0.0) + tokens
