@@ -68,6 +68,10 @@ def test_scores_are_geometric_means_against_the_strongest_other() -> None:
     assert a.win_rate == pytest.approx((0.5 + 1.0) / 2)  # against b, against c
     assert a.mean_satisfaction == pytest.approx(0.6)
     assert math.isnan(a.bound_fraction)
+    assert a.beats_all == 0.5  # cell 0 only
+    assert by_policy["b"].beats_all == 0.5  # cell 1 only
+    assert by_policy["c"].beats_all == 0.0  # ties b in cell 0, but a meets more there
+    assert a.beats_all_by_load == {1.0: 0.5}
     oracle = by_policy["oracle"]
     assert math.isnan(oracle.win_rate)
     assert oracle.goodput_ratio == pytest.approx(math.sqrt((90.5 / 80.5) * (50.5 / 50.5)))

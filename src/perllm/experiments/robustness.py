@@ -17,6 +17,8 @@ Definitions, for a policy ``p`` among the *contenders* (the non-clairvoyant poli
 - **energy ratio**: energy per deadline-met request, ``E_p / (met_p + 1/2)`` over the same for
   ``b`` (weighted energy; lower is better);
 - ratios are summarised by their geometric mean over cells;
+- **beats all**: the share of cells where ``p`` meets at least as many deadlines as every other
+  contender (as many as its strongest baseline there);
 - **fraction of the bound**: ``goodput_p / bound``, averaged over the cells that have a bound.
 """
 
@@ -53,6 +55,8 @@ class PolicyScore:
     goodput_ratio_by_load: dict[float, float]
     mean_satisfaction: float
     bound_fraction: float
+    beats_all: float
+    beats_all_by_load: dict[float, float]
 
 
 def cells(rows: Iterable[Mapping[str, Any]]) -> dict[Cell, dict[str, Mapping[str, Any]]]:
@@ -121,8 +125,9 @@ def scores(
     matrix = win_matrix(grouped, contenders)
     result = []
     for p in policies:
-        goodput, energy, satisfaction, fractions = [], [], [], []
+        goodput, energy, satisfaction, fractions, beats = [], [], [], [], []
         by_load: dict[float, list[float]] = defaultdict(list)
+        beats_by_load: dict[float, list[float]] = defaultdict(list)
         for (_, load, _), runs in sorted(grouped.items(), key=lambda item: str(item[0])):
             if p not in runs:
                 continue
@@ -137,6 +142,9 @@ def scores(
             ratio = goodput_ratio(mine, runs[best])
             goodput.append(ratio)
             by_load[float(load)].append(ratio)
+            beaten = float(mine["met"] >= runs[best]["met"])
+            beats.append(beaten)
+            beats_by_load[float(load)].append(beaten)
             energy.append(_energy_per_met(mine) / _energy_per_met(runs[best]))
         wins = [v for v in matrix.get(p, {}).values() if not math.isnan(v)]
         result.append(
@@ -149,6 +157,8 @@ def scores(
                 goodput_ratio_by_load={k: _geomean(v) for k, v in sorted(by_load.items())},
                 mean_satisfaction=_mean(satisfaction),
                 bound_fraction=_mean(fractions),
+                beats_all=_mean(beats),
+                beats_all_by_load={k: _mean(v) for k, v in sorted(beats_by_load.items())},
             )
         )
     return result

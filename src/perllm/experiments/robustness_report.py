@@ -82,6 +82,8 @@ def print_tables(
         *[f"@{x:g}x" for x in loads],
         "energy/met ratio",
         "met %",
+        "beats all",
+        "by load (%)",
     ]
     if has_bound:
         columns.append("of bound")
@@ -95,6 +97,8 @@ def print_tables(
             *[f"{s.goodput_ratio_by_load.get(x, math.nan):.3f}" for x in loads],
             f"{s.energy_ratio:.3f}",
             f"{100 * s.mean_satisfaction:.1f}",
+            "-" if math.isnan(s.beats_all) else f"{100 * s.beats_all:.1f}%",
+            " / ".join(f"{100 * s.beats_all_by_load.get(x, math.nan):.0f}" for x in loads),
         ]
         if has_bound:
             cells_.append(f"{100 * s.bound_fraction:.1f}%")
