@@ -173,8 +173,10 @@ where they end soonest, a queued request's wait stretched by ``1 / (1 - sigma)``
 inflow ``sigma`` of earlier-deadline work to its server (a priority queue's wait: 1.061x / 1.034x
 goodput, but 0.94x / 0.87x energy), the pooled prior never lowering an arm's own mean, a drift
 raised from requests still out past their planned time at a high length quantile (evidence in
-flight before the first slow answer; 0.95 with three at once, 0.99 with two), and a safe arm
-required to be in time at the 0.99 length quantile too (the README has the figures)."""
+flight before the first slow answer; 0.95 with three at once, 0.99 with two), a safe arm
+required to be in time at the 0.99 length quantile too, a free batch slot preferred to a queue
+when no arm is safe, and only the arms whose chance of missing (the length fit's tail beyond what
+fits before the deadline) is within 2 points of the least (the README has the figures)."""
 
 from __future__ import annotations
 
