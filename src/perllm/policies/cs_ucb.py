@@ -480,11 +480,11 @@ def _decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
     lets the request pass the queued ones that come later, the estimate and the choice again
     counting only those that go first. ``request`` is ``(prompt tokens, bytes both ways,
     expected output tokens, output tail beyond them, deadline, now, the long-shot length less
-    the expected)``; ``weights`` the energy
-    weights ``(transmission, inference, idle)``; ``drift`` each server's drift (row 0) and when
-    it was last moved (row 1). Returns ``(arm, kind)``, then the estimate on
-    the chosen arm (:class:`Estimate`'s ``decode_step_s``, ``processing_s``, ``service_s``,
-    ``transfer_s`` and ``inference_j``); ``stall`` receives each server's ``u / (1 - u)``."""
+    the expected)``; ``weights`` the energy weights ``(transmission, inference, idle)``;
+    ``drift`` each server's drift (row 0) and when it was last moved (row 1). Returns ``(arm,
+    kind)``, then the estimate on the chosen arm (:class:`Estimate`'s ``decode_step_s``,
+    ``processing_s``, ``service_s``, ``transfer_s`` and ``inference_j``); ``stall`` receives
+    each server's ``u / (1 - u)``."""
     prompt, total_bytes, expected, extra_tokens = request[0], request[1], request[2], request[3]
     deadline_s, now, shot_tokens = request[4], request[5], request[6]
     need = prompt + expected
