@@ -18,7 +18,7 @@ from perllm.errors import InputError
 from perllm.policies.bandit import ucb_index
 from perllm.policies.cs_ucb import DEFLECTED_PRIORITY, LogRatioStats
 from perllm.policies.estimates import OutputLengths, ServerTable, estimate
-from perllm.policies.outstanding import PrefillLoad
+from perllm.policies.outstanding import LATE_AFTER, LateAnswers, PrefillLoad
 from perllm.policies.registry import make_policy
 from perllm.testing import StaticView
 from perllm.testing import paper_view as paper_view_of
@@ -170,6 +170,61 @@ def test_a_server_slow_for_a_while_is_tried_again_once_its_drift_has_faded(
     assert sum(fading[100:200]) <= 5 and sum(fading[200:]) >= 90
     lasting = make_policy("cs-ucb", {"drift-memory-s": 1e9}, seed=3)
     assert sum(_cloud_picks(lasting, paper_view_of(), *factories, slow_from=100)[200:]) == 0
+
+
+def test_a_server_whose_answers_come_late_is_left_before_any_comes_back(
+    paper_view, request_factory, feedback_factory
+) -> None:
+    # The cloud stops answering (a slowdown far beyond its record) while the edges answer on
+    # time. No slow answer ever comes back, so neither the record nor the drift can see it; the
+    # share of the cloud's answers still out when they were due does. With a 30 s deadline the
+    # cloud (about 1.3 s at the mean length, 3.5 s planned) is chosen while it seems its record;
+    # slowed as much as its late answers say, it is not feasible (the edges, about 15 s planned,
+    # are). The drift is kept from fading here, to see the detection alone.
+    rng = np.random.default_rng(5)
+
+    def cloud_picks(params: dict[str, Any]) -> list[bool]:
+        policy = make_policy("cs-ucb", {"drift-memory-s": 1e9, **params}, seed=5)
+        for tokens in rng.lognormal(4.0, 0.8, size=50):
+            policy.lengths.observe("chat", int(tokens))
+        view, picks = paper_view_of(), []
+        for i in range(60):
+            view.clock = float(i)  # each request's answer is due well within the second
+            request = request_factory(i, deadline_s=30.0, prompt=20)
+            decision = policy.select(request, view)
+            picks.append(decision.server == 5)
+            if decision.server != 5:  # the edges answer as estimated; the cloud never does
+                policy.observe(
+                    feedback_factory(
+                        request, decision, energy_j=50.0, processing_s=decision.estimate_s
+                    )
+                )
+        return picks
+
+    watched = cloud_picks({})
+    assert all(watched[:LATE_AFTER]) and not any(watched[20:])
+    assert all(cloud_picks({"late-margin": math.inf}))
+
+
+def test_late_answers_imply_the_slowdown_and_ordinary_lateness_implies_none() -> None:
+    # Output lengths from the class's fit: late when longer than the mean over the slowdown f.
+    # About P(o > mean) of the answers are late on a server as fast as its record: nothing to
+    # report at the default margin. Three times slower, the late share says so (reported at
+    # almost any share, so that the estimate is not only taken where the share ran high).
+    mu, sd, rng = 4.0, 0.8, np.random.default_rng(6)
+    mean = math.exp(mu + sd * sd / 2)
+    for f, margin in ((1.0, 0.5), (3.0, 0.05)):
+        late = LateAnswers(1, rate=0.2)
+        pending, found = set(), []
+        for i, tokens in enumerate(rng.lognormal(mu, sd, size=400)):
+            late.placed(i, 0, float(i), (mu, sd), mean)
+            if tokens * f > mean:
+                pending.add(i)
+            found += [log_f for _, log_f in late.slowdowns(float(i), pending, margin)]
+        if f == 1.0:
+            assert not found
+        else:
+            assert len(found) > 300 and abs(np.median(found) - math.log(f)) < 0.2
 
 
 def test_the_drift_is_neither_saved_nor_shared_and_a_replica_keeps_its_own(

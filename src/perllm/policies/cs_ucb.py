@@ -206,6 +206,7 @@ from perllm.policies.estimates import OutputLengths, ServerTable, estimate_kerne
 from perllm.policies.link_share import SHARE_FLOOR, urgency_share
 from perllm.policies.mergeable import cs_ucb_state, cs_ucb_totals
 from perllm.policies.outstanding import (
+    LateAnswers,
     Outstanding,
     PrefillLoad,
     prefill_share,
@@ -249,6 +250,7 @@ class CsUcbConfig(PolicyConfig):
     drift_memory_s: float = Field(60.0, gt=0.0)
     share_by_urgency: bool = True
     long_shot_quantile: float = Field(0.5, gt=0.0, lt=1.0)
+    late_margin: float = Field(0.5, gt=0.0)
 
     @field_validator("prefill_window_s")
     @classmethod
@@ -731,6 +733,7 @@ class CsUcbPolicy(PolicyBase):
         self.energy: LogRatioStats | None = None
         self.outstanding = Outstanding(0)
         self.prefills = PrefillLoad(0, 1.0)
+        self.late = LateAnswers(0, config.drift_rate)
         self._stall = np.zeros(0)
         self.drift = np.zeros((2, 0))
         self._z = NormalDist().inv_cdf(config.length_quantile)
@@ -755,6 +758,7 @@ class CsUcbPolicy(PolicyBase):
         self.prefills = PrefillLoad(n_servers, cfg.prefill_window_s or 1.0)
         self._stall = np.zeros(n_servers)
         self.drift = np.zeros((2, n_servers))  # each server's drift, and when it was last moved
+        self.late = LateAnswers(n_servers, cfg.drift_rate)
 
     def _row(self, service_class: str) -> int:
         row = self.classes.get(service_class)
@@ -829,6 +833,15 @@ class CsUcbPolicy(PolicyBase):
             active = float(loads.link_active_weight[server])
             rtt, bandwidth = float(table.rtt_s[server]), float(loads.bandwidth_mbps[server])
             transfer_s = physics.transfer_s(total_bytes, bandwidth, rtt, share, active)
+        if kind != HOPELESS and self.config.late_margin < math.inf:
+            # Due when the arm's own record says the answer comes, at the mean length.
+            record = float(times.own[2 * row + int(crowded), server])
+            due = now + (rest_s + transfer_s) * record
+            self.late.placed(
+                request.id, server, due, self.lengths.log_fit(request.service_class), expected
+            )
+        for slow, log_f in self.late.slowdowns(now, self._placed, self.config.late_margin):
+            self._raise_drift(slow, log_f, now)
         return Decision(
             server=server,
             share=share,
@@ -900,6 +913,15 @@ class CsUcbPolicy(PolicyBase):
         error = log_ratio - (float(times.total[row, server]) / n if n > 0.0 else 0.0)
         drift[0, server] = faded + self.config.drift_rate * (error - faded)
         drift[1, server] = max(now, float(drift[1, server]))
+
+    def _raise_drift(self, server: int, log_f: float, now: float) -> None:
+        """Raise ``server``'s drift to ``log_f`` (the slowdown its late answers imply) where its
+        faded drift is lower: answers in flight are the first sign of a slowdown."""
+        drift = self.drift
+        age = max(now - float(drift[1, server]), 0.0)
+        if log_f > float(drift[0, server]) * math.exp(-age / self.config.drift_memory_s):
+            drift[0, server] = log_f
+            drift[1, server] = now
 
     def forget(self, request: RouterRequest, decision: Decision) -> None:
         self.outstanding.remove(request.id)

@@ -358,12 +358,21 @@ class OutputLengths:
     def quantile(self, service_class: str, z: float) -> float:
         """The log-normal fit's ``exp(mean + z sd)`` of ``ln tokens``; the mean until the class
         has ``_TAIL_AFTER`` observations."""
+        fit = self.log_fit(service_class)
+        if fit is None:
+            return self.expected(service_class)
+        mean, spread = fit
+        return math.exp(mean + z * spread)
+
+    def log_fit(self, service_class: str) -> tuple[float, float] | None:
+        """The log-normal fit, ``(mean, sd)`` of ``ln tokens``; none until the class has
+        ``_TAIL_AFTER`` observations."""
         count = self._log_count.get(service_class, 0)  # a state saved before the fit has none
         if count < _TAIL_AFTER:
-            return self.expected(service_class)
+            return None
         mean = self._log_sum.get(service_class, 0.0) / count
         spread = math.sqrt(max(self._log_sq.get(service_class, 0.0) / count - mean * mean, 0.0))
-        return math.exp(mean + z * spread)
+        return mean, spread
 
     def observe(self, service_class: str, tokens: int) -> None:
         self._sum[service_class] = self._sum.get(service_class, 0.0) + tokens

@@ -1,10 +1,13 @@
 """What a router knows of each server from its own traffic: the order of its queue (the requests
-it has placed there and not yet heard back from, with the priority it gave each one) and the
-share of its time its recent prefills take."""
+it has placed there and not yet heard back from, with the priority it gave each one), the
+share of its time its recent prefills take, and the share of its answers that come late."""
 
 from __future__ import annotations
 
+import heapq
 import math
+from collections.abc import Container
+from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
@@ -15,6 +18,8 @@ from perllm.domain import LoadArrays
 
 Array = npt.NDArray[np.float64]
 Priorities = npt.NDArray[np.int64]
+
+_STANDARD = NormalDist()
 
 
 class Outstanding:
@@ -146,3 +151,64 @@ def _utilisation(
     for s in range(n):
         out[s] = prefill_share(seconds, at, s, running[s] + queued[s] >= max_batch[s], now, tau_s)
     return out
+
+
+LATE_AFTER = 5
+"""Answers due on a server before its share of late ones is trusted."""
+
+
+class LateAnswers:
+    """How many of each server's answers come later than planned, as the router sees it: a
+    server that slows down shows it in flight, long before its first slow answer comes back.
+
+    Each placed request is *due* when the arm's own record says its answer comes at the class's
+    mean output length; at that time the router knows whether it has come back. Output lengths
+    vary, so on a server as fast as its record a request is late with probability ``p0 = P(o >
+    o_mean) = 1 - F(o_mean)``, ``F`` the class's log-normal fit (mean ``mu`` and sd ``sd`` of
+    ``ln o``). Each server keeps exponentially weighted means (rate ``a``) of the late indicator,
+    ``L``, and of the requests' ``p0``, ``P``. A server slower than its record by a factor ``f``
+    (a decode-bound time) makes late every answer longer than ``o_mean / f``, so ``L = 1 -
+    F(o_mean / f)``: ``ln f = ln o_mean - mu - sd Phi^-1(1 - L)``, reported once at least
+    :data:`LATE_AFTER` answers were due and ``L > P + margin``. Each placement and each answer
+    due costs ``O(log k)`` for ``k`` requests pending."""
+
+    def __init__(self, n_servers: int, rate: float) -> None:
+        self.rate = rate
+        self.shares = np.zeros((3, n_servers))  # L, P, answers due
+        self._due: list[tuple[float, int, int, float, float, float, float]] = []
+
+    def placed(
+        self,
+        request_id: int,
+        server: int,
+        due_s: float,
+        fit: tuple[float, float] | None,
+        expected_tokens: float,
+    ) -> None:
+        """Track a placed request, due at ``due_s`` (not without a length fit)."""
+        if fit is None or not fit[1] > 0.0 or not expected_tokens > 0.0:
+            return
+        mu, sd = fit
+        p0 = 0.5 * math.erfc((math.log(expected_tokens) - mu) / (sd * math.sqrt(2.0)))
+        entry = (due_s, request_id, server, p0, mu, sd, expected_tokens)
+        heapq.heappush(self._due, entry)
+
+    def slowdowns(
+        self, now: float, pending: Container[int], margin: float
+    ) -> list[tuple[int, float]]:
+        """Take the answers due by ``now`` (late if their request is still ``pending``); return
+        ``(server, ln f)`` for each whose late share then exceeds the expected by more than
+        ``margin``."""
+        due, shares, a = self._due, self.shares, self.rate
+        found: list[tuple[int, float]] = []
+        while due and due[0][0] <= now:
+            _, request_id, server, p0, mu, sd, expected = heapq.heappop(due)
+            late = 1.0 if request_id in pending else 0.0
+            shares[0, server] += a * (late - shares[0, server])
+            shares[1, server] += a * (p0 - shares[1, server])
+            shares[2, server] += 1.0
+            share = float(shares[0, server])
+            if shares[2, server] >= LATE_AFTER and share > shares[1, server] + margin:
+                on_time = min(max(1.0 - share, 1e-3), 1.0 - 1e-3)
+                found.append((server, math.log(expected) - mu - sd * _STANDARD.inv_cdf(on_time)))
+        return found
