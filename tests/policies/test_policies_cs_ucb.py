@@ -206,6 +206,28 @@ def test_a_server_whose_answers_come_late_is_left_before_any_comes_back(
     assert all(cloud_picks({"late-margin": math.inf}))
 
 
+@pytest.mark.parametrize("batch_full", [False, True])
+def test_only_requests_that_start_at_once_are_watched_for_late_answers(
+    batch_full, paper_view, request_factory
+) -> None:
+    # Queued behind a full batch, a request is late by its queue as much as by its server: its
+    # answer says nothing of the server's speed. (No answer ever comes back here.)
+    policy = make_policy("cs-ucb", {"drift-memory-s": 1e9}, seed=5)
+    for tokens in np.random.default_rng(5).lognormal(4.0, 0.8, size=50):
+        policy.lengths.observe("chat", int(tokens))
+    paper_view.running[5] = 48 if batch_full else 0
+    picks = []
+    for i in range(30):
+        paper_view.clock = float(i)
+        decision = policy.select(request_factory(i, deadline_s=600.0, prompt=20), paper_view)
+        picks.append(decision.server)
+    watched, drift = float(policy.late.shares[2, 5]), float(policy.drift[0, 5])
+    if batch_full:
+        assert picks == [5] * 30 and watched == 0.0 and drift == 0.0
+    else:  # watched, found slow, and then left
+        assert picks[:LATE_AFTER] == [5] * LATE_AFTER and watched >= LATE_AFTER and drift > 1.0
+
+
 def test_late_answers_imply_the_slowdown_and_ordinary_lateness_implies_none() -> None:
     # Output lengths from the class's fit: late when longer than the mean over the slowdown f.
     # About P(o > mean) of the answers are late on a server as fast as its record: nothing to

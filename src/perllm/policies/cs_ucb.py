@@ -68,9 +68,10 @@ with confidence bounds on what it learned. For a request ``r`` of class ``c`` wi
 
    Answers come back late, and a slow server's last: a slowdown would show only after the
    requests it holds have finished. So the router also watches its *late answers*
-   (:class:`~perllm.policies.outstanding.LateAnswers`): each request (not deflected) is due
-   when the arm's own record says its answer comes at the mean length (``T exp(m)``), and is
-   late if it has not come back by then. About ``p0 = P(o > o_mean)`` of them (the class's
+   (:class:`~perllm.policies.outstanding.LateAnswers`): each request that finds a free batch
+   slot (not deflected) is due when the arm's own record says its answer comes at the mean
+   length (``T exp(m)``), and is late if it has not come back by then (a queued request's
+   lateness could be its queue's). About ``p0 = P(o > o_mean)`` of them (the class's
    length fit) are late on a server as fast as its record; when a server's exponentially
    weighted late share ``L`` (rate ``drift-rate``) exceeds the same mean of ``p0`` by
    ``late-margin`` (0.5), after at least five answers due, its drift is raised to at least ``ln
@@ -847,8 +848,10 @@ class CsUcbPolicy(PolicyBase):
             active = float(loads.link_active_weight[server])
             rtt, bandwidth = float(table.rtt_s[server]), float(loads.bandwidth_mbps[server])
             transfer_s = physics.transfer_s(total_bytes, bandwidth, rtt, share, active)
-        if kind != HOPELESS and self.config.late_margin < math.inf:
-            # Due when the arm's own record says the answer comes, at the mean length.
+        starts = loads.running[server] + loads.queued[server] < table.max_batch[server]
+        if starts and kind != HOPELESS and self.config.late_margin < math.inf:
+            # Due when the arm's own record says the answer comes, at the mean length; only a
+            # request that starts at once measures its server's speed (not its queue's length).
             record = float(times.own[2 * row + int(crowded), server])
             due = now + (rest_s + transfer_s) * record
             self.late.placed(
