@@ -140,7 +140,7 @@ are learned per class, a running mean and a log-normal fit (a router cannot know
 Each update costs ``O(servers)`` (every arm of the row borrows from the others) and each decision
 ``O(arms)``: the estimate, the bounds and the choice (and the second look at the queues) are one
 compiled call over the servers (numba); the late answers cost ``O(log k)`` a request for ``k``
-pending. 27 us median and 34-41 us p99 at 100 servers (``benchmarks/decision_speed.py``).
+pending. 28 us median and 43-46 us p99 at 100 servers (``benchmarks/decision_speed.py``).
 
 Parameters: ``confidence`` (beta on time) and ``exploration`` (beta on energy), in standard errors,
 both 1.0; ``prior-log-sd`` = 0.3 (a datasheet within about 30%); ``share-by-urgency`` on
@@ -154,8 +154,9 @@ sake, not for a figure), ``long-shot-quantile`` 0.5 (the median, as likely as no
 noise of it, and judging at the mean, as before, 1.055x / 1.030x goodput and 78% / 75% of cells
 meeting as many deadlines as every baseline, against 1.061x / 1.032x and 82.5% / 74%),
 ``late-margin`` 0.5 (among 0.3, 0.4, 0.5 and 0.6; without the late answers 82.5% / 74% / 73% /
-73% of cells on clusters 1000-1019, 1020-1039, 1040-1059 and 1060-1079, with them 87.5% / 78% /
-82% / 77.5%, goodput within 0.005x either way). They were compared on generated clusters only
+73% of cells on clusters 1000-1019, 1020-1039, 1040-1059 and 1060-1079, with them 85% / 81% /
+82% / 77%, goodput within 0.005x either way; watching queued requests too, as many cells at
+0.01-0.02x more energy per met request). They were compared on generated clusters only
 (``benchmarks/robustness.py --first-cluster 1000`` and ``--first-cluster 1020``, 20 clusters each x
 3 loads x 2 seeds, and ``1040`` and ``1060`` for the last two, never the clusters or scenarios the
 README reports; geometric means against the strongest baseline per cell):
