@@ -191,8 +191,9 @@ goodput, but 0.94x / 0.87x energy), the pooled prior never lowering an arm's own
 raised by a few requests still out past their planned time at a high length quantile (0.95
 with three at once, 0.99 with two: rarer and later evidence than the late share), a safe arm
 required to be in time at the 0.99 length quantile too, a free batch slot preferred to a queue
-when no arm is safe, and only the arms whose chance of missing (the length fit's tail beyond what
-fits before the deadline) is within 2 points of the least (the README has the figures)."""
+when no arm is safe, only the arms whose chance of missing (the length fit's tail beyond what
+fits before the deadline) is within 2 points of the least, and, with the late answers, long shots
+judged at the mean length where they would queue (the README has the figures)."""
 
 from __future__ import annotations
 
