@@ -927,8 +927,7 @@ class CsUcbPolicy(PolicyBase):
         n = float(times.count[row, server])
         if self.config.drift_rate <= 0.0 or not math.isfinite(log_ratio):
             return
-        age = max(now - float(drift[1, server]), 0.0)
-        faded = float(drift[0, server]) * math.exp(-age / self.config.drift_memory_s)
+        faded = self._faded_drift(server, now)
         error = log_ratio - (float(times.total[row, server]) / n if n > 0.0 else 0.0)
         drift[0, server] = faded + self.config.drift_rate * (error - faded)
         drift[1, server] = max(now, float(drift[1, server]))
@@ -936,11 +935,14 @@ class CsUcbPolicy(PolicyBase):
     def _raise_drift(self, server: int, log_f: float, now: float) -> None:
         """Raise ``server``'s drift to ``log_f`` (the slowdown its late answers imply) where its
         faded drift is lower: answers in flight are the first sign of a slowdown."""
-        drift = self.drift
-        age = max(now - float(drift[1, server]), 0.0)
-        if log_f > float(drift[0, server]) * math.exp(-age / self.config.drift_memory_s):
-            drift[0, server] = log_f
-            drift[1, server] = now
+        if log_f > self._faded_drift(server, now):
+            self.drift[0, server] = log_f
+            self.drift[1, server] = max(now, float(self.drift[1, server]))
+
+    def _faded_drift(self, server: int, now: float) -> float:
+        """``server``'s drift faded to ``now``: ``d exp(-age / drift-memory-s)``."""
+        age = max(now - float(self.drift[1, server]), 0.0)
+        return float(self.drift[0, server]) * math.exp(-age / self.config.drift_memory_s)
 
     def forget(self, request: RouterRequest, decision: Decision) -> None:
         self.outstanding.remove(request.id)
