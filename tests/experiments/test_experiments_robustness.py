@@ -48,6 +48,19 @@ def test_win_matrix_counts_ties_as_halves() -> None:
     assert "oracle" not in matrix
 
 
+def test_within_one_percent_forgives_only_losses_of_at_most_one_percent() -> None:
+    rows = [
+        _row(0, "a", 990, 1.0),  # 1% fewer than b: within
+        _row(0, "b", 1000, 1.0),
+        _row(1, "a", 989, 1.0),  # 1.1% fewer: not within
+        _row(1, "b", 1000, 1.0),
+    ]
+    by_policy = {s.policy: s for s in scores(rows, ["a", "b"], ["a", "b"])}
+    assert by_policy["a"].beats_all == 0.0
+    assert by_policy["a"].beats_all_within == 0.5
+    assert by_policy["b"].beats_all_within == 1.0
+
+
 def test_strongest_other_excludes_the_policy_and_the_oracle() -> None:
     grouped = cells(ROWS)
     cell0 = grouped[(0, 1.0, 0)]

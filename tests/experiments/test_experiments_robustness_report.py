@@ -62,6 +62,7 @@ def test_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "win rate" in out and "of bound" in out and "oracle" in out
     # b meets more deadlines than a in every cell: it beats all at both loads, a at neither.
     assert "beats all" in out and "100 / 100" in out and "0 / 0" in out
+    assert "within 1%" in out
     assert [r.policy for r in results] == [r.policy for r in scores(rows, ["a", "b"], POLICIES)]
     plot(rows, results, ["a", "b"], tmp_path / "r.png")  # type: ignore[arg-type]
     assert (tmp_path / "r.png").stat().st_size > 10_000

@@ -84,6 +84,7 @@ def print_tables(
         "met %",
         "beats all",
         "by load (%)",
+        "within 1%",
     ]
     if has_bound:
         columns.append("of bound")
@@ -99,6 +100,7 @@ def print_tables(
             f"{100 * s.mean_satisfaction:.1f}",
             "-" if math.isnan(s.beats_all) else f"{100 * s.beats_all:.1f}%",
             " / ".join(f"{100 * s.beats_all_by_load.get(x, math.nan):.0f}" for x in loads),
+            "-" if math.isnan(s.beats_all_within) else f"{100 * s.beats_all_within:.1f}%",
         ]
         if has_bound:
             cells_.append(f"{100 * s.bound_fraction:.1f}%")
