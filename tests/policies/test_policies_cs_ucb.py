@@ -249,6 +249,29 @@ def test_late_answers_imply_the_slowdown_and_ordinary_lateness_implies_none() ->
             assert len(found) > 300 and abs(np.median(found) - math.log(f)) < 0.2
 
 
+def test_a_failed_request_is_neither_late_nor_on_time() -> None:
+    # Ten late answers, then ten requests that failed at once (gone from the pending set). Counted,
+    # the failures would pull the late share back down as answers on time; forgotten, they count
+    # as nothing and the share stays where the late answers put it.
+    mu, sd = 4.0, 0.8
+    mean = math.exp(mu + sd * sd / 2)
+    for forget in (False, True):
+        late = LateAnswers(1, rate=0.2)
+        for i in range(10):
+            late.placed(i, 0, 1.0, (mu, sd), mean)
+        for i in range(10, 20):
+            late.placed(i, 0, 2.0, (mu, sd), mean)
+            if forget:
+                late.forget(i)
+        late.forget(99)  # never watched: nothing to forget, nothing kept
+        assert late.slowdowns(1.0, set(range(10)), 0.5)  # the late answers report a slowdown
+        late.slowdowns(2.0, set(), 0.5)
+        share = 1.0 - 0.8**10
+        assert late.shares[2, 0] == (10 if forget else 20)
+        assert late.shares[0, 0] == pytest.approx(share if forget else share * 0.8**10)
+        assert not late._watched and not late._unwatched
+
+
 def test_the_drift_is_neither_saved_nor_shared_and_a_replica_keeps_its_own(
     paper_view, request_factory, feedback_factory
 ) -> None:

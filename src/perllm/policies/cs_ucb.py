@@ -892,6 +892,7 @@ class CsUcbPolicy(PolicyBase):
         self.outstanding.remove(request.id)
         crowded, expected, step, prefill = self._placed.pop(request.id, (False, 0.0, 0.0, 0.0))
         if feedback.failed:
+            self.late.forget(request.id)
             return
         finished = request.arrival_s + feedback.processing_s
         if self.config.prefill_window_s > 0:
@@ -947,6 +948,7 @@ class CsUcbPolicy(PolicyBase):
     def forget(self, request: RouterRequest, decision: Decision) -> None:
         self.outstanding.remove(request.id)
         self._placed.pop(request.id, None)
+        self.late.forget(request.id)
 
     def learned_state(self) -> dict[str, Any]:
         if self.times is None or self.energy is None:

@@ -169,13 +169,16 @@ class LateAnswers:
     ``L``, and of the requests' ``p0``, ``P``. A server slower than its record by a factor ``f``
     (a decode-bound time) makes late every answer longer than ``o_mean / f``, so ``L = 1 -
     F(o_mean / f)``: ``ln f = ln o_mean - mu - sd Phi^-1(1 - L)``, reported once at least
-    :data:`LATE_AFTER` answers were due and ``L > P + margin``. Each placement and each answer
-    due costs ``O(log k)`` for ``k`` requests pending."""
+    :data:`LATE_AFTER` answers were due and ``L > P + margin``. A request that failed or was given
+    up counts neither way (:meth:`forget`). Each placement and each answer due costs ``O(log k)``
+    for ``k`` requests pending."""
 
     def __init__(self, n_servers: int, rate: float) -> None:
         self.rate = rate
         self.shares = np.zeros((3, n_servers))  # L, P, answers due
         self._due: list[tuple[float, int, int, float, float, float, float]] = []
+        self._watched: set[int] = set()
+        self._unwatched: set[int] = set()
 
     def placed(
         self,
@@ -192,6 +195,13 @@ class LateAnswers:
         p0 = 0.5 * math.erfc((math.log(expected_tokens) - mu) / (sd * math.sqrt(2.0)))
         entry = (due_s, request_id, server, p0, mu, sd, expected_tokens)
         heapq.heappush(self._due, entry)
+        self._watched.add(request_id)
+
+    def forget(self, request_id: int) -> None:
+        """Stop watching a request (it failed or was given up: when it ended says nothing about
+        its server's speed)."""
+        if request_id in self._watched:
+            self._unwatched.add(request_id)
 
     def slowdowns(
         self, now: float, pending: Container[int], margin: float
@@ -203,6 +213,10 @@ class LateAnswers:
         found: list[tuple[int, float]] = []
         while due and due[0][0] <= now:
             _, request_id, server, p0, mu, sd, expected = heapq.heappop(due)
+            self._watched.discard(request_id)
+            if request_id in self._unwatched:
+                self._unwatched.discard(request_id)
+                continue
             late = 1.0 if request_id in pending else 0.0
             shares[0, server] += a * (late - shares[0, server])
             shares[1, server] += a * (p0 - shares[1, server])
