@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "perllm"
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
+TUNING = ROOT / "docs" / "cs-ucb-tuning.md"
 README = ROOT / "README.md"
 
 # `src/perllm/sim/world.py`, `perllm/bound/`, `perllm/policies/cs_ucb.py`
@@ -58,12 +59,13 @@ def _resolve(dotted: str) -> object:
     raise ModuleNotFoundError(dotted)
 
 
-def test_the_readme_links_the_architecture_page() -> None:
-    assert ARCHITECTURE.exists()
+def test_the_readme_links_the_architecture_and_tuning_pages() -> None:
+    assert ARCHITECTURE.exists() and TUNING.exists()
     assert "](docs/architecture.md)" in README.read_text()
+    assert "](docs/cs-ucb-tuning.md)" in README.read_text()
 
 
-@pytest.mark.parametrize("doc", [ARCHITECTURE, README], ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", [ARCHITECTURE, README, TUNING], ids=lambda p: p.name)
 def test_every_module_path_named_exists(doc: Path) -> None:
     paths = {m.group(0) for m in _PATH.finditer(doc.read_text())}
     assert paths, f"{doc.name} names no module path"
@@ -71,7 +73,7 @@ def test_every_module_path_named_exists(doc: Path) -> None:
     assert not missing, f"{doc.name} names paths that do not exist: {missing}"
 
 
-@pytest.mark.parametrize("doc", [ARCHITECTURE, README], ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", [ARCHITECTURE, README, TUNING], ids=lambda p: p.name)
 def test_every_dotted_module_named_exists(doc: Path) -> None:
     for dotted in sorted({m.group(1) for m in _DOTTED.finditer(doc.read_text())}):
         _resolve(dotted)

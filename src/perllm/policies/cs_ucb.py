@@ -103,8 +103,8 @@ with confidence bounds on what it learned. For a request ``r`` of class ``c`` wi
    their differences of a few times are within its error at a busy server, while a request done
    sooner leaves more room for its output's unknown length, holds its batch slot and its server's
    busy period for less time. This was measured, not derived: on the tuning clusters it met more
-   deadlines at about the same energy per met request as choosing by energy alone (the README has
-   the figures).
+   deadlines at about the same energy per met request as choosing by energy alone
+   (``docs/cs-ucb-tuning.md`` has the figures).
 5. **Link share** (``share-by-urgency``): the request's weight on its link is
    ``clip(tau / (D - (T - T_transfer) - rtt), floor, 1)``, ``tau`` = 0.1 s: the less time its
    transfer has to spare once the rest of its processing is counted, the more of the link it
@@ -143,57 +143,16 @@ compiled call over the servers (numba); the late answers cost ``O(log k)`` a req
 pending. 28 us median and 43-46 us p99 at 100 servers (``benchmarks/decision_speed.py``).
 
 Parameters: ``confidence`` (beta on time) and ``exploration`` (beta on energy), in standard errors,
-both 1.0; ``prior-log-sd`` = 0.3 (a datasheet within about 30%); ``share-by-urgency`` on
-(``share-levels`` as arms to learn moved goodput by under 0.3%, the README says why);
+both 1.0; ``prior-log-sd`` = 0.3 (a datasheet within about 30%); ``share-by-urgency`` on;
 ``deadline-priority``, ``prefer-free-slots``, ``long-shots`` and ``per-token-learning`` on;
 ``pool-weight`` 10, ``comfort`` 0.7, ``energy-tolerance`` 10, ``length-quantile`` 0.9,
-``prefill-window-s`` 2, ``prefill-cap`` 0.9, ``energy-slack`` 3 (among 0, 0.1, 0.3, 1, 3 and 10),
-``drift-rate`` 0.2 (among 0, 0.05, 0.1, 0.2 and 0.4), ``drift-memory-s`` 60 (among 60, 200 and
-never fading, within noise of each other on the tuning clusters; it is set for a recovered server's
-sake, not for a figure), ``long-shot-quantile`` 0.5 (the median, as likely as not; 0.3 was within
-noise of it, and judging at the mean, as before, 1.055x / 1.030x goodput and 78% / 75% of cells
-meeting as many deadlines as every baseline, against 1.061x / 1.032x and 82.5% / 74%),
-``late-margin`` 0.5 (among 0.3, 0.4, 0.5 and 0.6; without the late answers 82.5% / 74% / 73% /
-73% of cells on clusters 1000-1019, 1020-1039, 1040-1059 and 1060-1079, with them 85% / 81% /
-82% / 77%, goodput within 0.005x either way; watching queued requests too, as many cells at
-0.01-0.02x more energy per met request). They were compared on generated clusters only
-(``benchmarks/robustness.py --first-cluster 1000`` and ``--first-cluster 1020``, 20 clusters each x
-3 loads x 2 seeds, and ``1040`` and ``1060`` for the last two, never the clusters or scenarios the
-README reports; geometric means against the strongest baseline per cell):
-turning ``prefer-free-slots`` off lost 33% goodput, ``deadline-priority`` off 9%; the widths of the
-bounds (0 to 2) moved goodput by under 1%. The long shots, the prefill stalls, the output tail and
-per-token learning together moved clusters 1000-1019 from 1.003x goodput, 0.91x energy per met
-request and a 77% mean pairwise win rate to 1.043x, 0.93x and 88%, and clusters 1020-1039 from
-0.985x, 0.88x and 72% to 1.009x, 0.90x and 83% (each one's share in the README). The energy slack
-then moved them (in the energy model where a link's power is split among its transfers) from 1.043x,
-0.94x and 88% to 1.053x, 0.94x and 94%, and from 1.008x, 0.89x and 82% to 1.030x, 0.87x and 94%.
-Shares by urgency are neutral there (goodput 1.053x / 1.030x with them, 1.052x / 1.030x with equal
-shares: the generated clusters' uploads are small for their links); on a crowded uplink they are
-what keeps the deadlines (the README's ``document-uploads`` figures). The drift (fading) moved them
-from 1.056x, 0.92x and 75% of cells beating every baseline to 1.055x, 0.92x and 80%, and from
-1.028x, 0.87x and 65% to 1.030x, 0.87x and 69% (``drift-rate`` 0.05 and 0.1, measured without the
-fading, within a point or two of 0.2; repeated runs of one variant differ by up to 0.03x in energy
-and 2 points of cells, which is the noise of these figures). ``queue-margin`` trades goodput for
-energy (the README has the figures). Tried and left out (no gain beyond noise on both sets): pooling
-by identical specs instead of all servers (worse: the shared error is in the model, not the
-hardware), counting unanswered requests as censored observations, a per-request quantile (``exp(m +
-z sd)``) in the feasibility test or the safe test, a discounted record, a per-class margin steered
-to a target miss rate, a prefill stall from the batch's size alone (it over-counts under overload),
-choosing long shots by energy, counting only the queued requests that go first on every server
-rather than only where waiting behind all of them is too slow (it joins queues and delays the
-requests behind: 1.031x / 1.001x goodput against 1.043x / 1.008x), draining a queue at the mean
-estimated service of the requests placed there instead of the newcomer's own, a drift of the decode
-speed alone (1.056x / 1.031x goodput, 0.92x / 0.88x energy, 77% / 64% of cells), and with the
-median long shots: long shots to the server where meeting the deadline is likeliest rather than
-where they end soonest, a queued request's wait stretched by ``1 / (1 - sigma)`` for the recent
-inflow ``sigma`` of earlier-deadline work to its server (a priority queue's wait: 1.061x / 1.034x
-goodput, but 0.94x / 0.87x energy), the pooled prior never lowering an arm's own mean, a drift
-raised by a few requests still out past their planned time at a high length quantile (0.95
-with three at once, 0.99 with two: rarer and later evidence than the late share), a safe arm
-required to be in time at the 0.99 length quantile too, a free batch slot preferred to a queue
-when no arm is safe, only the arms whose chance of missing (the length fit's tail beyond what
-fits before the deadline) is within 2 points of the least, and, with the late answers, long shots
-judged at the mean length where they would queue (the README has the figures)."""
+``prefill-window-s`` 2, ``prefill-cap`` 0.9, ``energy-slack`` 3, ``drift-rate`` 0.2,
+``drift-memory-s`` 60 (for a recovered server's sake, not for a figure), ``long-shot-quantile`` 0.5
+(the median: as likely as not), ``late-margin`` 0.5, ``queue-margin`` infinite. They were compared
+on generated clusters only (``benchmarks/robustness.py --first-cluster 1000``, ``1020``, ``1040``
+and ``1060``), never on the clusters or scenarios the README reports. What each mechanism is worth,
+the values compared around each default and the rules tried and left out, with their figures, are
+in ``docs/cs-ucb-tuning.md``."""
 
 from __future__ import annotations
 
