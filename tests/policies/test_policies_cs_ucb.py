@@ -269,7 +269,7 @@ def test_a_failed_request_is_neither_late_nor_on_time() -> None:
         share = 1.0 - 0.8**10
         assert late.shares[2, 0] == (10 if forget else 20)
         assert late.shares[0, 0] == pytest.approx(share if forget else share * 0.8**10)
-        assert not late._watched and not late._unwatched
+        assert not late._watched
 
 
 def test_the_drift_is_neither_saved_nor_shared_and_a_replica_keeps_its_own(

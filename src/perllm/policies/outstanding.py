@@ -177,8 +177,7 @@ class LateAnswers:
         self.rate = rate
         self.shares = np.zeros((3, n_servers))  # L, P, answers due
         self._due: list[tuple[float, int, int, float, float, float, float]] = []
-        self._watched: set[int] = set()
-        self._unwatched: set[int] = set()
+        self._watched: set[int] = set()  # placed and still counted when due
 
     def placed(
         self,
@@ -200,8 +199,7 @@ class LateAnswers:
     def forget(self, request_id: int) -> None:
         """Stop watching a request (it failed or was given up: when it ended says nothing about
         its server's speed)."""
-        if request_id in self._watched:
-            self._unwatched.add(request_id)
+        self._watched.discard(request_id)
 
     def slowdowns(
         self, now: float, pending: Container[int], margin: float
@@ -213,10 +211,9 @@ class LateAnswers:
         found: list[tuple[int, float]] = []
         while due and due[0][0] <= now:
             _, request_id, server, p0, mu, sd, expected = heapq.heappop(due)
+            if request_id not in self._watched:
+                continue  # forgotten
             self._watched.discard(request_id)
-            if request_id in self._unwatched:
-                self._unwatched.discard(request_id)
-                continue
             late = 1.0 if request_id in pending else 0.0
             shares[0, server] += a * (late - shares[0, server])
             shares[1, server] += a * (p0 - shares[1, server])
