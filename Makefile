@@ -4,13 +4,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup lint typecheck pytest redis bench bench-real llamacpp clean
+.PHONY: run test setup lock lint typecheck pytest redis bench bench-real llamacpp clean
 
-$(STAMP): pyproject.toml
+# The environment is installed from requirements.lock, the exact versions the tests passed with;
+# pyproject.toml keeps the version ranges a library user installs against.
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# Refresh the lock to the newest versions pyproject.toml allows (then run `make test`).
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile --quiet --upgrade --universal --python-version 3.11 \
+		--extra dev --custom-compile-command "make lock" -o requirements.lock pyproject.toml
 
 setup: $(STAMP)
 
@@ -30,7 +39,9 @@ llamacpp: $(STAMP)
 
 # The gateway-replica tests start a real redis-server (Debian package redis-server, 7.0).
 redis:
-	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+	@command -v redis-server >/dev/null || { \
+		[ "$$(id -u)" = 0 ] || { echo "redis-server is missing: install Debian's redis-server (make test installs it when run as root)" >&2; exit 2; }; \
+		apt-get update && apt-get install -y redis-server; }
 
 pytest: $(STAMP) llamacpp redis
 	$(BIN)/pytest -q

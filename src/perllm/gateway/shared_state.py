@@ -72,9 +72,9 @@ from typing import Any
 
 import numpy as np
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from perllm.gateway.config import GatewayConfig
 from perllm.gateway.view import LiveView
