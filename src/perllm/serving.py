@@ -10,7 +10,8 @@ One harness for every place that starts a server (``perllm serve``, ``emulate`` 
   :meth:`~ServerThread.start` returns once uvicorn says it has started (an event set by its
   startup, waited on with a bound against a hang only) and raises if it could not.
 - :func:`serve_apps` serves several apps in the running event loop until one stops, with
-  Ctrl-C handled once for all of them.
+  Ctrl-C handled once for all of them, and a graceful stop that loses no call sent on a
+  kept-alive connection (see its docstring).
 
 Signals are left to the caller: a server never installs its own handlers.
 """
@@ -23,12 +24,12 @@ import math
 import signal
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import Literal
 
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from perllm.errors import InputError
 
@@ -77,6 +78,30 @@ class _Server(uvicorn.Server):
             await super().startup(sockets=sockets)
         finally:
             self.startup_over.set()
+
+
+class _ClosingAnswers:
+    """ASGI wrapper: once :attr:`closing` is set, every HTTP answer says ``connection: close``,
+    so that uvicorn closes its connection after it and the client does not send it another."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.closing = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_closing(message: Message) -> None:
+            if self.closing and message["type"] == "http.response.start":
+                headers = [
+                    (k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"
+                ]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, send_closing)
 
 
 def _server(
@@ -192,31 +217,71 @@ async def serve_apps(
     log_level: str = "warning",
     graceful_s: float | None = None,
     keep_alive_s: float = 5.0,
+    linger_s: Mapping[ASGIApp, float] | None = None,
     on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> None:
     """Serve several apps in this event loop until one stops.
 
-    The first Ctrl-C (or SIGTERM) shuts every server down gracefully: they stop accepting,
-    ``on_stop`` hooks start (a gateway ends its calls in flight within its grace period),
-    calls in flight finish (those still open after ``graceful_s`` are cancelled), lifespans
-    end. A second one forces them down.
+    The first Ctrl-C (or SIGTERM) shuts every server down gracefully:
+
+    1. they stop accepting connections (a new one is refused, so its client knows that nothing
+       was sent);
+    2. an app in ``linger_s`` keeps its open connections for up to that many seconds, or until
+       its clients have closed them all, and answers every call on them as usual but with
+       ``connection: close``: a client that sends on a kept-alive connection just after the
+       signal gets its answer, never a reset;
+    3. ``on_stop`` hooks run (a gateway ends the calls still in flight);
+    4. uvicorn's own shutdown: idle connections close, calls in flight finish (those still open
+       after ``graceful_s`` are cancelled), lifespans end.
+
+    A second signal forces them down.
     """
+    lingering = dict(linger_s or {})
+    wrapped = [(_ClosingAnswers(app), app) for app, _ in apps]
     servers = [
-        _server(app, log_level=log_level, graceful_s=graceful_s, keep_alive_s=keep_alive_s)
-        for app, _ in apps
+        _server(
+            wrapper if app in lingering else app,
+            log_level=log_level,
+            graceful_s=graceful_s,
+            keep_alive_s=keep_alive_s,
+        )
+        for wrapper, app in wrapped
     ]
     tasks = [
         asyncio.create_task(server.serve(sockets=[sock]))
         for server, (_, sock) in zip(servers, apps, strict=True)
     ]
 
-    hooks: list[asyncio.Task[None]] = []
+    async def stop_gracefully() -> None:
+        loop = asyncio.get_running_loop()
+        for server, (wrapper, app) in zip(servers, wrapped, strict=True):
+            for listener in server.servers:
+                listener.close()
+            wrapper.closing = app in lingering
+        ends = [
+            (server, loop.time() + lingering[app])
+            for server, (_, app) in zip(servers, wrapped, strict=True)
+            if app in lingering
+        ]
+        # uvicorn signals no connection's end: look at its open connections every 20 ms.
+        while any(
+            s.server_state.connections and not s.force_exit and loop.time() < end
+            for s, end in ends
+        ):
+            await asyncio.sleep(0.02)
+        for hook in on_stop:
+            await hook()
+        for server in servers:
+            server.should_exit = True
+
+    stopping: list[asyncio.Task[None]] = []
 
     def stop() -> None:
-        if not hooks:
-            hooks.extend(asyncio.ensure_future(hook()) for hook in on_stop)
+        if not stopping:
+            stopping.append(asyncio.create_task(stop_gracefully()))
+            return
         for server in servers:
-            server.force_exit = server.should_exit
+            server.force_exit = True
             server.should_exit = True
 
     loop = asyncio.get_running_loop()
@@ -231,8 +296,8 @@ async def serve_apps(
         for server in servers:
             server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
-        for hook in hooks:
-            hook.cancel()
-        await asyncio.gather(*hooks, return_exceptions=True)
+        for task in stopping:
+            task.cancel()
+        await asyncio.gather(*stopping, return_exceptions=True)
         for sig in handled:
             loop.remove_signal_handler(sig)

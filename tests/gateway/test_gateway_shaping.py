@@ -195,7 +195,8 @@ def test_a_shaped_link_carries_the_body_whole_with_its_share(
     seen: list[tuple[bytes, dict[str, str]]] = []
     backend = serve(_capturing_backend(seen))
     link = {"bandwidth-mbps": 200, "shape-uploads": shape}
-    entry = kit.backend("c", backend.url, kit.CLOUD, link=link)
+    # A long-context model: the document is about 75,000 tokens.
+    entry = kit.backend("c", backend.url, kit.CLOUD, link=link, **{"context-tokens": 131072})
     config = kit.gateway_config([entry], policy={"type": "cs-ucb"})
     app = create_app(config, make_policy("cs-ucb"))
     gateway = serve(app)

@@ -128,3 +128,72 @@ def test_one_sigterm_drains_then_ends_streams_and_exits_0(
     emulator.send_signal(signal.SIGTERM)
     _ends_with_shutdown_error(stream.finish())
     assert emulator.wait(timeout=HANG_S) == 0
+
+
+def test_sigterm_under_load_answers_every_call_sent_on_a_kept_alive_connection(
+    processes: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    """Closed-loop clients keep calling on kept-alive connections while the gateway gets its
+    SIGTERM: each call is answered (those sent after the signal with ``connection: close``),
+    and the only failure a client sees is a refused connection, once the gateway has stopped
+    listening: nothing sent is lost."""
+    import asyncio
+
+    backend_port, gateway_port = _port(), _port()
+    processes.append(_start("emulate", "--profile", PROFILE, "--port", str(backend_port)))
+    config = {
+        "backends": [
+            {
+                "name": "b",
+                "url": f"http://127.0.0.1:{backend_port}",
+                "tier": "edge",
+                "models": {"m": "llama-2-7b"},
+                "hardware": "rtx-3090",
+                "model": "llama-2-7b",
+                "dtype": "q4",
+                "max-concurrency": 64,
+            }
+        ],
+        "policy": {"type": "round-robin"},
+        "timeouts": {"drain-s": 10},
+    }
+    (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(config))
+    gateway = _start(
+        "serve", "--config", str(tmp_path / "gateway.yaml"), "--port", str(gateway_port)
+    )
+    processes.append(gateway)
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    endings: list[str] = []
+    told_to_close: list[bool] = []
+    enough = asyncio.Event()
+
+    async def caller(client: httpx.AsyncClient) -> None:
+        while True:
+            try:
+                answer = await client.post("/v1/chat/completions", json=body)
+            except httpx.ConnectError:
+                endings.append("refused")  # nothing was sent: the gateway no longer listens
+                return
+            except httpx.HTTPError as err:
+                endings.append(f"lost: {type(err).__name__}")
+                return
+            endings.append("answered" if answer.status_code == 200 else answer.text)
+            told_to_close.append(answer.headers.get("connection") == "close")
+            if len(endings) >= 64:
+                enough.set()
+
+    async def load() -> None:
+        limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+        base = f"http://127.0.0.1:{gateway_port}"
+        async with httpx.AsyncClient(base_url=base, limits=limits, timeout=HANG_S) as client:
+            callers = [asyncio.create_task(caller(client)) for _ in range(16)]
+            await asyncio.wait_for(enough.wait(), HANG_S)
+            gateway.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(asyncio.gather(*callers), HANG_S)
+
+    asyncio.run(load())
+    assert gateway.wait(timeout=HANG_S) == 0
+    failures = [e for e in endings if e not in ("answered", "refused")]
+    assert not failures, failures[:5]
+    assert endings.count("refused") == 16  # each caller ends on a refused connection
+    assert any(told_to_close)

@@ -124,16 +124,15 @@ class Gateway:
     def authorized(self, request: HttpRequest) -> bool:
         return self.caller(request) is not None
 
-    async def shutdown(self) -> None:
-        """On the first stop signal: let calls in flight finish within ``timeouts.drain-s``,
-        then end the rest (streams with an SSE error event, others with a ``503``)."""
-        if await self.dispatcher.drain(self.config.timeouts.drain_s):
+    async def shutdown(self, drain_s: float | None = None) -> None:
+        """On stopping: let calls in flight finish within ``drain_s`` (default
+        ``timeouts.drain-s``), then end the rest (streams with an SSE error event, others with a
+        ``503``)."""
+        if drain_s is None:
+            drain_s = self.config.timeouts.drain_s
+        if await self.dispatcher.drain(drain_s):
             return
-        log.warning(
-            "shutdown: ending %d calls still in flight after %g s",
-            self.dispatcher.active,
-            self.config.timeouts.drain_s,
-        )
+        log.warning("shutdown: ending %d calls still in flight", self.dispatcher.active)
         self.dispatcher.stop_all("the gateway is shutting down")
         await self.dispatcher.drain(STOP_GRACE_S)
 
@@ -177,8 +176,8 @@ def _build(config: GatewayConfig, policy: Policy, client: httpx.AsyncClient | No
     own = client is None
     clients = [client] if client is not None else make_clients(config)
     breakers = [
-        CircuitBreaker(config.health.failure_threshold, config.health.cooldown_s)
-        for _ in config.backends
+        CircuitBreaker(config.health.failure_threshold, config.health.cooldown_s, b.name)
+        for b in config.backends
     ]
     shapers = [
         UploadShaper(b.link.bandwidth_mbps) if b.link.shape_uploads else None

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from collections.abc import Coroutine
+import socket
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,28 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
+async def serve_gateway(
+    apps: Sequence[tuple[Any, socket.socket]], gateway: Any, config: GatewayConfig, log_level: str
+) -> None:
+    """Serve ``apps`` (``gateway`` among them) until a stop signal; on it, the gateway keeps
+    its open client connections for up to ``timeouts.drain-s`` (each told to close with its
+    next answer), then ends the calls still in flight (see :func:`perllm.serving.serve_apps`)."""
+    from perllm.gateway.app import STOP_GRACE_S
+    from perllm.serving import serve_apps
+
+    async def end_calls() -> None:
+        await gateway.state.gateway.shutdown(drain_s=0.0)
+
+    await serve_apps(
+        apps,
+        log_level=log_level,
+        graceful_s=STOP_GRACE_S + 1.0,
+        keep_alive_s=config.timeouts.keep_alive_s,
+        linger_s={gateway: config.timeouts.drain_s},
+        on_stop=[end_calls],
+    )
+
+
 def _serve_config(args: argparse.Namespace) -> GatewayConfig:
     """The config, with ``--state-store`` applied and ``--workers`` checked against it."""
     from perllm.errors import InputError
@@ -66,12 +89,12 @@ def _serve_config(args: argparse.Namespace) -> GatewayConfig:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from perllm.cli_args import writable_dir
-    from perllm.gateway.app import STOP_GRACE_S, create_app
+    from perllm.gateway.app import create_app
     from perllm.gateway.shared_state import redacted
     from perllm.gateway.state import load_state
     from perllm.gateway.workers import run_workers
     from perllm.policies.registry import make_policy
-    from perllm.serving import bind, serve_apps
+    from perllm.serving import bind
 
     config = _serve_config(args)
 
@@ -97,15 +120,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
 
     def serve(served: Any) -> None:
-        _run(
-            serve_apps(
-                [(served, sock)],
-                log_level=args.log_level,
-                graceful_s=config.timeouts.drain_s + STOP_GRACE_S + 1.0,
-                keep_alive_s=config.timeouts.keep_alive_s,
-                on_stop=[served.state.gateway.shutdown],
-            )
-        )
+        _run(serve_gateway([(served, sock)], served, config, args.log_level))
 
     if args.workers == 1:
         serve(app)
@@ -143,10 +158,10 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
 def _cmd_testbed(args: argparse.Namespace) -> int:
     from perllm.cluster import scenario
     from perllm.emulator.app import create_emulator_app
-    from perllm.gateway.app import STOP_GRACE_S, create_app
+    from perllm.gateway.app import create_app
     from perllm.gateway.testbed import PUBLIC_MODEL, plan_testbed
     from perllm.policies.registry import make_policy
-    from perllm.serving import bind, serve_apps
+    from perllm.serving import bind
 
     cluster = scenario.load(args.scenario)
     params: dict[str, Any] = {}
@@ -178,15 +193,7 @@ def _cmd_testbed(args: argparse.Namespace) -> int:
             f"rtt {plan.rtt_ms:g} ms"
         )
     print("Ctrl-C to stop", flush=True)
-    _run(
-        serve_apps(
-            apps,
-            log_level=args.log_level,
-            graceful_s=config.timeouts.drain_s + STOP_GRACE_S + 1.0,
-            keep_alive_s=config.timeouts.keep_alive_s,
-            on_stop=[gateway.state.gateway.shutdown],
-        )
-    )
+    _run(serve_gateway(apps, gateway, config, args.log_level))
     return 0
 
 

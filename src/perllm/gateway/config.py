@@ -102,6 +102,9 @@ class BackendConfig(KebabModel):
     # The most output tokens (``max_tokens``) a call may ask of this backend; default: the
     # catalog model's context length, else :data:`DEFAULT_MAX_TOKENS`.
     max_tokens: int | None = Field(default=None, ge=1)
+    # The context window (prompt plus output tokens) of the served model; default: the catalog
+    # model's, where known. A call whose prompt and ``max_tokens`` cannot fit is not sent here.
+    context_tokens: int | None = Field(default=None, ge=1)
     # The backend orders its queue by a request's ``priority`` (vLLM started with
     # ``--scheduling-policy priority``, or ``perllm emulate``): send the policy's priority in the
     # body. Off by default, as a vLLM with first-come-first-served scheduling refuses it.
@@ -112,8 +115,15 @@ class BackendConfig(KebabModel):
         """The ``max_tokens`` cap of calls to this backend (see ``max-tokens``)."""
         if self.max_tokens is not None:
             return self.max_tokens
-        context = MODELS[self.model].context_tokens
+        context = self.context_window
         return context if context is not None else DEFAULT_MAX_TOKENS
+
+    @property
+    def context_window(self) -> int | None:
+        """The context window in tokens (see ``context-tokens``), ``None`` where unknown."""
+        if self.context_tokens is not None:
+            return self.context_tokens
+        return MODELS[self.model].context_tokens
 
     @property
     def model_map(self) -> dict[str, str]:
@@ -167,15 +177,18 @@ class TimeoutsConfig(KebabModel):
     ``request-s`` and ``deadline-factor``: the total time one call may take, arrival to last
     byte, is ``min(request-s, deadline-factor * its deadline)``; past it the upstream call is
     cancelled and the client gets a ``504`` (an SSE error event once a stream has begun).
-    ``drain-s``: on shutdown, how long calls in flight may still run. ``keep-alive-s``: how long
-    an idle client connection is kept open (longer than clients keep theirs, so that a client
-    never sends a call on a connection the gateway is closing).
+    ``body-s``: how long a client may take to send a call's body (a ``408`` past it).
+    ``drain-s``: on shutdown, how long calls in flight may still run, and how long open client
+    connections stay open to be told, with their next answer, that they will close.
+    ``keep-alive-s``: how long an idle client connection is kept open (longer than clients keep
+    theirs, so that a client never sends a call on a connection the gateway is closing).
     """
 
     connect_s: float = Field(default=2.0, gt=0.0)
     read_s: float = Field(default=60.0, gt=0.0)
     request_s: float = Field(default=600.0, gt=0.0)
     deadline_factor: float = Field(default=20.0, gt=0.0)
+    body_s: float = Field(default=30.0, gt=0.0)
     drain_s: float = Field(default=30.0, ge=0.0)
     keep_alive_s: float = Field(default=75.0, gt=0.0)
 
@@ -272,6 +285,8 @@ def parse_config(data: Any, source: str) -> GatewayConfig:
 def load_config(path: str | Path) -> GatewayConfig:
     """Read and validate a gateway YAML file (one-line :class:`InputError` if anything is wrong)."""
     file = Path(path)
+    if file.is_dir():
+        raise InputError(f"--config: {str(file)!r} is a directory, not a YAML file")
     if not file.is_file():
         raise InputError(f"--config: file not found: {str(file)!r}")
     try:

@@ -15,8 +15,8 @@ recorder, and any sink added there); an answered one is also counted for its bac
 
 If the policy picks a backend that may not take the call (a load-blind policy such as
 round-robin ignores health), the least occupied backend that may take it is used instead. Only
-backends whose ``max_tokens`` cap admits the call's ``max_tokens`` may take it (400 naming
-``max_tokens`` when none does).
+backends whose ``max_tokens`` cap admits the call's ``max_tokens``, and whose context window
+holds its prompt and ``max_tokens``, may take it (a 400 naming the problem when none does).
 
 A call the gateway cancels (its client went away, or its time limit passed; see the call's
 :class:`~perllm.gateway.outcome.Ticket`) is never retried elsewhere: its attempt releases its
@@ -144,6 +144,9 @@ class Dispatcher:
                 mask = self.serving.setdefault(model, np.zeros(len(self.names), dtype=bool))
                 mask[server] = True
         self.max_tokens = np.array([b.max_output_tokens for b in upstream.backends])
+        self.context = np.array(
+            [b.context_window or math.inf for b in upstream.backends], dtype=float
+        )
         self.answered = BackendTally(self.names)
         self.failures = BackendTally(self.names, failed_only=True)
         self.attempt_sinks = FanOut((metrics, self.failures, PolicySink(policy)))
@@ -187,21 +190,33 @@ class Dispatcher:
         return decision
 
     def eligible(self, call: Call) -> npt.NDArray[np.bool_]:
-        """The backends that may take ``call`` (:class:`ApiError` 400 if its ``max_tokens``
-        exceeds every cap)."""
+        """The backends that may take ``call``: those whose ``max_tokens`` cap admits its
+        ``max_tokens`` and whose context window holds its prompt (estimated) and ``max_tokens``
+        (:class:`ApiError` 400 naming the first of these that no backend meets)."""
         serving = self.serving[call.model]
-        if call.max_tokens is None:
-            return serving.copy()
-        allowed = serving & (self.max_tokens >= call.max_tokens)
-        if not allowed.any():
-            most = int(self.max_tokens[serving].max())
+        allowed = serving.copy()
+        if call.max_tokens is not None:
+            allowed &= self.max_tokens >= call.max_tokens
+            if not allowed.any():
+                most = int(self.max_tokens[serving].max())
+                raise ApiError(
+                    400,
+                    f"'max_tokens' of {call.max_tokens} exceeds the most any backend serving "
+                    f"model {call.model!r} allows ({most})",
+                    "max_tokens_too_large",
+                )
+        needed = call.prompt_tokens + (call.max_tokens or 0)
+        fits = allowed & (self.context >= needed)
+        if not fits.any():
+            largest = int(self.context[allowed].max())
+            asked = "" if call.max_tokens is None else f" plus 'max_tokens' of {call.max_tokens}"
             raise ApiError(
                 400,
-                f"'max_tokens' of {call.max_tokens} exceeds the most any backend serving model "
-                f"{call.model!r} allows ({most})",
-                "max_tokens_too_large",
+                f"the prompt of about {call.prompt_tokens} tokens{asked} exceeds the context "
+                f"window of every backend serving model {call.model!r} (at most {largest})",
+                "context_length_exceeded",
             )
-        return allowed
+        return fits
 
     async def dispatch(self, call: Call, ticket: Ticket) -> Response:
         """Answer one validated call (raises :class:`ApiError` when no backend can).
@@ -392,6 +407,8 @@ class Dispatcher:
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until no call is in flight (at most ``timeout_s``); returns whether it did."""
+        if self._idle.is_set():
+            return True
         if math.isinf(timeout_s):
             await self._idle.wait()
             return True

@@ -30,7 +30,8 @@ POWER_METRIC = "DCGM_FI_DEV_POWER_USAGE"
 class CircuitBreaker:
     """Closed / open / half-open breaker; every method takes the time (monotonic seconds)."""
 
-    def __init__(self, failure_threshold: int, cooldown_s: float) -> None:
+    def __init__(self, failure_threshold: int, cooldown_s: float, name: str = "backend") -> None:
+        self.name = name  # the backend's name, for the log
         self.failure_threshold = failure_threshold
         self.cooldown_s = cooldown_s
         self.failures = 0
@@ -54,7 +55,9 @@ class CircuitBreaker:
         self.failures += 1
         if self.is_open or self.failures >= self.failure_threshold:
             if not self.is_open:
-                log.warning("circuit opened after %d consecutive failures", self.failures)
+                log.warning(
+                    "circuit of %s opened after %d consecutive failures", self.name, self.failures
+                )
             self.is_open = True
             self.opened_at = now
 

@@ -13,6 +13,7 @@ Per-request deadline (the processing-time requirement, arrival to last byte), fi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Collection, Mapping
@@ -25,7 +26,15 @@ from starlette.responses import JSONResponse
 from perllm.domain import CHARS_PER_TOKEN
 from perllm.gateway.config import GatewayConfig
 
-__all__ = ["ApiError", "Call", "body_too_large", "error_response", "parse_call", "read_body"]
+__all__ = [
+    "ApiError",
+    "Call",
+    "body_too_large",
+    "error_response",
+    "parse_call",
+    "read_body",
+    "unknown_model",
+]
 
 Kind = Literal["chat", "completions"]
 
@@ -81,6 +90,12 @@ class Call:
     prompt_tokens: int
 
 
+def unknown_model(model: str, models: Collection[str]) -> ApiError:
+    """The ``404`` of a model no backend serves."""
+    known = ", ".join(models)
+    return ApiError(404, f"model {model!r} is not served here; known: {known}", "model_not_found")
+
+
 def body_too_large(max_bytes: int, declared: int | None = None) -> ApiError:
     """The ``413`` of a body over ``limits.max-body-bytes``."""
     size = "" if declared is None else f" of {declared} bytes"
@@ -91,18 +106,30 @@ def body_too_large(max_bytes: int, declared: int | None = None) -> ApiError:
     )
 
 
-async def read_body(request: HttpRequest, max_bytes: int) -> bytes:
-    """The request body, refused with 413 as soon as it exceeds ``max_bytes``."""
+async def read_body(request: HttpRequest, max_bytes: int, timeout_s: float) -> bytes:
+    """The request body, refused with ``413`` as soon as it exceeds ``max_bytes`` and with
+    ``408`` (closing the connection) when it has not all arrived within ``timeout_s``.
+
+    A client that hangs up mid-upload raises starlette's ``ClientDisconnect``."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise body_too_large(max_bytes, int(declared))
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise body_too_large(max_bytes)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise body_too_large(max_bytes)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(
+            408,
+            f"request body not received in full within {timeout_s:g} s (timeouts.body-s)",
+            "body_timeout",
+            headers={"connection": "close"},
+        ) from None
     return b"".join(chunks)
 
 
@@ -128,6 +155,13 @@ def _prompt_tokens(kind: Kind, body: dict[str, Any]) -> int:
                 raise ApiError(
                     400, f"'messages[{i}]' must be an object with a 'role'", "bad_message"
                 )
+            if message["role"] not in ROLES:
+                raise ApiError(
+                    400,
+                    f"'messages[{i}].role' must be one of {', '.join(ROLES)}, "
+                    f"got {message['role']!r}",
+                    "bad_message",
+                )
             content = message.get("content")
             if content is not None and not isinstance(content, str | list):
                 raise ApiError(
@@ -142,6 +176,67 @@ def _prompt_tokens(kind: Kind, body: dict[str, Any]) -> int:
             raise ApiError(400, "'prompt' is required (a string or a list)", "missing_prompt")
         chars = _text_chars(prompt)
     return max(1, math.ceil(chars / CHARS_PER_TOKEN))
+
+
+# The message roles of OpenAI's chat API.
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+# Deeper JSON is refused: no OpenAI body nests this far, and parsing or re-encoding a body must
+# never hit Python's recursion limit.
+MAX_JSON_DEPTH = 64
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object (:class:`ApiError` 400 if it is not one, or nests too deep)."""
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        body = None  # a body nested thousands deep
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "request body is not valid JSON", "invalid_json") from None
+    if body is None or _depth(body) > MAX_JSON_DEPTH:
+        raise ApiError(
+            400, f"request body nests deeper than {MAX_JSON_DEPTH} levels", "invalid_json"
+        )
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object", "invalid_json")
+    return body
+
+
+def _depth(value: Any) -> int:
+    """How deep JSON ``value`` nests (a scalar is 0), walked without recursion."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                break
+            stack.extend((v, depth) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _check_choices(body: dict[str, Any]) -> None:
+    n = body.get("n")
+    if n is not None and (isinstance(n, bool) or n != 1):
+        raise ApiError(
+            400, f"'n' must be 1 (one choice per call is scheduled), got {n!r}", "bad_param"
+        )
+    options = body.get("stream_options")
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        raise ApiError(400, f"'stream_options' must be an object, got {options!r}", "bad_param")
+    if body.get("stream") is not True:
+        raise ApiError(400, "'stream_options' is only allowed with 'stream': true", "bad_param")
+    usage = options.get("include_usage")
+    if usage is not None and not isinstance(usage, bool):
+        raise ApiError(
+            400,
+            f"'stream_options.include_usage' must be true or false, got {usage!r}",
+            "bad_param",
+        )
 
 
 # OpenAI's sampling parameters and their ranges: checked here so that a bad one is a 400 naming
@@ -227,24 +322,17 @@ def parse_call(
     models: Collection[str],
 ) -> Call:
     """Validate a completion call's body and scheduling headers (:class:`ApiError` if bad)."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "request body is not valid JSON", "invalid_json") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "request body must be a JSON object", "invalid_json")
+    body = _json_object(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise ApiError(400, "'model' is required (a string)", "missing_model")
     if model not in models:
-        known = ", ".join(models)
-        raise ApiError(
-            404, f"model {model!r} is not served here; known: {known}", "model_not_found"
-        )
+        raise unknown_model(model, models)
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise ApiError(400, f"'stream' must be true or false, got {stream!r}", "bad_stream")
     prompt_tokens = _prompt_tokens(kind, body)
+    _check_choices(body)
     _check_sampling(body)
     max_tokens = _max_tokens(body)
     name = headers.get("x-perllm-class", config.default_class)

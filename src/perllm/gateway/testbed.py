@@ -16,7 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from perllm.cli_args import MAX_PORT
 from perllm.cluster.scenario import Cluster, replica_names
+from perllm.errors import InputError
 from perllm.gateway.config import GatewayConfig, parse_config
 
 __all__ = ["PUBLIC_MODEL", "EmulatorPlan", "plan_testbed"]
@@ -48,7 +50,14 @@ def plan_testbed(
     time_scale: float,
     policy: dict[str, Any],
 ) -> tuple[list[EmulatorPlan], GatewayConfig]:
-    """The emulators (on ``port + 1, ...``) and the gateway config for a scenario."""
+    """The emulators (on ``port + 1, ...``) and the gateway config for a scenario
+    (:class:`~perllm.errors.InputError` naming ``--port`` when those ports pass 65535)."""
+    last = port + len(cluster.servers)
+    if last > MAX_PORT:
+        raise InputError(
+            f"--port: {port} leaves no room for the {len(cluster.servers)} emulators on the "
+            f"ports after it (the last would be {last}, above {MAX_PORT}); pick a lower port"
+        )
     dtypes = _dtypes(cluster)
     plans, backends = [], []
     for i, spec in enumerate(cluster.servers, start=1):

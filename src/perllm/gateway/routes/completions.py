@@ -2,13 +2,15 @@
 
 Each call gets a request id and a :class:`~perllm.gateway.outcome.Ticket` that ends in exactly
 one outcome: answered, an error (a ``4xx`` from intake, limits or the backend, or a ``500``),
-or abandoned (the client went away, or the gateway is stopping).
+or abandoned (the client went away, mid-upload or before its answer, or the gateway is
+stopping).
 """
 
 from __future__ import annotations
 
 import logging
 
+from starlette.requests import ClientDisconnect
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
@@ -35,7 +37,7 @@ async def complete(request: HttpRequest, kind: Kind) -> Response:
             raise unauthorized()
         gw.limiter.acquire(caller)
         ticket.on_end.append(lambda _: gw.limiter.release(caller))
-        raw = await read_body(request, settings.limits.max_body_bytes)
+        raw = await read_body(request, settings.limits.max_body_bytes, settings.timeouts.body_s)
         call = parse_call(kind, raw, request.headers, settings, gw.models)
         ticket.limit_s = settings.timeouts.limit_s(call.deadline_s)
         response = await watched(
@@ -48,7 +50,7 @@ async def complete(request: HttpRequest, kind: Kind) -> Response:
         gw.metrics.answered("none", err.status)
         ticket.end("error", err.status, err.message)
         response = err.response()
-    except Abandoned:
+    except (Abandoned, ClientDisconnect):
         ticket.end("abandoned", "client-gone", "client went away before the answer")
         response = error_response(499, "client closed the request", "client_gone")
     except Exception as err:
