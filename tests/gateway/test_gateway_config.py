@@ -125,6 +125,32 @@ def test_circuit_breaker() -> None:
     assert breaker.state(12.0) == "closed"
 
 
+def test_an_opened_circuit_is_logged_with_its_backend(caplog: pytest.LogCaptureFixture) -> None:
+    breaker = CircuitBreaker(failure_threshold=1, cooldown_s=10.0, name="edge-7")
+    with caplog.at_level("WARNING"):
+        breaker.record_failure(0.0)
+    assert [r.getMessage() for r in caplog.records] == [
+        "circuit of edge-7 opened after 1 consecutive failures"
+    ]
+
+
+def test_a_directory_as_config_is_named_as_one(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"^--config: '.*' is a directory, not a YAML file$"):
+        load_config(tmp_path)
+
+
+def test_testbed_ports_past_65535_are_one_error_naming_the_port() -> None:
+    cluster = scenario.load("tiny")
+    with pytest.raises(InputError, match=r"^--port: 65535 leaves no room .* above 65535\)"):
+        plan_testbed(
+            cluster, host="127.0.0.1", port=65535, time_scale=0.1, policy={"type": "cs-ucb"}
+        )
+    plans, _ = plan_testbed(
+        cluster, host="127.0.0.1", port=65532, time_scale=0.1, policy={"type": "cs-ucb"}
+    )
+    assert plans[-1].port == 65535
+
+
 def test_power_parsing() -> None:
     text = 'DCGM_FI_DEV_POWER_USAGE{gpu="0"} 120.5\nDCGM_FI_DEV_POWER_USAGE{gpu="1"} 80\n'
     assert parse_power_w(text) == pytest.approx(200.5)

@@ -1,6 +1,7 @@
 """Property-based fuzzing (hypothesis): bad input gets a clean answer naming the problem.
 
-- Calls: chat and completion bodies (near-valid, and arbitrary JSON or bytes) with scheduling
+- Calls: chat and completion bodies (near-valid, some with an unknown role or a prompt beyond
+  every context window; arbitrary JSON or bytes; JSON nested thousands deep) with scheduling
   headers, sent to a live gateway on loopback (an instant emulator behind it). Every answer is
   2xx, or a 4xx OpenAI-style JSON error whose message names a field (or a 504 naming the time
   limit, when a drawn deadline is too short for it); never another 5xx, never a traceback,
@@ -53,6 +54,9 @@ FIELDS = (
     "presence_penalty",
     "frequency_penalty",
     "priority",
+    "'n'",
+    "role",
+    "context window",
     "header",
     "body",
     "JSON",
@@ -79,13 +83,15 @@ NUMBER_TEXT = st.one_of(
     st.sampled_from(["nan", "inf", "-0", "1e400", ""]),
     HEADER_TEXT,
 )
-ROLES = st.sampled_from(["user", "system", "assistant"])
+ROLES = st.sampled_from(["user", "system", "assistant", "developer"])
+ROLE_EDGES = st.sampled_from(["wizard", "", "USER", 1, None])
 PARTS = st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=10)}))
 MESSAGE = st.fixed_dictionaries({"role": ROLES, "content": st.text(max_size=30) | PARTS})
 VALID_OPTIONAL = {
     "max_tokens": st.integers(1, 48) | st.just(4096),
     "stream": st.booleans(),
     "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}),
+    "n": st.just(1),
     "temperature": st.floats(0, 2),
     "top_p": st.floats(0, 1),
     "presence_penalty": st.floats(-2, 2),
@@ -107,6 +113,7 @@ POISONED = (
     "max_completion_tokens",
     "stream",
     "stream_options",
+    "n",
     "temperature",
     "top_p",
     "frequency_penalty",
@@ -138,6 +145,13 @@ def bodies(draw: st.DrawFn, kind: str) -> Any:
             body[field] = draw(VALUES | EDGES)
         else:
             body.pop(field, None)
+    messages = body.get("messages")
+    if isinstance(messages, list) and messages and draw(st.integers(0, 9)) == 0:
+        messages[0] = {**messages[0], "role": draw(ROLE_EDGES)}  # an unknown role
+    if draw(st.integers(0, 19)) == 0:  # a prompt beyond every context window (4,096 tokens)
+        body["messages" if kind == "chat" else "prompt"] = (
+            [{"role": "user", "content": "x" * 20_000}] if kind == "chat" else "x" * 20_000
+        )
     return body
 
 
@@ -156,9 +170,13 @@ def calls(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
     """(path, body bytes, headers) of one call."""
     kind = draw(st.sampled_from(["chat", "completions"]))
     path = "/v1/chat/completions" if kind == "chat" else "/v1/completions"
-    shape = draw(st.sampled_from(["near-valid"] * 6 + ["json", "bytes"]))
+    shape = draw(st.sampled_from(["near-valid"] * 6 + ["json", "bytes", "nested"]))
     if shape == "bytes":
         body = draw(st.binary(max_size=64))
+    elif shape == "nested":  # brackets or objects thousands deep, closed or not
+        depth = draw(st.integers(60, 5000))
+        opener = draw(st.sampled_from([b"[", b'{"a":']))
+        body = opener * depth + draw(st.sampled_from([b"", b"1" + b"]" * depth]))
     elif shape == "json":
         body = json.dumps(draw(VALUES)).encode()
     else:
