@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from machine import header
 from rich.console import Console
 from rich.table import Table
 
@@ -166,12 +167,13 @@ def _report(rows: list[dict[str, Any]], policy: str) -> None:
         "gateway p99 ms",
         "added p99 ms",
         "gateway req/s",
+        "vs direct req/s",
         "errors",
     ):
         table.add_column(column, justify="right")
     best = 0.0
     for row in rows:
-        d_lat, d_err, _ = row["direct"]
+        d_lat, d_err, d_rate = row["direct"]
         g_lat, g_err, g_rate = row["gateway"]
         d50, g50, d99, g99 = _ms(d_lat, 50), _ms(g_lat, 50), _ms(d_lat, 99), _ms(g_lat, 99)
         if g_err == 0 and d_err == 0:
@@ -185,9 +187,11 @@ def _report(rows: list[dict[str, Any]], policy: str) -> None:
             f"{g99:.2f}",
             f"{g99 - d99:.2f}",
             f"{g_rate:.0f}",
+            f"{g_rate / d_rate:.2f}x",
             str(g_err + d_err),
         )
-    console = Console(width=150)
+    console = Console(width=170)
+    console.print(header()[0])
     console.print(table)
     console.print(f"highest rate sustained without errors: {best:.0f} requests/s")
 

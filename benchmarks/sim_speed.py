@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from machine import header
+
 from perllm.cluster import scenario
 from perllm.cluster.scenario import Cluster
 from perllm.policies.registry import make_policy
@@ -139,11 +141,11 @@ def run_one(cluster: Cluster, policy: str, n: int, seed: int) -> Row:
     )
 
 
-def print_table(rows: list[Row]) -> None:
+def print_table(rows: list[Row], yardstick_rps: float) -> None:
     header = (
         f"{'policy':<13} {'requests':>9} {'events':>10} {'ev/req':>6} {'gen s':>6} "
-        f"{'wall s':>7} {'cpu s':>7} {'req/s':>7} {'req/cpu-s':>9} {'us/req':>6} {'ratio':>5} "
-        f"{'horizon s':>9} {'lat s':>5} {'busy%':>5}"
+        f"{'wall s':>7} {'cpu s':>7} {'req/s':>7} {'req/cpu-s':>9} {'per-yard':>8} {'us/req':>6} "
+        f"{'ratio':>5} {'horizon s':>9} {'lat s':>5} {'busy%':>5}"
     )
     print(header)
     print("-" * len(header))
@@ -155,15 +157,18 @@ def print_table(rows: list[Row]) -> None:
             f"{row.policy:<13} {row.requests:>9,} {row.events:>10,} "
             f"{row.events / row.requests:>6.2f} {row.generate_s:>6.2f} {row.wall_s:>7.2f} "
             f"{row.cpu_s:>7.2f} {row.requests_per_s:>7,.0f} {row.requests / row.cpu_s:>9,.0f} "
+            f"{row.requests / row.cpu_s / (yardstick_rps / 1e6):>8,.0f} "
             f"{row.us_per_request:>6.1f} {ratio} {row.horizon_s:>9.0f} "
             f"{row.mean_latency_s:>5.2f} {100 * row.busy_fraction:>5.1f}"
         )
         previous[row.policy] = row
     print(
         "\nreq/s: simulated requests per second of wall time (req/cpu-s: per second of process "
-        "CPU time, steadier on a busy machine); ratio: time per request relative to the previous "
-        "size (1.00 = linear growth); lat s: mean processing time; busy%: mean share of the "
-        f"horizon the servers had a batch. Target >= {TARGET_RPS:,.0f} simulated requests/s."
+        "CPU time, steadier on a busy machine); per-yard: req/cpu-s per million yardstick "
+        "events/s (machine.py; comparable across machines); ratio: time per request relative to "
+        "the previous size (1.00 = linear growth); lat s: mean processing time; busy%: mean "
+        "share of the horizon the servers had a batch. "
+        f"Target >= {TARGET_RPS:,.0f} simulated requests/s."
     )
 
 
@@ -176,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     policies = args.policy or ["round-robin"]
     cluster = build_cluster(args.rate)
+    line, speed = header()
+    print(line)
     print(
         f"cluster: 80 edge rtx-3090 7B-q4 + 20 cloud a100-80gb 13B-fp16, "
         f"{len(cluster.links)} links; arrivals {args.rate:g} requests/s (poisson)\n"
@@ -192,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
                 flush=True,
             )
     print()
-    print_table(rows)
+    print_table(rows, speed)
 
 
 if __name__ == "__main__":
