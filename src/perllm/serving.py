@@ -265,8 +265,7 @@ async def serve_apps(
         ]
         # uvicorn signals no connection's end: look at its open connections every 20 ms.
         while any(
-            s.server_state.connections and not s.force_exit and loop.time() < end
-            for s, end in ends
+            s.server_state.connections and not s.force_exit and loop.time() < end for s, end in ends
         ):
             await asyncio.sleep(0.02)
         for hook in on_stop:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from matplotlib import image
 
 from perllm.cli import main
-from perllm.experiments.analysis import SATISFACTION_TARGET, capacity, mean_ci
+from perllm.experiments.analysis import SATISFACTION_TARGET, capacity
 from perllm.experiments.executors import ExecutorSpec
 from perllm.experiments.grid import ROW_FIELDS, GridConfig
 from perllm.experiments.reproduce import reproduce
@@ -63,11 +64,13 @@ def test_headline_ratios_are_computed_from_the_rows(tiny_run: Path) -> None:
         ]
         return float(row["goodput_rps"])
 
-    by_hand = [goodput("cs-ucb", s) / goodput("round-robin", s) for s in (0, 1)]
+    by_hand = np.log([goodput("cs-ucb", s) / goodput("round-robin", s) for s in (0, 1)])
     reported = document["headline"]["7b/13b|nominal"]["versus"]["round-robin"]["goodput_ratio"]
-    assert reported["mean"] == pytest.approx(np.mean(by_hand), rel=1e-12)
-    half = reported["ci_high"] - reported["mean"]
+    assert reported["estimator"] == "geometric mean"
+    assert reported["mean"] == pytest.approx(math.exp(np.mean(by_hand)), rel=1e-12)
+    half = math.log(reported["ci_high"]) - math.log(reported["mean"])
     assert half == pytest.approx(12.706 * np.std(by_hand, ddof=1) / math.sqrt(2), rel=1e-3)
+    assert math.log(reported["mean"]) - math.log(reported["ci_low"]) == pytest.approx(half)
     assert set(document["headline"]) == {"7b/13b|nominal", "7b/13b|constrained"}
 
 
@@ -94,19 +97,19 @@ def test_same_seeds_give_identical_csv(tiny_run: Path, tmp_path: Path) -> None:
     assert (tmp_path / "results.csv").read_bytes() == (tiny_run / "results.csv").read_bytes()
 
 
+def test_every_interval_of_the_report_stays_in_its_range(
+    tiny_run: Path, assert_honest: Callable[[str], list[tuple[str, float, float, float]]]
+) -> None:
+    found = assert_honest((tiny_run / "report.md").read_text())
+    assert {"deadlines met", "goodput ratio", "goodput fraction"} <= {what for what, *_ in found}
+
+
 def test_capacity_interpolates_between_sweep_points() -> None:
-    rate, censored = capacity([1.0, 2.0, 3.0], [1.0, 0.95, 0.85])
+    rate, known = capacity([1.0, 2.0, 3.0], [1.0, 0.95, 0.85])
     assert rate == pytest.approx(2.0 + (0.95 - SATISFACTION_TARGET) / 0.10)
-    assert not censored
-    assert capacity([1.0, 2.0], [0.99, 0.97]) == (2.0, True)
-    assert capacity([1.0, 2.0], [0.5, 0.3]) == (0.0, False)
-
-
-def test_mean_ci_uses_student_t() -> None:
-    stat = mean_ci([1.0, 2.0, 3.0])
-    assert stat["mean"] == 2.0
-    assert stat["ci_high"] - 2.0 == pytest.approx(4.303 * 1.0 / math.sqrt(3), rel=1e-3)
-    assert math.isnan(mean_ci([5.0])["ci_low"])
+    assert known == "="
+    assert capacity([1.0, 2.0], [0.99, 0.97]) == (2.0, ">=")
+    assert capacity([1.0, 2.0], [0.5, 0.3]) == (1.0, "<")
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,13 @@
 - **capacity** is the highest arrival rate at which a policy keeps at least 90% of deadlines met,
   found per seed from the load sweep by linear interpolation between the last rate that meets
   the target and the first that does not. A policy that meets it at every rate of the sweep is
-  given the top rate (a lower bound, flagged ``censored``); one that never does gets 0;
+  only known to reach the top rate (``">="``); one that meets it at none, only to stay below
+  the lowest rate tested (``"<"``, with that rate as the value);
 - **energy** is the energy per completed request at nominal load;
 - a **ratio** of CS-UCB to another policy is computed per seed (the two ran on the same workload,
-  so they are paired), and reported as the mean with a 95% Student-t confidence interval.
+  so they are paired), and reported as the geometric mean over seeds with a 95% interval.
+
+Every mean and interval comes from :mod:`perllm.experiments.intervals`.
 """
 
 from __future__ import annotations
@@ -19,37 +22,31 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
+
+from perllm.experiments.intervals import Estimate, estimate, geometric, positive, ratio, share
 
 SATISFACTION_TARGET = 0.9
 Row = dict[str, Any]
 Cell = tuple[str, str]
+Capacity = tuple[float, str]
+"""A capacity in requests/s and how it is known: ``"="``, ``">="`` (at least) or ``"<"``."""
+
+BELOW = "below the lowest load tested"
 
 
-def mean_ci(values: Sequence[float]) -> dict[str, float]:
-    """Mean and 95% t-interval of finite values (``nan`` bounds with fewer than two)."""
-    x = np.array([v for v in values if math.isfinite(v)], dtype=float)
-    if x.size == 0:
-        return {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0}
-    mean = float(x.mean())
-    if x.size < 2:
-        return {"mean": mean, "ci_low": math.nan, "ci_high": math.nan, "n": 1}
-    half = float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": int(x.size)}
+def capacity(rates: Sequence[float], satisfaction: Sequence[float]) -> Capacity:
+    """Highest rate with satisfaction >= target (interpolated), and how it is known.
 
-
-def capacity(rates: Sequence[float], satisfaction: Sequence[float]) -> tuple[float, bool]:
-    """Highest rate with satisfaction >= target (interpolated); (rate, censored)."""
+    ``(rate, "=")`` where the sweep crosses the target, ``(top rate, ">=")`` where it never
+    falls below it, ``(lowest rate, "<")`` where it never reaches it.
+    """
     points = sorted(zip(rates, satisfaction, strict=True))
-    best = 0.0
     for (r0, s0), (r1, s1) in itertools.pairwise(points):
         if s0 >= SATISFACTION_TARGET > s1:
-            return r0 + (s0 - SATISFACTION_TARGET) / (s0 - s1) * (r1 - r0), False
-        if s0 >= SATISFACTION_TARGET:
-            best = r0
+            return r0 + (s0 - SATISFACTION_TARGET) / (s0 - s1) * (r1 - r0), "="
     if points and points[-1][1] >= SATISFACTION_TARGET:
-        return points[-1][0], True
-    return best, False
+        return points[-1][0], ">="
+    return (points[0][0] if points else math.nan), "<"
 
 
 def _by(rows: Iterable[Row], *keys: str) -> dict[tuple[Any, ...], list[Row]]:
@@ -59,8 +56,8 @@ def _by(rows: Iterable[Row], *keys: str) -> dict[tuple[Any, ...], list[Row]]:
     return groups
 
 
-def capacities(rows: Sequence[Row]) -> dict[tuple[str, str, str, int], tuple[float, bool]]:
-    """(deployment, bandwidth, policy, seed) -> (capacity in requests/s, censored)."""
+def capacities(rows: Sequence[Row]) -> dict[tuple[str, str, str, int], Capacity]:
+    """(deployment, bandwidth, policy, seed) -> (capacity in requests/s, how it is known)."""
     out = {}
     for key, group in _by(rows, "deployment", "bandwidth", "policy", "seed").items():
         rates = [r["rate_rps"] for r in group]
@@ -69,20 +66,65 @@ def capacities(rows: Sequence[Row]) -> dict[tuple[str, str, str, int], tuple[flo
     return out
 
 
+def capacity_estimate(per_seed: Sequence[Capacity]) -> Estimate:
+    """Mean capacity over seeds with its interval; where some seed's capacity lies outside the
+    loads tested, only a bound on the mean (no interval), or none if seeds fall on both sides."""
+    values = [v for v, _ in per_seed]
+    kinds = {k for _, k in per_seed}
+    if kinds <= {"="}:
+        return positive(values)
+    mean = float(np.mean(values))
+    if kinds >= {"<", ">="}:
+        note = "outside the loads tested, on both sides"
+        return estimate(math.nan, n=len(values), note=note)
+    if "<" in kinds:
+        return estimate(mean, n=len(values), bound="<", note=BELOW)
+    return estimate(mean, n=len(values), bound="≥", note="above the highest load tested")
+
+
+def capacity_ratio(pairs: Sequence[tuple[Capacity, Capacity]]) -> Estimate:
+    """Geometric mean over seeds of one capacity over another (paired by seed).
+
+    A capacity outside the loads tested makes its seed's ratio a bound (``<`` lowest rate in
+    the denominator: at least; in the numerator: at most; ``>=`` the other way round); seeds
+    bounded on the same side give a bound, seeds bounded on both sides no estimate.
+    """
+    values, sides = [], set()
+    for (a, ka), (b, kb) in pairs:
+        at_least = ka == ">=" or kb == "<"
+        at_most = ka == "<" or kb == ">="
+        sides |= {"≥"} if at_least else set()
+        sides |= {"≤"} if at_most else set()
+        values.append(a / b if b > 0 else math.nan)
+    if len(sides) > 1:
+        note = "capacities outside the loads tested, on both sides"
+        return estimate(math.nan, n=len(values), estimator="geometric mean", note=note)
+    if not sides:
+        return ratio((a, b) for (a, _), (b, _) in pairs)
+    return geometric(values, bound=sides.pop())
+
+
+def _lowest_rate(rows: Sequence[Row]) -> dict[tuple[str, str], float]:
+    lowest: dict[tuple[str, str], float] = {}
+    for (dep, bw), group in _by(rows, "deployment", "bandwidth").items():
+        lowest[(dep, bw)] = min(float(r["rate_rps"]) for r in group)
+    return lowest
+
+
 def cell_tables(rows: Sequence[Row]) -> dict[Cell, dict[str, dict[str, Any]]]:
-    """Per (deployment, bandwidth), per policy: mean and CI of the headline metrics."""
+    """Per (deployment, bandwidth), per policy: estimates and intervals of the headline metrics,
+    and the lowest arrival rate of the sweep."""
     caps = capacities(rows)
+    lowest = _lowest_rate(rows)
     nominal = [r for r in rows if r["rate_factor"] == 1.0]
     tables: dict[Cell, dict[str, dict[str, Any]]] = defaultdict(dict)
     for (dep, bw, policy), group in _by(nominal, "deployment", "bandwidth", "policy").items():
-        seeds = [r["seed"] for r in group]
-        cap_values = [caps[(dep, bw, policy, s)] for s in seeds]
         tables[(dep, bw)][policy] = {
-            "goodput_rps": mean_ci([r["goodput_rps"] for r in group]),
-            "deadline_satisfaction": mean_ci([r["deadline_satisfaction"] for r in group]),
-            "energy_per_request_j": mean_ci([r["energy_per_request_j"] for r in group]),
-            "capacity_rps": mean_ci([c for c, _ in cap_values]),
-            "capacity_censored": any(censored for _, censored in cap_values),
+            "goodput_rps": positive([r["goodput_rps"] for r in group]),
+            "deadline_satisfaction": share([r["deadline_satisfaction"] for r in group]),
+            "energy_per_request_j": positive([r["energy_per_request_j"] for r in group]),
+            "capacity_rps": capacity_estimate([caps[(dep, bw, policy, r["seed"])] for r in group]),
+            "lowest_rate_rps": lowest[(dep, bw)],
             "energy_parts_j": {
                 part: float(
                     np.mean([r[f"energy_{part}_j"] / max(r["completed"], 1) for r in group])
@@ -91,10 +133,6 @@ def cell_tables(rows: Sequence[Row]) -> dict[Cell, dict[str, dict[str, Any]]]:
             },
         }
     return dict(tables)
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b > 0 else math.nan
 
 
 def headline(rows: Sequence[Row], subject: str = "cs-ucb") -> dict[str, dict[str, Any]]:
@@ -112,26 +150,16 @@ def headline(rows: Sequence[Row], subject: str = "cs-ucb") -> dict[str, dict[str
         seeds = sorted({s for d, b, p, s in nominal if (d, b, p) == (dep, bw, subject)})
         versus = {}
         for other in policies:
-            pairs = [
-                (nominal[(dep, bw, subject, s)], nominal[(dep, bw, other, s)])
-                for s in seeds
-                if (dep, bw, other, s) in nominal
-            ]
+            paired = [s for s in seeds if (dep, bw, other, s) in nominal]
+            a = {s: nominal[(dep, bw, subject, s)] for s in paired}
+            b = {s: nominal[(dep, bw, other, s)] for s in paired}
             versus[other] = {
-                "goodput_ratio": mean_ci(
-                    [_ratio(a["goodput_rps"], b["goodput_rps"]) for a, b in pairs]
+                "goodput_ratio": ratio((a[s]["goodput_rps"], b[s]["goodput_rps"]) for s in paired),
+                "capacity_ratio": capacity_ratio(
+                    [(caps[(dep, bw, subject, s)], caps[(dep, bw, other, s)]) for s in paired]
                 ),
-                "capacity_ratio": mean_ci(
-                    [
-                        _ratio(
-                            caps[(dep, bw, subject, a["seed"])][0],
-                            caps[(dep, bw, other, a["seed"])][0],
-                        )
-                        for a, _ in pairs
-                    ]
-                ),
-                "energy_ratio": mean_ci(
-                    [_ratio(a["energy_per_request_j"], b["energy_per_request_j"]) for a, b in pairs]
+                "energy_ratio": ratio(
+                    (a[s]["energy_per_request_j"], b[s]["energy_per_request_j"]) for s in paired
                 ),
             }
         out[f"{dep}|{bw}"] = {"deployment": dep, "bandwidth": bw, "versus": versus}

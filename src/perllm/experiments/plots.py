@@ -133,6 +133,8 @@ def _figure_legend(fig: Figure, axes: Any) -> None:
 
 
 def _bars(ax: Any, table: dict[str, dict[str, Any]], metric: str, colors: dict[str, Any]) -> None:
+    """Bars of ``metric``'s estimate per policy on a linear axis from 0 (bar heights compare
+    as ratios), whiskers its 95% interval (none where there is no interval)."""
     policies = _order(list(table))
     means = np.array([table[p][metric]["mean"] for p in policies])
     low = np.array([table[p][metric]["ci_low"] for p in policies])
@@ -141,13 +143,13 @@ def _bars(ax: Any, table: dict[str, dict[str, Any]], metric: str, colors: dict[s
     x = np.arange(len(policies))
     ax.bar(x, means, yerr=err, capsize=3, color=[colors[p] for p in policies])
     ax.set_xticks(x, policies, rotation=60, ha="right", fontsize=8)
+    ax.set_ylim(bottom=0)
     ax.grid(axis="y", alpha=0.3)
 
 
-def goodput_energy(
-    tables: dict[Cell, dict[str, dict[str, Any]]], bandwidth: str, path: Path
-) -> None:
-    """Goodput and energy per request by policy, one column per deployment (95% CI bars)."""
+def goodput_energy_figure(tables: dict[Cell, dict[str, dict[str, Any]]], bandwidth: str) -> Figure:
+    """Goodput and energy per request by policy, one column per deployment (95% CI whiskers),
+    both on linear axes from 0."""
     cells = sorted(c for c in tables if c[1] == bandwidth)
     colors = _colors([p for c in cells for p in tables[c]])
     fig, axes = plt.subplots(2, len(cells), figsize=(5 * len(cells), 7.5), squeeze=False)
@@ -158,9 +160,16 @@ def goodput_energy(
         _bars(axes[1][col], tables[cell], "energy_per_request_j", colors)
         axes[1][col].set_title(f"{cell[0]} - energy per request")
         axes[1][col].set_ylabel("J / request")
-        axes[1][col].set_yscale("log")
     fig.suptitle(f"Bandwidth: {bandwidth} (bars: mean over seeds, whiskers: 95% CI)")
     fig.tight_layout()
+    return fig
+
+
+def goodput_energy(
+    tables: dict[Cell, dict[str, dict[str, Any]]], bandwidth: str, path: Path
+) -> None:
+    """Write :func:`goodput_energy_figure` to ``path``."""
+    fig = goodput_energy_figure(tables, bandwidth)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -7,23 +7,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from perllm.experiments.analysis import SATISFACTION_TARGET, Cell
+from perllm.experiments.analysis import BELOW, SATISFACTION_TARGET, Cell
 from perllm.experiments.grid import BANDWIDTHS, DEPLOYMENTS
+from perllm.experiments.intervals import fmt
 from perllm.policies.registry import lookup
 
 PAPER_THROUGHPUT = (2.2, 2.1, 1.6)
 SUBJECT = "cs-ucb"
-
-
-def _fmt(stat: dict[str, float], digits: int = 2, suffix: str = "") -> str:
-    mean = stat["mean"]
-    if not math.isfinite(mean):
-        return "n/a"
-    if math.isfinite(stat["ci_low"]):
-        return (
-            f"{mean:.{digits}f}{suffix} [{stat['ci_low']:.{digits}f}, {stat['ci_high']:.{digits}f}]"
-        )
-    return f"{mean:.{digits}f}{suffix}"
 
 
 def _setup(setup: dict[str, Any]) -> list[str]:
@@ -49,10 +39,22 @@ def _setup(setup: dict[str, Any]) -> list[str]:
         "",
         "Definitions: *goodput* = deadline-met completions per second over the arrival window, "
         "at nominal load; *capacity* = the highest arrival rate keeping at least "
-        f"{SATISFACTION_TARGET:.0%} of deadlines met (interpolated from the sweep; "
-        "`>=` where never lost); *energy* = joules per completed request (transmission + "
-        "inference + idle, idle over the whole run). Ratios are CS-UCB / other, paired by seed, "
-        "mean [95% CI].",
+        f"{SATISFACTION_TARGET:.0%} of deadlines met (interpolated from the sweep; `≥ x` where "
+        "the target still holds at the highest load tested, `< x` where it holds at no load "
+        "tested: see the note under the table); *energy* = joules per completed request "
+        "(transmission + inference + idle, idle over the whole run). Ratios are CS-UCB / other, "
+        "paired by seed.",
+        "",
+        "Figures are `estimate [95% CI]` over seeds. Each interval is a Student-t interval "
+        "taken on a scale where the quantity is unbounded and mapped back, so that it contains "
+        "the estimate and stays inside the quantity's range: for shares (deadlines met, "
+        "between 0 and 1) the mean with a logit-scale interval; for goodput, energy and "
+        "capacity (never below 0) the mean with a log-scale interval; for ratios (always above "
+        "0) the geometric mean over seeds with the t-interval of the log ratios. A figure "
+        "without brackets has no interval: one seed, a ratio of 0 in some seed, or a bound "
+        "(`<`, `≥`, `≤`: a capacity, or a capacity ratio, outside the loads tested). `n/a`: no "
+        "estimate (a ratio whose denominator is 0 in some seed, or capacities outside the "
+        "loads tested on both sides).",
         "",
         f"Command: `{setup['command']}`",
         "",
@@ -66,7 +68,8 @@ def _claims(headline: dict[str, dict[str, Any]]) -> list[str]:
         "",
         "The paper reports 2.2x, 2.1x and 1.6x the throughput of other methods and more than "
         "50% lower energy; its baselines are not named. Here is what the same comparison gives "
-        "in this simulator, cell by cell (goodput at nominal load):",
+        "in this simulator, cell by cell (goodput at nominal load; geometric means of the "
+        "ratios over seeds):",
         "",
     ]
     for cell in headline.values():
@@ -78,20 +81,19 @@ def _claims(headline: dict[str, dict[str, Any]]) -> list[str]:
         over = sorted(p for p, r in finite.items() if r >= min(PAPER_THROUGHPUT))
         halved = sorted(p for p, v in versus.items() if v["energy_ratio"]["mean"] <= 0.5)
         worst = min(finite, key=finite.__getitem__) if finite else None
-        cloud = versus.get("cloud-only", {}).get("energy_ratio", {}).get("mean", math.nan)
-        oracle = versus.get("oracle", {}).get("goodput_ratio", {}).get("mean", math.nan)
+        cloud = _times(versus.get("cloud-only", {}).get("energy_ratio", {}).get("mean", math.nan))
+        oracle = _times(versus.get("oracle", {}).get("goodput_ratio", {}).get("mean", math.nan))
         lines.append(f"- **{cell['deployment']}, {cell['bandwidth']} bandwidth**: ")
         if worst is not None:
             energy = versus[worst]["energy_ratio"]["mean"]
             lines[-1] += (
-                f"CS-UCB's goodput is {finite[worst]:.2f}x that of the strongest other policy "
-                f"({worst}), at {energy:.2f}x its energy per request; at least 1.6x that of "
+                f"CS-UCB's goodput is {_times(finite[worst])} that of the strongest other policy "
+                f"({worst}), at {_times(energy)} its energy per request; at least 1.6x that of "
                 f"{', '.join(over) or 'none'}. "
             )
         lines[-1] += (
             f"Energy per request is at most half that of {', '.join(halved) or 'none'}; "
-            f"against cloud-only it is {cloud:.2f}x. Against the one-step oracle: "
-            f"{oracle:.2f}x goodput."
+            f"against cloud-only it is {cloud}. Against the one-step oracle: {oracle} goodput."
         )
     lines += [
         "",
@@ -113,6 +115,21 @@ def _claims(headline: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _below_note(table: dict[str, dict[str, Any]]) -> list[str]:
+    """The note under a table that has a capacity below the lowest load tested."""
+    below = sorted(p for p, row in table.items() if row["capacity_rps"]["note"] == BELOW)
+    if not below:
+        return []
+    lowest = min(row["lowest_rate_rps"] for row in table.values())
+    return [
+        "",
+        f"`<` capacity ({', '.join(below)}): {BELOW} ({lowest:g} req/s). In at least one seed "
+        f"the policy met fewer than {SATISFACTION_TARGET:.0%} of deadlines at every load of "
+        "the sweep, so its capacity there is only known to be below that rate, and the mean "
+        "over seeds below the figure shown.",
+    ]
+
+
 def _cell_tables(
     tables: dict[Cell, dict[str, dict[str, Any]]], headline: dict[str, dict[str, Any]]
 ) -> list[str]:
@@ -129,23 +146,27 @@ def _cell_tables(
         order = sorted(table, key=lambda p: (p != SUBJECT, -table[p]["goodput_rps"]["mean"]))
         for policy in order:
             row = table[policy]
-            cap = ("≥ " if row["capacity_censored"] else "") + _fmt(row["capacity_rps"])
             ratios = versus.get(policy)
             ratio_cells = (
                 [
-                    _fmt(ratios[k], suffix="x")
+                    fmt(ratios[k], suffix="x")
                     for k in ("goodput_ratio", "capacity_ratio", "energy_ratio")
                 ]
                 if ratios
                 else ["-", "-", "-"]
             )
             lines.append(
-                f"| {policy} | {_fmt(row['goodput_rps'])} | "
-                f"{_fmt(row['deadline_satisfaction'], 3)} | {_fmt(row['energy_per_request_j'], 1)} "
-                f"| {cap} | " + " | ".join(ratio_cells) + " |"
+                f"| {policy} | {fmt(row['goodput_rps'])} | "
+                f"{fmt(row['deadline_satisfaction'], 3)} | {fmt(row['energy_per_request_j'], 1)} "
+                f"| {fmt(row['capacity_rps'])} | " + " | ".join(ratio_cells) + " |"
             )
+        lines += _below_note(table)
         lines.append("")
     return lines
+
+
+def _times(value: float) -> str:
+    return f"{value:.2f}x" if math.isfinite(value) else "n/a"
 
 
 def write_report(

@@ -19,8 +19,9 @@ from typing import Any
 
 from perllm.bound import bound_for_run
 from perllm.bound.result import BoundResult, FrontierPoint
-from perllm.experiments.analysis import Cell, mean_ci
+from perllm.experiments.analysis import Cell
 from perllm.experiments.grid import cluster_for, nominal_rate
+from perllm.experiments.intervals import fmt, positive, share
 
 Row = dict[str, Any]
 BOUND_FIELDS: tuple[str, ...] = (
@@ -112,17 +113,15 @@ def _ratio(a: float, b: float) -> float:
 
 def against_bound(rows: Sequence[Row], bounds: Sequence[Row]) -> dict[Cell, dict[str, Any]]:
     """Per cell: the bound's own figures and, per policy, its goodput fraction and energy
-    multiple (mean and 95% CI over seeds)."""
+    multiple (mean and 95% interval over seeds, :mod:`perllm.experiments.intervals`)."""
     by_key = {(b["deployment"], b["bandwidth"], b["seed"]): b for b in bounds}
     out: dict[Cell, dict[str, Any]] = {}
     for dep, bw in sorted({(b["deployment"], b["bandwidth"]) for b in bounds}):
         mine = [b for b in bounds if (b["deployment"], b["bandwidth"]) == (dep, bw)]
         cell: dict[str, Any] = {
-            "met_upper_bound_fraction": mean_ci(
-                [b["met_upper_bound"] / b["requests"] for b in mine]
-            ),
-            "goodput_upper_bound_rps": mean_ci([b["goodput_upper_bound_rps"] for b in mine]),
-            "energy_lower_bound_per_request_j": mean_ci(
+            "met_upper_bound_fraction": share([b["met_upper_bound"] / b["requests"] for b in mine]),
+            "goodput_upper_bound_rps": positive([b["goodput_upper_bound_rps"] for b in mine]),
+            "energy_lower_bound_per_request_j": positive(
                 [b["energy_lower_bound_j"] / b["requests"] for b in mine]
             ),
             "policies": {},
@@ -142,8 +141,8 @@ def against_bound(rows: Sequence[Row], bounds: Sequence[Row]) -> dict[Cell, dict
                     _ratio(r["weighted_energy_j"], _result(bound).energy_lower_bound_at(met))
                 )
             cell["policies"][policy] = {
-                "goodput_fraction": mean_ci(fractions),
-                "energy_multiple": mean_ci(multiples),
+                "goodput_fraction": share(fractions),
+                "energy_multiple": positive(multiples, floor=1.0),
             }
         out[(dep, bw)] = cell
     return out
@@ -169,15 +168,6 @@ def frontier_line(
     return line
 
 
-def _cell(stat: dict[str, float], digits: int = 2) -> str:
-    mean = stat["mean"]
-    if mean != mean:
-        return "n/a"
-    if stat["ci_low"] == stat["ci_low"]:
-        return f"{mean:.{digits}f} [{stat['ci_low']:.{digits}f}, {stat['ci_high']:.{digits}f}]"
-    return f"{mean:.{digits}f}"
-
-
 def report_lines(table: dict[Cell, dict[str, Any]], figures: Sequence[str]) -> list[str]:
     """The report's section on the bound."""
     lines = [
@@ -189,18 +179,20 @@ def report_lines(table: dict[Cell, dict[str, Any]], figures: Sequence[str]) -> l
         "on the trace the policies ran. *Goodput fraction* = goodput / the bound's (at most 1); "
         "*energy multiple* = weighted energy / the least weighted energy of any run meeting "
         "as many deadlines (the same ratio per met request; at least 1). Mean [95% CI] over "
-        "seeds. The relaxation is loose where the simulator is rigid (FIFO queues, prefill "
-        "and batch efficiency), so a fraction below 1 is room that *may* be left, not room "
-        "that is.",
+        "seeds, on the logit scale for fractions and met shares, on the log scale for the "
+        "rest (for the energy multiple, of its excess over 1), so that no interval leaves its "
+        "quantity's range. The relaxation is loose where the simulator is rigid (FIFO queues, "
+        "prefill and batch efficiency), so a fraction below 1 is room that *may* be left, not "
+        "room that is.",
         "",
     ]
     for (dep, bw), cell in sorted(table.items()):
         lines += [
             f"### {dep}, {bw} bandwidth",
             "",
-            f"Bound: at most {_cell(cell['met_upper_bound_fraction'], 3)} of requests met, "
-            f"goodput at most {_cell(cell['goodput_upper_bound_rps'])} req/s; "
-            f"at the most met, at least {_cell(cell['energy_lower_bound_per_request_j'], 1)} "
+            f"Bound: at most {fmt(cell['met_upper_bound_fraction'], 3)} of requests met, "
+            f"goodput at most {fmt(cell['goodput_upper_bound_rps'])} req/s; "
+            f"at the most met, at least {fmt(cell['energy_lower_bound_per_request_j'], 1)} "
             "J per request.",
             "",
             "| policy | goodput fraction | energy multiple |",
@@ -210,8 +202,8 @@ def report_lines(table: dict[Cell, dict[str, Any]], figures: Sequence[str]) -> l
         for policy in sorted(policies, key=lambda p: -policies[p]["goodput_fraction"]["mean"]):
             stats = policies[policy]
             lines.append(
-                f"| {policy} | {_cell(stats['goodput_fraction'], 3)} | "
-                f"{_cell(stats['energy_multiple'])}x |"
+                f"| {policy} | {fmt(stats['goodput_fraction'], 3)} | "
+                f"{fmt(stats['energy_multiple'], suffix='x')} |"
             )
         lines.append("")
     lines += [f"![{name}]({name})" for name in figures]
