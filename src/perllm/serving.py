@@ -237,15 +237,15 @@ async def serve_apps(
     A second signal forces them down.
     """
     lingering = dict(linger_s or {})
-    wrapped = [(_ClosingAnswers(app), app) for app, _ in apps]
+    closing = {app: _ClosingAnswers(app) for app in lingering}
     servers = [
         _server(
-            wrapper if app in lingering else app,
+            closing.get(app, app),
             log_level=log_level,
             graceful_s=graceful_s,
             keep_alive_s=keep_alive_s,
         )
-        for wrapper, app in wrapped
+        for app, _ in apps
     ]
     tasks = [
         asyncio.create_task(server.serve(sockets=[sock]))
@@ -254,13 +254,14 @@ async def serve_apps(
 
     async def stop_gracefully() -> None:
         loop = asyncio.get_running_loop()
-        for server, (wrapper, app) in zip(servers, wrapped, strict=True):
+        for server in servers:
             for listener in server.servers:
                 listener.close()
-            wrapper.closing = app in lingering
+        for wrapper in closing.values():
+            wrapper.closing = True
         ends = [
             (server, loop.time() + lingering[app])
-            for server, (_, app) in zip(servers, wrapped, strict=True)
+            for server, (app, _) in zip(servers, apps, strict=True)
             if app in lingering
         ]
         # uvicorn signals no connection's end: look at its open connections every 20 ms.

@@ -130,14 +130,18 @@ def test_one_sigterm_drains_then_ends_streams_and_exits_0(
     assert emulator.wait(timeout=HANG_S) == 0
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_under_load_answers_every_call_sent_on_a_kept_alive_connection(
-    processes: list[subprocess.Popen[str]], tmp_path: Path
+    processes: list[subprocess.Popen[str]], tmp_path: Path, workers: int
 ) -> None:
-    """Closed-loop clients keep calling on kept-alive connections while the gateway gets its
-    SIGTERM: each call is answered (those sent after the signal with ``connection: close``),
-    and the only failure a client sees is a refused connection, once the gateway has stopped
-    listening: nothing sent is lost."""
+    """Closed-loop clients keep calling on kept-alive connections while the gateway (one
+    process, or two workers sharing its socket and a real Redis) gets its SIGTERM: each call is
+    answered (those sent after the signal with ``connection: close``), and the only failure a
+    client sees is a refused connection, once the gateway has stopped listening: nothing sent is
+    lost."""
     import asyncio
+
+    from redis_server import RedisServer
 
     backend_port, gateway_port = _port(), _port()
     processes.append(_start("emulate", "--profile", PROFILE, "--port", str(backend_port)))
@@ -157,9 +161,18 @@ def test_sigterm_under_load_answers_every_call_sent_on_a_kept_alive_connection(
         "policy": {"type": "round-robin"},
         "timeouts": {"drain-s": 10},
     }
+    store = RedisServer().start() if workers > 1 else None
+    if store is not None:
+        config["state-store"] = store.url
     (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(config))
     gateway = _start(
-        "serve", "--config", str(tmp_path / "gateway.yaml"), "--port", str(gateway_port)
+        "serve",
+        "--config",
+        str(tmp_path / "gateway.yaml"),
+        "--port",
+        str(gateway_port),
+        "--workers",
+        str(workers),
     )
     processes.append(gateway)
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
@@ -191,8 +204,12 @@ def test_sigterm_under_load_answers_every_call_sent_on_a_kept_alive_connection(
             gateway.send_signal(signal.SIGTERM)
             await asyncio.wait_for(asyncio.gather(*callers), HANG_S)
 
-    asyncio.run(load())
-    assert gateway.wait(timeout=HANG_S) == 0
+    try:
+        asyncio.run(load())
+        assert gateway.wait(timeout=HANG_S) == 0
+    finally:
+        if store is not None:
+            store.stop()
     failures = [e for e in endings if e not in ("answered", "refused")]
     assert not failures, failures[:5]
     assert endings.count("refused") == 16  # each caller ends on a refused connection

@@ -125,7 +125,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.workers == 1:
         serve(app)
         return 0
-    return run_workers(args.workers, lambda: serve(build()))
+    return run_workers(args.workers, lambda: serve(build()), sock)
 
 
 def _cmd_emulate(args: argparse.Namespace) -> int:

@@ -8,8 +8,10 @@ therefore requires.
 
 The workers run in their own process group, so a Ctrl-C reaches the parent only; the parent
 passes each SIGINT or SIGTERM on to every worker once (the first drains them gracefully, a
-second forces them down, as for a single gateway). A worker that dies while no stop was asked
-for is restarted after :data:`RESTART_DELAY_S`.
+second forces them down, as for a single gateway). On the first, the parent also closes its own
+copy of the listening socket, so that once the workers have closed theirs a new connection is
+refused rather than left unanswered in the kernel's queue. A worker that dies while no stop was
+asked for is restarted after :data:`RESTART_DELAY_S`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -47,14 +50,19 @@ def _spawn(index: int, target: Callable[[], None]) -> int:
         os._exit(code)
 
 
-def run_workers(count: int, target: Callable[[], None]) -> int:
-    """Run ``target`` in ``count`` forked workers until they stop; returns the exit code."""
+def run_workers(
+    count: int, target: Callable[[], None], listener: socket.socket | None = None
+) -> int:
+    """Run ``target`` in ``count`` forked workers until they stop; returns the exit code.
+    ``listener``: the socket they serve, closed here on the first stop signal."""
     children: dict[int, int] = {}
     stopping = False
 
     def forward(sig: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
+        if listener is not None:
+            listener.close()
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
