@@ -12,7 +12,7 @@ import pytest
 from waiting import wait_for
 
 from perllm.emulator.app import create_emulator_app, parse_profile
-from perllm.emulator.engine import BatchEngine, filler_token
+from perllm.emulator.engine import ABORTED, BatchEngine, filler_token
 from perllm.errors import InputError
 from perllm.perf.model import deployment
 
@@ -133,3 +133,30 @@ def test_a_caller_hanging_up_cancels_its_call(serve: Any, kit: Any) -> None:
         )
         wait_for(lambda: engine.batch == 1, "the call in the batch")
     wait_for(lambda: engine.batch == 0 and not engine.waiting, "the batch to empty")
+
+
+async def test_a_stream_in_prefill_runs_and_is_aborted_on_shutdown() -> None:
+    """The stream in prefill counts as running (as vLLM counts it) and holds its prompt's KV
+    cache; a shutdown then ends it with the abort mark, and nothing follows that mark."""
+    perf = deployment("rtx-3090", "llama-2-7b", "q4").perf()
+    release = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def held_sleep(seconds: float) -> None:
+        entered.set()
+        await release.wait()
+
+    engine = BatchEngine(perf, max_batch=2, time_scale=1.0, sleep=held_sleep)
+    stream = engine.submit(12, 5)
+    queued = engine.submit(7, 5)
+    await entered.wait()  # the first prefill has begun
+    assert (engine.batch, engine.queued, engine.kv_tokens) == (1, 1, 12)
+    engine.abort_all()
+    assert (engine.batch, engine.queued, engine.kv_tokens) == (0, 0, 0)
+    release.set()
+    for _ in range(5):
+        await asyncio.sleep(0)  # the engine ends its prefill and finds nothing left to run
+    assert await _drain(stream) == [ABORTED]
+    assert await _drain(queued) == [ABORTED]
+    assert stream.tokens.empty() and queued.tokens.empty() and engine.batch == 0
+    await engine.stop()

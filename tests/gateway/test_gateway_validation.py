@@ -129,6 +129,30 @@ async def test_deadline_headers(gateway: Any) -> None:
 
 
 @pytest.mark.parametrize(
+    ("headers", "deadline_s"),
+    [
+        # llm-d's names alone: 100 + 20 * 10 ms.
+        ({"x-llm-d-slo-ttft-ms": "100", "x-llm-d-slo-tpot-ms": "20"}, 0.3),
+        ({"x-llm-d-slo-ttft-ms": "80"}, 0.08),
+        ({"x-llm-d-slo-tpot-ms": "5"}, 0.05),
+        # Each SLO separately: x-slo-* for the TTFT, llm-d's name for the TPOT.
+        ({"x-slo-ttft-ms": "100", "x-llm-d-slo-tpot-ms": "30"}, 0.4),
+        ({"x-llm-d-slo-ttft-ms": "100", "x-slo-tpot-ms": "30"}, 0.4),
+        # The same value under both names of one SLO is no conflict.
+        ({"x-slo-ttft-ms": "50", "x-llm-d-slo-ttft-ms": "50.0"}, 0.05),
+        # x-perllm-deadline-ms comes first.
+        ({"x-perllm-deadline-ms": "250", "x-llm-d-slo-ttft-ms": "100"}, 0.25),
+    ],
+)
+async def test_llm_d_slo_headers(gateway: Any, headers: dict[str, str], deadline_s: float) -> None:
+    client, policy, _ = gateway
+    body = {**CHAT, "max_tokens": 10}
+    response = await client.post("/v1/chat/completions", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert [r.deadline_s for r in policy.requests] == pytest.approx([deadline_s])
+
+
+@pytest.mark.parametrize(
     ("content", "headers", "status", "words"),
     [
         (b"{not json", {}, 400, ("not valid JSON",)),
@@ -165,6 +189,42 @@ async def test_deadline_headers(gateway: Any) -> None:
             ("x-perllm-deadline-ms", "'soon'"),
         ),
         (json.dumps(CHAT).encode(), {"x-slo-tpot-ms": "nan"}, 400, ("x-slo-tpot-ms",)),
+        (
+            json.dumps(CHAT).encode(),
+            {"x-slo-ttft-ms": "100", "x-llm-d-slo-ttft-ms": "200"},
+            400,
+            ("x-slo-ttft-ms", "x-llm-d-slo-ttft-ms", "'100'", "'200'"),
+        ),
+        (
+            json.dumps(CHAT).encode(),
+            {"x-slo-tpot-ms": "2", "x-llm-d-slo-tpot-ms": "3"},
+            400,
+            ("x-slo-tpot-ms", "x-llm-d-slo-tpot-ms"),
+        ),
+        (
+            json.dumps(CHAT).encode(),
+            {"x-llm-d-slo-tpot-ms": "soon"},
+            400,
+            ("x-llm-d-slo-tpot-ms", "'soon'"),
+        ),
+        (
+            json.dumps(CHAT).encode(),
+            {"x-llm-d-slo-ttft-ms": "-1"},
+            400,
+            ("x-llm-d-slo-ttft-ms", "positive"),
+        ),
+        (
+            json.dumps(CHAT).encode(),
+            {"x-slo-ttft-ms": "inf", "x-llm-d-slo-ttft-ms": "100"},
+            400,
+            ("x-slo-ttft-ms", "'inf'"),
+        ),
+        (
+            json.dumps(CHAT).encode(),
+            {"x-llm-d-slo-ttft-ms": "0"},
+            400,
+            ("header x-llm-d-slo-ttft-ms", "zero deadline"),
+        ),
         (json.dumps(CHAT).encode(), {"x-perllm-class": "vip"}, 400, ("'vip'", "default")),
         (b"x" * 3000, {}, 413, ("exceeds 2000",)),
     ],

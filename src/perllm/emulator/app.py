@@ -5,8 +5,10 @@ Built by :func:`create_emulator_app`. The profile is a catalog deployment
 answers at once (for measuring overheads). Endpoints: ``POST /v1/chat/completions`` and
 ``POST /v1/completions`` (streamed or not, with ``usage``; a stream ends with a ``usage`` chunk
 when ``stream_options.include_usage`` is set), ``GET /v1/models``, ``GET /health``, and
-``GET /metrics`` with an emulated ``DCGM_FI_DEV_POWER_USAGE`` (the profile's ``busy_w(batch)``
-while busy, ``idle_w`` otherwise).
+``GET /metrics`` with vLLM's load gauges (``vllm:num_requests_running``,
+``vllm:num_requests_waiting``, ``vllm:kv_cache_usage_perc``) and DCGM's power gauge and energy
+counter (``DCGM_FI_DEV_POWER_USAGE``, ``DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION``), all read from
+its engine at each scrape: see :mod:`perllm.emulator.metrics`.
 
 Each answer has ``max_tokens`` tokens (default 64) of deterministic filler words. ``rtt_ms``
 emulates a network path: each call waits one RTT (times ``time_scale``) before it is queued;
@@ -31,8 +33,14 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive
 
-from perllm.domain import CHARS_PER_TOKEN, PowerSpec
+from perllm.domain import CHARS_PER_TOKEN
 from perllm.emulator.engine import ABORTED, BatchEngine, Stream, filler_token
+from perllm.emulator.metrics import (
+    CONTENT_TYPE,
+    EmulatorCollector,
+    exposition,
+    metrics_registry,
+)
 from perllm.errors import InputError
 from perllm.perf.model import Deployment, deployment
 
@@ -90,13 +98,10 @@ def _prompt_chars(kind: str, body: dict[str, Any]) -> int:
 
 
 class _Emulator:
-    def __init__(
-        self, dep: Deployment | None, model: str, engine: BatchEngine, rtt_s: float
-    ) -> None:
+    def __init__(self, model: str, engine: BatchEngine, rtt_s: float) -> None:
         self.model = model
         self.engine = engine
         self.rtt_s = rtt_s
-        self.power: PowerSpec | None = dep.power() if dep is not None else None
         self._ids = itertools.count(1)
 
     def chunk(self, kind: str, rid: str, text: str, finish: str | None, first: bool) -> bytes:
@@ -223,12 +228,6 @@ class _Emulator:
             }
         )
 
-    def power_w(self) -> float:
-        if self.power is None:
-            return 0.0
-        batch = self.engine.batch
-        return self.power.busy_w(batch) if batch else self.power.idle_w
-
 
 def create_emulator_app(
     profile: str,
@@ -266,8 +265,21 @@ def create_emulator_app(
     if rtt_ms < 0:
         raise InputError(f"--rtt-ms: must be >= 0, got {rtt_ms}")
     name = model or (dep.model.name if dep is not None else INSTANT)
-    engine = BatchEngine(dep.perf() if dep is not None else None, max_batch, time_scale)
-    emu = _Emulator(dep, name, engine, rtt_ms / 1000.0)
+    engine = BatchEngine(
+        dep.perf() if dep is not None else None,
+        max_batch,
+        time_scale,
+        power=dep.power() if dep is not None else None,
+    )
+    emu = _Emulator(name, engine, rtt_ms / 1000.0)
+    registry = metrics_registry(
+        EmulatorCollector(
+            engine,
+            name,
+            dep.kv_capacity_tokens() if dep is not None else None,
+            dep.hardware.name if dep is not None else INSTANT,
+        )
+    )
 
     async def chat(request: Request) -> Response:
         return await emu.complete(request, "chat")
@@ -283,11 +295,7 @@ def create_emulator_app(
         return JSONResponse({"status": "ok", "batch": engine.batch})
 
     async def metrics(request: Request) -> Response:
-        text = (
-            "# TYPE DCGM_FI_DEV_POWER_USAGE gauge\n"
-            f'DCGM_FI_DEV_POWER_USAGE{{gpu="0"}} {emu.power_w():.3f}\n'
-        )
-        return Response(text, media_type="text/plain; version=0.0.4")
+        return Response(exposition(registry), headers={"content-type": CONTENT_TYPE})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -3,12 +3,21 @@
 Every problem with a call becomes an :class:`ApiError`, answered as
 ``{"error": {"message", "type", "code"}}`` with a 4xx status that names the problem.
 
-Per-request deadline (the processing-time requirement, arrival to last byte), first match wins:
+Per-request deadline (the processing-time requirement, arrival to last byte), first match wins
+(the headers of a later rule are then not read):
 
 1. ``x-perllm-deadline-ms``;
-2. ``x-slo-ttft-ms`` and/or ``x-slo-tpot-ms``: ``ttft + tpot * max_tokens`` (a missing one
-   counts as 0; ``max_tokens`` from the body, else the class's ``output-tokens``);
+2. a time-to-first-token and/or a time-per-output-token SLO: ``ttft + tpot * max_tokens`` (a
+   missing one counts as 0; ``max_tokens`` from the body, else the class's ``output-tokens``).
+   Each SLO comes from either of two names: ``x-slo-ttft-ms`` or llm-d's
+   ``x-llm-d-slo-ttft-ms``, and ``x-slo-tpot-ms`` or ``x-llm-d-slo-tpot-ms``. For each SLO
+   separately, the ``x-slo-*`` value is used if that header is present, else the
+   ``x-llm-d-slo-*`` one; both names of one SLO with different values are a ``400`` naming
+   both headers (the same value under both names is accepted);
 3. the service class's ``deadline-ms`` (class from ``x-perllm-class``, else the default class).
+
+Every header read above is checked: a value that is not a number of ms in range is a ``400``
+naming that header.
 """
 
 from __future__ import annotations
@@ -248,6 +257,9 @@ SAMPLING_RANGES = {
     "frequency_penalty": (-2.0, 2.0),
 }
 MAX_DEADLINE_MS = 86_400_000.0  # a day: a longer processing-time requirement is a mistake
+# Each SLO's headers: the name read first, then llm-d's name for it.
+TTFT_HEADERS = ("x-slo-ttft-ms", "x-llm-d-slo-ttft-ms")
+TPOT_HEADERS = ("x-slo-tpot-ms", "x-llm-d-slo-tpot-ms")
 
 
 def _check_sampling(body: dict[str, Any]) -> None:
@@ -298,19 +310,37 @@ def _header_ms(headers: Mapping[str, str], name: str) -> float | None:
     return value
 
 
+def _slo_ms(headers: Mapping[str, str], names: tuple[str, str]) -> tuple[float, str] | None:
+    """One SLO in ms and the header it came from: the first name's value if present, else the
+    second's; ``None`` if neither is sent. Both names with different values are a ``400``."""
+    first, second = names
+    value, other = _header_ms(headers, first), _header_ms(headers, second)
+    if value is not None and other is not None and value != other:
+        raise ApiError(
+            400,
+            f"headers {first} ({headers[first]!r}) and {second} ({headers[second]!r}) give "
+            "different values for one SLO; send one of them",
+            "bad_header",
+        )
+    if value is not None:
+        return value, first
+    if other is not None:
+        return other, second
+    return None
+
+
 def _deadline_s(headers: Mapping[str, str], default_ms: float, output_tokens: int) -> float:
     deadline = _header_ms(headers, "x-perllm-deadline-ms")
     if deadline is not None:
         return deadline / 1000.0
-    ttft = _header_ms(headers, "x-slo-ttft-ms")
-    tpot = _header_ms(headers, "x-slo-tpot-ms")
+    ttft, tpot = _slo_ms(headers, TTFT_HEADERS), _slo_ms(headers, TPOT_HEADERS)
     if ttft is None and tpot is None:
         return default_ms / 1000.0
-    total = (ttft or 0.0) + (tpot or 0.0) * output_tokens
+    total = (ttft[0] if ttft else 0.0) + (tpot[0] if tpot else 0.0) * output_tokens
     if total <= 0:
-        raise ApiError(
-            400, "headers x-slo-ttft-ms/x-slo-tpot-ms give a zero deadline", "bad_header"
-        )
+        used = [slo[1] for slo in (ttft, tpot) if slo is not None]
+        named = f"headers {'/'.join(used)} give" if len(used) > 1 else f"header {used[0]} gives"
+        raise ApiError(400, f"{named} a zero deadline", "bad_header")
     return total / 1000.0
 
 
