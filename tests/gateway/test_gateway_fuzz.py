@@ -146,7 +146,12 @@ def bodies(draw: st.DrawFn, kind: str) -> Any:
         else:
             body.pop(field, None)
     messages = body.get("messages")
-    if isinstance(messages, list) and messages and draw(st.integers(0, 9)) == 0:
+    if (
+        isinstance(messages, list)
+        and messages
+        and isinstance(messages[0], dict)
+        and draw(st.integers(0, 9)) == 0
+    ):
         messages[0] = {**messages[0], "role": draw(ROLE_EDGES)}  # an unknown role
     if draw(st.integers(0, 19)) == 0:  # a prompt beyond every context window (4,096 tokens)
         body["messages" if kind == "chat" else "prompt"] = (

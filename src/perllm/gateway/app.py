@@ -7,7 +7,8 @@ Endpoints:
   ``x-perllm-request-id``;
 - ``GET /v1/models``: the union of the backends' public model names;
 - ``GET /health``: the gateway's own health (``503`` when no backend is healthy; status
-  ``degraded-state-store`` while a configured ``state-store`` cannot be reached);
+  ``degraded-state-store`` while a configured ``state-store`` cannot be reached; each scraped
+  backend's last scrape and problem, :mod:`perllm.gateway.scrape`);
 - ``GET /metrics``: Prometheus exposition (:mod:`perllm.gateway.metrics`);
 - ``GET /stats``: per-backend load, health and counts, and the recorder's summary;
 - ``GET /admin/state`` (the policy's learned state) and ``POST /admin/state`` (save it now).
@@ -52,6 +53,7 @@ from perllm.gateway.health import CircuitBreaker, HealthChecker
 from perllm.gateway.limits import BodyLimit, KeyLimiter
 from perllm.gateway.metrics import GatewayMetrics
 from perllm.gateway.routes import ROUTES, http_error
+from perllm.gateway.scrape import Scraper
 from perllm.gateway.shaping import UploadShaper
 from perllm.gateway.shared_state import SharedState
 from perllm.gateway.state import json_ready, load_state, save_state
@@ -105,6 +107,7 @@ class Gateway:
     models: tuple[str, ...]
     started_s: float
     limiter: KeyLimiter
+    scraper: Scraper
     shared: SharedState | None = None
 
     def caller(self, request: HttpRequest) -> str | None:
@@ -150,6 +153,8 @@ class Gateway:
                 "running": load.running,
                 "queued": load.queued,
                 "tokens_in_flight": load.tokens_in_flight,
+                "others_in_flight": float(self.view.others_in_flight[i]),
+                "kv_cache_use": self.view.kv_cache_use[i],
                 "bandwidth_mbps": float(self.view.bandwidth[i]),
                 "power_w": self.health.power_w[i],
                 "answered": self.dispatcher.answered[spec.name],
@@ -200,6 +205,7 @@ def _build(config: GatewayConfig, policy: Policy, client: httpx.AsyncClient | No
         tuple(config.public_models()),
         time.monotonic(),
         KeyLimiter(config.limits.per_key),
+        Scraper(config.backends, view, config.scrape, clients[0]),
         SharedState(config, policy, view) if config.state_store else None,
     )
 
@@ -266,6 +272,7 @@ def _lifespan(
             load_state(policy, settings.state_file)
         if health_checks:
             gw.health.start()
+        gw.scraper.start()
         if gw.shared is not None:
             gw.shared.start()
         try:
@@ -275,6 +282,7 @@ def _lifespan(
             if gw.dispatcher.active:
                 log.warning("shutdown: %d calls still in flight", gw.dispatcher.active)
             await gw.health.stop()
+            await gw.scraper.stop()
             if gw.shared is not None:
                 await gw.shared.stop()
             if settings.state_file is not None:

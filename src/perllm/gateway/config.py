@@ -51,13 +51,16 @@ __all__ = [
     "DEFAULT_MAX_TOKENS",
     "BackendConfig",
     "ClassConfig",
+    "Engine",
     "GatewayConfig",
     "HealthConfig",
     "KeyLimitsConfig",
     "LimitsConfig",
     "LinkConfig",
+    "MetricNames",
     "PolicySpec",
     "PowerConfig",
+    "ScrapeConfig",
     "StateSyncConfig",
     "TimeoutsConfig",
     "load_config",
@@ -81,6 +84,18 @@ def store_url_problem(url: str) -> str | None:
     if db and not db.isdigit():
         return "the database must be a number (redis://HOST:PORT/0)"
     return None
+
+
+Engine = Literal["vllm", "sglang", "llamacpp", "custom"]
+
+
+class MetricNames(KebabModel):
+    """The Prometheus metrics a ``custom`` engine reports its load in (gauges; samples of one
+    name are summed over their labels)."""
+
+    queued: str = Field(min_length=1)
+    running: str = Field(min_length=1)
+    kv_cache: str | None = Field(default=None, min_length=1)  # a fraction in [0, 1]
 
 
 class BackendConfig(KebabModel):
@@ -109,6 +124,24 @@ class BackendConfig(KebabModel):
     # ``--scheduling-policy priority``, or ``perllm emulate``): send the policy's priority in the
     # body. Off by default, as a vLLM with first-come-first-served scheduling refuses it.
     priority_scheduling: bool = False
+    # The serving engine: when set, its ``/metrics`` are scraped for the load it carries,
+    # whoever sent it (:mod:`perllm.gateway.scrape`). ``custom`` names its metrics in ``metrics``.
+    engine: Engine | None = None
+    metrics: MetricNames | None = None
+    metrics_url: str | None = Field(default=None, pattern=r"^https?://")  # default: URL/metrics
+
+    @model_validator(mode="after")
+    def _engine_metrics(self) -> BackendConfig:
+        if self.engine == "custom" and self.metrics is None:
+            raise ValueError("engine: custom needs metrics: {queued, running[, kv-cache]}")
+        if self.metrics is not None and self.engine != "custom":
+            raise ValueError("metrics names are for engine: custom only")
+        return self
+
+    @property
+    def scrape_url(self) -> str:
+        """Where the engine's Prometheus metrics are read."""
+        return self.metrics_url or self.base_url + "/metrics"
 
     @property
     def max_output_tokens(self) -> int:
@@ -206,6 +239,19 @@ class HealthConfig(KebabModel):
     cooldown_s: float = Field(default=10.0, gt=0.0)
 
 
+class ScrapeConfig(KebabModel):
+    """Scraping the backends that name an ``engine`` (:mod:`perllm.gateway.scrape`)."""
+
+    interval_s: float = Field(default=1.0, gt=0.0, le=60.0)
+    stale_s: float = Field(default=5.0, gt=0.0)  # a scrape older than this is forgotten
+
+    @model_validator(mode="after")
+    def _stale_after_two(self) -> ScrapeConfig:
+        if self.stale_s < 2 * self.interval_s:
+            raise ValueError("stale-s must be at least twice interval-s")
+        return self
+
+
 class StateSyncConfig(KebabModel):
     """How replicas sharing a ``state-store`` sync (see :mod:`perllm.gateway.shared_state`)."""
 
@@ -237,6 +283,7 @@ class GatewayConfig(KebabModel):
     limits: LimitsConfig = LimitsConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
     health: HealthConfig = HealthConfig()
+    scrape: ScrapeConfig = ScrapeConfig()
     energy_weights: dict[Literal["transmission", "inference", "idle"], float] = {}
     admission_control: bool = False
     time_scale: float = Field(default=1.0, gt=0.0)

@@ -226,8 +226,7 @@ class SharedState:
                 if len(load["in_flight"]) == n and len(load["tokens"]) == n:
                     in_flight += np.asarray(load["in_flight"], dtype=float)
                     tokens += np.asarray(load["tokens"], dtype=float)
-        self.view.remote_in_flight = in_flight
-        self.view.remote_tokens = tokens
+        self.view.set_remote(in_flight, tokens)
         self.replicas = 1 + len(loads)
 
     def _load_args(self, names: int = 0, full: bool = False) -> list[Any]:
@@ -308,8 +307,7 @@ class SharedState:
             )
         self.connected = False
         if time.monotonic() - self._last_ok > self.settings.lease_s:  # their leases are over
-            self.view.remote_in_flight = np.zeros(len(self.view.servers))
-            self.view.remote_tokens = np.zeros(len(self.view.servers))
+            self.view.set_remote(np.zeros(len(self.view.servers)), np.zeros(len(self.view.servers)))
             self.replicas = 1
 
     def _up(self) -> None:

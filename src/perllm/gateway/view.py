@@ -1,10 +1,13 @@
 """The live :class:`~perllm.domain.ClusterView` of real backends.
 
-What the gateway itself observes (it never scrapes load from the backends):
+What the gateway observes:
 
-- ``running`` / ``queued``: the requests it has in flight to a backend, split at the backend's
-  ``max-concurrency`` (the first ``max-concurrency`` count as running, the rest as queued);
-- ``tokens_in_flight``: their prompt tokens plus the output tokens streamed back so far;
+- ``running`` / ``queued``: the requests in flight to a backend, split at the backend's
+  ``max-concurrency`` (the first ``max-concurrency`` count as running, the rest as queued):
+  its own, its replicas' (below), and those others send, as far as a scrape of the backend's
+  metrics shows them;
+- ``tokens_in_flight``: the prompt tokens of those requests plus the output tokens streamed
+  back so far (for others' requests, what the backend's KV-cache use shows beyond them);
 - ``bandwidth_mbps``: an EWMA of measured download rates of large non-streamed responses
   (weight :data:`BANDWIDTH_EWMA` on the newest sample), starting at the configured value;
 - ``link_active_weight``: the total share of the uploads the gateway is pacing over a backend's
@@ -14,8 +17,15 @@ What the gateway itself observes (it never scrapes load from the backends):
 - ``healthy``: the backend's circuit breaker is not open (see :mod:`perllm.gateway.health`).
 
 With replicas sharing a state store, the other replicas' in-flight requests and tokens
-(``remote_in_flight``, ``remote_tokens``, set by :mod:`perllm.gateway.shared_state`) are added
-to this gateway's own in ``running``, ``queued`` and ``tokens_in_flight``.
+(:meth:`LiveView.set_remote`, from :mod:`perllm.gateway.shared_state`) are added to this
+gateway's own in ``running``, ``queued`` and ``tokens_in_flight``.
+
+A backend whose ``engine`` is scraped (:mod:`perllm.gateway.scrape`) reports every request it
+queues or runs. What it reports beyond this gateway's and its replicas' requests in flight at
+that moment is *others'* load (another gateway, a batch job, direct clients), added as well
+until the next scrape (:meth:`LiveView.observe_scrape`); likewise its KV-cache use beyond the
+tokens counted here. The scraped counts are never taken below the gateway's own: a call sent
+since the scrape is counted at once, a scrape only adds what the gateway cannot see.
 """
 
 from __future__ import annotations
@@ -90,6 +100,12 @@ class LiveView:
         self.tokens = np.zeros(n)
         self.remote_in_flight = np.zeros(n)
         self.remote_tokens = np.zeros(n)
+        self.others_in_flight = np.zeros(n)  # scraped: requests others sent
+        self.others_tokens = np.zeros(n)
+        self.kv_cache_use: list[float | None] = [None] * n  # scraped, for /stats
+        self._outside = np.zeros(n)  # remote + others: added to this gateway's own
+        self._outside_tokens = np.zeros(n)
+        self.kv_capacity = np.array([float(s.kv_capacity_tokens) for s in self.servers])
         self.max_batch = np.array([float(s.max_batch) for s in self.servers])
         self.bandwidth = np.array([self.links[s.link].bandwidth_mbps for s in self.servers])
         self._zeros = np.zeros(n)
@@ -104,24 +120,24 @@ class LiveView:
         return np.array([b.available(now) for b in self.breakers], dtype=bool)
 
     def load(self, server: int) -> ServerLoad:
-        occupied = self.in_flight[server] + self.remote_in_flight[server]
+        occupied = self.in_flight[server] + self._outside[server]
         running = min(occupied, self.max_batch[server])
         return ServerLoad(
             queued=int(occupied - running),
             running=int(running),
-            tokens_in_flight=int(self.tokens[server] + self.remote_tokens[server]),
+            tokens_in_flight=int(self.tokens[server] + self._outside_tokens[server]),
             healthy=bool(self.healthy()[server]),
         )
 
     def load_arrays(self, allowed: npt.NDArray[np.bool_] | None = None) -> LoadArrays:
         """Every backend's load; ``allowed`` (if given) further restricts ``healthy``."""
-        occupied = self.in_flight + self.remote_in_flight
+        occupied = self.in_flight + self._outside
         running = np.minimum(occupied, self.max_batch)
         healthy = self.healthy() if allowed is None else self.healthy() & allowed
         return LoadArrays(
             occupied - running,
             running,
-            self.tokens + self.remote_tokens,
+            self.tokens + self._outside_tokens,
             self.bandwidth.copy(),
             self._active_weights(),
             healthy,
@@ -141,13 +157,47 @@ class LiveView:
     def link_active_weight(self, link: str) -> float:
         return float(self._active_weights()[self._index[link]])
 
+    # --- load from outside this gateway ---------------------------------------------------
+
+    def set_remote(self, in_flight: Array, tokens: Array) -> None:
+        """The other replicas' requests and tokens in flight, per backend."""
+        self.remote_in_flight = in_flight
+        self.remote_tokens = tokens
+        self._fuse()
+
+    def observe_scrape(self, server: int, requests: float, kv_cache_use: float | None) -> None:
+        """A scrape of ``server``: the ``requests`` it queues and runs and its KV-cache use
+        (0-1, ``None`` where not reported); what they show beyond the gateway's and its
+        replicas' own becomes others' load."""
+        mine = self.in_flight[server] + self.remote_in_flight[server]
+        self.others_in_flight[server] = max(requests - mine, 0.0)
+        self.kv_cache_use[server] = kv_cache_use
+        if kv_cache_use is not None:
+            held = kv_cache_use * self.kv_capacity[server]
+            counted = self.tokens[server] + self.remote_tokens[server]
+            self.others_tokens[server] = max(held - counted, 0.0)
+        else:
+            self.others_tokens[server] = 0.0
+        self._fuse()
+
+    def forget_scrape(self, server: int) -> None:
+        """``server``'s last scrape is stale: count no load of others there."""
+        self.others_in_flight[server] = 0.0
+        self.others_tokens[server] = 0.0
+        self.kv_cache_use[server] = None
+        self._fuse()
+
+    def _fuse(self) -> None:
+        self._outside = self.remote_in_flight + self.others_in_flight
+        self._outside_tokens = self.remote_tokens + self.others_tokens
+
     # --- bookkeeping by the request path -------------------------------------------------
 
     def begin(self, server: int, prompt_tokens: int) -> int:
         """Count a request in flight; returns the batch it joins (itself included)."""
         self.in_flight[server] += 1
         self.tokens[server] += prompt_tokens
-        occupied = self.in_flight[server] + self.remote_in_flight[server]
+        occupied = self.in_flight[server] + self._outside[server]
         return int(min(occupied, self.max_batch[server]))
 
     def add_tokens(self, server: int, tokens: int) -> None:

@@ -21,6 +21,8 @@ async def health(request: HttpRequest) -> Response:
         "status": "ok" if healthy else "unavailable",
         "healthy_backends": healthy,
     }
+    if gw.scraper.targets:
+        body["scrape"] = gw.scraper.status()
     if gw.shared is not None:
         body["state_store"] = gw.shared.status()
         if healthy and gw.shared.connected is False:

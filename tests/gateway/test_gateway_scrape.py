@@ -1,0 +1,202 @@
+"""Scraping the backends' ``/metrics``: parsing per engine, and a live gateway that counts the
+load others put on a backend, moves its choice away from it, and keeps serving when scrapes
+fail (real servers on loopback)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from waiting import wait_for
+
+from perllm.gateway import create_app
+from perllm.gateway.config import BackendConfig
+from perllm.gateway.scrape import ENGINE_METRICS, metric_names, parse_load
+from perllm.policies.registry import make_policy
+
+VLLM = """# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="m"} 3.0
+vllm:num_requests_running{engine="1",model_name="m"} 2.0
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="m"} 4.0
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25
+"""
+
+
+def test_vllm_metrics_are_summed_over_their_labels() -> None:
+    load = parse_load(VLLM, ENGINE_METRICS["vllm"])
+    assert (load.queued, load.running, load.kv_cache) == (4.0, 5.0, 0.25)
+    older = VLLM.replace("kv_cache_usage_perc", "gpu_cache_usage_perc")
+    assert parse_load(older, ENGINE_METRICS["vllm"]).kv_cache == 0.25
+
+
+def test_sglang_llamacpp_and_custom_names() -> None:
+    sglang = "sglang:num_queue_reqs 2\nsglang:num_running_reqs 7\nsglang:token_usage 0.5\n"
+    load = parse_load(sglang, ENGINE_METRICS["sglang"])
+    assert (load.queued, load.running, load.kv_cache) == (2.0, 7.0, 0.5)
+    llama = "llamacpp:requests_deferred 1\nllamacpp:requests_processing 1\n"
+    assert parse_load(llama, ENGINE_METRICS["llamacpp"]).kv_cache is None
+    backend = _backend("c", "http://127.0.0.1:9", "custom", {"queued": "q", "running": "r"})
+    assert parse_load("q 1\nr 2\n", metric_names(backend)).running == 2.0
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("not prometheus {{{", "could not convert"),
+        ("vllm:num_requests_running 1\n", "no queued metric"),
+        ("vllm:num_requests_waiting 1\nvllm:num_requests_running NaN\n", "is nan"),
+        ("vllm:num_requests_waiting -1\nvllm:num_requests_running 1\n", "is -1"),
+    ],
+)
+def test_garbage_or_missing_metrics_are_a_value_error(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        parse_load(text, ENGINE_METRICS["vllm"])
+
+
+def test_a_custom_engine_needs_its_names() -> None:
+    with pytest.raises(ValueError, match="engine: custom needs metrics"):
+        _backend("c", "http://127.0.0.1:9", "custom")
+    with pytest.raises(ValueError, match="for engine: custom only"):
+        _backend("c", "http://127.0.0.1:9", "vllm", {"queued": "q", "running": "r"})
+
+
+def _backend(name: str, url: str, engine: str, metrics: Any = None) -> BackendConfig:
+    entry: dict[str, Any] = {
+        "name": name,
+        "url": url,
+        "tier": "edge",
+        "models": ["m"],
+        "hardware": "rtx-3090",
+        "model": "llama-2-7b",
+        "dtype": "q4",
+        "engine": engine,
+    }
+    if metrics is not None:
+        entry["metrics"] = metrics
+    return BackendConfig.model_validate(entry)
+
+
+class FakeEngine:
+    """A backend that answers chat calls at once and reports, at ``/metrics``, the requests
+    others have on it (``others``) plus the gateway's calls it is serving (none: they are
+    instant), or garbage / a 500 while ``broken``."""
+
+    def __init__(self) -> None:
+        self.others = 0
+        self.broken: str | None = None
+        self.calls = 0
+
+    def app(self) -> Starlette:
+        async def chat(request: Request) -> Response:
+            self.calls += 1
+            body = await request.json()
+            return JSONResponse(
+                {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "model": body["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": "ok"},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                }
+            )
+
+        async def metrics(request: Request) -> Response:
+            if self.broken == "500":
+                return PlainTextResponse("down", status_code=500)
+            if self.broken == "garbage":
+                return PlainTextResponse("<html>not metrics</html>{{")
+            text = f"q {max(self.others - 4, 0)}\nr {min(self.others, 4)}\nkv 0.5\n"
+            return PlainTextResponse(text)
+
+        async def health(request: Request) -> Response:
+            return JSONResponse({"status": "ok"})
+
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", chat, methods=["POST"]),
+                Route("/metrics", metrics),
+                Route("/health", health),
+            ]
+        )
+
+
+BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+NAMES = {"queued": "q", "running": "r", "kv-cache": "kv"}
+
+
+def _stats(url: str, backend: str) -> dict[str, Any]:
+    answer: dict[str, Any] = httpx.get(url + "/stats").json()["backends"][backend]
+    return answer
+
+
+def test_others_load_is_counted_and_steers_the_choice_away(serve: Any, kit: Any) -> None:
+    busy, free = FakeEngine(), FakeEngine()
+    busy_server, free_server = serve(busy.app()), serve(free.app())
+    config = kit.gateway_config(
+        [
+            kit.backend(
+                "busy", busy_server.url, engine="custom", metrics=NAMES, **{"max-concurrency": 4}
+            ),
+            kit.backend("free", free_server.url, engine="custom", metrics=NAMES),
+        ],
+        policy={"type": "least-loaded"},
+        scrape={"interval-s": 0.05, "stale-s": 0.5},
+    )
+    gateway = serve(create_app(config, make_policy("least-loaded"), health_checks=False))
+    busy.others = 6  # 4 running, 2 queued, sent by someone the gateway does not see
+    wait_for(lambda: _stats(gateway.url, "busy")["others_in_flight"] == 6, "6 others on busy")
+    seen = _stats(gateway.url, "busy")
+    assert (seen["running"], seen["queued"]) == (4, 2)
+    # Half the KV cache of LLaMA-2-7B on an RTX 3090 is held, none of it by this gateway.
+    assert seen["tokens_in_flight"] > 0 and seen["kv_cache_use"] == 0.5
+    for _ in range(5):
+        assert httpx.post(gateway.url + "/v1/chat/completions", json=BODY).status_code == 200
+    assert (busy.calls, free.calls) == (0, 5)
+    health = httpx.get(gateway.url + "/health").json()
+    assert health["scrape"]["busy"]["error"] is None
+    assert health["scrape"]["busy"]["engine"] == "custom"
+
+
+@pytest.mark.parametrize("failure", ["500", "garbage"])
+def test_failing_scrapes_show_in_health_go_stale_and_never_fail_a_call(
+    serve: Any, kit: Any, caplog: pytest.LogCaptureFixture, failure: str
+) -> None:
+    engine = FakeEngine()
+    backend = serve(engine.app())
+    config = kit.gateway_config(
+        [kit.backend("b", backend.url, engine="custom", metrics=NAMES)],
+        scrape={"interval-s": 0.05, "stale-s": 0.2},
+    )
+    gateway = serve(create_app(config, make_policy("round-robin"), health_checks=False))
+    engine.others = 3
+    wait_for(lambda: _stats(gateway.url, "b")["others_in_flight"] == 3, "3 others seen")
+    engine.broken = failure
+
+    def problem() -> Any:
+        return httpx.get(gateway.url + "/health").json()["scrape"]["b"]["error"]
+
+    wait_for(lambda: problem() is not None, "the failure in /health")
+    # Past stale-s without a good scrape, the others' load is forgotten.
+    wait_for(lambda: _stats(gateway.url, "b")["others_in_flight"] == 0, "stale load forgotten")
+    assert _stats(gateway.url, "b")["kv_cache_use"] is None
+    assert httpx.post(gateway.url + "/v1/chat/completions", json=BODY).status_code == 200
+    warnings = [r.getMessage() for r in caplog.records if "scraping b failed" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # logged once while it keeps failing
+    engine.broken = None
+    wait_for(lambda: problem() is None, "the scrape to work again")
+    assert httpx.get(gateway.url + "/health").json()["scrape"]["b"]["age_s"] < math.inf
