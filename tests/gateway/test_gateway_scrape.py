@@ -51,14 +51,15 @@ def test_sglang_llamacpp_and_custom_names() -> None:
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("not prometheus {{{", "could not convert"),
+        ("not prometheus {{{", "no queued metric"),
+        ("vllm:num_requests_waiting{{{ 1\nvllm:num_requests_running 1\n", ""),
         ("vllm:num_requests_running 1\n", "no queued metric"),
         ("vllm:num_requests_waiting 1\nvllm:num_requests_running NaN\n", "is nan"),
         ("vllm:num_requests_waiting -1\nvllm:num_requests_running 1\n", "is -1"),
     ],
 )
 def test_garbage_or_missing_metrics_are_a_value_error(text: str, problem: str) -> None:
-    with pytest.raises(ValueError, match=problem):
+    with pytest.raises(ValueError, match=problem or None):
         parse_load(text, ENGINE_METRICS["vllm"])
 
 

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -84,10 +86,22 @@ class BackendLoad:
     kv_cache: float | None
 
 
+@functools.cache
+def _wanted(names: EngineMetrics) -> re.Pattern[str]:
+    every = (*names.queued, *names.running, *names.kv_cache)
+    return re.compile(
+        "^(?:" + "|".join(re.escape(name) for name in every) + r")[{ \t].*$", re.MULTILINE
+    )
+
+
 def parse_load(text: str, names: EngineMetrics) -> BackendLoad:
-    """The load in a Prometheus exposition (``ValueError`` naming what is missing or bad)."""
+    """The load in a Prometheus exposition (``ValueError`` naming what is missing or bad).
+
+    Only the sample lines of ``names`` are handed to the parser: an engine's exposition runs to
+    hundreds of histogram lines that the load does not need."""
     sums: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
+    lines = "\n".join(_wanted(names).findall(text))
+    for family in text_string_to_metric_families(lines + "\n"):
         for sample in family.samples:
             sums[sample.name] = sums.get(sample.name, 0.0) + float(sample.value)
 
