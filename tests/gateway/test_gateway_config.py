@@ -14,7 +14,7 @@ from perllm.cluster import scenario
 from perllm.errors import InputError
 from perllm.gateway.cli import add_gateway_commands
 from perllm.gateway.config import load_config, parse_config
-from perllm.gateway.health import CircuitBreaker, HealthChecker, parse_power_w
+from perllm.gateway.health import CircuitBreaker, HealthChecker
 from perllm.gateway.testbed import PUBLIC_MODEL, plan_testbed
 from perllm.gateway.view import LiveView
 from perllm.perf.model import deployment
@@ -151,12 +151,6 @@ def test_testbed_ports_past_65535_are_one_error_naming_the_port() -> None:
     assert plans[-1].port == 65535
 
 
-def test_power_parsing() -> None:
-    text = 'DCGM_FI_DEV_POWER_USAGE{gpu="0"} 120.5\nDCGM_FI_DEV_POWER_USAGE{gpu="1"} 80\n'
-    assert parse_power_w(text) == pytest.approx(200.5)
-    assert parse_power_w("other_metric 3\n") is None
-
-
 async def test_health_checks_open_and_close_the_circuit() -> None:
     config = parse_config(
         {**yaml.safe_load(GOOD), "health": {"failure-threshold": 1, "cooldown-s": 0.01}}, "gw"
@@ -238,3 +232,14 @@ def test_the_shipped_example_config_loads_with_its_measured_profile() -> None:
     assert servers[0].perf != catalog_cloud
     assert 0.005 < servers[0].perf.prefill_s_per_token < 0.05
     assert links["cloud"].rtt_s == 0.04
+
+
+def test_the_shipped_measured_config_scrapes_and_measures_every_backend() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    config = load_config(root / "scenarios" / "gateway-measured.yaml")
+    assert [b.engine for b in config.backends] == ["vllm", "vllm"]
+    sources = [b.power_source for b in config.backends]
+    assert all(s is not None and s.unit == "mJ" for s in sources)
+    assert config.backends[0].scrape_url == "http://127.0.0.1:8101/metrics"

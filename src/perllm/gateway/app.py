@@ -49,6 +49,7 @@ from starlette.requests import Request as HttpRequest
 
 from perllm.gateway.config import GatewayConfig
 from perllm.gateway.dispatch import Dispatcher
+from perllm.gateway.energy import EnergyAccounts
 from perllm.gateway.health import CircuitBreaker, HealthChecker
 from perllm.gateway.limits import BodyLimit, KeyLimiter
 from perllm.gateway.metrics import GatewayMetrics
@@ -139,6 +140,18 @@ class Gateway:
         self.dispatcher.stop_all("the gateway is shutting down")
         await self.dispatcher.drain(STOP_GRACE_S)
 
+    def _measured(self, server: int) -> dict[str, float] | None:
+        """A backend's measured energy so far: this gateway's calls, others', idle."""
+        ledger = self.dispatcher.energy.ledgers[server]
+        if ledger is None:
+            return None
+        return {
+            "own": ledger.own_j,
+            "others": ledger.others_j,
+            "idle": ledger.idle_j,
+            "read": ledger.read_j,
+        }
+
     def stats(self) -> dict[str, Any]:
         now = time.monotonic()
         backends = {}
@@ -156,7 +169,7 @@ class Gateway:
                 "others_in_flight": float(self.view.others_in_flight[i]),
                 "kv_cache_use": self.view.kv_cache_use[i],
                 "bandwidth_mbps": float(self.view.bandwidth[i]),
-                "power_w": self.health.power_w[i],
+                "energy_j": self._measured(i),
                 "answered": self.dispatcher.answered[spec.name],
                 "failures": self.dispatcher.failures[spec.name],
             }
@@ -192,7 +205,15 @@ def _build(config: GatewayConfig, policy: Policy, client: httpx.AsyncClient | No
     health = HealthChecker(config.backends, breakers, config.health, clients[0])
     metrics = GatewayMetrics([b.name for b in config.backends])
     upstream = Upstream(list(config.backends), clients, shapers)
-    dispatcher = Dispatcher(policy, view, upstream, health, metrics, config.limits.max_records)
+    energy = EnergyAccounts(
+        [b.name for b in config.backends],
+        [b.power_source is not None for b in config.backends],
+        metrics.spent,
+        view.now(),
+    )
+    dispatcher = Dispatcher(
+        policy, view, upstream, health, metrics, energy, config.limits.max_records
+    )
     return Gateway(
         config,
         policy,
@@ -205,7 +226,7 @@ def _build(config: GatewayConfig, policy: Policy, client: httpx.AsyncClient | No
         tuple(config.public_models()),
         time.monotonic(),
         KeyLimiter(config.limits.per_key),
-        Scraper(config.backends, view, config.scrape, clients[0]),
+        Scraper(config.backends, view, config.scrape, clients[0], energy),
         SharedState(config, policy, view) if config.state_store else None,
     )
 

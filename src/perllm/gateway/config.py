@@ -60,6 +60,7 @@ __all__ = [
     "MetricNames",
     "PolicySpec",
     "PowerConfig",
+    "PowerSourceConfig",
     "ScrapeConfig",
     "StateSyncConfig",
     "TimeoutsConfig",
@@ -98,6 +99,36 @@ class MetricNames(KebabModel):
     kv_cache: str | None = Field(default=None, min_length=1)  # a fraction in [0, 1]
 
 
+EnergyUnit = Literal["uJ", "mJ", "J", "kJ", "Wh", "kWh"]
+PowerUnit = Literal["mW", "W", "kW"]
+
+
+class PowerSourceConfig(KebabModel):
+    """Where a backend's power or energy is measured (:mod:`perllm.gateway.power`): a
+    Prometheus ``metric`` (an energy counter, taken in differences, or a power gauge, integrated
+    between readings, as its ``unit`` says) at ``url`` (default: the backend's metrics URL),
+    summed over the samples whose labels include ``labels``; or a ``local`` reading, when the
+    gateway runs on the backend's node (``nvml``: the energy counter of GPU ``gpu``; ``rapl``:
+    the CPU package counter)."""
+
+    metric: str | None = Field(default=None, min_length=1)
+    unit: EnergyUnit | PowerUnit | None = None
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    labels: dict[str, str] = {}
+    local: Literal["nvml", "rapl"] | None = None
+    gpu: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PowerSourceConfig:
+        if (self.metric is None) == (self.local is None):
+            raise ValueError("give either metric (with its unit) or local: nvml | rapl")
+        if self.metric is not None and self.unit is None:
+            raise ValueError("metric needs its unit (uJ, mJ, J, kJ, Wh, kWh; or mW, W, kW)")
+        if self.local is not None and (self.unit or self.url or self.labels):
+            raise ValueError("local takes no unit, url or labels")
+        return self
+
+
 class BackendConfig(KebabModel):
     """One OpenAI-compatible backend."""
 
@@ -112,7 +143,8 @@ class BackendConfig(KebabModel):
     power: PowerConfig | None = None
     link: LinkConfig = LinkConfig()
     max_concurrency: int = Field(default=32, ge=1)
-    power_metrics_url: str | None = Field(default=None, pattern=r"^https?://")
+    # Measured power or energy; without it, energy comes from the power profile.
+    power_source: PowerSourceConfig | None = None
     api_key: str | None = None
     # The most output tokens (``max_tokens``) a call may ask of this backend; default: the
     # catalog model's context length, else :data:`DEFAULT_MAX_TOKENS`.

@@ -41,7 +41,16 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from perllm.domain import Decision, Feedback, FeedbackSink, RouterRequest, ServerSpec
-from perllm.gateway.feedback import Attempt, make_feedback, tokens_from_body, tokens_from_sse
+from perllm.gateway.energy import EnergyAccounts
+from perllm.gateway.feedback import (
+    Attempt,
+    energy_j,
+    make_feedback,
+    tokens_from_body,
+    tokens_from_sse,
+    with_energy,
+    with_stream_energy,
+)
 from perllm.gateway.health import HealthChecker
 from perllm.gateway.intake import ApiError, Call
 from perllm.gateway.metrics import BackendTally, GatewayMetrics
@@ -63,6 +72,7 @@ __all__ = ["Dispatcher", "RelayResponse", "RollingRecorder"]
 log = logging.getLogger(__name__)
 
 PASSED_HEADERS = ("content-type",)
+ENERGY_HEADER = "x-perllm-energy-j"
 
 
 class RelayResponse(StreamingResponse):
@@ -128,10 +138,12 @@ class Dispatcher:
         upstream: Upstream,
         health: HealthChecker,
         metrics: GatewayMetrics,
+        energy: EnergyAccounts,
         max_records: int = 100_000,
         sinks: Sequence[FeedbackSink] = (),
     ) -> None:
         self.policy = policy
+        self.energy = energy
         self.view = view
         self.upstream = upstream
         self.health = health
@@ -272,6 +284,7 @@ class Dispatcher:
         server = decision.server
         batch = self.view.begin(server, request.prompt_tokens)
         attempt = Attempt(request, decision, batch, sent_s=self.view.now(), streamed=call.stream)
+        self.energy.begin(server, attempt.sent_s)
         try:
             response = await self.upstream.open(call, server, decision, ticket.request_id)
             if call.stream and response.status_code < 400:
@@ -301,17 +314,24 @@ class Dispatcher:
             attempt.end_s = attempt.first_byte_s = self.view.now()
             attempt.response_bytes = len(content)
             attempt.output_tokens = tokens_from_body(content) if response.status_code < 400 else 0
-            self._finish(attempt, failed=response.status_code >= 400)
+            feedback = self._finish(attempt, failed=response.status_code >= 400)
             self.metrics.answered(self.names[server], response.status_code)
             for name in PASSED_HEADERS:
                 if name in response.headers:
                     headers[name] = response.headers[name]
+            if response.status_code < 400:
+                source = self._energy_source(attempt)
+                headers[ENERGY_HEADER] = str(energy_j(feedback.energy))
+                content = with_energy(content, feedback.energy, source)
             return Response(content, status_code=response.status_code, headers=headers)
         attempt.first_byte_s = self.view.now()
         progress = StreamProgress(
             on_chunk=lambda n: self._streamed_tokens(attempt, n),
             on_done=lambda p: self._stream_done(attempt, p, ticket),
         )
+        options = call.body.get("stream_options") or {}
+        if options.get("include_usage"):
+            progress.rewrite = lambda chunk: self._stream_energy(attempt, progress, chunk)
         self._streams.add(progress)
         headers["cache-control"] = "no-cache"
         body = relay(response, chunks, first, progress, self.names[server], ticket.remaining_s())
@@ -363,9 +383,33 @@ class Dispatcher:
             forget(attempt.request, attempt.decision)
 
     def _release(self, attempt: Attempt) -> None:
-        """Give back an attempt's in-flight counts."""
+        """Give back an attempt's in-flight counts, and close its energy account."""
         server = attempt.decision.server
         self.view.end(server, attempt.request.prompt_tokens + attempt.view_tokens)
+        end = attempt.end_s if math.isfinite(attempt.end_s) else self.view.now()
+        self.energy.end(server, attempt.sent_s, end, attempt.request.service_class)
+
+    def _stream_energy(self, attempt: Attempt, progress: StreamProgress, chunk: bytes) -> bytes:
+        """``chunk`` with the stream's energy so far in its usage event, if it has one."""
+        if b'"usage"' not in chunk:
+            return chunk
+        now = dataclasses.replace(
+            attempt, end_s=self.view.now(), response_bytes=progress.size_bytes
+        )
+        server = attempt.decision.server
+        spec = self.view.servers[server]
+        measured = self.energy.provisional_j(server, now.sent_s, now.end_s)
+        energy = make_feedback(
+            now, spec, self.view.links[spec.link], float(self.view.bandwidth[server]), measured
+        ).energy
+        source = "modelled" if measured is None else "measured"
+        return with_stream_energy(chunk, energy, source)
+
+    def _energy_source(self, attempt: Attempt) -> str:
+        """Whether a call's inference energy is ``measured`` or ``modelled``."""
+        server = attempt.decision.server
+        measured = self.energy.provisional_j(server, attempt.sent_s, attempt.end_s)
+        return "modelled" if measured is None else "measured"
 
     @property
     def recorder(self) -> Recorder:
@@ -378,14 +422,20 @@ class Dispatcher:
         server = attempt.decision.server
         self._release(attempt)
         spec = self.view.servers[server]
+        measured = self.energy.provisional_j(server, attempt.sent_s, attempt.end_s)
         feedback = make_feedback(
             attempt,
             spec,
             self.view.links[spec.link],
             float(self.view.bandwidth[server]),
-            self.health.power_w[server],
+            measured,
             failed=failed,
         )
+        name, service_class = self.names[server], attempt.request.service_class
+        energy = feedback.energy
+        self.energy.spend(name, service_class, "transmission", "modelled", energy.transmission_j)
+        if measured is None:  # a measured one is counted once settled
+            self.energy.spend(name, service_class, "inference", "modelled", energy.inference_j)
         if not failed and not attempt.streamed:
             # A measured download rate (not part of the feedback, which used the estimate).
             self.view.observe_transfer(

@@ -11,12 +11,12 @@ when it went upstream, ``first_byte`` when the first body byte came back, ``end`
   included: the gateway cannot split them, so ``queue_s`` is ``nan``), decode =
   ``end - first_byte``; non-streamed calls leave both ``nan``;
 - service time = ``max(end - sent - transfer, 0)``;
-- energy (:mod:`perllm.physics`): transmission = ``tx_power_w * (transfer - rtt)``; inference =
-  ``P * service / batch``
-  where ``P`` is the backend's measured power (Prometheus ``DCGM_FI_DEV_POWER_USAGE``) when
-  configured, else the power profile's ``busy_w(batch)``, and ``batch`` the number of this
-  gateway's requests in flight on the backend when the call was sent (itself included);
-  idle = 0: a gateway does not see a backend's idle periods or the other clients sharing it.
+- energy (:mod:`perllm.physics`): transmission = ``tx_power_w * (transfer - rtt)`` (modelled);
+  inference = the call's share of the energy measured by the backend's ``power-source``
+  (:mod:`perllm.gateway.energy`, provisional at the call's end) where there is one and it has
+  measured a busy interval; else modelled, ``busy_w(batch) * service / batch`` with the power
+  profile and ``batch`` the requests in flight on the backend when the call was sent (itself
+  included); idle = 0: a backend's idle energy belongs to no call.
 
 Output tokens come from the upstream ``usage`` when present, else are estimated: one token per
 streamed content event, or ``characters / CHARS_PER_TOKEN`` (four) of a non-streamed answer.
@@ -40,7 +40,21 @@ from perllm.domain import (
     ServerSpec,
 )
 
-__all__ = ["Attempt", "count_events", "make_feedback", "tokens_from_body", "tokens_from_sse"]
+__all__ = [
+    "ENERGY_KEY",
+    "Attempt",
+    "count_events",
+    "energy_j",
+    "make_feedback",
+    "tokens_from_body",
+    "tokens_from_sse",
+    "with_energy",
+    "with_stream_energy",
+]
+
+# The key under ``usage`` where an answer carries its energy: perllm's own, which OpenAI clients
+# keep as an unknown field.
+ENERGY_KEY = "perllm"
 
 
 @dataclass(slots=True)
@@ -68,7 +82,7 @@ def make_feedback(
     spec: ServerSpec,
     link: LinkSpec,
     bandwidth_mbps: float,
-    power_w: float | None,
+    measured_j: float | None,
     *,
     failed: bool = False,
 ) -> Feedback:
@@ -79,12 +93,12 @@ def make_feedback(
     processing_s = attempt.end_s - request.arrival_s
     service_s = max(attempt.end_s - attempt.sent_s - transfer_s, 0.0)
     batch = max(attempt.batch, 1)
-    watts = power_w if power_w is not None else spec.power.busy_w(batch)
+    modelled = physics.batch_share_j(spec.power.busy_w(batch), service_s, batch)
     energy = EnergyParts(
         transmission_j=physics.transmission_j(
             link.tx_power_w, physics.wire_s(total_bytes, bandwidth_mbps)
         ),
-        inference_j=physics.batch_share_j(watts, service_s, batch),
+        inference_j=modelled if measured_j is None else measured_j,
         idle_j=0.0,
     )
     streamed = attempt.streamed and not math.isnan(attempt.first_byte_s)
@@ -148,3 +162,54 @@ def tokens_from_body(content: bytes) -> int:
             )
             chars += len(text) if isinstance(text, str) else 0
     return math.ceil(chars / CHARS_PER_TOKEN)
+
+
+def energy_j(energy: EnergyParts) -> float:
+    """A call's energy as its answer reports it: transmission plus inference, in joules."""
+    return round(energy.transmission_j + energy.inference_j, 6)
+
+
+def _energy_usage(body: Any, energy: EnergyParts, source: str) -> bool:
+    usage = body.get("usage") if isinstance(body, dict) else None
+    if not isinstance(usage, dict):
+        return False
+    usage[ENERGY_KEY] = {
+        "energy_j": energy_j(energy),
+        "inference_j": round(energy.inference_j, 6),
+        "transmission_j": round(energy.transmission_j, 6),
+        "energy_source": source,
+    }
+    return True
+
+
+def with_energy(content: bytes, energy: EnergyParts, source: str) -> bytes:
+    """A non-streamed answer with its energy under ``usage.perllm`` (joules in all, by part,
+    and whether the inference part is ``measured`` or ``modelled``); unchanged if it has no
+    ``usage``."""
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return content
+    if not _energy_usage(body, energy, source):
+        return content
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def with_stream_energy(chunk: bytes, energy: EnergyParts, source: str) -> bytes:
+    """A chunk of a stream with the energy added to the ``usage`` of its usage event (the one
+    ``stream_options.include_usage`` asks for), if it holds that event whole."""
+    if b'"usage"' not in chunk:
+        return chunk
+    events = chunk.split(b"\n\n")
+    for i, event in enumerate(events):
+        text = event.strip()
+        if not text.startswith(b"data:") or b'"usage"' not in text:
+            continue
+        try:
+            body = json.loads(text[5:])
+        except ValueError:
+            continue
+        if _energy_usage(body, energy, source):
+            events[i] = b"data: " + json.dumps(body, separators=(",", ":")).encode()
+            return b"\n\n".join(events)
+    return chunk

@@ -1,4 +1,4 @@
-"""Dependability: a circuit breaker per backend, periodic health checks and power scraping.
+"""Dependability: a circuit breaker per backend and periodic health checks.
 
 Circuit breaker (per backend): *closed* while requests succeed; *open* after
 ``failure_threshold`` consecutive failures (requests, retries and health checks all count);
@@ -16,15 +16,12 @@ import time
 from collections.abc import Sequence
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from perllm.gateway.config import BackendConfig, HealthConfig
 
-__all__ = ["CircuitBreaker", "HealthChecker", "parse_power_w"]
+__all__ = ["CircuitBreaker", "HealthChecker"]
 
 log = logging.getLogger(__name__)
-
-POWER_METRIC = "DCGM_FI_DEV_POWER_USAGE"
 
 
 class CircuitBreaker:
@@ -62,22 +59,8 @@ class CircuitBreaker:
             self.opened_at = now
 
 
-def parse_power_w(text: str) -> float | None:
-    """Sum of the ``DCGM_FI_DEV_POWER_USAGE`` samples (watts) in a Prometheus exposition."""
-    total, found = 0.0, False
-    try:
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == POWER_METRIC:
-                    total += float(sample.value)
-                    found = True
-    except ValueError:
-        return None
-    return total if found else None
-
-
 class HealthChecker:
-    """Checks every backend each ``interval_s`` and scrapes power where configured.
+    """Checks every backend each ``interval_s``.
 
     Parameters
     ----------
@@ -102,7 +85,6 @@ class HealthChecker:
         self.breakers = breakers
         self.settings = settings
         self.client = client
-        self.power_w: list[float | None] = [None] * len(backends)
         self._task: asyncio.Task[None] | None = None
 
     async def check(self, index: int) -> bool:
@@ -122,16 +104,7 @@ class HealthChecker:
         else:
             breaker.record_failure(now)
             log.debug("health check failed for backend %s", backend.name)
-        if backend.power_metrics_url is not None:
-            self.power_w[index] = await self._scrape_power(backend.power_metrics_url, timeout)
         return ok
-
-    async def _scrape_power(self, url: str, timeout: float) -> float | None:
-        try:
-            response = await self.client.get(url, timeout=timeout)
-        except httpx.HTTPError:
-            return None
-        return parse_power_w(response.text) if response.status_code == 200 else None
 
     async def _loop(self) -> None:
         while True:

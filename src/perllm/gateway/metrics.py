@@ -9,8 +9,10 @@ metric                                              labels
                                                     completion call
 ``perllm_gateway_request_latency_seconds``          backend (arrival to last byte)
 ``perllm_gateway_deadlines_total``                  backend, outcome (``met`` / ``missed``)
-``perllm_gateway_energy_joules_total``              backend, part (transmission / inference /
-                                                    idle)
+``perllm_energy_joules_total``                      backend, service_class, part (transmission /
+                                                    inference / idle), source (``measured`` by
+                                                    the backend's power source, or
+                                                    ``modelled``); idle has class ``none``
 ``perllm_gateway_decisions_total``                  backend (policy decisions, retries too)
 ``perllm_gateway_retries_total``                    backend (the one that failed)
 ``perllm_gateway_in_flight``                        backend
@@ -73,9 +75,9 @@ class GatewayMetrics:
             registry=r,
         )
         self.energy = Counter(
-            "perllm_gateway_energy_joules",
-            "Estimated energy by part",
-            ["backend", "part"],
+            "perllm_energy_joules",
+            "Energy by backend, service class and part, measured or modelled",
+            ["backend", "service_class", "part", "source"],
             registry=r,
         )
         self.decisions = Counter(
@@ -107,16 +109,18 @@ class GatewayMetrics:
         self.retries.labels(self.backends[server]).inc()
 
     def on_feedback(self, now: float, feedback: Feedback) -> None:
-        """Record one ended attempt's latency and deadline outcome (unless it failed) and its
-        energy (a :class:`~perllm.domain.FeedbackSink`)."""
+        """Record one ended attempt's latency and deadline outcome (unless it failed) (a
+        :class:`~perllm.domain.FeedbackSink`)."""
         backend = self.backends[feedback.decision.server]
         if not feedback.failed:
             self.latency.labels(backend).observe(feedback.processing_s)
             self.deadlines.labels(backend, "met" if feedback.met else "missed").inc()
-        energy = feedback.energy
-        self.energy.labels(backend, "transmission").inc(energy.transmission_j)
-        self.energy.labels(backend, "inference").inc(energy.inference_j)
-        self.energy.labels(backend, "idle").inc(energy.idle_j)
+
+    def spent(
+        self, backend: str, service_class: str, part: str, source: str, joules: float
+    ) -> None:
+        """Count energy (see :class:`perllm.gateway.energy.EnergyAccounts`)."""
+        self.energy.labels(backend, service_class, part, source).inc(joules)
 
     def refresh(self, in_flight: Sequence[float], healthy: Sequence[bool]) -> None:
         """Update the gauges (called when ``/metrics`` is scraped)."""

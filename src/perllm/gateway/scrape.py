@@ -29,14 +29,17 @@ import functools
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from perllm.errors import InputError
 from perllm.gateway.config import BackendConfig, MetricNames, ScrapeConfig
+from perllm.gateway.energy import EnergyAccounts
+from perllm.gateway.power import EnergyReader, parse_metric, reader_for
 from perllm.gateway.view import LiveView
 
 __all__ = ["ENGINE_METRICS", "BackendLoad", "Scraper", "metric_names", "parse_load"]
@@ -124,7 +127,8 @@ def parse_load(text: str, names: EngineMetrics) -> BackendLoad:
 
 
 class Scraper:
-    """Scrapes the backends that name an ``engine`` into the live view (module docstring)."""
+    """Scrapes the backends that name an ``engine`` into the live view, and reads the
+    ``power-source`` of those that have one into their energy accounts (module docstring)."""
 
     def __init__(
         self,
@@ -132,25 +136,49 @@ class Scraper:
         view: LiveView,
         settings: ScrapeConfig,
         client: httpx.AsyncClient,
+        energy: EnergyAccounts | None = None,
     ) -> None:
         self.settings = settings
         self.view = view
         self.client = client
-        self.targets = [(i, b, metric_names(b)) for i, b in enumerate(backends) if b.engine]
+        self.energy = energy
+        self.backends = backends
+        self.power: dict[int, tuple[EnergyReader, Callable[[], float] | None]] = {}
+        for i, backend in enumerate(backends):
+            if backend.power_source is not None:
+                try:
+                    self.power[i] = reader_for(backend.power_source)
+                except RuntimeError as err:
+                    raise InputError(f"backends.{i}.{err}") from None
+        self.targets = [i for i, b in enumerate(backends) if b.engine or i in self.power]
+        self.names = {i: metric_names(b) for i, b in enumerate(backends) if b.engine}
         self.last_ok: dict[int, float] = {}  # monotonic time of each backend's last good scrape
         self.errors: dict[int, str] = {}  # each failing backend's last problem
         self.scrapes = 0
         self._task: asyncio.Task[None] | None = None
 
-    async def scrape(self, index: int, backend: BackendConfig, names: EngineMetrics) -> None:
-        """Read one backend's metrics once into the view (a failure is recorded, not raised)."""
-        timeout = min(self.settings.interval_s, 5.0)
-        try:
-            response = await self.client.get(backend.scrape_url, timeout=timeout)
+    async def _text(self, url: str, texts: dict[str, str]) -> str:
+        if url not in texts:
+            # A slow scrape delays the next one but never outlives the data's freshness.
+            timeout = min(self.settings.stale_s / 2, 5.0)
+            response = await self.client.get(url, timeout=timeout)
             if response.status_code != 200:
-                raise ValueError(f"HTTP {response.status_code}")
-            load = parse_load(response.text, names)
-        except (httpx.HTTPError, ValueError) as err:
+                raise ValueError(f"{url}: HTTP {response.status_code}")
+            texts[url] = response.text
+        return texts[url]
+
+    async def scrape(self, index: int) -> None:
+        """Read one backend's load and power once (a failure is recorded, not raised)."""
+        backend = self.backends[index]
+        texts: dict[str, str] = {}
+        try:
+            if index in self.names:
+                text = await self._text(backend.scrape_url, texts)
+                load = parse_load(text, self.names[index])
+                self.view.observe_scrape(index, load.queued + load.running, load.kv_cache)
+            if index in self.power:
+                await self._read_power(index, backend, texts)
+        except (httpx.HTTPError, ValueError, OSError) as err:
             problem = str(err) or type(err).__name__
             if index not in self.errors:
                 log.warning("scraping %s failed: %s", backend.name, problem)
@@ -161,20 +189,37 @@ class Scraper:
         if self.errors.pop(index, None) is not None:
             log.info("scraping %s works again", backend.name)
         self.last_ok[index] = time.monotonic()
-        self.view.observe_scrape(index, load.queued + load.running, load.kv_cache)
+
+    async def _read_power(self, index: int, backend: BackendConfig, texts: dict[str, str]) -> None:
+        source = backend.power_source
+        assert source is not None and self.energy is not None
+        reader, local = self.power[index]
+        if local is not None:
+            value = local()
+        else:
+            assert source.metric is not None
+            text = await self._text(source.url or backend.scrape_url, texts)
+            value = parse_metric(text, source.metric, source.labels)
+        now = self.view.now()
+        joules = reader.joules(now, value)
+        if joules is not None:
+            others = float(self.view.others_in_flight[index])
+            self.energy.reading(index, now, joules, others)
 
     async def scrape_all(self) -> None:
-        await asyncio.gather(*(self.scrape(*target) for target in self.targets))
+        await asyncio.gather(*(self.scrape(index) for index in self.targets))
         self.scrapes += 1
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Per scraped backend: the age of its last good scrape and its current problem."""
         now = time.monotonic()
         found = {}
-        for index, backend, _ in self.targets:
+        for index in self.targets:
+            backend = self.backends[index]
             last = self.last_ok.get(index)
             found[backend.name] = {
                 "engine": backend.engine,
+                "power_source": backend.power_source is not None,
                 "age_s": None if last is None else round(now - last, 3),
                 "error": self.errors.get(index),
             }

@@ -180,6 +180,7 @@ class StreamProgress:
 
     on_chunk: Callable[[int], None]
     on_done: Callable[[StreamProgress], None]
+    rewrite: Callable[[bytes], bytes] | None = None  # what the client gets of each chunk
     size_bytes: int = 0
     events: int = 0
     tail: bytes = b""
@@ -245,7 +246,7 @@ async def relay(
     )
     try:
         progress.add(first)
-        yield first
+        yield progress.rewrite(first) if progress.rewrite else first
         while not progress.stopping:
             progress._reader = task
             try:
@@ -259,7 +260,7 @@ async def relay(
             finally:
                 progress._reader = None
             progress.add(chunk)
-            yield chunk
+            yield progress.rewrite(chunk) if progress.rewrite else chunk
         if progress.stopping:
             raise TimeoutError
         progress.outcome = "ok"
