@@ -259,3 +259,45 @@ def test_workers_share_one_port_and_what_they_learn(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+def test_replicas_scrape_each_engine_once_per_interval_between_them(
+    serve: Any, kit: Any, redis_server: RedisServer
+) -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, PlainTextResponse, Response
+    from starlette.routing import Route
+
+    hits = [0]
+
+    async def metrics(request: Request) -> Response:
+        hits[0] += 1
+        return PlainTextResponse("q 2\nr 3\n")  # 5 requests of others, none of the gateways'
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    engine = serve(Starlette(routes=[Route("/metrics", metrics), Route("/health", health)]))
+    config = kit.gateway_config(
+        [kit.backend("b", engine.url, engine="custom", metrics={"queued": "q", "running": "r"})],
+        **{"state-store": redis_server.url, "state-sync": SYNC},
+        scrape={"interval-s": 0.05, "stale-s": 1.0},
+    )
+    a, b = (
+        serve(create_app(config, make_policy("round-robin", seed=i), health_checks=False))
+        for i in range(2)
+    )
+
+    def status(url: str) -> dict[str, Any]:
+        found: dict[str, Any] = httpx.get(url + "/health").json()["scrape"]["b"]
+        return found
+
+    wait_for(lambda: min(status(a.url)["rounds"], status(b.url)["rounds"]) >= 30, "30 rounds")
+    for url in (a.url, b.url):
+        assert httpx.get(url + "/stats").json()["backends"]["b"]["others_in_flight"] == 5
+    first, second = status(a.url), status(b.url)
+    rounds = first["rounds"] + second["rounds"]
+    local = first["scraped_here"] + second["scraped_here"]
+    assert hits[0] >= local  # every local scrape reached the engine (more since, perhaps)
+    assert local < 0.75 * rounds, (local, rounds)  # not each replica every round

@@ -56,6 +56,7 @@ from perllm.gateway.metrics import GatewayMetrics
 from perllm.gateway.routes import ROUTES, http_error
 from perllm.gateway.scrape import Scraper
 from perllm.gateway.shaping import UploadShaper
+from perllm.gateway.shared_scrape import SharedScrapes
 from perllm.gateway.shared_state import SharedState
 from perllm.gateway.state import json_ready, load_state, save_state
 from perllm.gateway.upstream import Upstream
@@ -205,6 +206,11 @@ def _build(config: GatewayConfig, policy: Policy, client: httpx.AsyncClient | No
     health = HealthChecker(config.backends, breakers, config.health, clients[0])
     metrics = GatewayMetrics([b.name for b in config.backends])
     upstream = Upstream(list(config.backends), clients, shapers)
+    shared = SharedState(config, policy, view) if config.state_store else None
+    scrapes = None
+    if shared is not None:
+        interval, stale = config.scrape.interval_s, config.scrape.stale_s
+        scrapes = SharedScrapes(shared.client, shared.prefix, shared.replica, interval, stale)
     energy = EnergyAccounts(
         [b.name for b in config.backends],
         [b.power_source is not None for b in config.backends],
@@ -226,8 +232,8 @@ def _build(config: GatewayConfig, policy: Policy, client: httpx.AsyncClient | No
         tuple(config.public_models()),
         time.monotonic(),
         KeyLimiter(config.limits.per_key),
-        Scraper(config.backends, view, config.scrape, clients[0], energy),
-        SharedState(config, policy, view) if config.state_store else None,
+        Scraper(config.backends, view, config.scrape, clients[0], energy, scrapes),
+        shared,
     )
 
 

@@ -16,9 +16,9 @@ The live view adds to its own count what the scrape shows beyond it (see
 :meth:`perllm.gateway.view.LiveView.observe_scrape`): a scrape older than ``scrape.stale-s``
 is forgotten. A scrape that fails (unreachable, an error status, text that is not Prometheus
 exposition, or none of the engine's metrics) is logged once, until one succeeds again, and
-shows in ``/health``; it never blocks or fails a call. Each gateway process scrapes for itself:
-with replicas, each subtracts every replica's in-flight calls, so the others' load is counted
-once.
+shows in ``/health``; it never blocks or fails a call. Replicas sharing a state store scrape
+each engine once per interval between them (:mod:`perllm.gateway.shared_scrape`); the load a
+scrape shows is net of every replica's calls, so others' load is counted once.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from perllm.errors import InputError
 from perllm.gateway.config import BackendConfig, MetricNames, ScrapeConfig
 from perllm.gateway.energy import EnergyAccounts
 from perllm.gateway.power import EnergyReader, parse_metric, reader_for
+from perllm.gateway.shared_scrape import Others, SharedScrapes
 from perllm.gateway.view import LiveView
 
 __all__ = ["ENGINE_METRICS", "BackendLoad", "Scraper", "metric_names", "parse_load"]
@@ -137,8 +138,10 @@ class Scraper:
         settings: ScrapeConfig,
         client: httpx.AsyncClient,
         energy: EnergyAccounts | None = None,
+        shared: SharedScrapes | None = None,
     ) -> None:
         self.settings = settings
+        self.shared = shared
         self.view = view
         self.client = client
         self.energy = energy
@@ -153,6 +156,7 @@ class Scraper:
         self.targets = [i for i, b in enumerate(backends) if b.engine or i in self.power]
         self.names = {i: metric_names(b) for i, b in enumerate(backends) if b.engine}
         self.last_ok: dict[int, float] = {}  # monotonic time of each backend's last good scrape
+        self.scraped_here = dict.fromkeys(self.targets, 0)  # engine scrapes by this process
         self.errors: dict[int, str] = {}  # each failing backend's last problem
         self.scrapes = 0
         self._task: asyncio.Task[None] | None = None
@@ -167,27 +171,44 @@ class Scraper:
             texts[url] = response.text
         return texts[url]
 
-    async def scrape(self, index: int) -> None:
-        """Read one backend's load and power once (a failure is recorded, not raised)."""
+    async def scrape(self, index: int, load: bool = True) -> None:
+        """Read one backend's load (where ``load``) and power once (a failure is recorded,
+        not raised)."""
         backend = self.backends[index]
         texts: dict[str, str] = {}
         try:
-            if index in self.names:
+            if load and index in self.names:
                 text = await self._text(backend.scrape_url, texts)
-                load = parse_load(text, self.names[index])
-                self.view.observe_scrape(index, load.queued + load.running, load.kv_cache)
+                self.scraped_here[index] += 1
+                found = parse_load(text, self.names[index])
+                self.view.observe_scrape(index, found.queued + found.running, found.kv_cache)
+                if self.shared is not None:
+                    await self.shared.publish(backend.name, self._others(index))
             if index in self.power:
                 await self._read_power(index, backend, texts)
         except (httpx.HTTPError, ValueError, OSError) as err:
-            problem = str(err) or type(err).__name__
-            if index not in self.errors:
-                log.warning("scraping %s failed: %s", backend.name, problem)
-            self.errors[index] = problem
-            if time.monotonic() - self.last_ok.get(index, -float("inf")) > self.settings.stale_s:
-                self.view.forget_scrape(index)
+            self._failed(index, str(err) or type(err).__name__)
             return
+        self._worked(index)
+
+    def _others(self, index: int) -> Others:
+        view = self.view
+        return (
+            float(view.others_in_flight[index]),
+            float(view.others_tokens[index]),
+            view.kv_cache_use[index],
+        )
+
+    def _failed(self, index: int, problem: str) -> None:
+        if index not in self.errors:
+            log.warning("scraping %s failed: %s", self.backends[index].name, problem)
+        self.errors[index] = problem
+        if time.monotonic() - self.last_ok.get(index, -float("inf")) > self.settings.stale_s:
+            self.view.forget_scrape(index)
+
+    def _worked(self, index: int) -> None:
         if self.errors.pop(index, None) is not None:
-            log.info("scraping %s works again", backend.name)
+            log.info("scraping %s works again", self.backends[index].name)
         self.last_ok[index] = time.monotonic()
 
     async def _read_power(self, index: int, backend: BackendConfig, texts: dict[str, str]) -> None:
@@ -207,11 +228,28 @@ class Scraper:
             self.energy.reading(index, now, joules, others)
 
     async def scrape_all(self) -> None:
-        await asyncio.gather(*(self.scrape(index) for index in self.targets))
+        """One round: every target's power, and its load unless a replica scrapes it this
+        interval (then its published result is taken)."""
+        engines = [i for i in self.targets if i in self.names]
+        mine = set(engines)
+        if self.shared is not None and engines:
+            won = await self.shared.claim([self.backends[i].name for i in engines])
+            theirs = [i for i, w in zip(engines, won, strict=True) if not w]
+            mine -= set(theirs)
+            published = await self.shared.fetch([self.backends[i].name for i in theirs])
+            for index, others in zip(theirs, published, strict=True):
+                if others is None:
+                    self._failed(index, "no fresh scrape published by the replica that holds it")
+                else:
+                    self.view.observe_others(index, *others)
+                    self._worked(index)
+        await asyncio.gather(*(self.scrape(i, i in mine) for i in self.targets))
         self.scrapes += 1
 
     def status(self) -> dict[str, dict[str, Any]]:
-        """Per scraped backend: the age of its last good scrape and its current problem."""
+        """Per scraped backend: the age of its last good scrape, its current problem, this
+        process's rounds and the engine scrapes it made itself (the rest taken from a
+        replica)."""
         now = time.monotonic()
         found = {}
         for index in self.targets:
@@ -222,6 +260,8 @@ class Scraper:
                 "power_source": backend.power_source is not None,
                 "age_s": None if last is None else round(now - last, 3),
                 "error": self.errors.get(index),
+                "rounds": self.scrapes,
+                "scraped_here": self.scraped_here[index],
             }
         return found
 

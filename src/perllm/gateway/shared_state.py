@@ -170,7 +170,7 @@ class SharedState:
         self.policy = policy
         self.view = view
         self.replica = uuid.uuid4().hex[:16]
-        prefix = namespace(config, policy)
+        prefix = self.prefix = namespace(config, policy)
         self._keys = [
             f"{prefix}:stats",
             f"{prefix}:own:{self.replica}",

@@ -170,14 +170,20 @@ class LiveView:
         (0-1, ``None`` where not reported); what they show beyond the gateway's and its
         replicas' own becomes others' load."""
         mine = self.in_flight[server] + self.remote_in_flight[server]
-        self.others_in_flight[server] = max(requests - mine, 0.0)
-        self.kv_cache_use[server] = kv_cache_use
+        tokens = 0.0
         if kv_cache_use is not None:
             held = kv_cache_use * self.kv_capacity[server]
-            counted = self.tokens[server] + self.remote_tokens[server]
-            self.others_tokens[server] = max(held - counted, 0.0)
-        else:
-            self.others_tokens[server] = 0.0
+            tokens = max(held - self.tokens[server] - self.remote_tokens[server], 0.0)
+        self.observe_others(server, max(requests - mine, 0.0), tokens, kv_cache_use)
+
+    def observe_others(
+        self, server: int, requests: float, tokens: float, kv_cache_use: float | None
+    ) -> None:
+        """Others' load on ``server``: their requests and tokens in flight, and its KV-cache
+        use (from a scrape of this gateway's, or a replica's)."""
+        self.others_in_flight[server] = requests
+        self.others_tokens[server] = tokens
+        self.kv_cache_use[server] = kv_cache_use
         self._fuse()
 
     def forget_scrape(self, server: int) -> None:
