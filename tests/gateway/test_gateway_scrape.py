@@ -201,3 +201,47 @@ def test_failing_scrapes_show_in_health_go_stale_and_never_fail_a_call(
     engine.broken = None
     wait_for(lambda: problem() is None, "the scrape to work again")
     assert httpx.get(gateway.url + "/health").json()["scrape"]["b"]["age_s"] < math.inf
+
+
+def test_emulated_vllm_backends_loaded_by_direct_clients_are_avoided(serve: Any, kit: Any) -> None:
+    """Two emulators that export vLLM's gauges; a client the gateway does not see holds
+    streams open on the first; the gateway counts them and sends its calls to the second."""
+    busy = serve(kit.emulator(kit.EDGE, time_scale=1.0))
+    free = serve(kit.emulator(kit.EDGE, time_scale=1.0))
+    config = kit.gateway_config(
+        [
+            kit.backend("busy", busy.url, engine="vllm"),
+            kit.backend("free", free.url, engine="vllm"),
+        ],
+        scrape={"interval-s": 0.05, "stale-s": 1.0},
+    )
+    gateway = serve(create_app(config, make_policy("least-loaded"), health_checks=False))
+    long = {
+        "model": "llama-2-7b",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 2000,
+        "stream": True,
+    }
+    with httpx.Client(timeout=60) as direct:
+        streams = [
+            direct.send(
+                direct.build_request("POST", busy.url + "/v1/chat/completions", json=long),
+                stream=True,
+            )
+            for _ in range(3)
+        ]
+        try:
+            # Each is running once its first token arrives (its reader kept: dropping it would
+            # close the stream).
+            readers = [stream.iter_lines() for stream in streams]
+            for reader in readers:
+                next(line for line in reader if line.startswith("data:"))
+            wait_for(
+                lambda: _stats(gateway.url, "busy")["others_in_flight"] == 3, "3 direct streams"
+            )
+            for _ in range(4):
+                answer = httpx.post(gateway.url + "/v1/chat/completions", json=BODY, timeout=60)
+                assert answer.headers["x-perllm-backend"] == "free"
+        finally:
+            for stream in streams:
+                stream.close()
