@@ -164,3 +164,44 @@ def test_answers_carry_measured_energy_that_adds_up_to_the_counter(serve: Any, k
     assert _energy(gateway.url)[("idle", "measured")] >= measured["idle"] > 0
     # The first call may have ended before any busy interval was measured (then modelled).
     assert first.json()["usage"]["perllm"]["energy_source"] in ("measured", "modelled")
+
+
+def test_cs_ucb_learns_the_measured_energy_where_there_is_one(serve: Any, kit: Any) -> None:
+    """Two identical emulated edges; the first's power source reports ten times the energy
+    its model would (a fake DCGM exporter whose counter grows ten times faster): CS-UCB's
+    learned energy ratio for it is about ten times the other's."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response
+    from starlette.routing import Route
+
+    hot = serve(kit.emulator(kit.EDGE, time_scale=0.05))
+    cool = serve(kit.emulator(kit.EDGE, time_scale=0.05))
+
+    async def tenfold(request: Request) -> Response:
+        text = httpx.get(hot.url + "/metrics").text
+        mj = parse_metric(text, "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", {})
+        return PlainTextResponse(f"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION {10 * mj}\n")
+
+    exporter = serve(Starlette(routes=[Route("/metrics", tenfold)]))
+    source = {
+        "metric": "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+        "unit": "mJ",
+        "url": exporter.url + "/metrics",
+    }
+    config = kit.gateway_config(
+        [kit.backend("hot", hot.url, **{"power-source": source}), kit.backend("cool", cool.url)],
+        scrape={"interval-s": 0.02, "stale-s": 1.0},
+        time_scale=0.05,
+    )
+    gateway = serve(create_app(config, make_policy("cs-ucb"), health_checks=False))
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 32}
+    with httpx.Client(base_url=gateway.url, timeout=60) as client:
+        for _ in range(24):  # CS-UCB tries both arms
+            answer = client.post("/v1/chat/completions", json=body)
+            assert answer.status_code == 200
+        state = client.get("/admin/state").json()["energy"]
+    count = state["count"][0]
+    mean = [t / c if c else 0.0 for t, c in zip(state["total"][0], count, strict=True)]
+    assert min(count) > 0, count
+    assert mean[0] - mean[1] > 1.5, mean  # log(10) = 2.3 apart, give or take the first calls
