@@ -79,6 +79,28 @@ class _Server(uvicorn.Server):
         finally:
             self.startup_over.set()
 
+    def _protocol(self) -> asyncio.Protocol:
+        # As uvicorn's startup makes the protocol of each connection it accepts.
+        return self.config.http_protocol_class(  # type: ignore[call-arg]
+            config=self.config, server_state=self.server_state, app_state=self.lifespan.state
+        )
+
+    async def stop_accepting(self, sock: socket.socket) -> None:
+        """Close the listening socket ``sock``, serving first the connections the kernel has
+        already queued on it (their clients may have sent a call: closing would reset them)."""
+        queued = []
+        with contextlib.suppress(OSError):
+            sock.setblocking(False)
+            while True:
+                connection, _ = sock.accept()
+                queued.append(connection)
+        for listener in self.servers:
+            listener.close()
+        loop = asyncio.get_running_loop()
+        for connection in queued:
+            connection.setblocking(False)
+            await loop.connect_accepted_socket(self._protocol, connection)
+
 
 class _ClosingAnswers:
     """ASGI wrapper: once :attr:`closing` is set, every HTTP answer says ``connection: close``,
@@ -225,7 +247,7 @@ async def serve_apps(
     The first Ctrl-C (or SIGTERM) shuts every server down gracefully:
 
     1. they stop accepting connections (a new one is refused, so its client knows that nothing
-       was sent);
+       was sent), once they have taken those the kernel had already queued;
     2. an app in ``linger_s`` keeps its open connections for up to that many seconds, or until
        its clients have closed them all, and answers every call on them as usual but with
        ``connection: close``: a client that sends on a kept-alive connection just after the
@@ -254,11 +276,10 @@ async def serve_apps(
 
     async def stop_gracefully() -> None:
         loop = asyncio.get_running_loop()
-        for server in servers:
-            for listener in server.servers:
-                listener.close()
         for wrapper in closing.values():
             wrapper.closing = True
+        for server, (_, sock) in zip(servers, apps, strict=True):
+            await server.stop_accepting(sock)
         ends = [
             (server, loop.time() + lingering[app])
             for server, (app, _) in zip(servers, apps, strict=True)

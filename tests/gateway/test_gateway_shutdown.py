@@ -214,3 +214,63 @@ def test_sigterm_under_load_answers_every_call_sent_on_a_kept_alive_connection(
     assert not failures, failures[:5]
     assert endings.count("refused") == 16  # each caller ends on a refused connection
     assert any(told_to_close)
+
+
+def test_connections_the_kernel_queued_before_the_sigterm_are_answered(
+    processes: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    """The gateway is frozen (SIGSTOP) while clients connect and send their calls: the kernel
+    queues the connections. Then it gets its SIGTERM and resumes: it takes those connections
+    before it stops listening, and answers every call on them."""
+    backend_port, gateway_port = _port(), _port()
+    processes.append(_start("emulate", "--profile", PROFILE, "--port", str(backend_port)))
+    config = {
+        "backends": [
+            {
+                "name": "b",
+                "url": f"http://127.0.0.1:{backend_port}",
+                "tier": "edge",
+                "models": {"m": "llama-2-7b"},
+                "hardware": "rtx-3090",
+                "model": "llama-2-7b",
+                "dtype": "q4",
+            }
+        ],
+        "policy": {"type": "round-robin"},
+        "timeouts": {"drain-s": 10},
+    }
+    (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(config))
+    gateway = _start(
+        "serve", "--config", str(tmp_path / "gateway.yaml"), "--port", str(gateway_port)
+    )
+    processes.append(gateway)
+    body = json.dumps(
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    ).encode()
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode()
+    url = f"http://127.0.0.1:{gateway_port}/v1/chat/completions"
+    assert httpx.post(url, content=body, timeout=HANG_S).status_code == 200  # serving now
+    gateway.send_signal(signal.SIGSTOP)
+    clients = []
+    try:
+        for _ in range(8):
+            client = socket.create_connection(("127.0.0.1", gateway_port), timeout=HANG_S)
+            client.sendall(head + body)  # accepted by the kernel, unseen by the frozen gateway
+            clients.append(client)
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        gateway.send_signal(signal.SIGCONT)
+    answers = []
+    for client in clients:
+        with client:
+            received = b""
+            while chunk := client.recv(65536):  # each answer says connection: close
+                received += chunk
+            answers.append(received)
+    assert gateway.wait(timeout=HANG_S) == 0
+    for received in answers:
+        assert received.startswith(b"HTTP/1.1 200"), received[:200]
+        assert b"connection: close" in received.lower()
