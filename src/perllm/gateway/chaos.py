@@ -1,32 +1,58 @@
-"""A chaos run: the gateway and emulated backends as separate processes, backends SIGKILLed
-and restarted while clients call, and a tally of how every call ended.
+"""A chaos run: the gateway and emulated backends as separate processes, backends SIGKILLed and
+the gateway stopped with SIGTERM and restarted while clients call, and a tally of how every call
+ended.
 
 Used by ``benchmarks/chaos.py`` (1,000+ calls) and by a shorter test. Everything is on loopback.
-Kills are triggered by events, not timers: after every ``kill_every`` finished calls one backend
-(in turn) is SIGKILLed, and it is restarted on its port after ``restart_after`` more; the
-next kill waits until the gateway sees the restarted backend healthy again (its circuit
-closed). Calls mix streamed and non-streamed answers and ``max_tokens`` sizes (a few over
-every backend's cap); some streamed callers hang up after their first token.
+Faults are triggered by events, not timers:
 
-Each call ends, as its client sees it, as one of:
+- after every ``kill_every`` finished calls one backend (in turn) is SIGKILLed, and restarted on
+  its port after ``restart_after`` more; the next kill waits until the gateway sees the
+  restarted backend healthy again (its circuit closed);
+- after every ``gateway_restart_every`` finished calls the gateway gets one SIGTERM while the
+  clients go on calling; once it has exited (its exit code is recorded) it is started again on
+  the same port with the same config and state file, appending to the same log.
+
+Calls mix streamed and non-streamed answers and ``max_tokens`` sizes (a few over every
+backend's cap); some streamed callers hang up after their first token. A call whose connection
+the gateway refuses while it restarts (nothing was sent) waits until the restarted gateway
+prints its URL line and is sent again (see :mod:`perllm.gateway.chaos_clients`). Each call
+ends, as its client sees it, as one of:
 
 - ``answered``: a complete answer (a JSON body with choices; a stream ending in ``[DONE]``);
-- ``clean error``: an OpenAI-style JSON error, or a stream ended by an SSE error event;
+- ``clean error``: an OpenAI-style JSON error (such as the ``503 shutting_down`` of a gateway
+  that stops), or a stream ended by an SSE error event;
 - ``dropped``: the client hung up mid-stream on purpose (the gateway should cancel it);
 - ``hung``: no end within ``client_timeout_s``;
-- ``lost``: anything else (a bare connection error, a truncated stream, a non-JSON error).
+- ``lost``: anything else (a transport error once the call was sent, a truncated stream, a
+  non-JSON error).
 
-The tally is cross-checked against the gateway: its ``perllm_gateway_outcomes_total`` counters,
-its in-flight gauge once all is over, and its log, where every request id must appear in exactly
-one outcome line. At the end the gateway and the emulators get one SIGTERM each and must exit 0.
+Each call's deadline (``x-perllm-deadline-ms``, and what "deadline met" is measured against,
+from the call's last attempt) is ``NEED_SLACK x need + OVERHEAD_SLACK x overhead`` (2 and 4):
+
+- ``need``: the emulated time the call needs alone on the slowest backend (its prefill and
+  decode steps in the perf model, :func:`~perllm.gateway.chaos_clients.need_s`), times
+  ``time_scale``; it does not depend on the CPU;
+- ``overhead``: this machine's cost of a call, measured in the run before the faults begin: a
+  warm-up of calls of every size through the gateway, ``concurrency`` at once, and the median
+  time of its one-token calls (:func:`~perllm.gateway.chaos_clients.measure_overhead_ms`). At
+  ``time_scale`` 0.05 this cost, not the emulated time, dominates, and it grows on a slower or
+  busier CPU, so the share of deadlines met measures how much the faults delay calls relative
+  to the machine's own fault-free pace (not the gateway's raw speed).
+
+The tally is cross-checked against the gateway: its ``perllm_gateway_outcomes_total`` counters
+(less the warm-up's calls; they start from zero in each gateway process, so the report sums
+each process's counters read just before its SIGTERM and the last one's read at the end: calls
+that a stopped gateway ended while draining are missing from that column), the outcome lines of
+its log (complete: every process appends to one log, where every request id must appear in
+exactly one outcome line), and its in-flight gauge once all is over. At the end the gateway and
+the emulators get one SIGTERM each; every gateway process and emulator must exit 0.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import random
+import platform
 import re
 import signal
 import socket
@@ -42,13 +68,14 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 import perllm
+from perllm.gateway import chaos_clients as clients
+from perllm.gateway.chaos_clients import Call, Restarts
 
-__all__ = ["ChaosReport", "ChaosSettings", "render", "run_chaos"]
+__all__ = ["ChaosReport", "ChaosSettings", "machine", "render", "run_chaos"]
 
 EDGE = "rtx-3090:llama-2-7b:q4"
 CLOUD = "a100-80gb:llama-2-13b:fp16"
 PROFILES = (EDGE, EDGE, CLOUD)
-OVER_CAP_TOKENS = 8192  # above the 4096-token context of LLaMA-2: refused with a 400
 START_S = 60.0  # bound on a process start (it says when it listens)
 STOP_S = 60.0  # bound on a process stop after SIGTERM
 OUTCOME_LINE = re.compile(r"request (\S+) (answered|error|stream-error|abandoned) \(")
@@ -62,6 +89,7 @@ class ChaosSettings:
     concurrency: int = 32
     kill_every: int = 80
     restart_after: int = 20
+    gateway_restart_every: int = 250
     stream_fraction: float = 0.5
     drop_fraction: float = 0.1
     over_cap_fraction: float = 0.03
@@ -77,9 +105,13 @@ class ChaosReport:
 
     settings: ChaosSettings
     client: Counter[str] = field(default_factory=Counter)
-    gateway: dict[str, float] = field(default_factory=dict)
+    gateway: Counter[str] = field(default_factory=Counter)  # /metrics, summed over processes
+    gateway_log: Counter[str] = field(default_factory=Counter)  # outcome lines in the log
     kills: int = 0
     restarts: int = 0
+    gateway_restarts: int = 0
+    refused: int = 0  # calls refused while the gateway restarted, then sent again
+    overhead_ms: float = 0.0
     deadlines_met: int = 0
     deadline_checked: int = 0
     logged_once: int = 0
@@ -88,7 +120,9 @@ class ChaosReport:
     exit_codes: dict[str, int | None] = field(default_factory=dict)
     lost_examples: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    machine: str = ""
     endings: dict[str, str] = field(default_factory=dict)  # request id -> client ending
+    seconds: dict[str, float] = field(default_factory=dict)  # request id -> answered in
     pairs: Counter[tuple[str, str]] = field(default_factory=Counter)  # (client, gateway log)
 
     @property
@@ -100,6 +134,22 @@ class ChaosReport:
             and self.in_flight_after == 0
             and all(code == 0 for code in self.exit_codes.values())
         )
+
+
+def machine() -> str:
+    """The CPU's model name and the number of cores (those this process may use too)."""
+    name = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine() or "unknown CPU"
+    cores = os.cpu_count() or 0
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    return f"{name}, {cores} cores" + (f" ({usable} usable)" if usable != cores else "")
 
 
 def _free_port() -> int:
@@ -153,6 +203,68 @@ class _Process:
             return None
 
 
+def _outcomes(text: str) -> tuple[Counter[str], float]:
+    outcomes: Counter[str] = Counter()
+    in_flight = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "perllm_gateway_outcomes_total":
+                outcomes[sample.labels["outcome"]] += int(sample.value)
+            elif sample.name == "perllm_gateway_in_flight":
+                in_flight += sample.value
+    return outcomes, in_flight
+
+
+class _Gateway:
+    """The gateway process, stopped with SIGTERM and started again on the same port."""
+
+    def __init__(self, process: _Process, url: str, report: ChaosReport) -> None:
+        self.process = process
+        self.url = url
+        self.report = report
+        self.restarts = Restarts()
+        self.started = 0
+
+    async def start(self) -> None:
+        await self.process.start()
+        self.started += 1
+        self.restarts.up.set()
+
+    async def read(self) -> tuple[Counter[str], float]:
+        """This process's outcome counters and in-flight gauge."""
+        async with httpx.AsyncClient(timeout=30) as client:  # its connection closes after
+            return _outcomes((await client.get(f"{self.url}/metrics")).text)
+
+    async def metrics(self) -> float:
+        """Add this process's outcome counters to the report; its in-flight gauge."""
+        outcomes, in_flight = await self.read()
+        self.report.gateway.update(outcomes)
+        return in_flight
+
+    async def warmed_up(self, calls: int) -> None:
+        """Take the warm-up's ``calls`` off the counters, once the gateway has counted them
+        all (a stream's outcome is counted just after its last byte is sent)."""
+        for _ in range(100):
+            outcomes, _ = await self.read()
+            if outcomes.total() >= calls:
+                break
+        self.report.gateway.subtract(outcomes)
+
+    async def stop(self) -> None:
+        code = await self.process.stop()
+        self.report.exit_codes[f"gateway-{self.started}"] = code
+
+    async def restart(self) -> None:
+        """Read the counters, SIGTERM, wait for the exit, start a new process (clients that
+        are refused meanwhile wait for :attr:`Restarts.up`)."""
+        await self.metrics()
+        self.restarts.up.clear()
+        self.restarts.begun += 1
+        await self.stop()
+        await self.start()
+        self.report.gateway_restarts += 1
+
+
 def _gateway_config(ports: list[int], settings: ChaosSettings, state: Path) -> dict[str, Any]:
     backends = []
     for i, (port, profile) in enumerate(zip(ports, PROFILES, strict=True)):
@@ -180,129 +292,16 @@ def _gateway_config(ports: list[int], settings: ChaosSettings, state: Path) -> d
     }
 
 
-@dataclass(frozen=True, slots=True)
-class _Call:
-    index: int
-    stream: bool
-    drop: bool
-    max_tokens: int
-    deadline_ms: float
-
-    @property
-    def request_id(self) -> str:
-        return f"chaos-{self.index}"
-
-
-def _plan(settings: ChaosSettings) -> list[_Call]:
-    rng = random.Random(settings.seed)
-    calls = []
-    for i in range(settings.requests):
-        stream = rng.random() < settings.stream_fraction
-        drop = stream and rng.random() < settings.drop_fraction
-        if drop:
-            tokens = 2048  # long enough to be still running when its client hangs up
-        elif rng.random() < settings.over_cap_fraction:
-            tokens = OVER_CAP_TOKENS
-        else:
-            tokens = rng.choice((1, 8, 32, 64, 128, 256))
-        # Model time: two seconds plus 60 ms a token, scaled like the emulators.
-        deadline_ms = (2000.0 + 60.0 * tokens) * settings.time_scale
-        calls.append(_Call(i, stream, drop, tokens, deadline_ms))
-    return calls
-
-
-def _sse_end(events: list[str]) -> str:
-    """How a relayed stream ended: ``answered``, ``clean error`` or ``lost`` (truncated)."""
-    if not events or events[-1] != "data: [DONE]":
-        return "lost"
-    for event in events:
-        if event.startswith("data: {") and '"error"' in event:
-            body = json.loads(event[6:])
-            if isinstance(body.get("error"), dict):
-                return "clean error"
-    return "answered"
-
-
-def _json_error(response: httpx.Response) -> bool:
-    try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
-        return False
-    return isinstance(error, dict) and {"message", "code"} <= set(error)
-
-
-async def _one(client: httpx.AsyncClient, call: _Call) -> tuple[str, str, float]:
-    """(ending, detail, seconds) of one call."""
-    body = {
-        "model": "m",
-        "max_tokens": call.max_tokens,
-        "stream": call.stream,
-        "messages": [{"role": "user", "content": f"chaos call {call.index}"}],
-    }
-    headers = {"x-request-id": call.request_id, "x-perllm-deadline-ms": f"{call.deadline_ms:.1f}"}
-    start = time.monotonic()
-    async with client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r:
-        if r.status_code >= 400:
-            await r.aread()
-            ending = "clean error" if _json_error(r) else "lost"
-            return ending, f"HTTP {r.status_code} {r.text[:120]}", time.monotonic() - start
-        if not call.stream:
-            await r.aread()
-            try:
-                complete = bool(r.json()["choices"])
-            except (ValueError, KeyError, TypeError):
-                complete = False
-            ending = "answered" if complete else "lost"
-            return ending, r.text[:120], time.monotonic() - start
-        text = ""
-        async for chunk in r.aiter_text():
-            text += chunk
-            if call.drop and '"content"' in text:
-                return "dropped", "", time.monotonic() - start  # closing `r` hangs up
-        events = [e.strip() for e in text.split("\n\n") if e.strip()]
-        return _sse_end(events), text[-160:], time.monotonic() - start
-
-
-async def _call(client: httpx.AsyncClient, call: _Call, timeout_s: float) -> tuple[str, str, float]:
-    try:
-        return await asyncio.wait_for(_one(client, call), timeout_s)
-    except TimeoutError:
-        return "hung", f"no end within {timeout_s:g} s", timeout_s
-    except httpx.HTTPError as err:
-        return "lost", f"{type(err).__name__}: {err}", 0.0
-
-
-def _outcomes(text: str) -> tuple[dict[str, float], float]:
-    outcomes: dict[str, float] = {}
-    in_flight = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "perllm_gateway_outcomes_total":
-                outcomes[sample.labels["outcome"]] = sample.value
-            elif sample.name == "perllm_gateway_in_flight":
-                in_flight += sample.value
-    return outcomes, in_flight
-
-
 async def run_chaos(settings: ChaosSettings, workdir: Path) -> ChaosReport:
     """Run the chaos described by ``settings``; logs and state go to ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
-    report = ChaosReport(settings)
+    report = ChaosReport(settings, machine=machine())
     ports = [_free_port() for _ in PROFILES]
+    scale = ["--time-scale", str(settings.time_scale), "--drain-s", "1"]
     emulators = [
         _Process(
             f"backend-{i}",
-            [
-                "emulate",
-                "--profile",
-                profile,
-                "--port",
-                str(port),
-                "--time-scale",
-                str(settings.time_scale),
-                "--drain-s",
-                "1",
-            ],
+            ["emulate", "--profile", profile, "--port", str(port), *scale],
             workdir / f"backend-{i}.log",
         )
         for i, (port, profile) in enumerate(zip(ports, PROFILES, strict=True))
@@ -312,22 +311,21 @@ async def run_chaos(settings: ChaosSettings, workdir: Path) -> ChaosReport:
     gateway_port = _free_port()
     gateway_log = workdir / "gateway.log"
     gateway_log.write_bytes(b"")
-    gateway = _Process(
-        "gateway",
-        ["serve", "--config", str(config), "--port", str(gateway_port), "--log-level", "info"],
-        gateway_log,
+    args = ["serve", "--config", str(config), "--port", str(gateway_port), "--log-level", "info"]
+    gateway = _Gateway(
+        _Process("gateway", args, gateway_log), f"http://127.0.0.1:{gateway_port}", report
     )
-    calls = _plan(settings)
     started = time.monotonic()
     try:
         await asyncio.gather(*(e.start() for e in emulators))
         await gateway.start()
-        await _load(settings, calls, gateway_port, emulators, report)
-        async with httpx.AsyncClient(timeout=30) as client:
-            metrics = (await client.get(f"http://127.0.0.1:{gateway_port}/metrics")).text
-        report.gateway, report.in_flight_after = _outcomes(metrics)
+        report.overhead_ms = await clients.measure_overhead_ms(gateway.url, settings.concurrency)
+        await gateway.warmed_up(clients.WARMUP_ROUNDS * settings.concurrency)
+        calls = clients.plan(settings, PROFILES, report.overhead_ms)
+        await _load(settings, calls, gateway, emulators, report)
+        report.in_flight_after = await gateway.metrics()
     finally:
-        report.exit_codes["gateway"] = await gateway.stop()
+        await gateway.stop()
         for emulator in emulators:
             report.exit_codes[emulator.name] = await emulator.stop()
     report.elapsed_s = time.monotonic() - started
@@ -336,6 +334,7 @@ async def run_chaos(settings: ChaosSettings, workdir: Path) -> ChaosReport:
     logged = Counter(m.group(1) for m in matches)
     outcome = {m.group(1): m.group(2) for m in matches}
     ids = {c.request_id for c in calls}
+    report.gateway_log = Counter(m.group(2) for m in matches if m.group(1) in ids)
     report.logged_once = sum(logged[i] == 1 for i in ids)
     report.logged_other = len(ids) - report.logged_once
     report.pairs = Counter(
@@ -344,75 +343,94 @@ async def run_chaos(settings: ChaosSettings, workdir: Path) -> ChaosReport:
     return report
 
 
-async def _until_healthy(client: httpx.AsyncClient, backend: str) -> None:
-    """Wait until the gateway's circuit for ``backend`` is closed (at most :data:`START_S`)."""
+async def _until_healthy(client: httpx.AsyncClient, backend: str, restarts: Restarts) -> None:
+    """Wait until the gateway's circuit for ``backend`` is closed (at most :data:`START_S`),
+    across a gateway restart."""
     deadline = time.monotonic() + START_S
     while time.monotonic() < deadline:
-        stats = (await client.get("/stats")).json()
-        if stats["backends"][backend]["circuit"] == "closed":
-            return
+        try:
+            await asyncio.wait_for(restarts.up.wait(), START_S)
+            stats = (await client.get("/stats")).json()
+            if stats["backends"][backend]["circuit"] == "closed":
+                return
+        except httpx.TransportError:  # the gateway is restarting
+            pass
         await asyncio.sleep(0.05)
     raise RuntimeError(f"the gateway never saw {backend} healthy again")
 
 
 async def _load(
     settings: ChaosSettings,
-    calls: list[_Call],
-    port: int,
+    calls: list[Call],
+    gateway: _Gateway,
     emulators: list[_Process],
     report: ChaosReport,
 ) -> None:
-    """Send every call (``concurrency`` at once), killing and restarting backends on events."""
-    queue: asyncio.Queue[_Call] = asyncio.Queue()
-    for call in calls:
-        queue.put_nowait(call)
+    """Send every call (``concurrency`` at once), killing and restarting backends and
+    restarting the gateway on events."""
+    queue: asyncio.Queue[Call] = asyncio.Queue()
+    for one in calls:
+        queue.put_nowait(one)
     finished = 0
-    tick = asyncio.Event()
+    ticks = [asyncio.Event(), asyncio.Event()]  # one per fault task
 
-    async def chaos(client: httpx.AsyncClient) -> None:
+    async def after(count: int, tick: asyncio.Event) -> None:
+        while finished < count:
+            await tick.wait()
+            tick.clear()
+
+    async def kill_backends(control: httpx.AsyncClient) -> None:
         """Kill one backend each ``kill_every`` finished calls; restart it ``restart_after``
         calls later; kill the next only once the gateway sees the last one healthy again (one
         is down at a time)."""
         next_kill = settings.kill_every
         while next_kill < len(calls):
-            while finished < next_kill:
-                await tick.wait()
-                tick.clear()
+            await after(next_kill, ticks[0])
             victim = emulators[report.kills % len(emulators)]
             await victim.kill()
             report.kills += 1
-            restart_at = min(next_kill + settings.restart_after, len(calls))
-            while finished < restart_at:
-                await tick.wait()
-                tick.clear()
+            await after(min(next_kill + settings.restart_after, len(calls)), ticks[0])
             await victim.start()
             report.restarts += 1
-            await _until_healthy(client, victim.name)
+            await _until_healthy(control, victim.name, gateway.restarts)
             next_kill += settings.kill_every
 
+    async def restart_gateway() -> None:
+        """SIGTERM the gateway under load each ``gateway_restart_every`` finished calls."""
+        next_restart = settings.gateway_restart_every
+        while next_restart < len(calls):
+            await after(next_restart, ticks[1])
+            await gateway.restart()
+            next_restart += settings.gateway_restart_every
+
     limits = httpx.Limits(max_connections=settings.concurrency)
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=settings.client_timeout_s
-    ) as client:
+    async with (
+        httpx.AsyncClient(
+            base_url=gateway.url, limits=limits, timeout=settings.client_timeout_s
+        ) as client,
+        httpx.AsyncClient(  # no kept-alive connection to hold a stopping gateway's drain
+            base_url=gateway.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0)
+        ) as control,
+    ):
 
         async def worker() -> None:
             nonlocal finished
             while not queue.empty():
-                call = queue.get_nowait()
-                ending, detail, seconds = await _call(client, call, settings.client_timeout_s)
-                report.client[ending] += 1
-                report.endings[call.request_id] = ending
-                if ending == "answered":
-                    report.deadline_checked += 1
-                    report.deadlines_met += seconds * 1000.0 <= call.deadline_ms
-                if ending in ("lost", "hung") and len(report.lost_examples) < 10:
-                    report.lost_examples.append(f"{call.request_id}: {ending}: {detail}")
+                one = queue.get_nowait()
+                result = await clients.call(
+                    client, one, settings.client_timeout_s, gateway.restarts
+                )
+                clients.tally(report, one, result)
                 finished += 1
-                tick.set()
+                for tick in ticks:
+                    tick.set()
 
-        chaos_task = asyncio.create_task(chaos(client))
+        faults = [
+            asyncio.create_task(kill_backends(control)),
+            asyncio.create_task(restart_gateway()),
+        ]
         await asyncio.gather(*(worker() for _ in range(settings.concurrency)))
-        await chaos_task  # its last restart is due once every call has finished
+        await asyncio.gather(*faults)  # a last restart is due once every call has finished
 
 
 def render(report: ChaosReport) -> str:
@@ -420,30 +438,38 @@ def render(report: ChaosReport) -> str:
     s = report.settings
     c = report.client
     g = report.gateway
+    log = report.gateway_log
     total = sum(c.values())
     met = report.deadlines_met / report.deadline_checked if report.deadline_checked else 0.0
-    errors = g.get("error", 0.0) + g.get("stream-error", 0.0)
+    errors = (g["error"] + g["stream-error"], log["error"] + log["stream-error"])
     rows = [
-        ("answered", c["answered"], g.get("answered", 0.0)),
-        ("clean errors (JSON / SSE error)", c["clean error"], errors),
-        ("abandoned and cancelled", c["dropped"], g.get("abandoned", 0.0)),
-        ("hung", c["hung"], "-"),
-        ("lost", c["lost"], "-"),
+        ("answered", c["answered"], g["answered"], log["answered"]),
+        ("clean errors (JSON / SSE error)", c["clean error"], *errors),
+        ("abandoned and cancelled", c["dropped"], g["abandoned"], log["abandoned"]),
+        ("hung", c["hung"], "-", "-"),
+        ("lost", c["lost"], "-", "-"),
     ]
+    processes = report.gateway_restarts + 1
     lines = [
         f"chaos: {total} calls ({s.concurrency} at once, {s.stream_fraction:.0%} streamed, "
-        f"{s.drop_fraction:.0%} of streams hung up), {report.kills} backend SIGKILLs, "
-        f"{report.restarts} restarts, time-scale {s.time_scale:g}, {report.elapsed_s:.1f} s",
+        f"{s.drop_fraction:.0%} of streams hung up), {report.kills} backend SIGKILLs and "
+        f"{report.restarts} restarts, {report.gateway_restarts} gateway SIGTERMs and restarts "
+        f"under load, time-scale {s.time_scale:g}, seed {s.seed}, {report.elapsed_s:.1f} s",
+        f"machine: {report.machine}",
         "",
-        f"{'ending':<34}{'client':>8}{'gateway /metrics':>18}",
+        f"{'ending':<34}{'client':>8}{'gateway /metrics':>18}{'gateway log':>13}",
     ]
-    for name, client, gateway in rows:
-        shown = f"{gateway:.0f}" if isinstance(gateway, float | int) else gateway
-        lines.append(f"{name:<34}{client:>8}{shown:>18}")
+    for name, client, gateway, logged in rows:
+        lines.append(f"{name:<34}{client:>8}{gateway:>18}{logged:>13}")
     lines += [
         "",
+        f"refused while the gateway restarted (sent again): {report.refused}",
+        f"gateway /metrics: summed over its {processes} processes, each read just before its "
+        "SIGTERM (calls it ended while draining are in the log column only)",
         f"deadline met by answered calls (client-measured): {met:.1%} "
-        f"({report.deadlines_met}/{report.deadline_checked})",
+        f"({report.deadlines_met}/{report.deadline_checked}); deadline = "
+        f"{clients.NEED_SLACK:g} x emulated need + {clients.OVERHEAD_SLACK:g} x "
+        f"{report.overhead_ms:.1f} ms measured cost of a call",
         f"request ids logged in exactly one outcome line: {report.logged_once}/{total}",
         f"gateway in flight afterwards: {report.in_flight_after:.0f}",
         "exit codes after one SIGTERM: "
