@@ -33,9 +33,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# llama.cpp's server built once into ~/.cache/perllm/wheels, then installed from there.
+# llama.cpp's Python server built once into ~/.cache/perllm/wheels, then installed from there;
+# llama.cpp's own C++ server (llama-server, for the scraping test) once into ~/.cache/perllm/bin.
 llamacpp: $(STAMP)
 	scripts/build_llama_wheel.sh $(BIN)/python
+	scripts/build_llama_server.sh $(BIN)/python
 
 # The gateway-replica tests start a real redis-server (Debian package redis-server, 7.0).
 redis:
