@@ -87,7 +87,10 @@ class _Server(uvicorn.Server):
 
     async def stop_accepting(self, sock: socket.socket) -> None:
         """Close the listening socket ``sock``, serving first the connections the kernel has
-        already queued on it (their clients may have sent a call: closing would reset them)."""
+        already queued on it (their clients may have sent a call: closing would reset them).
+        Before its startup is over the server serves nothing: it stops once started."""
+        if not self.started:
+            return
         queued = []
         with contextlib.suppress(OSError):
             sock.setblocking(False)
@@ -276,24 +279,27 @@ async def serve_apps(
 
     async def stop_gracefully() -> None:
         loop = asyncio.get_running_loop()
-        for wrapper in closing.values():
-            wrapper.closing = True
-        for server, (_, sock) in zip(servers, apps, strict=True):
-            await server.stop_accepting(sock)
-        ends = [
-            (server, loop.time() + lingering[app])
-            for server, (app, _) in zip(servers, apps, strict=True)
-            if app in lingering
-        ]
-        # uvicorn signals no connection's end: look at its open connections every 20 ms.
-        while any(
-            s.server_state.connections and not s.force_exit and loop.time() < end for s, end in ends
-        ):
-            await asyncio.sleep(0.02)
-        for hook in on_stop:
-            await hook()
-        for server in servers:
-            server.should_exit = True
+        try:
+            for wrapper in closing.values():
+                wrapper.closing = True
+            for server, (_, sock) in zip(servers, apps, strict=True):
+                await server.stop_accepting(sock)
+            ends = [
+                (server, loop.time() + lingering[app])
+                for server, (app, _) in zip(servers, apps, strict=True)
+                if app in lingering
+            ]
+            # uvicorn signals no connection's end: look at its open connections every 20 ms.
+            while any(
+                s.server_state.connections and not s.force_exit and loop.time() < end
+                for s, end in ends
+            ):
+                await asyncio.sleep(0.02)
+            for hook in on_stop:
+                await hook()
+        finally:  # whatever failed above, the servers stop
+            for server in servers:
+                server.should_exit = True
 
     stopping: list[asyncio.Task[None]] = []
 

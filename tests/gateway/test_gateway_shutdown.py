@@ -59,6 +59,21 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
             proc.stdout.close()
 
 
+def _config(backend_port: int, concurrency: int = 32, **extra: object) -> dict[str, object]:
+    """A gateway config with one emulated edge on ``backend_port`` (round-robin)."""
+    backend = {
+        "name": "b",
+        "url": f"http://127.0.0.1:{backend_port}",
+        "tier": "edge",
+        "models": {"m": "llama-2-7b"},
+        "hardware": "rtx-3090",
+        "model": "llama-2-7b",
+        "dtype": "q4",
+        "max-concurrency": concurrency,
+    }
+    return {"backends": [backend], "policy": {"type": "round-robin"}, **extra}
+
+
 class OpenStream:
     """A stream opened and read up to its first event; :meth:`finish` reads the rest."""
 
@@ -92,22 +107,7 @@ def test_one_sigterm_drains_then_ends_streams_and_exits_0(
     )
     processes.append(emulator)
     state = tmp_path / "state.json"
-    config = {
-        "backends": [
-            {
-                "name": "b",
-                "url": f"http://127.0.0.1:{backend_port}",
-                "tier": "edge",
-                "models": {"m": "llama-2-7b"},
-                "hardware": "rtx-3090",
-                "model": "llama-2-7b",
-                "dtype": "q4",
-            }
-        ],
-        "policy": {"type": "round-robin"},
-        "state-file": str(state),
-        "timeouts": {"drain-s": 0.2},
-    }
+    config = _config(backend_port, timeouts={"drain-s": 0.2}, **{"state-file": str(state)})
     (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(config))
     gateway = _start(
         "serve", "--config", str(tmp_path / "gateway.yaml"), "--port", str(gateway_port)
@@ -145,22 +145,7 @@ def test_sigterm_under_load_answers_every_call_sent_on_a_kept_alive_connection(
 
     backend_port, gateway_port = _port(), _port()
     processes.append(_start("emulate", "--profile", PROFILE, "--port", str(backend_port)))
-    config = {
-        "backends": [
-            {
-                "name": "b",
-                "url": f"http://127.0.0.1:{backend_port}",
-                "tier": "edge",
-                "models": {"m": "llama-2-7b"},
-                "hardware": "rtx-3090",
-                "model": "llama-2-7b",
-                "dtype": "q4",
-                "max-concurrency": 64,
-            }
-        ],
-        "policy": {"type": "round-robin"},
-        "timeouts": {"drain-s": 10},
-    }
+    config = _config(backend_port, concurrency=64, timeouts={"drain-s": 10})
     store = RedisServer().start() if workers > 1 else None
     if store is not None:
         config["state-store"] = store.url
@@ -224,21 +209,7 @@ def test_connections_the_kernel_queued_before_the_sigterm_are_answered(
     before it stops listening, and answers every call on them."""
     backend_port, gateway_port = _port(), _port()
     processes.append(_start("emulate", "--profile", PROFILE, "--port", str(backend_port)))
-    config = {
-        "backends": [
-            {
-                "name": "b",
-                "url": f"http://127.0.0.1:{backend_port}",
-                "tier": "edge",
-                "models": {"m": "llama-2-7b"},
-                "hardware": "rtx-3090",
-                "model": "llama-2-7b",
-                "dtype": "q4",
-            }
-        ],
-        "policy": {"type": "round-robin"},
-        "timeouts": {"drain-s": 10},
-    }
+    config = _config(backend_port, timeouts={"drain-s": 10})
     (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(config))
     gateway = _start(
         "serve", "--config", str(tmp_path / "gateway.yaml"), "--port", str(gateway_port)

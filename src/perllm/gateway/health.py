@@ -10,13 +10,13 @@ The live view marks a backend unhealthy exactly while its circuit is open and co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
 
 import httpx
 
+from perllm.gateway.background import Background
 from perllm.gateway.config import BackendConfig, HealthConfig
 
 __all__ = ["CircuitBreaker", "HealthChecker"]
@@ -85,7 +85,7 @@ class HealthChecker:
         self.breakers = breakers
         self.settings = settings
         self.client = client
-        self._task: asyncio.Task[None] | None = None
+        self._task = Background("perllm-health", self._loop)
 
     async def check(self, index: int) -> bool:
         """Probe one backend once; updates its breaker (and power reading). Returns health."""
@@ -112,12 +112,7 @@ class HealthChecker:
             await asyncio.sleep(self.settings.interval_s)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="perllm-health")
+        self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()

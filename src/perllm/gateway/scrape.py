@@ -24,7 +24,6 @@ scrape shows is net of every replica's calls, so others' load is counted once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import re
@@ -37,6 +36,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from perllm.errors import InputError
+from perllm.gateway.background import Background
 from perllm.gateway.config import BackendConfig, MetricNames, ScrapeConfig
 from perllm.gateway.energy import EnergyAccounts
 from perllm.gateway.power import EnergyReader, parse_metric, reader_for
@@ -159,7 +159,7 @@ class Scraper:
         self.scraped_here = dict.fromkeys(self.targets, 0)  # engine scrapes by this process
         self.errors: dict[int, str] = {}  # each failing backend's last problem
         self.scrapes = 0
-        self._task: asyncio.Task[None] | None = None
+        self._task = Background("perllm-scrape", self._loop)
 
     async def _text(self, url: str, texts: dict[str, str]) -> str:
         if url not in texts:
@@ -271,12 +271,8 @@ class Scraper:
             await asyncio.sleep(self.settings.interval_s)
 
     def start(self) -> None:
-        if self.targets and self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="perllm-scrape")
+        if self.targets:
+            self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()

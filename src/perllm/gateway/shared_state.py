@@ -76,6 +76,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from perllm.gateway.background import Background
 from perllm.gateway.config import GatewayConfig
 from perllm.gateway.view import LiveView
 from perllm.policies.base import Policy
@@ -197,7 +198,7 @@ class SharedState:
         self.syncs = 0
         self._last_ok = time.monotonic()
         self._full_next = True  # every name, until a sync succeeds
-        self._task: asyncio.Task[None] | None = None
+        self._task = Background("perllm-state-store", self._loop)
 
     # --- the policy's totals -------------------------------------------------------------
 
@@ -344,19 +345,15 @@ class SharedState:
                 "policy %s has no shareable statistics: replicas share their load only",
                 getattr(self.policy, "name", type(self.policy).__name__),
             )
-        if self._task is None:
+        if not self._task.running:
             # What the policy holds now (its state-file) is not this replica's to add: it is
             # either in the store already or seeds it.
             self.base = self._totals()
-            self._task = asyncio.create_task(self._loop(), name="perllm-state-store")
+            self._task.start()
 
     async def stop(self) -> None:
         """Stop syncing: publish a last time, and retire this replica's keys if that worked."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
         if await self.sync():
             with contextlib.suppress(RedisError, OSError):
                 await self._retire(keys=self._keys[1:], args=[self.replica])
