@@ -11,8 +11,10 @@ sequence (the scenario's classes, prompt and output lengths and deadlines, Poiss
 ``i mod R`` (as a round-robin load balancer would). Printed per setup:
 
 - deadline satisfaction: answered with status 200 within the request's deadline (client clock);
-- energy per request: the emulated servers' energy (each server's power model at its current
-  batch, integrated over the replay, idle included) over the requests answered;
+- energy per request: the emulated servers' energy over the replay (the growth of each
+  emulator's DCGM counter ``DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION`` at ``/metrics``: its power
+  model at its running batch, integrated exactly on its emulated clock, idle included) over the
+  requests answered;
 - each backend's share of the answers, and the answered requests per second (wall clock);
 - what became of every request: answered, failed over (the client's replica refused the
   connection, so it went to the next one, as a load balancer does), errors (a clear HTTP error,
@@ -43,6 +45,7 @@ from typing import Any
 import httpx
 import numpy as np
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
@@ -53,50 +56,19 @@ from perllm.profiling.client import make_prompt
 from perllm.workload.generator import generate_requests
 
 EMULATORS = """
-import asyncio, json, sys, time
+import asyncio, json, sys
 import perllm.emulator.app as ea
-from starlette.applications import Starlette
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 from perllm.serving import bind, serve_apps
 
-engines = []
-class Recorded(ea.BatchEngine):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        engines.append(self)
-ea.BatchEngine = Recorded
-
-plans, scale, energy_port = json.loads(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+plans, scale = json.loads(sys.argv[1]), float(sys.argv[2])
 apps = [
     (ea.create_emulator_app(p["profile"], time_scale=scale, max_batch=p["max_batch"],
                             rtt_ms=p["rtt_ms"]), bind("127.0.0.1", p["port"]))
     for p in plans
 ]
-powers = [ea.parse_profile(p["profile"]).power() for p in plans]
-joules = [0.0] * len(plans)
-
-async def energy(request):
-    return JSONResponse({"joules": joules})
-
-async def sample():
-    last = time.monotonic()
-    while True:
-        await asyncio.sleep(0.005)
-        now = time.monotonic()
-        dt, last = (now - last) / scale, now
-        for i, (engine, power) in enumerate(zip(engines, powers)):
-            batch = engine.batch
-            joules[i] += (power.busy_w(batch) if batch else power.idle_w) * dt
-
-async def main():
-    task = asyncio.create_task(sample())
-    meter = Starlette(routes=[Route("/energy", energy)])
-    await serve_apps(apps + [(meter, bind("127.0.0.1", energy_port))], log_level="error")
-    task.cancel()
-
-asyncio.run(main())
+asyncio.run(serve_apps(apps, log_level="error"))
 """
+ENERGY_METRIC = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
 
 
 def free_port() -> int:
@@ -116,6 +88,22 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"{what} did not start") from None
             time.sleep(0.1)
+
+
+def energy_j(urls: list[str]) -> list[float]:
+    """Each emulated server's energy so far (J): its DCGM energy counter (mJ) at ``/metrics``."""
+    found = []
+    for url in urls:
+        text = httpx.get(url + "/metrics", timeout=10.0).text
+        found.append(
+            sum(
+                sample.value / 1000.0
+                for family in text_string_to_metric_families(text)
+                if family.name == ENERGY_METRIC
+                for sample in family.samples
+            )
+        )
+    return found
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -253,16 +241,21 @@ async def replay(
 def run_setup(
     setup: Setup,
     base_config: dict[str, Any],
-    redis: Redis,
+    redis: Redis | None,
     db: int,
-    energy_url: str,
+    backend_urls: list[str],
     requests: list[Request],
     prompts: list[str],
     args: argparse.Namespace,
     workdir: Path,
 ) -> dict[str, Any]:
+    """Replay ``requests`` through ``setup``'s gateways (``perllm serve`` subprocesses with
+    ``base_config``, Redis database ``db`` when shared) in front of the emulators at
+    ``backend_urls``; what became of them, and the emulators' energy over the replay."""
     config = dict(base_config)
-    if setup.shared:
+    if setup.shared or setup.fault == "redis":
+        assert redis is not None, "a shared setup needs Redis"
+    if setup.shared and redis is not None:
         config["state-store"] = redis.url(db)
     path = workdir / f"gateway-{db}.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -280,27 +273,30 @@ def run_setup(
         faults: list[tuple[float, Any]] = []
         if setup.fault == "replica":
             faults.append((0.4 * span, procs[-1].kill))
-        elif setup.fault == "redis":
+        elif setup.fault == "redis" and redis is not None:
 
             def peek() -> None:
                 health.append(httpx.get(urls[0] + "/health", timeout=5.0).json()["status"])
 
             faults += [(0.3 * span, redis.kill), (0.5 * span, peek), (0.7 * span, redis.start)]
             faults.append((0.9 * span, peek))
-        before = httpx.get(energy_url).json()["joules"]
+        before = energy_j(backend_urls)
         outcome = asyncio.run(
             replay(urls, requests, prompts, args.time_scale, args.client_timeout_s, faults)
         )
-        after = httpx.get(energy_url).json()["joules"]
+        after = energy_j(backend_urls)
     finally:
         for proc in procs:
             stop(proc)
     answered = outcome.fates["answered"]
     lost = len(requests) - sum(outcome.fates.values()) + outcome.fates["failed over"]
     shares = {name: count / max(answered, 1) for name, count in outcome.backends.items()}
+    joules = sum(after) - sum(before)
     return {
         "deadline satisfaction": float(np.mean(outcome.met)),
-        "energy per request (J)": (sum(after) - sum(before)) / max(answered, 1),
+        "met": int(sum(outcome.met)),
+        "energy (J)": joules,
+        "energy per request (J)": joules / max(answered, 1),
         "share": shares,
         "req/s": answered / max(outcome.last_s - outcome.first_s, 1e-9),
         "fates": dict(outcome.fates),
@@ -338,6 +334,47 @@ def table(rows: dict[str, list[dict[str, Any]]], title: str) -> Table:
     return out
 
 
+def start_emulators(
+    cluster: scenario.Cluster, args: argparse.Namespace
+) -> tuple[subprocess.Popen[bytes], dict[str, Any], list[str]]:
+    """The scenario's servers emulated in one subprocess (``args.time_scale``), each on a free
+    loopback port, once they answer; the gateway config for them (CS-UCB, the gateway's
+    read timeout 30 s, so that it answers a clear error before the client gives up at
+    ``args.client_timeout_s``) and their URLs."""
+    plans, config = plan_testbed(
+        cluster,
+        host="127.0.0.1",
+        port=free_port(),
+        time_scale=args.time_scale,
+        policy={"type": "cs-ucb"},
+    )
+    # The planned ports may be taken: give every emulator a free one.
+    port_of = {plan.name: free_port() for plan in plans}
+    base = config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    for backend in base["backends"]:
+        backend["url"] = f"http://127.0.0.1:{port_of[backend['name']]}"
+    base["timeouts"] = {**base.get("timeouts", {}), "read-s": 30.0}
+    emulated = [
+        {
+            "profile": p.profile,
+            "port": port_of[p.name],
+            "rtt_ms": p.rtt_ms,
+            "max_batch": p.max_batch,
+        }
+        for p in plans
+    ]
+    command = [sys.executable, "-c", EMULATORS, json.dumps(emulated), str(args.time_scale)]
+    emulator = subprocess.Popen(command)
+    urls = [backend["url"] for backend in base["backends"]]
+    try:
+        for url in urls:
+            wait_http(url + "/health", emulator, "emulators")
+    except BaseException:
+        stop(emulator)
+        raise
+    return emulator, base, urls
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="tiny")
@@ -352,52 +389,17 @@ def main() -> None:
     args = parser.parse_args()
     console = Console(width=160)
     cluster = scenario.load(args.scenario)
-    plans, config = plan_testbed(
-        cluster,
-        host="127.0.0.1",
-        port=free_port(),
-        time_scale=args.time_scale,
-        policy={"type": "cs-ucb"},
-    )
-    # The planned ports may be taken: give every emulator a free one.
-    port_of = {plan.name: free_port() for plan in plans}
-    base = config.model_dump(mode="json", by_alias=True, exclude_none=True)
-    for backend in base["backends"]:
-        backend["url"] = f"http://127.0.0.1:{port_of[backend['name']]}"
+    emulator, base, backend_urls = start_emulators(cluster, args)
     base["state-sync"] = {
         "interval-s": args.sync_interval_s,
         "load-interval-s": args.load_interval_s,
         "lease-s": 5.0,
     }
-    # Past this the gateway answers a clear error (504/502) before the client gives up.
-    base["timeouts"] = {**base.get("timeouts", {}), "read-s": 30.0}
-    emulated = [
-        {
-            "profile": p.profile,
-            "port": port_of[p.name],
-            "rtt_ms": p.rtt_ms,
-            "max_batch": p.max_batch,
-        }
-        for p in plans
-    ]
-    energy_port = free_port()
-    emulator = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            EMULATORS,
-            json.dumps(emulated),
-            str(args.time_scale),
-            str(energy_port),
-        ]
-    )
     redis = Redis()
     redis.start()
     setups = [s for s in SETUPS if not args.only or s.name in args.only]
     rows: dict[str, list[dict[str, Any]]] = {s.name: [] for s in setups}
     try:
-        energy_url = f"http://127.0.0.1:{energy_port}/energy"
-        wait_http(energy_url, emulator, "emulators")
         with tempfile.TemporaryDirectory() as tmp:
             for seed in args.seeds:
                 requests = generate_requests(cluster.workload, args.requests, seed, args.rate)
@@ -409,7 +411,7 @@ def main() -> None:
                         redis.start()
                     rows[setup.name].append(
                         run_setup(
-                            setup, base, redis, db, energy_url, requests, prompts, args, Path(tmp)
+                            setup, base, redis, db, backend_urls, requests, prompts, args, Path(tmp)
                         )
                     )
                     redis.kill()  # a clean store for the next run

@@ -232,7 +232,7 @@ def _build(config: GatewayConfig, policy: Policy, client: httpx.AsyncClient | No
         tuple(config.public_models()),
         time.monotonic(),
         KeyLimiter(config.limits.per_key),
-        Scraper(config.backends, view, config.scrape, clients[0], energy, scrapes),
+        Scraper(config.backends, view, config.scrape, energy, scrapes),
         shared,
     )
 

@@ -18,13 +18,11 @@ include the configured ``labels`` (several GPUs of one node, for instance).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from perllm.gateway.config import PowerSourceConfig
+from perllm.gateway.exposition import samples
 from perllm.perf.energy import RAPL_DIR, RaplMeter, wrapped_delta_uj
 
 __all__ = ["JOULES_PER", "EnergyReader", "parse_metric", "reader_for"]
@@ -48,20 +46,15 @@ def parse_metric(text: str, name: str, labels: dict[str, str]) -> float:
     """The sum of ``name``'s samples whose labels include ``labels`` (``ValueError`` if
     none, or if a value is not finite and non-negative). A counter's samples are read under
     the name with or without ``_total``."""
-    pattern = re.compile(r"^" + re.escape(name) + r"(?:_total)?[{ \t].*$", re.MULTILINE)
     found = False
     total = 0.0
-    for family in text_string_to_metric_families("\n".join(pattern.findall(text)) + "\n"):
-        for sample in family.samples:
-            if sample.name not in (name, name + "_total"):
-                continue
-            if any(sample.labels.get(k) != v for k, v in labels.items()):
-                continue
-            value = float(sample.value)
-            if not 0.0 <= value < math.inf:
-                raise ValueError(f"{name} is {value:g}")
-            total += value
-            found = True
+    for _, sample_labels, value in samples(text, (name, name + "_total")):
+        if any(sample_labels.get(k) != v for k, v in labels.items()):
+            continue
+        if not 0.0 <= value < math.inf:
+            raise ValueError(f"{name} is {value:g}")
+        total += value
+        found = True
     if not found:
         where = f" with labels {labels}" if labels else ""
         raise ValueError(f"no {name} sample{where}")

@@ -24,21 +24,21 @@ scrape shows is net of every replica's calls, so others' load is counted once.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import re
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import certifi
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from perllm.errors import InputError
 from perllm.gateway.background import Background
 from perllm.gateway.config import BackendConfig, MetricNames, ScrapeConfig
 from perllm.gateway.energy import EnergyAccounts
+from perllm.gateway.exposition import samples
 from perllm.gateway.power import EnergyReader, parse_metric, reader_for
 from perllm.gateway.shared_scrape import Others, SharedScrapes
 from perllm.gateway.view import LiveView
@@ -46,6 +46,8 @@ from perllm.gateway.view import LiveView
 __all__ = ["ENGINE_METRICS", "BackendLoad", "Scraper", "metric_names", "parse_load"]
 
 log = logging.getLogger(__name__)
+
+AT_ONCE = 8  # scrapes in flight at once: more would only lengthen the event loop's stalls
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,24 +92,11 @@ class BackendLoad:
     kv_cache: float | None
 
 
-@functools.cache
-def _wanted(names: EngineMetrics) -> re.Pattern[str]:
-    every = (*names.queued, *names.running, *names.kv_cache)
-    return re.compile(
-        "^(?:" + "|".join(re.escape(name) for name in every) + r")[{ \t].*$", re.MULTILINE
-    )
-
-
 def parse_load(text: str, names: EngineMetrics) -> BackendLoad:
-    """The load in a Prometheus exposition (``ValueError`` naming what is missing or bad).
-
-    Only the sample lines of ``names`` are handed to the parser: an engine's exposition runs to
-    hundreds of histogram lines that the load does not need."""
+    """The load in a Prometheus exposition (``ValueError`` naming what is missing or bad)."""
     sums: dict[str, float] = {}
-    lines = "\n".join(_wanted(names).findall(text))
-    for family in text_string_to_metric_families(lines + "\n"):
-        for sample in family.samples:
-            sums[sample.name] = sums.get(sample.name, 0.0) + float(sample.value)
+    for name, _, value in samples(text, (*names.queued, *names.running, *names.kv_cache)):
+        sums[name] = sums.get(name, 0.0) + value
 
     def first(options: tuple[str, ...], what: str) -> float | None:
         for name in options:
@@ -136,14 +125,12 @@ class Scraper:
         backends: Sequence[BackendConfig],
         view: LiveView,
         settings: ScrapeConfig,
-        client: httpx.AsyncClient,
         energy: EnergyAccounts | None = None,
         shared: SharedScrapes | None = None,
     ) -> None:
         self.settings = settings
         self.shared = shared
         self.view = view
-        self.client = client
         self.energy = energy
         self.backends = backends
         self.power: dict[int, tuple[EnergyReader, Callable[[], float] | None]] = {}
@@ -160,12 +147,27 @@ class Scraper:
         self.errors: dict[int, str] = {}  # each failing backend's last problem
         self.scrapes = 0
         self._task = Background("perllm-scrape", self._loop)
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._tls: ssl.SSLContext | None = None
+        self._at_once = asyncio.Semaphore(AT_ONCE)
+
+    def _client(self, url: str) -> httpx.AsyncClient:
+        """The client of one metrics URL: a connection of its own, kept open between scrapes
+        (in one shared pool, every request would look at every pooled connection)."""
+        client = self._clients.get(url)
+        if client is None:
+            # A slow scrape delays the next one but never outlives the data's freshness.
+            timeout = min(self.settings.stale_s / 2, 5.0)
+            one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+            if self._tls is None:  # one TLS context for all: each costs milliseconds to make
+                self._tls = ssl.create_default_context(cafile=certifi.where())
+            client = httpx.AsyncClient(timeout=timeout, limits=one, verify=self._tls)
+            self._clients[url] = client
+        return client
 
     async def _text(self, url: str, texts: dict[str, str]) -> str:
         if url not in texts:
-            # A slow scrape delays the next one but never outlives the data's freshness.
-            timeout = min(self.settings.stale_s / 2, 5.0)
-            response = await self.client.get(url, timeout=timeout)
+            response = await self._client(url).get(url)
             if response.status_code != 200:
                 raise ValueError(f"{url}: HTTP {response.status_code}")
             texts[url] = response.text
@@ -243,7 +245,12 @@ class Scraper:
                 else:
                     self.view.observe_others(index, *others)
                     self._worked(index)
-        await asyncio.gather(*(self.scrape(i, i in mine) for i in self.targets))
+
+        async def limited(index: int) -> None:
+            async with self._at_once:
+                await self.scrape(index, index in mine)
+
+        await asyncio.gather(*(limited(i) for i in self.targets))
         self.scrapes += 1
 
     def status(self) -> dict[str, dict[str, Any]]:
@@ -276,3 +283,6 @@ class Scraper:
 
     async def stop(self) -> None:
         await self._task.stop()
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            await client.aclose()
