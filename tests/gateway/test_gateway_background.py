@@ -14,19 +14,21 @@ from perllm.gateway.background import Background
 
 def test_a_task_that_swallows_one_cancellation_is_stopped() -> None:
     stages: list[str] = []
+    started = asyncio.Event()
 
     async def run() -> None:
+        started.set()
         try:
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # never set: only a cancellation ends it
         except asyncio.CancelledError:
             stages.append("swallowed")  # as a library mid-command may
-        await asyncio.sleep(3600)
+        await asyncio.Event().wait()
         stages.append("ran on")
 
     async def main() -> None:
         task = Background("t", run)
         task.start()
-        await asyncio.sleep(0)
+        await started.wait()
         await task.stop()
         assert not task.running
 
@@ -39,16 +41,18 @@ def test_a_task_that_never_stops_is_left_behind_and_logged(
 ) -> None:
     monkeypatch.setattr(background, "STOP_S", 0.3)
     stop = asyncio.Event()
+    started = asyncio.Event()
 
     async def stubborn() -> None:
+        started.set()
         while not stop.is_set():
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(3600)
+                await stop.wait()
 
     async def main() -> None:
         task = Background("stubborn", stubborn)
         task.start()
-        await asyncio.sleep(0)
+        await started.wait()
         with caplog.at_level(logging.WARNING):
             await task.stop()
         stop.set()
