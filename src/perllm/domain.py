@@ -65,6 +65,9 @@ class Request:
     response_bytes: int
     deadline_s: float
     model: str | None = None
+    # Ids of the prompt's blocks where a trace gives them (Mooncake: 512-token blocks, equal
+    # ids for equal prefixes); empty otherwise. Not part of what a router sees.
+    hash_ids: tuple[int, ...] = ()
     routed: RouterRequest = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -48,6 +48,7 @@ class _Columns:
     response_bytes: IntArray
     deadline_s: FloatArray
     models: Sequence[str | None]
+    hash_ids: Sequence[tuple[int, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,7 @@ def _synthetic(
         response_bytes=physics.response_bytes(output),
         deadline_s=deadline,
         models=[None] * n,
+        hash_ids=[()] * n,
     )
 
 
@@ -187,6 +189,7 @@ def _from_trace(
         response_bytes=response_bytes,
         deadline_s=deadline,
         models=[row.model for row in rows],
+        hash_ids=[row.hash_ids for row in rows],
     )
 
 
@@ -216,6 +219,7 @@ def _to_requests(columns: _Columns, names: Sequence[str]) -> list[Request]:
         columns.response_bytes.tolist(),
         columns.deadline_s.tolist(),
         columns.models,
+        columns.hash_ids,
     ]
     with _gc_paused():
         return list(map(Request, *values))

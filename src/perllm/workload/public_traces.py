@@ -8,8 +8,9 @@
   output length below 1, count as 1 token.
 - **Mooncake** (Qin et al., FAST'25, github.com/kvcache-ai/Mooncake): JSON lines
   ``{"timestamp": ms, "input_length": n, "output_length": m, "hash_ids": [...]}`` with
-  ``timestamp`` the arrival in milliseconds since the first request. ``hash_ids`` (prefix-cache
-  block ids) are checked and not used: the simulator models no prefix cache.
+  ``timestamp`` the arrival in milliseconds since the first request. ``hash_ids`` (the ids of
+  the prompt's 512-token blocks, equal for equal prefixes) are kept on each request
+  (:attr:`perllm.domain.Request.hash_ids`); the simulator does not model a prefix cache.
 
 Arrivals are made relative to the first row. ``Model`` and ``Log Type`` are checked (non-empty)
 and not used: they name OpenAI's models, not this cluster's, and a request's service class is
@@ -130,7 +131,7 @@ class _MooncakeRow(BaseModel):
     timestamp: int | float = Field(ge=0)
     input_length: int = Field(ge=0)
     output_length: int = Field(ge=0)
-    hash_ids: list[int] = []
+    hash_ids: list[int] = Field(default=[])
 
 
 def parse_mooncake_jsonl(text: str, source: str) -> list[TraceRow]:
@@ -169,7 +170,15 @@ def parse_mooncake_jsonl(text: str, source: str) -> list[TraceRow]:
             raise bad_field(source, line, "timestamp", problem)
         previous_ms = float(item.timestamp)
         arrival_s = (item.timestamp - first_ms) / 1000.0
-        rows.append(TraceRow(arrival_s, item.input_length, item.output_length, line=line))
+        rows.append(
+            TraceRow(
+                arrival_s,
+                item.input_length,
+                item.output_length,
+                line=line,
+                hash_ids=tuple(item.hash_ids),
+            )
+        )
     if not rows:
         raise InputError(f"{where(source)}no requests in the trace")
     return rows

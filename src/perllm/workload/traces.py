@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from perllm.cluster.settings import validation_message
 from perllm.errors import InputError, where
 from perllm.workload.config import TraceConfig
+from perllm.workload.data import resolve_trace_path
 
 if TYPE_CHECKING:
     from _csv import Reader as _CsvReader
@@ -43,7 +44,9 @@ class TraceRow:
     """One request of a trace; ``None`` means "not in the trace, fill in from the class".
 
     ``arrival_s`` is relative to the first row for Azure CSV traces and as written for JSONL.
-    ``line`` is the row's line number in the file (for error messages).
+    ``line`` is the row's line number in the file (for error messages). ``hash_ids`` are the
+    ids of the prompt's blocks where the trace gives them (Mooncake: 512-token blocks, equal
+    ids for equal prefixes), else empty.
     """
 
     arrival_s: float
@@ -55,6 +58,7 @@ class TraceRow:
     response_bytes: int | None = None
     model: str | None = None
     line: int = 0
+    hash_ids: tuple[int, ...] = ()
 
 
 class _JsonlRow(BaseModel):
@@ -76,8 +80,9 @@ def read_trace(cfg: TraceConfig) -> list[TraceRow]:
     Parameters
     ----------
     cfg
-        The file's path and format (``azure-csv``, ``jsonl``, ``burstgpt-csv`` or
-        ``mooncake-jsonl``).
+        The file's path (``traces:FILE`` for a trace shipped in the repository's
+        ``data/traces/``: :mod:`perllm.workload.data`) and format (``azure-csv``, ``jsonl``,
+        ``burstgpt-csv`` or ``mooncake-jsonl``).
 
     Returns
     -------
@@ -89,16 +94,17 @@ def read_trace(cfg: TraceConfig) -> list[TraceRow]:
     InputError
         A missing or unreadable file, or any bad line (one line naming file, line, field).
     """
-    text = _read_text(cfg.path)
+    path = resolve_trace_path(cfg.path)
+    text = _read_text(path)
     if cfg.format == "azure-csv":
-        return parse_azure_csv(text, cfg.path)
+        return parse_azure_csv(text, path)
     if cfg.format == "jsonl":
-        return parse_jsonl(text, cfg.path)
+        return parse_jsonl(text, path)
     from perllm.workload.public_traces import parse_burstgpt_csv, parse_mooncake_jsonl
 
     if cfg.format == "burstgpt-csv":
-        return parse_burstgpt_csv(text, cfg.path)
-    return parse_mooncake_jsonl(text, cfg.path)
+        return parse_burstgpt_csv(text, path)
+    return parse_mooncake_jsonl(text, path)
 
 
 def _read_text(path: str) -> str:
