@@ -29,7 +29,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from perllm.metrics.export import write_json, write_records_csv, write_regret_csv
     from perllm.metrics.summary import regret_curve
     from perllm.policies.registry import make_policy
-    from perllm.sim.runner import run_once
+    from perllm.sim.runner import run_once, workload_for
 
     cluster = scenario.load(args.scenario)
     params: dict[str, Any] = {}
@@ -37,7 +37,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         params.update(pair)
     make_policy(args.policy, params)  # check the policy and its parameters before any output
     out = writable_dir("--out", Path(args.out)) if args.out else None
-    n = args.requests or cluster.requests
+    # The workload first: a bad trace stops the run before any progress is shown.
+    reqs = workload_for(cluster, requests=args.requests, rate_rps=args.rate, seed=args.seed)
+    n = len(reqs)
     with progress_bar(n, f"simulating {args.policy}", enabled=n >= 2000) as advance:
         result = run_once(
             cluster,
@@ -48,6 +50,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             policy_params=params,
             progress=advance,
             track_oracle=args.track_oracle,
+            workload=reqs,
         )
     summary = result.summary
     if args.track_oracle:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from perllm.cluster.scenario import Cluster
+from perllm.domain import Request
 from perllm.errors import InputError
 from perllm.metrics.recorder import Recorder
 from perllm.metrics.summary import Summary, summarize
@@ -32,6 +33,14 @@ def seeds_for(seed: int) -> tuple[int, int, int]:
     return int(workload), int(policy), int(world)
 
 
+def workload_for(
+    cluster: Cluster, *, requests: int | None = None, rate_rps: float | None = None, seed: int = 0
+) -> Sequence[Request]:
+    """The requests :func:`run_once` simulates for these arguments."""
+    n = requests if requests is not None else cluster.requests
+    return generate_requests(cluster.workload, n, seeds_for(seed)[0], rate_rps)
+
+
 def run_once(
     cluster: Cluster,
     policy: str | Policy,
@@ -42,12 +51,16 @@ def run_once(
     policy_params: dict[str, Any] | None = None,
     track_oracle: bool = False,
     progress: Callable[[int], None] | None = None,
+    workload: Sequence[Request] | None = None,
 ) -> RunResult:
     """Simulate ``policy`` (a registered name, or a policy object of the caller's own) on
-    ``cluster``; the same arguments give the same result, exactly."""
-    workload_seed, policy_seed, world_seed = seeds_for(seed)
-    n = requests if requests is not None else cluster.requests
-    reqs = generate_requests(cluster.workload, n, workload_seed, rate_rps)
+    ``cluster``; the same arguments give the same result, exactly. ``workload`` is the run's
+    requests when the caller made them already (:func:`workload_for`, same arguments)."""
+    _, policy_seed, world_seed = seeds_for(seed)
+    if workload is None:
+        reqs = workload_for(cluster, requests=requests, rate_rps=rate_rps, seed=seed)
+    else:
+        reqs = workload
     if isinstance(policy, str):
         chosen = make_policy(policy, policy_params, policy_seed)
     elif policy_params:

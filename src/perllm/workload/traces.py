@@ -171,6 +171,16 @@ def _check_header(reader: _CsvReader, source: str) -> None:
         raise InputError(f"{where(source, line)}expected the header '{expected}', got '{got}'")
 
 
+def _field_count(cells: list[str], source: str, line: int) -> InputError:
+    """A row with too few fields names the first missing one; too many, the last expected."""
+    got = len(cells)
+    if got < len(AZURE_HEADER):
+        field, problem = AZURE_HEADER[got], "missing"
+    else:
+        field, problem = AZURE_HEADER[-1], f"followed by {got - len(AZURE_HEADER)} extra value(s)"
+    return _bad(source, line, field, f"{problem} (expected 3 fields, got {got})")
+
+
 def parse_azure_csv(text: str, source: str) -> list[TraceRow]:
     """Parse an Azure LLM inference trace (``TIMESTAMP,ContextTokens,GeneratedTokens``).
 
@@ -204,7 +214,7 @@ def parse_azure_csv(text: str, source: str) -> list[TraceRow]:
         if _is_blank(cells):
             continue
         if len(cells) != len(AZURE_HEADER):
-            raise InputError(f"{where(source, line)}expected 3 fields, got {len(cells)}")
+            raise _field_count(cells, source, line)
         is_date, seconds = _parse_timestamp(cells[0], source, line)
         if first_kind is None:
             first_kind, first_s, previous_s = is_date, seconds, seconds
