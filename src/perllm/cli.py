@@ -12,10 +12,13 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from perllm.cli_args import integer, key_value, rate_rps, requests, writable_dir
+from perllm.cli_args import at_least, integer, key_value, rate_rps, requests, writable_dir
 from perllm.errors import InputError, PerllmError
+
+if TYPE_CHECKING:
+    from perllm.cluster.scenario import Cluster
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,7 +34,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from perllm.policies.registry import make_policy
     from perllm.sim.runner import run_once, workload_for
 
-    cluster = scenario.load(args.scenario)
+    cluster = _trace_window(scenario.load(args.scenario), args)
     params: dict[str, Any] = {}
     for pair in args.param or []:
         params.update(pair)
@@ -69,6 +72,27 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         if out is not None:
             print(f"records and summary written to {out}/")
     return 0
+
+
+def _trace_window(cluster: Cluster, args: argparse.Namespace) -> Cluster:
+    """The cluster with ``--trace-start`` / ``--trace-window`` applied to its trace."""
+    changes: dict[str, Any] = {}
+    if args.trace_start is not None:
+        changes["start_s"] = args.trace_start
+    if args.trace_window is not None:
+        changes["window"] = args.trace_window
+    if not changes:
+        return cluster
+    trace = cluster.workload.trace
+    if trace is None:
+        flag = "--trace-start" if args.trace_start is not None else "--trace-window"
+        raise InputError(f"{flag}: scenario {cluster.name!r} replays no trace")
+    if changes.get("window", trace.window) == "busiest-hour" and changes.get("start_s", 0.0):
+        raise InputError("--trace-start: --trace-window busiest-hour chooses its own start")
+    if changes.get("window") == "busiest-hour":
+        changes["start_s"] = 0.0
+    workload = cluster.workload.model_copy(update={"trace": trace.model_copy(update=changes)})
+    return dataclasses.replace(cluster, workload=workload)
 
 
 def _cmd_bound(args: argparse.Namespace) -> int:
@@ -135,8 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--policy", required=True, help="policy name (see `perllm policies`)")
     sim.add_argument("--param", action="append", type=key_value, metavar="KEY=VALUE")
     sim.add_argument("--requests", type=requests)
-    sim.add_argument("--rate", type=rate_rps, help="arrival rate, requests/s")
+    sim.add_argument(
+        "--rate", type=rate_rps, help="arrival rate, requests/s (a trace: its timestamps rescaled)"
+    )
     sim.add_argument("--seed", type=integer(0), default=0)
+    sim.add_argument(
+        "--trace-start",
+        type=at_least(0.0),
+        metavar="SECONDS",
+        help="a trace replay starts this long after the trace's first request",
+    )
+    sim.add_argument(
+        "--trace-window",
+        choices=("first", "busiest-hour"),
+        help="a trace replay from --trace-start (first) or from the hour with most arrivals",
+    )
     sim.add_argument("--out", help="directory for records.csv and summary.json")
     sim.add_argument("--json", action="store_true", help="print the summary JSON to stdout")
     sim.add_argument(

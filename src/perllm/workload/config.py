@@ -94,11 +94,18 @@ class DeadlineConfig(KebabModel):
     nominal mean output length (a service with long answers accepts a longer wait). The
     requirement is fixed when the request is sent, so it cannot depend on the true length of
     the answer, which nobody knows yet.
+
+    ``per-token-of: request`` multiplies ``per-output-token-s`` by the request's own output
+    length instead: a time-to-first-token SLO (``low-s = high-s``) plus a time-per-output-token
+    SLO times the output tokens, the convention of SLO-driven serving (and of the gateway's
+    ``x-slo-ttft-ms`` / ``x-slo-tpot-ms`` headers with ``max_tokens``). A router that divides
+    such a deadline out learns the output length: see ``docs/traces.md``.
     """
 
     low_s: float = Field(gt=0)
     high_s: float = Field(gt=0)
     per_output_token_s: float = Field(default=0.0, ge=0)
+    per_token_of: Literal["class-mean", "request"] = "class-mean"
 
     @model_validator(mode="after")
     def _check_bounds(self) -> Self:
@@ -139,12 +146,26 @@ class TraceConfig(KebabModel):
     """A request trace file; ``rate-rps`` rescales its timestamps to that mean rate.
 
     Formats: ``azure-csv`` (Azure LLM inference 2023), ``jsonl`` (this project's own),
-    ``burstgpt-csv`` (BurstGPT) and ``mooncake-jsonl`` (Mooncake, FAST'25).
+    ``burstgpt-csv`` (BurstGPT) and ``mooncake-jsonl`` (Mooncake, FAST'25). ``path`` may be
+    ``traces:FILE``, a trace shipped in the repository (:mod:`perllm.workload.data`).
+
+    The window replayed: the rows from ``start-s`` seconds after the trace's first row
+    (``window: first``), or from the start of the hour with the most arrivals
+    (``window: busiest-hour``); of those, the run's first ``requests``. The window's first
+    arrival is at time 0.
     """
 
     path: str = Field(min_length=1)
     format: Literal["azure-csv", "jsonl", "burstgpt-csv", "mooncake-jsonl"]
     rate_rps: float | None = Field(default=None, gt=0, le=1e6)
+    window: Literal["first", "busiest-hour"] = "first"
+    start_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _one_start(self) -> Self:
+        if self.window == "busiest-hour" and self.start_s > 0:
+            raise ValueError("window busiest-hour chooses its own start: give no start-s")
+        return self
 
 
 class WorkloadConfig(KebabModel):

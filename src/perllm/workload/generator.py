@@ -10,6 +10,7 @@ same seed gives the same requests, and adding a class does not change the arriva
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -90,9 +91,38 @@ def _draw_class(cls: ServiceClassConfig, rng: np.random.Generator, m: int) -> _C
     )
 
 
-def _deadline_per_request_s(cls: ServiceClassConfig) -> float:
-    """The length-dependent part of a class's deadline, from its nominal output length."""
-    return cls.deadline.per_output_token_s * length_dist(cls.output).nominal_mean
+def _deadline_per_request_s(cls: ServiceClassConfig, output: IntArray) -> FloatArray | float:
+    """The length-dependent part of a class's deadlines: per output token times the class's
+    nominal output length, or times each request's own (``per-token-of: request``)."""
+    per_token = cls.deadline.per_output_token_s
+    if cls.deadline.per_token_of == "request":
+        return per_token * output.astype(np.float64)
+    return per_token * length_dist(cls.output).nominal_mean
+
+
+HOUR_S = 3600.0
+
+
+def _window(rows: list[TraceRow], trace: TraceConfig) -> list[TraceRow]:
+    """The rows from the window's start on (see :class:`TraceConfig`), the first at time 0;
+    all of them, as read, for the default window."""
+    if trace.window == "first" and trace.start_s == 0.0:
+        return rows
+    arrivals = np.array([row.arrival_s for row in rows], dtype=np.float64)
+    if trace.window == "busiest-hour":
+        # For each row, the arrivals in the hour it opens; the first row of the fullest hour.
+        counts = np.searchsorted(arrivals, arrivals + HOUR_S, side="left") - np.arange(
+            arrivals.size
+        )
+        first = int(np.argmax(counts))
+    else:
+        first = int(np.searchsorted(arrivals, arrivals[0] + trace.start_s, side="left"))
+        if first == len(rows):
+            span = float(arrivals[-1] - arrivals[0])
+            problem = f"start-s {trace.start_s:g} is past the trace's last arrival ({span:g} s)"
+            raise InputError(f"{where(trace.path)}{problem}")
+    origin = rows[first].arrival_s
+    return [dataclasses.replace(row, arrival_s=row.arrival_s - origin) for row in rows[first:]]
 
 
 def _synthetic(
@@ -110,7 +140,7 @@ def _synthetic(
         prompt[rows] = draws.prompt_tokens
         output[rows] = draws.output_tokens
         attachment[rows] = draws.attachment_bytes
-        deadline[rows] = draws.deadline_base_s + _deadline_per_request_s(cls)
+        deadline[rows] = draws.deadline_base_s + _deadline_per_request_s(cls, draws.output_tokens)
     return _Columns(
         arrival_s=arrival_times(cfg.arrivals, n, arrival_rng, rate_rps),
         class_index=class_index,
@@ -158,7 +188,7 @@ def _from_trace(
 ) -> _Columns:
     # The same streams as a synthetic workload, less the arrivals (they come from the trace).
     class_rng, *per_class_rngs = rng.spawn(2 + len(cfg.classes))[1:]
-    rows = read_trace(trace)[:n]
+    rows = _window(read_trace(trace), trace)[:n]
     m = len(rows)
     class_index = _trace_classes(cfg, rows, class_rng, trace.path)
     prompt = np.array([row.prompt_tokens for row in rows], dtype=np.int64)
@@ -169,7 +199,7 @@ def _from_trace(
         members = np.flatnonzero(class_index == k)
         draws = _draw_class(cls, class_rng_k, members.size)
         attachment[members] = draws.attachment_bytes
-        deadline[members] = draws.deadline_base_s + _deadline_per_request_s(cls)
+        deadline[members] = draws.deadline_base_s + _deadline_per_request_s(cls, output[members])
     request_bytes = physics.request_bytes(prompt, attachment)
     response_bytes = physics.response_bytes(output)
     for i, row in enumerate(rows):
@@ -238,8 +268,9 @@ def generate_requests(
     ``response_bytes = output * BYTES_PER_TOKEN + RESPONSE_OVERHEAD_BYTES``
     (:func:`perllm.physics.request_bytes`, :func:`perllm.physics.response_bytes`).
 
-    Trace: the first ``n`` rows (all of them if the trace is shorter); a row without a class
-    gets one drawn by share, and a missing deadline or byte size is filled in as above.
+    Trace: the first ``n`` rows of the window (:class:`~perllm.workload.config.TraceConfig`;
+    all of them if it is shorter); a row without a class gets one drawn by share, and a
+    missing deadline or byte size is filled in as above.
     Output lengths below 1 (e.g. ``GeneratedTokens`` 0) count as 1. Timestamps are stretched
     so that the mean rate is ``rate_rps`` (the argument, else the trace's ``rate-rps``).
 
