@@ -1,5 +1,8 @@
-"""The docs name only modules that exist, and the README's layout lists every top-level one, so
-that neither can rot silently."""
+"""The docs name only modules, files and sections that exist, and the architecture page's layout
+lists every top-level module, so that neither can rot silently.
+
+Every Markdown page is checked: README.md, CHANGELOG.md and every ``docs/*.md`` (a page added
+later is covered without editing this file)."""
 
 from __future__ import annotations
 
@@ -11,21 +14,37 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "perllm"
-ARCHITECTURE = ROOT / "docs" / "architecture.md"
-TUNING = ROOT / "docs" / "cs-ucb-tuning.md"
+DOCS = ROOT / "docs"
+ARCHITECTURE = DOCS / "architecture.md"
 README = ROOT / "README.md"
+CHANGELOG = ROOT / "CHANGELOG.md"
+PAGES = [README, CHANGELOG, *sorted(DOCS.glob("*.md"))]
+
+# The pages the README's "where to go next" must link.
+LINKED_FROM_README = ["guide", "concepts", "results", "limits", "lab-notebook", "architecture"]
 
 # `src/perllm/sim/world.py`, `perllm/bound/`, `perllm/policies/cs_ucb.py`
 _PATH = re.compile(r"(?<![\w.~/-])(?:src/)?perllm/(?:[\w-]+/)*(?:[\w-]+\.py|[\w-]+/)")
 # `perllm.metrics.summary.summarize`, `perllm.simulate`
 _DOTTED = re.compile(r"`(perllm(?:\.\w+)+)`")
+# benchmarks/robustness.py, tests/gateway/, scenarios/gateway-example.yaml, profiles/..., docs/...
+_REPO_PATH = re.compile(
+    r"(?<![\w.~/-])((?:benchmarks|tests|scenarios|profiles|scripts|docs|src)/[\w.-]+(?:/[\w.-]+)*/?)"
+)
+# [text](target): relative links only (no scheme)
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _ids(path: Path) -> str:
+    return str(path.relative_to(ROOT))
 
 
 def _layout() -> str:
-    """The code block of the README's layout section."""
-    text = README.read_text()
+    """The code block of the architecture page's layout section."""
+    text = ARCHITECTURE.read_text()
     section = text[text.index("## Layout\n") :]
-    section = section[: section.index("\n## ", 1)]
+    end = section.find("\n## ", 1)
+    section = section if end < 0 else section[:end]
     return section[section.index("```\n") + 4 : section.index("\n```", section.index("```\n"))]
 
 
@@ -59,34 +78,79 @@ def _resolve(dotted: str) -> object:
     raise ModuleNotFoundError(dotted)
 
 
-def test_the_readme_links_the_architecture_and_tuning_pages() -> None:
-    assert ARCHITECTURE.exists() and TUNING.exists()
-    assert "](docs/architecture.md)" in README.read_text()
-    assert "](docs/cs-ucb-tuning.md)" in README.read_text()
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = heading.strip().lower().replace("`", "")
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
 
 
-@pytest.mark.parametrize("doc", [ARCHITECTURE, README, TUNING], ids=lambda p: p.name)
+def _anchors(page: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    return {_slug(m.group(1)) for m in re.finditer(r"^#{1,6} (.+)$", text, flags=re.M)}
+
+
+def test_the_readme_links_every_docs_page() -> None:
+    text = README.read_text()
+    missing = [p for p in LINKED_FROM_README if f"](docs/{p}.md" not in text]
+    assert not missing, f"README.md does not link docs/: {missing}"
+    assert all((DOCS / f"{p}.md").exists() for p in LINKED_FROM_README)
+
+
+def test_the_readme_stays_short() -> None:
+    assert len(README.read_text().splitlines()) <= 250
+
+
+def test_there_are_docs_pages_to_check() -> None:
+    assert {ARCHITECTURE, README, CHANGELOG} <= set(PAGES)
+    for page in (ARCHITECTURE, DOCS / "concepts.md"):
+        assert _PATH.search(page.read_text()), f"{page.name} names no module path"
+
+
+@pytest.mark.parametrize("doc", PAGES, ids=_ids)
 def test_every_module_path_named_exists(doc: Path) -> None:
     paths = {m.group(0) for m in _PATH.finditer(doc.read_text())}
-    assert paths, f"{doc.name} names no module path"
     missing = [p for p in sorted(paths) if not (ROOT / "src" / p.removeprefix("src/")).exists()]
     assert not missing, f"{doc.name} names paths that do not exist: {missing}"
 
 
-@pytest.mark.parametrize("doc", [ARCHITECTURE, README, TUNING], ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", PAGES, ids=_ids)
 def test_every_dotted_module_named_exists(doc: Path) -> None:
     for dotted in sorted({m.group(1) for m in _DOTTED.finditer(doc.read_text())}):
         _resolve(dotted)
 
 
-def test_every_entry_of_the_readme_layout_exists() -> None:
+@pytest.mark.parametrize("doc", PAGES, ids=_ids)
+def test_every_repository_file_named_exists(doc: Path) -> None:
+    paths = {m.group(1).rstrip(".") for m in _REPO_PATH.finditer(doc.read_text())}
+    missing = [p for p in sorted(paths) if not (ROOT / p).exists()]
+    assert not missing, f"{doc.name} names files that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("doc", PAGES, ids=_ids)
+def test_every_relative_link_and_anchor_exists(doc: Path) -> None:
+    broken = []
+    for target in _LINK.findall(doc.read_text()):
+        if re.match(r"[a-z]+:", target):
+            continue  # http:, https:, mailto:
+        file, _, anchor = target.partition("#")
+        page = doc if not file else (doc.parent / file).resolve()
+        dangling = (
+            page.exists() and bool(anchor) and page.suffix == ".md" and anchor not in _anchors(page)
+        )
+        if not page.exists() or dangling:
+            broken.append(target)
+    assert not broken, f"{doc.name} has broken links: {broken}"
+
+
+def test_every_entry_of_the_layout_exists() -> None:
     entries = _tree_paths(_layout())
     assert "domain.py" in entries and "gateway/routes/" in entries
     missing = [e for e in entries if not (PACKAGE / e).exists()]
-    assert not missing, f"the README's layout lists paths that do not exist: {missing}"
+    assert not missing, f"the architecture page's layout lists paths that do not exist: {missing}"
 
 
-def test_the_readme_layout_lists_every_top_level_module_and_package() -> None:
+def test_the_layout_lists_every_top_level_module_and_package() -> None:
     block = _layout()
     names = [
         p.name + ("/" if p.is_dir() else "")
@@ -94,4 +158,4 @@ def test_the_readme_layout_lists_every_top_level_module_and_package() -> None:
         if (p.is_dir() and p.name != "__pycache__") or p.suffix == ".py"
     ]
     unlisted = [n for n in sorted(names) if not re.search(rf"(?<![\w/]){re.escape(n)}", block)]
-    assert not unlisted, f"the README's layout does not list: {unlisted}"
+    assert not unlisted, f"the architecture page's layout does not list: {unlisted}"

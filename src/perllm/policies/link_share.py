@@ -19,11 +19,11 @@ spare approach it (the transfer due first gets most of the link) without ever st
 transfer outright, so a lenient upload still moves while urgent ones come and go, and catches up
 when they are done. ``floor`` bounds how small that trickle gets.
 
-The weight does not grow with the transfer's size. Weighing by *need* (``wire / budget``, the
-bandwidth that finishes a transfer just in time) was tried first: it gives a large lenient
-upload a just-in-time share with no margin for the bandwidth's fluctuation or a crowded link,
-and on ``scenarios/document-uploads.yaml`` it lost 6-20% of goodput to equal shares once the
-link was overloaded, where urgency gained 13-26% (the README has the figures).
+The weight does not grow with the transfer's size: weighing by *need* (``wire / budget``, the
+bandwidth that finishes a transfer just in time) would give a large lenient upload a
+just-in-time share with no margin for the bandwidth's fluctuation or a crowded link. The figures
+on the ``document-uploads`` scenario are in ``docs/results.md``; how the rule was chosen is in
+``docs/lab-notebook.md``.
 """
 
 from __future__ import annotations
