@@ -3,21 +3,33 @@
 Run: ``python benchmarks/robustness.py [--clusters 20] [--seeds 2] [--requests 1000]
 [--out results-robustness] [--workers N] [--policies a,b] [--param POLICY:KEY=VALUE]
 [--variant LABEL=POLICY[:KEY=VALUE,...]] [--set GENERATOR-KEY=VALUE] [--no-bound]
+[--family mixed|gpu-edge|gpu-only|all] [--sweep KEY=V1,V2,...]
 [--executor ray [--ray-address HOST:PORT]] [--resume]``.
 
-Draws ``--clusters`` clusters with ``perllm scenarios generate`` (seeds ``--first-cluster``
-onwards; random hardware, links, model mismatch, arrivals and class mix), measures each one's
-capacity, and runs every registered non-clairvoyant policy plus ``oracle`` at 0.7x, 1x and 1.5x
-capacity with ``--seeds`` seeds. Each run has ``max(--requests, --steady-multiple x the
-cluster's concurrent slots)`` requests, at most ``--max-requests`` (the oracle's decisions cost in
-proportion to the requests in flight, so it sets the run time).
+Draws ``--clusters`` clusters of the cluster family ``--family`` with ``perllm scenarios
+generate`` (numbers ``--first-cluster`` onwards; random hardware, links, model mismatch,
+arrivals and class mix; the families and their seeds: :mod:`perllm.clustergen.families`;
+``all`` runs every family and reports each separately; ``--set`` overrides a family's
+settings), measures each one's capacity, and runs every registered non-clairvoyant policy plus
+``oracle`` at 0.7x, 1x and 1.5x capacity with ``--seeds`` seeds. Each run has
+``max(--requests, --steady-multiple x the cluster's concurrent slots)`` requests, at most
+``--max-requests`` (the oracle's decisions cost in proportion to the requests in flight, so it
+sets the run time).
 
-Prints each policy's win rate on goodput against the others, its geometric-mean goodput and
-energy-per-met-request ratios against the strongest *other* policy in each cell (definitions:
-:mod:`perllm.experiments.robustness`) and, if the ``perllm.bound`` package is installed, its
-mean fraction of the goodput bound. Writes ``robustness.csv``, ``clusters.csv`` and
-``robustness.png`` to ``--out``. Parameter sensitivity: e.g. ``--policies cs-ucb,least-loaded
---variant ucb-a1=cs-ucb:exploration=1.0``.
+Prints, per family, each policy's win rate on goodput against the others, its geometric-mean
+goodput and energy-per-met-request ratios against the *other* policy meeting the most deadlines
+in each cell, the share of cells where another policy dominates it on both objectives, its
+frugal ratio (definitions: :mod:`perllm.experiments.robustness`), the cloud-only check of
+CS-UCB and, if the ``perllm.bound`` package is installed, its mean fraction of the goodput
+bound. Writes ``robustness.csv``, ``clusters.csv``, ``scores.csv`` and ``robustness.png``
+(``robustness-FAMILY.png`` with ``--family all``) to ``--out``. Parameter sensitivity: e.g.
+``--policies cs-ucb,least-loaded --variant ucb-a1=cs-ucb:exploration=1.0``.
+
+``--sweep KEY=V1,V2,...`` (at most 5 values) runs CS-UCB at each value of its parameter KEY, as
+variants ``cs-ucb[KEY=V]``, and every other chosen policy once; the variants are scored against
+the baselines (not against one another) and each family gets a table of the sweep and of how
+often CS-UCB's frontier dominates each baseline (:mod:`perllm.experiments.robustness_sweep`),
+``sweep-FAMILY.png`` and ``sweep.csv``.
 """
 
 from __future__ import annotations
@@ -29,14 +41,31 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+import yaml
 
 from perllm.cli_args import key_value, writable_dir
+from perllm.clustergen.families import (
+    FAMILIES,
+    FAMILY_SEED_STRIDE,
+    cluster_seed,
+    family_overrides,
+)
+from perllm.clustergen.settings import settings_from
 from perllm.errors import InputError
 from perllm.experiments import checkpoint
 from perllm.experiments.checkpoint import Call, Checkpoint, run_saving, saved_runs
 from perllm.experiments.executors import ExecutorSpec
-from perllm.experiments.robustness_report import plot, print_tables, write_csvs
+from perllm.experiments.robustness import cloud_check
+from perllm.experiments.robustness_report import (
+    FamilyScores,
+    plot,
+    print_cloud_checks,
+    print_tables,
+    write_csvs,
+    write_scores,
+)
 from perllm.experiments.robustness_runs import (
     RunTask,
     bound_available,
@@ -44,11 +73,29 @@ from perllm.experiments.robustness_runs import (
     generate_task,
     run_task,
 )
+from perllm.experiments.robustness_sweep import (
+    MAX_SWEEP_VALUES,
+    SweepPoint,
+    SweepSummary,
+    plot_sweep,
+    print_sweep,
+    summarize_sweep,
+    sweep_label,
+    write_sweep_csv,
+)
 from perllm.experiments.show import progress_bar
 from perllm.experiments.sweep_args import add_sweep_arguments, executor_spec, resume_command
 from perllm.policies.registry import all_entries, lookup, make_policy
 
 LOADS = (0.7, 1.0, 1.5)
+SWEPT = "cs-ucb"  # the policy --sweep varies
+Chosen = dict[str, tuple[str, dict[str, Any]]]
+
+
+def _fail(message: str) -> NoReturn:
+    """Bad input: one line on standard error, exit status 2."""
+    print(f"robustness: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def _arguments() -> argparse.Namespace:
@@ -75,13 +122,43 @@ def _arguments() -> argparse.Namespace:
         help="a cluster generator setting (perllm.clustergen.settings)",
     )
     parser.add_argument("--no-bound", action="store_true", help="skip perllm.bound if installed")
+    parser.add_argument(
+        "--family",
+        default="mixed",
+        metavar="|".join([*FAMILIES, "all"]),
+        help="the cluster family (perllm.clustergen.families); all: each, reported separately",
+    )
+    parser.add_argument(
+        "--sweep",
+        metavar="KEY=V1,V2,...",
+        help=f"run {SWEPT} at each value (at most {MAX_SWEEP_VALUES}) of its parameter KEY",
+    )
     add_sweep_arguments(parser, "--workers")
     return parser.parse_args()
 
 
-def _policies(args: argparse.Namespace) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Label -> (registered policy, params), from --policies, --param and --variant."""
-    chosen: dict[str, tuple[str, dict[str, Any]]] = {
+def _sweep(args: argparse.Namespace) -> tuple[str, list[SweepPoint]] | None:
+    """``--sweep``'s key and points, checked (a known parameter, 1 to 5 distinct values)."""
+    if args.sweep is None:
+        return None
+    key, sep, rest = args.sweep.partition("=")
+    key, values = key.strip(), [v.strip() for v in rest.split(",")]
+    if not sep or not key or not all(values):
+        _fail(f"--sweep: expected KEY=V1,V2,... (e.g. confidence=0.5,1,2), got {args.sweep!r}")
+    config = lookup(SWEPT).config.model_fields
+    known = sorted(field.alias or name for name, field in config.items())
+    if key not in known:
+        _fail(f"--sweep: {SWEPT} has no parameter {key!r}; its parameters: {', '.join(known)}")
+    if len(values) > MAX_SWEEP_VALUES:
+        _fail(f"--sweep: at most {MAX_SWEEP_VALUES} values, got {len(values)}")
+    if len(set(values)) < len(values):
+        _fail(f"--sweep: a value repeats in {rest!r}")
+    return key, [SweepPoint(sweep_label(key, v), v) for v in values]
+
+
+def _policies(args: argparse.Namespace) -> Chosen:
+    """Label -> (registered policy, params), from --policies, --param, --variant and --sweep."""
+    chosen: Chosen = {
         e.name: (e.name, {}) for e in all_entries() if not e.clairvoyant or e.name == "oracle"
     }
     for spec in args.variant:
@@ -94,35 +171,49 @@ def _policies(args: argparse.Namespace) -> dict[str, tuple[str, dict[str, Any]]]
     for spec in args.param:
         label, _, pair = spec.partition(":")
         if label not in chosen:
-            sys.exit(f"robustness: --param {spec}: unknown policy {label!r}")
+            _fail(f"--param {spec}: unknown policy {label!r}")
         chosen[label][1].update(key_value(pair))
     if args.policies:
         names = [name.strip() for name in args.policies.split(",")]
         unknown = [name for name in names if name not in chosen]
         if unknown:
-            sys.exit(
-                f"robustness: --policies: unknown {', '.join(unknown)}; known: {', '.join(chosen)}"
-            )
+            _fail(f"--policies: unknown {', '.join(unknown)}; known: {', '.join(chosen)}")
         chosen = {name: chosen[name] for name in names}
+    sweep = _sweep(args)
+    if sweep is not None:
+        key, points = sweep
+        base = chosen.pop(SWEPT, (SWEPT, {}))[1]
+        swept = {p.label: (SWEPT, {**base, key: yaml.safe_load(p.value)}) for p in points}
+        chosen = {**swept, **chosen}
     for label, (policy, params) in chosen.items():
         try:
             make_policy(policy, params)  # check names and parameters before any run
         except InputError as err:
-            sys.exit(f"robustness: {label}: {err}")
+            _fail(f"{label}: {err}")
     return chosen
 
 
-def _contenders(chosen: dict[str, tuple[str, dict[str, Any]]]) -> list[str]:
-    return [label for label, (policy, _) in chosen.items() if not lookup(policy).clairvoyant]
+def _contenders(chosen: Chosen, sweep: list[SweepPoint]) -> list[str]:
+    """The non-clairvoyant policies scored against one another (never the sweep's variants)."""
+    swept = {p.label for p in sweep}
+    return [
+        label
+        for label, (policy, _) in chosen.items()
+        if not lookup(policy).clairvoyant and label not in swept
+    ]
+
+
+def _families(args: argparse.Namespace) -> list[str]:
+    if args.family == "all":
+        return list(FAMILIES)
+    if args.family not in FAMILIES:
+        _fail(f"--family: unknown family {args.family!r}; known: {', '.join(FAMILIES)}, all")
+    return [args.family]
 
 
 def _run(
-    args: argparse.Namespace,
-    chosen: dict[str, tuple[str, dict[str, Any]]],
-    executor: ExecutorSpec,
-    saved: Checkpoint,
+    args: argparse.Namespace, chosen: Chosen, executor: ExecutorSpec, saved: Checkpoint
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    settings = _settings(args)
     loads = _loads(args)
     use_bound = _use_bound(args)
     results = saved.results
@@ -142,6 +233,7 @@ def _run(
                         label_,
                         policy,
                         params,
+                        cluster["family"],
                     )
                     calls.append((("run", task.cluster, load, seed, label_), run_task, task))
                 if use_bound:
@@ -149,12 +241,15 @@ def _run(
         return [call for call in calls if call[0] not in results]
 
     todo: list[tuple[Any, Callable[..., Any], tuple[Any, ...]]] = []
-    for s in _cluster_seeds(args):
+    for family, s in _cluster_seeds(args):
         if ("cluster", s) in results:
             todo += [(key, fn, (task,)) for key, fn, task in runs(results["cluster", s])]
         else:
-            todo.append((("cluster", s), generate_task, (s, settings)))
-    label = f"robustness: {args.clusters} clusters x {len(loads)} loads x {args.seeds} seeds"
+            todo.append((("cluster", s), generate_task, (s, _settings(args, family), family)))
+    label = (
+        f"robustness: {len(_families(args))} x {args.clusters} clusters x {len(loads)} loads "
+        f"x {args.seeds} seeds"
+    )
 
     def follow(key: Any, result: Any) -> list[Call]:
         """A generated cluster's runs, once it is generated."""
@@ -174,7 +269,8 @@ def _run(
     return rows, clusters
 
 
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
+def _settings(args: argparse.Namespace, family: str) -> dict[str, Any]:
+    """The generator settings of ``family``, with the run length and ``--set`` on top."""
     settings: dict[str, Any] = {
         "requests": args.requests,
         "steady-multiple": args.steady_multiple,
@@ -182,53 +278,110 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     }
     for pair in args.set:
         settings.update(key_value(pair))
-    return settings
+    return family_overrides(family, settings)
 
 
 def _loads(args: argparse.Namespace) -> list[float]:
     return [float(x) for x in args.loads.split(",")]
 
 
-def _cluster_seeds(args: argparse.Namespace) -> range:
-    return range(args.first_cluster, args.first_cluster + args.clusters)
+def _cluster_seeds(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """Each family's cluster seeds (perllm.clustergen.families.cluster_seed)."""
+    numbers = range(args.first_cluster, args.first_cluster + args.clusters)
+    return [(f, cluster_seed(f, n)) for f in _families(args) for n in numbers]
 
 
 def _use_bound(args: argparse.Namespace) -> bool:
     return bound_available() and not args.no_bound
 
 
-def _total_runs(args: argparse.Namespace, chosen: dict[str, Any]) -> int:
+def _total_runs(args: argparse.Namespace, chosen: Chosen) -> int:
     per_cluster = (
         len(_loads(args)) * int(args.seeds) * (len(chosen) + (1 if _use_bound(args) else 0))
     )
-    return int(args.clusters) * (1 + per_cluster)
+    return len(_families(args)) * int(args.clusters) * (1 + per_cluster)
 
 
-def _header(args: argparse.Namespace, chosen: dict[str, Any]) -> dict[str, Any]:
+def _header(args: argparse.Namespace, chosen: Chosen) -> dict[str, Any]:
     """What the runs depend on: a resumed benchmark must have the same."""
     return {
-        "clusters": list(_cluster_seeds(args)),
+        "family": args.family,
+        "clusters": [seed for _, seed in _cluster_seeds(args)],
         "seeds": args.seeds,
         "loads": _loads(args),
-        "settings": _settings(args),
+        "settings": {f: _settings(args, f) for f in _families(args)},
         "policies": chosen,
         "bound": _use_bound(args),
     }
 
 
+def _check_settings(args: argparse.Namespace) -> None:
+    """Validate each family's settings and cluster numbers ahead of the runs (exit 2 if bad)."""
+    if args.first_cluster < 0 or args.first_cluster + args.clusters > FAMILY_SEED_STRIDE:
+        _fail(f"--first-cluster/--clusters: cluster numbers must lie in [0, {FAMILY_SEED_STRIDE})")
+    for family in _families(args):
+        settings_from(_settings(args, family), f"--family {family} --set")
+
+
+def _report(
+    args: argparse.Namespace,
+    chosen: Chosen,
+    rows: list[dict[str, Any]],
+    out: Path,
+) -> list[str]:
+    """Print and plot each family's results; return the files written."""
+    sweep = _sweep(args)
+    points = sweep[1] if sweep else []
+    contenders = _contenders(chosen, points)
+    swept = {p.label for p in points}
+    families = _families(args)
+    written: list[str] = []
+    scored: list[FamilyScores] = []
+    sweeps: list[tuple[str, SweepSummary]] = []
+    for family in families:
+        mine = [row for row in rows if row["family"] == family]
+        if not mine:
+            continue
+        loads = sorted({float(row["load"]) for row in mine})
+        results = print_tables(mine, contenders, list(chosen), loads, family)
+        name = "robustness.png" if len(families) == 1 else f"robustness-{family}.png"
+        plot(mine, results, contenders, out / name)
+        written.append(name)
+        checks = []
+        if "cloud-only" in chosen:
+            ucb = [label for label, (policy, _) in chosen.items() if policy == SWEPT]
+            checks = [cloud_check(mine, label) for label in ucb]
+            print_cloud_checks(checks, family)
+        scored.append(FamilyScores(family, results, checks))
+        if sweep is not None:
+            baselines = [label for label in contenders if label not in swept]
+            summary = summarize_sweep(mine, sweep[0], points, baselines)
+            print_sweep(summary, family)
+            plot_sweep(summary, family, out / f"sweep-{family}.png")
+            written.append(f"sweep-{family}.png")
+            sweeps.append((family, summary))
+    write_scores(scored, out / "scores.csv")
+    written.append("scores.csv")
+    if sweeps:
+        write_sweep_csv(sweeps, out / "sweep.csv")
+        written.append("sweep.csv")
+    return written
+
+
 def main() -> None:
     args = _arguments()
+    _families(args)
     chosen = _policies(args)
     path = Path(args.out) / checkpoint.FILENAME
     try:
+        _check_settings(args)
         executor = executor_spec(args, args.workers)
         out = writable_dir("--out", Path(args.out))
         started = time.perf_counter()
         with Checkpoint(path, _header(args, chosen), resume=args.resume) as saved:
             rows, clusters = _run(args, chosen, executor, saved)
     except InputError as err:
-        print(f"robustness: {err}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(err))
     except KeyboardInterrupt:
         again = resume_command("python", sys.argv)
         total = _total_runs(args, chosen)
@@ -240,15 +393,12 @@ def main() -> None:
         sys.exit(130)
     elapsed = time.perf_counter() - started
     write_csvs(rows, clusters, out)
-    loads = sorted({float(row["load"]) for row in rows})
-    contenders = _contenders(chosen)
-    results = print_tables(rows, contenders, list(chosen), loads)
-    plot(rows, results, contenders, out / "robustness.png")
+    written = _report(args, chosen, rows, out)
     total = sum(int(row["requests"]) for row in rows)
     print(
         f"{len(rows)} runs ({total:,} simulated requests) on {len(clusters)} clusters in "
-        f"{elapsed:.0f} s ({executor.describe()}); wrote {out}/robustness.csv, "
-        f"clusters.csv, robustness.png"
+        f"{elapsed:.0f} s ({executor.describe()}); wrote {out}/robustness.csv, clusters.csv, "
+        f"{', '.join(written)}"
     )
 
 

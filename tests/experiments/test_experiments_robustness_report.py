@@ -7,8 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from perllm.experiments.robustness import scores
-from perllm.experiments.robustness_report import plot, print_tables, write_csvs
+from perllm.experiments.robustness import cloud_check, scores
+from perllm.experiments.robustness_report import (
+    SCORE_FIELDS,
+    FamilyScores,
+    plot,
+    print_cloud_checks,
+    print_tables,
+    write_csvs,
+    write_scores,
+)
 from perllm.experiments.robustness_runs import ROW_FIELDS
 
 POLICIES = ["a", "b", "oracle"]
@@ -25,7 +33,9 @@ def _rows() -> list[dict[str, object]]:
                     cluster=cluster,
                     load=load,
                     seed=0,
+                    family="gpu-edge",
                     policy=policy,
+                    requests=100,
                     met=met,
                     goodput_rps=met / 10,
                     deadline_satisfaction=met / 100,
@@ -38,6 +48,7 @@ def _rows() -> list[dict[str, object]]:
 
 CLUSTERS = [
     {
+        "family": "gpu-edge",
         "seed": 0,
         "data": {
             "description": "1 edge + 1 cloud (x)",
@@ -56,13 +67,27 @@ def test_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     written = list(csv.DictReader((tmp_path / "robustness.csv").read_text().splitlines()))
     assert len(written) == len(rows) and list(written[0]) == list(ROW_FIELDS)
     clusters = list(csv.DictReader((tmp_path / "clusters.csv").read_text().splitlines()))
-    assert clusters[0]["arrivals"] == "gamma cv 2.0"
-    results = print_tables(rows, ["a", "b"], POLICIES, [0.7, 1.5])  # type: ignore[arg-type]
+    assert clusters[0]["arrivals"] == "gamma cv 2.0" and clusters[0]["family"] == "gpu-edge"
+    results = print_tables(rows, ["a", "b"], POLICIES, [0.7, 1.5], "gpu-edge")  # type: ignore[arg-type]
     out = capsys.readouterr().out
     assert "win rate" in out and "of bound" in out and "oracle" in out
-    # b meets more deadlines than a in every cell: it beats all at both loads, a at neither.
-    assert "beats all" in out and "100 / 100" in out and "0 / 0" in out
-    assert "within 1%" in out
+    assert "family gpu-edge" in out and "dominated" in out and "frugal p95" in out
+    assert "energy/met vs most-met" in out and "beats all" not in out
+    by_policy = {s.policy: s for s in results}
+    # b meets more deadlines than a at about the same energy in every cell: a is dominated.
+    assert by_policy["a"].dominated == 1.0 and by_policy["b"].dominated == 0.0
     assert [r.policy for r in results] == [r.policy for r in scores(rows, ["a", "b"], POLICIES)]
+    checks = [cloud_check(rows, "a", reference="b")]  # type: ignore[arg-type]
+    print_cloud_checks(checks, "gpu-edge")
+    assert "no cell where b meets >= 95%" in capsys.readouterr().out  # b never meets 95%
+    write_scores([FamilyScores("gpu-edge", results, checks)], tmp_path / "scores.csv")
+    scored = list(csv.DictReader((tmp_path / "scores.csv").read_text().splitlines()))
+    assert list(scored[0]) == list(SCORE_FIELDS) and len(scored) == len(POLICIES)
+    assert {row["policy"]: row["dominated"] for row in scored}["a"] == "1.0"
+    assert {row["policy"]: row["cloud_check_cells"] for row in scored} == {
+        "a": "0",
+        "b": "",
+        "oracle": "",
+    }
     plot(rows, results, ["a", "b"], tmp_path / "r.png")  # type: ignore[arg-type]
     assert (tmp_path / "r.png").stat().st_size > 10_000

@@ -1,16 +1,22 @@
-"""The robustness benchmark's outputs: CSV files, terminal tables and a plot."""
+"""The robustness benchmark's outputs: CSV files, terminal tables and a plot (the definitions
+of every measure: :mod:`perllm.experiments.robustness`)."""
 
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from perllm.experiments.robustness import (
+    FRUGAL_WITHIN,
+    CloudCheck,
     PolicyScore,
     cells,
     goodput_ratio,
@@ -20,7 +26,41 @@ from perllm.experiments.robustness import (
 )
 from perllm.experiments.robustness_runs import ROW_FIELDS
 
-__all__ = ["plot", "print_tables", "write_csvs"]
+__all__ = [
+    "SCORE_FIELDS",
+    "FamilyScores",
+    "plot",
+    "print_cloud_checks",
+    "print_tables",
+    "write_csvs",
+    "write_scores",
+]
+
+SCORE_FIELDS = (
+    "family",
+    "policy",
+    "cells",
+    "win_rate",
+    "goodput_ratio",
+    "energy_per_met_vs_most_met",
+    "mean_satisfaction",
+    "dominated",
+    "frugal_ratio_geomean",
+    "frugal_within_1_25",
+    "frugal_ratio_p95",
+    "bound_fraction",
+    "cloud_check_cells",
+    "cloud_check_share",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyScores:
+    """One cluster family's scores and cloud-only checks (what ``scores.csv`` holds)."""
+
+    family: str
+    scores: list[PolicyScore]
+    cloud_checks: list[CloudCheck]
 
 
 def write_csvs(rows: list[dict[str, Any]], clusters: list[dict[str, Any]], out: Path) -> None:
@@ -33,6 +73,7 @@ def write_csvs(rows: list[dict[str, Any]], clusters: list[dict[str, Any]], out: 
         table = csv.writer(handle)
         table.writerow(
             (
+                "family",
                 "cluster",
                 "description",
                 "servers",
@@ -49,6 +90,7 @@ def write_csvs(rows: list[dict[str, Any]], clusters: list[dict[str, Any]], out: 
             process = arrivals["process"] + (f" cv {arrivals['cv']}" if "cv" in arrivals else "")
             table.writerow(
                 (
+                    c.get("family", "mixed"),
                     c["seed"],
                     data["description"],
                     len(data["servers"]),
@@ -61,8 +103,16 @@ def write_csvs(rows: list[dict[str, Any]], clusters: list[dict[str, Any]], out: 
             )
 
 
+def _pct(value: float) -> str:
+    return "-" if math.isnan(value) else f"{100 * value:.1f}%"
+
+
 def print_tables(
-    rows: list[dict[str, Any]], contenders: list[str], policies: list[str], loads: list[float]
+    rows: list[dict[str, Any]],
+    contenders: list[str],
+    policies: list[str],
+    loads: list[float],
+    family: str = "mixed",
 ) -> list[PolicyScore]:
     """Print the per-policy summary and the win-rate matrix; return the scores."""
     results = scores(rows, contenders, policies)
@@ -70,9 +120,11 @@ def print_tables(
     n_cells = len(cells(rows))
     table = Table(
         title=(
-            f"{n_cells} cells (cluster x load x seed); ratios: geometric mean over cells "
-            "against the strongest other non-oracle policy in each cell "
-            "(goodput > 1 and energy/met < 1 favour the policy)"
+            f"family {family}: {n_cells} cells (cluster x load x seed); ratios: geometric mean "
+            "over cells against the other non-oracle policy meeting the most deadlines in each "
+            "cell; dominated: share of cells where another policy meets as many deadlines "
+            "(0.1-pt tolerance) at <= 0.95x the energy per met request; frugal: energy per met "
+            "over the least of the policies meeting >= its deadlines - 0.5 pt"
         )
     )
     columns = [
@@ -80,11 +132,12 @@ def print_tables(
         "win rate",
         "goodput ratio",
         *[f"@{x:g}x" for x in loads],
-        "energy/met ratio",
+        "energy/met vs most-met",
         "met %",
-        "beats all",
-        "by load (%)",
-        "within 1%",
+        "dominated",
+        "frugal",
+        f"frugal <={FRUGAL_WITHIN:g}",
+        "frugal p95",
     ]
     if has_bound:
         columns.append("of bound")
@@ -92,18 +145,19 @@ def print_tables(
         table.add_column(column, justify="left" if column == "policy" else "right")
     for s in sorted(results, key=lambda s: -s.goodput_ratio):
         cells_ = [
-            s.policy,
-            "-" if math.isnan(s.win_rate) else f"{100 * s.win_rate:.1f}%",
+            escape(s.policy),
+            _pct(s.win_rate),
             f"{s.goodput_ratio:.3f}",
             *[f"{s.goodput_ratio_by_load.get(x, math.nan):.3f}" for x in loads],
             f"{s.energy_ratio:.3f}",
             f"{100 * s.mean_satisfaction:.1f}",
-            "-" if math.isnan(s.beats_all) else f"{100 * s.beats_all:.1f}%",
-            " / ".join(f"{100 * s.beats_all_by_load.get(x, math.nan):.0f}" for x in loads),
-            "-" if math.isnan(s.beats_all_within) else f"{100 * s.beats_all_within:.1f}%",
+            _pct(s.dominated),
+            f"{s.frugal_ratio:.3f}",
+            _pct(s.frugal_within),
+            f"{s.frugal_p95:.3f}",
         ]
         if has_bound:
-            cells_.append(f"{100 * s.bound_fraction:.1f}%")
+            cells_.append(_pct(s.bound_fraction))
         table.add_row(*cells_)
     console = Console(width=max(Console().width, 160))
     console.print(table)
@@ -111,11 +165,58 @@ def print_tables(
     grid = Table(title="win rate on goodput, row against column (ties count one half)")
     grid.add_column("")
     for q in contenders:
-        grid.add_column(q, justify="right")
+        grid.add_column(escape(q), justify="right")
     for p in contenders:
-        grid.add_row(p, *["" if p == q else f"{100 * matrix[p][q]:.0f}" for q in contenders])
+        grid.add_row(
+            escape(p), *["" if p == q else f"{100 * matrix[p][q]:.0f}" for q in contenders]
+        )
     console.print(grid)
     return results
+
+
+def print_cloud_checks(checks: Sequence[CloudCheck], family: str = "mixed") -> None:
+    """One line per check: the share of cloud-only's good cells a policy matches."""
+    for c in checks:
+        if not c.cells:
+            print(
+                f"family {family}: cloud-only check of {c.policy}: no cell where {c.reference} "
+                "meets >= 95% of deadlines"
+            )
+            continue
+        print(
+            f"family {family}: cloud-only check: {c.policy} meets as many deadlines as "
+            f"{c.reference} at <= 1.10x its energy per met request in {_pct(c.share)} "
+            f"({c.passed} of {c.cells}) of the cells where {c.reference} meets >= 95% of deadlines"
+        )
+
+
+def write_scores(families: Sequence[FamilyScores], path: Path) -> None:
+    """``scores.csv``: one row per (family, policy), columns :data:`SCORE_FIELDS`."""
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=SCORE_FIELDS)
+        writer.writeheader()
+        for f in families:
+            checks = {c.policy: c for c in f.cloud_checks}
+            for s in f.scores:
+                check = checks.get(s.policy)
+                writer.writerow(
+                    {
+                        "family": f.family,
+                        "policy": s.policy,
+                        "cells": s.cells,
+                        "win_rate": s.win_rate,
+                        "goodput_ratio": s.goodput_ratio,
+                        "energy_per_met_vs_most_met": s.energy_ratio,
+                        "mean_satisfaction": s.mean_satisfaction,
+                        "dominated": s.dominated,
+                        "frugal_ratio_geomean": s.frugal_ratio,
+                        "frugal_within_1_25": s.frugal_within,
+                        "frugal_ratio_p95": s.frugal_p95,
+                        "bound_fraction": s.bound_fraction,
+                        "cloud_check_cells": "" if check is None else check.cells,
+                        "cloud_check_share": "" if check is None else check.share,
+                    }
+                )
 
 
 def plot(
@@ -140,8 +241,8 @@ def plot(
     left.set_xticks(range(1, len(order) + 1), order, rotation=45, ha="right")
     left.set_yscale("log")
     left.axhline(1.0, color="grey", lw=0.8)
-    left.set_ylabel("goodput / strongest other policy's (per cell)")
-    left.set_title("goodput against the strongest other policy")
+    left.set_ylabel("goodput / most-met other policy's (per cell)")
+    left.set_title("goodput against the other policy meeting the most deadlines")
     colours = plt.get_cmap("tab20")
     for k, s in enumerate(results):
         right.scatter(s.energy_ratio, s.goodput_ratio, color=colours(k % 20))
@@ -150,8 +251,8 @@ def plot(
     right.set_yscale("log")
     right.axhline(1.0, color="grey", lw=0.8)
     right.axvline(1.0, color="grey", lw=0.8)
-    right.set_xlabel("energy per met request / strongest other's (geometric mean)")
-    right.set_ylabel("goodput / strongest other's (geometric mean)")
+    right.set_xlabel("energy per met request / most-met other's (geometric mean)")
+    right.set_ylabel("goodput / most-met other's (geometric mean)")
     right.set_title("up and to the left is better")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

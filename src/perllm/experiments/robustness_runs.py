@@ -32,6 +32,7 @@ __all__ = [
 BOUND_MODULE = "perllm.bound"  # optional: ``compute_bound(cluster, requests, world_seed)``
 
 ROW_FIELDS = (
+    "family",
     "cluster",
     "servers",
     "cloud_servers",
@@ -58,7 +59,8 @@ _CLUSTERS: dict[int, scenario.Cluster] = {}
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RunTask:
-    """One policy on one cell: cluster ``cluster`` at ``load x capacity``, run seed ``seed``."""
+    """One policy on one cell: cluster ``cluster`` (of cluster family ``family``) at
+    ``load x capacity``, run seed ``seed``."""
 
     cluster: int
     data: dict[str, Any]
@@ -68,12 +70,15 @@ class RunTask:
     label: str
     policy: str
     params: dict[str, Any]
+    family: str = "mixed"
 
 
-def generate_task(seed: int, settings: dict[str, Any]) -> dict[str, Any]:
-    """Generate cluster ``seed``: its scenario mapping and capacity (runs in a worker)."""
+def generate_task(seed: int, settings: dict[str, Any], family: str = "mixed") -> dict[str, Any]:
+    """Generate cluster ``seed`` from ``settings`` (the family's, with any overrides): its
+    scenario mapping and capacity (runs in a worker)."""
     generated = generate(seed, settings_from(settings))
     return {
+        "family": family,
         "seed": seed,
         "data": generated.data,
         "capacity": dataclasses.asdict(generated.capacity),
@@ -106,6 +111,7 @@ def run_task(task: RunTask) -> dict[str, Any]:
     )
     s = result.summary
     return {
+        "family": task.family,
         "cluster": task.cluster,
         "servers": len(cluster.servers),
         "cloud_servers": sum(spec.tier == "cloud" for spec in cluster.servers),
