@@ -220,7 +220,7 @@ def plot_sweep(summary: SweepSummary, family: str, path: Path) -> None:
     ax.set_xlabel("energy per met request / the cell's cheapest run's (geometric mean)")
     ax.set_ylabel("deadlines met % (geometric mean over cells)")
     ax.set_title(f"family {family}: up and to the left is better")
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
