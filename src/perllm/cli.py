@@ -69,6 +69,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         print(json.dumps(summary.to_json(), indent=2))
     else:
         summary_table([summary], title=f"{cluster.name}: {args.policy}")
+        refused = len(result.recorder.reasons)
+        if refused:
+            print(
+                f"{refused} requests refused as too long for the servers they could go to "
+                "(counted as missed; records.csv says why, column refused_reason)"
+            )
         if out is not None:
             print(f"records and summary written to {out}/")
     return 0

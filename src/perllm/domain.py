@@ -156,6 +156,7 @@ class ServerSpec:
     perf: ServerPerf
     power: PowerSpec
     link: str
+    context_tokens: int | None = None  # the model's context window (prompt + output), if known
 
 
 @dataclass(frozen=True, slots=True)

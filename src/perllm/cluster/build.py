@@ -137,6 +137,7 @@ def server_spec(server: ServerDescription) -> ServerSpec:
         perf=perf,
         power=power,
         link=server.link,
+        context_tokens=dep.model.context_tokens,
     )
 
 

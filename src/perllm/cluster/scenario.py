@@ -75,6 +75,8 @@ class Cluster:
     config: ScenarioConfig
     # How the servers and links really behave (default: exactly as specified).
     truth: ClusterTruth = dataclasses.field(default_factory=ClusterTruth)
+    # Requests longer than a server's context window are refused there (the KV cache always is).
+    enforce_context_window: bool = False
 
 
 def replica_names(group: ServerGroupConfig) -> Iterator[str]:
@@ -184,6 +186,7 @@ def build(config: ScenarioConfig, source: str = "scenario") -> Cluster:
         dynamics=dynamics,
         weights=EnergyWeights(**config.energy_weights),
         admission_control=config.admission_control,
+        enforce_context_window=config.enforce_context_window,
         workload=config.workload,
         requests=config.requests,
         config=config,

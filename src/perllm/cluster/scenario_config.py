@@ -110,6 +110,9 @@ class ScenarioConfig(KebabModel):
     servers: list[ServerGroupConfig] = Field(min_length=1)
     energy_weights: dict[Literal["transmission", "inference", "idle"], float] = {}
     admission_control: bool = False
+    # Refuse a request longer (prompt + output) than a server's context window; the KV cache
+    # is always a limit.
+    enforce_context_window: bool = False
     workload: WorkloadConfig
     requests: int = Field(2000, ge=1, le=100_000_000)
 

@@ -47,6 +47,8 @@ class Recorder:
     columns: dict[str, list[float | int | str | bool]] = field(init=False)
     server_extra_idle_j: dict[str, float] = field(default_factory=dict)
     horizon_s: float = 0.0
+    # Why a request was refused, by id, where a reason was given (e.g. it fits no server).
+    reasons: dict[int, str] = field(default_factory=dict)
     _oracle: dict[int, tuple[float, bool]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -56,7 +58,10 @@ class Recorder:
         """What the clairvoyant oracle would have achieved for ``request`` (for regret)."""
         self._oracle[request.id] = (weighted_j, met)
 
-    def on_reject(self, now: float, request: RouterRequest) -> None:
+    def on_reject(self, now: float, request: RouterRequest, reason: str = "") -> None:
+        """A request refused: by the policy, or (``reason``) because it cannot be served."""
+        if reason:
+            self.reasons[request.id] = reason
         self._append(request, now, "", "", rejected=True)
 
     def on_feedback(self, now: float, feedback: Feedback) -> None:

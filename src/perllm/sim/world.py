@@ -58,6 +58,14 @@ def _arrival_time(request: Request) -> float:
     return request.arrival_s
 
 
+def _fit_limit(spec: ServerSpec, enforce_context: bool) -> tuple[int, str]:
+    """The longest request (prompt + output tokens) ``spec`` can hold, and what limits it."""
+    context = spec.context_tokens
+    if enforce_context and context is not None and context < spec.kv_capacity_tokens:
+        return context, "context window"
+    return spec.kv_capacity_tokens, "KV cache"
+
+
 class SimView:
     """The :class:`ClusterView` (and oracle's clairvoyant view) of a simulated world."""
 
@@ -165,6 +173,10 @@ class World:
         self.recorder = Recorder(cluster.servers)
         self.feedback = FanOut((self.recorder, PolicySink(policy), *sinks))
         self.view = SimView(self)
+        # A request longer than a server's limit is refused there; one longer than all of
+        # them is refused before any policy sees it (a record with its reason, never a crash).
+        self._fit = [_fit_limit(s, cluster.enforce_context_window) for s in cluster.servers]
+        self._largest_fit = max(self._fit)
         self.finished = 0
         self._progress_every = max(1, len(requests) // 200)
         self.last_done_s = 0.0
@@ -215,6 +227,12 @@ class World:
     def _on_arrival(self, request: Request) -> None:
         self._schedule_next_arrival()
         now = self.loop.now
+        tokens = request.prompt_tokens + request.output_tokens
+        if tokens > self._largest_fit[0]:
+            limit, what = self._largest_fit
+            reason = f"fits no server: {_length(request)} > {limit}, the largest {what}"
+            self._refuse(request, reason)
+            return
         if self.oracle is not None:
             self._record_oracle(request)
         decision = self.policy.select(request.routed, self.view)
@@ -222,13 +240,23 @@ class World:
             self.recorder.on_reject(now, request.routed)
             self._count_done()
             return
-        job = Job(request, decision, dispatch_s=now)
         server = decision.server
+        limit, what = self._fit[server]
+        if tokens > limit:
+            self.policy.forget(request.routed, decision)
+            name = self.cluster.servers[server].name
+            self._refuse(request, f"does not fit {name}: {_length(request)} > {limit}, its {what}")
+            return
+        job = Job(request, decision, dispatch_s=now)
         self.uploading[server] += 1
         self.uploading_prompt[server] += request.prompt_tokens
         self._sync_load(server)
         link = self.links[self.cluster.servers[server].link]
         self._transfer(link, UP, job, request.request_bytes * 8.0)
+
+    def _refuse(self, request: Request, reason: str) -> None:
+        self.recorder.on_reject(self.loop.now, request.routed, reason)
+        self._count_done()
 
     def _record_oracle(self, request: Request) -> None:
         assert self.oracle is not None
@@ -393,6 +421,11 @@ class World:
             processing_s=done - request.arrival_s,
             energy=EnergyParts(tx, probe.inference_j, probe.idle_j),
         )
+
+
+def _length(request: Request) -> str:
+    tokens = request.prompt_tokens + request.output_tokens
+    return f"{tokens} tokens ({request.prompt_tokens} prompt + {request.output_tokens} output)"
 
 
 def simulate(
