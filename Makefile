@@ -1,10 +1,11 @@
-# perllm: two commands. `make run` sets up and runs the main job; `make test` sets up and runs every check.
+# perllm: two commands. `make run` sets up and runs the main job; `make test` sets up and runs every check
+# (`make check`: lint, types and the unit lane, the fast answer while editing).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup lock lint typecheck pytest redis bench bench-real llamacpp clean
+.PHONY: run test check setup lock lint typecheck pytest unit redis bench bench-real llamacpp clean
 
 # The environment is installed from requirements.lock, the exact versions the tests passed with;
 # pyproject.toml keeps the version ranges a library user installs against.
@@ -48,7 +49,15 @@ redis:
 pytest: $(STAMP) llamacpp redis
 	$(BIN)/pytest -q
 
+# The unit lane: every test that needs no service, no build and no long run (markers in pyproject.toml).
+UNIT := not (redis or ray or llamacpp or chaos or fuzz or slow)
+unit: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider -m "$(UNIT)"
+
 test: lint typecheck pytest
+
+# The fast answer while editing: lint, types and the unit lane.
+check: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sim_speed.py

@@ -33,6 +33,7 @@ def test_json_has_the_bounds_and_the_frontier(capsys: pytest.CaptureFixture[str]
     assert data["scenario"] == "perllm-paper" and data["seed"] == 1 and data["rate_rps"] == 6.0
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_and_the_same_trace_as_simulate(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -11,9 +11,17 @@ from perllm.sim.runner import run_once
 
 REQUESTS = 250
 CELLS = [(name, factor) for name in scenario.builtin_names() for factor in (1.0, 2.5)]
+# The scenarios that replay a shipped trace take seconds a cell: `make test` runs them.
+TRACED = {name for name in scenario.builtin_names() if scenario.load(name).workload.trace}
+PARAMS = [
+    pytest.param(cell, marks=pytest.mark.slow, id=f"{cell[0]}-x{cell[1]:g}")
+    if cell[0] in TRACED
+    else pytest.param(cell, id=f"{cell[0]}-x{cell[1]:g}")
+    for cell in CELLS
+]
 
 
-@pytest.fixture(scope="module", params=CELLS, ids=[f"{n}-x{f:g}" for n, f in CELLS])
+@pytest.fixture(scope="module", params=PARAMS)
 def cell(request: pytest.FixtureRequest) -> tuple[scenario.Cluster, float, BoundResult]:
     name, factor = request.param
     cluster = scenario.load(name)
@@ -21,7 +29,13 @@ def cell(request: pytest.FixtureRequest) -> tuple[scenario.Cluster, float, Bound
     return cluster, rate, bound_for_run(cluster, requests=REQUESTS, rate_rps=rate, seed=2)
 
 
-@pytest.mark.parametrize("policy", sorted(REGISTRY))
+# The planner plans the whole trace (seconds a cell): it runs with `make test`, not `make check`.
+POLICIES = [
+    pytest.param(p, marks=pytest.mark.slow) if p == "planner" else p for p in sorted(REGISTRY)
+]
+
+
+@pytest.mark.parametrize("policy", POLICIES)
 def test_no_policy_beats_the_bound(
     cell: tuple[scenario.Cluster, float, BoundResult], policy: str
 ) -> None:

@@ -19,6 +19,7 @@ def test_the_policy_needs_a_plan() -> None:
         policy.select(request, None)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_the_run_is_the_best_planning_round() -> None:
     cluster = scenario.load("perllm-paper")
     workload_seed, _, world_seed = seeds_for(4)
@@ -30,6 +31,7 @@ def test_the_run_is_the_best_planning_round() -> None:
     assert summary.goodput_rps == best
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["perllm-paper", "perllm-paper-6b", "perllm-paper-33b"])
 def test_at_least_as_good_as_the_online_policies_at_nominal_load(name: str) -> None:
     cluster = scenario.load(name)

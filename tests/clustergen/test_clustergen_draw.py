@@ -66,6 +66,7 @@ def test_the_same_seed_gives_the_same_scenario_byte_for_byte() -> None:
     assert generate(4, SMALL).yaml_text() != a.yaml_text()
 
 
+@pytest.mark.slow
 def test_the_rate_is_load_times_capacity_and_degradations_fall_in_the_run() -> None:
     settings = settings_from({"servers": [4, 6], "degrade-probability": 1.0, "load": 1.5})
     generated = generate(11, settings)

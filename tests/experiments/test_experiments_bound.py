@@ -33,6 +33,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_one_bound_per_cell_and_seed(run: Path) -> None:
     with (run / "bounds.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -44,6 +45,7 @@ def test_one_bound_per_cell_and_seed(run: Path) -> None:
         assert float(row["energy_lower_bound_j"]) >= float(row["energy_floor_j"]) > 0
 
 
+@pytest.mark.slow
 def test_every_policy_is_within_the_bound(run: Path) -> None:
     document = json.loads((run / "results.json").read_text())
     bounds = {(b["bandwidth"], b["seed"]): b for b in document["bounds"]}
@@ -58,6 +60,7 @@ def test_every_policy_is_within_the_bound(run: Path) -> None:
             assert math.isfinite(stats["energy_multiple"]["mean"])
 
 
+@pytest.mark.slow
 def test_report_and_pareto_plot(run: Path) -> None:
     report = (run / "report.md").read_text()
     assert "## Against the bound" in report and "goodput fraction" in report

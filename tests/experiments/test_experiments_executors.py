@@ -11,7 +11,7 @@ import pytest
 
 from perllm.experiments.executors import ExecutorSpec, map_in_order, open_executor
 
-SPECS = [ExecutorSpec("process", 2), ExecutorSpec("ray", 2)]
+SPECS = [ExecutorSpec("process", 2), pytest.param(ExecutorSpec("ray", 2), marks=pytest.mark.ray)]
 
 
 def square(x: int) -> int:
@@ -67,6 +67,7 @@ def test_a_failed_call_raises_and_the_rest_is_abandoned(spec: ExecutorSpec) -> N
             pass
 
 
+@pytest.mark.ray
 def test_ray_retries_a_task_whose_worker_died(local_ray: Any, tmp_path: Path) -> None:
     local_ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     marker = tmp_path / "marker"

@@ -40,6 +40,7 @@ def _rows(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_csv_has_one_row_per_run_and_the_documented_columns(tiny_run: Path) -> None:
     rows = _rows(tiny_run)
     runs = 1 * 2 * 2 * 3 * 2
@@ -50,6 +51,7 @@ def test_csv_has_one_row_per_run_and_the_documented_columns(tiny_run: Path) -> N
     assert all(int(r["requests"]) == 120 for r in rows)
 
 
+@pytest.mark.slow
 def test_headline_ratios_are_computed_from_the_rows(tiny_run: Path) -> None:
     document = json.loads((tiny_run / "results.json").read_text())
     assert len(document["runs"]) == 24
@@ -74,6 +76,7 @@ def test_headline_ratios_are_computed_from_the_rows(tiny_run: Path) -> None:
     assert set(document["headline"]) == {"7b/13b|nominal", "7b/13b|constrained"}
 
 
+@pytest.mark.slow
 def test_plots_are_valid_pngs_and_the_report_links_them(tiny_run: Path) -> None:
     report = (tiny_run / "report.md").read_text()
     pngs = sorted(tiny_run.glob("*.png"))
@@ -92,11 +95,13 @@ def test_plots_are_valid_pngs_and_the_report_links_them(tiny_run: Path) -> None:
     assert (tiny_run / "regret.csv").read_text().startswith("deployment,policy,time_s")
 
 
+@pytest.mark.slow
 def test_same_seeds_give_identical_csv(tiny_run: Path, tmp_path: Path) -> None:
     reproduce(TINY, tmp_path, ExecutorSpec(workers=1), lambda done: None, "test")
     assert (tmp_path / "results.csv").read_bytes() == (tiny_run / "results.csv").read_bytes()
 
 
+@pytest.mark.slow
 def test_every_interval_of_the_report_stays_in_its_range(
     tiny_run: Path, assert_honest: Callable[[str], list[tuple[str, float, float, float]]]
 ) -> None:

@@ -39,6 +39,7 @@ def _rows(out: Path) -> list[dict[str, str]]:
         return [{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(handle)]
 
 
+@pytest.mark.slow
 def test_an_interrupted_benchmark_resumes_to_the_same_rows(
     benchmark: ModuleType,
     monkeypatch: pytest.MonkeyPatch,

@@ -44,6 +44,7 @@ def test_bad_executor_flags_fail_with_one_line(
     assert expected in _one_line_error(capsys)
 
 
+@pytest.mark.ray
 def test_an_unreachable_ray_cluster_fails_at_once(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

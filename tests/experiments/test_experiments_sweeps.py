@@ -27,9 +27,13 @@ SMALL = GridConfig(
     seeds=1,
     requests=200,
 )
+# Every test here runs a grid, or resumes the reference grid: seconds each.
+pytestmark = pytest.mark.slow
+
 OUTPUTS = ("results.csv", "results.json", "regret.csv", "bounds.csv")
 PROCESS = ExecutorSpec("process", 2)
 RAY = ExecutorSpec("ray", 2)
+RAY_PARAM = pytest.param(RAY, marks=pytest.mark.ray)
 
 
 def _quiet(done: int) -> None:
@@ -56,6 +60,7 @@ def _stop_after(runs: int) -> Callable[[int], None]:
     return advance
 
 
+@pytest.mark.ray
 def test_ray_gives_the_same_bytes_as_the_process_pool(
     local_ray: Any, reference: Path, tmp_path: Path
 ) -> None:
@@ -63,7 +68,7 @@ def test_ray_gives_the_same_bytes_as_the_process_pool(
     _same_outputs(tmp_path, reference)
 
 
-@pytest.mark.parametrize("executor", [PROCESS, RAY], ids=lambda spec: spec.kind)
+@pytest.mark.parametrize("executor", [PROCESS, RAY_PARAM], ids=lambda spec: spec.kind)
 def test_an_interrupted_grid_resumes_to_the_same_bytes(
     executor: ExecutorSpec, reference: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

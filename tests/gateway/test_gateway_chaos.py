@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from perllm.gateway.chaos import ChaosSettings, render, run_chaos
 
 
+@pytest.mark.chaos
 def test_chaos_loses_nothing_and_hangs_nothing(tmp_path: Path) -> None:
     settings = ChaosSettings(
         requests=60,

@@ -166,6 +166,7 @@ def test_answers_carry_measured_energy_that_adds_up_to_the_counter(serve: Any, k
     assert first.json()["usage"]["perllm"]["energy_source"] in ("measured", "modelled")
 
 
+@pytest.mark.slow
 def test_cs_ucb_learns_the_measured_energy_where_there_is_one(serve: Any, kit: Any) -> None:
     """Two identical emulated edges; the first's power source reports ten times the energy
     its model would (a fake DCGM exporter whose counter grows ten times faster): CS-UCB's

@@ -33,6 +33,8 @@ from perllm.gateway import create_app
 from perllm.gateway.config import GatewayConfig, load_config
 from perllm.policies.registry import make_policy
 
+pytestmark = pytest.mark.fuzz
+
 CALL_EXAMPLES = 500
 CONFIG_EXAMPLES = 300
 FUZZ = settings(

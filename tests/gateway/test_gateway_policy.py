@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import pytest
 
 from perllm.gateway import create_app
 from perllm.policies.registry import make_policy
@@ -59,6 +60,7 @@ def _deadline_met(serve: Any, kit: Any, policy: str) -> dict[str, Any]:
     return summary
 
 
+@pytest.mark.slow
 def test_cs_ucb_meets_more_deadlines_than_round_robin(serve: Any, kit: Any) -> None:
     rr = _deadline_met(serve, kit, "round-robin")
     cs = _deadline_met(serve, kit, "cs-ucb")

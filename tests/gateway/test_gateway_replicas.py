@@ -49,6 +49,7 @@ def replicas(serve: Any, kit: Any, store: str, count: int = 2, **extra: Any) -> 
     return [serve(create_app(config, make_policy("cs-ucb", seed=i))) for i in range(count)]
 
 
+@pytest.mark.redis
 def test_statistics_learned_by_one_replica_reach_the_other_once(
     serve: Any, kit: Any, redis_server: RedisServer
 ) -> None:
@@ -87,6 +88,7 @@ def shared_states(kit: Any, store: str, policy: str) -> Callable[[], SharedState
     return replica
 
 
+@pytest.mark.redis
 def test_in_flight_of_a_silent_replica_expires(kit: Any, redis_server: RedisServer) -> None:
     import asyncio
 
@@ -114,6 +116,7 @@ def test_in_flight_of_a_silent_replica_expires(kit: Any, redis_server: RedisServ
     asyncio.run(scenario())
 
 
+@pytest.mark.redis
 def test_a_replica_whose_totals_the_store_lost_resends_them(
     kit: Any, redis_server: RedisServer
 ) -> None:
@@ -148,6 +151,7 @@ def test_a_replica_whose_totals_the_store_lost_resends_them(
     asyncio.run(scenario())
 
 
+@pytest.mark.redis
 def test_redis_down_serves_on_local_state_and_catches_up(
     serve: Any, kit: Any, redis_server: RedisServer
 ) -> None:
@@ -167,6 +171,7 @@ def test_redis_down_serves_on_local_state_and_catches_up(
     assert learned(a.url) == 4
 
 
+@pytest.mark.redis
 def test_state_file_with_a_store(
     serve: Any, kit: Any, redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -220,6 +225,7 @@ def test_bad_state_store_urls_name_the_field(tmp_path: Path, kit: Any) -> None:
         args.func(args)
 
 
+@pytest.mark.redis
 def test_workers_share_one_port_and_what_they_learn(
     serve: Any, kit: Any, redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -261,6 +267,7 @@ def test_workers_share_one_port_and_what_they_learn(
         assert proc.wait(timeout=30) == 0
 
 
+@pytest.mark.redis
 def test_replicas_scrape_each_engine_once_per_interval_between_them(
     serve: Any, kit: Any, redis_server: RedisServer
 ) -> None:

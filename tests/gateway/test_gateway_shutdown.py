@@ -22,6 +22,9 @@ import yaml
 
 import perllm
 
+# Real processes stopped (SIGTERM, SIGSTOP) while they serve.
+pytestmark = pytest.mark.chaos
+
 HANG_S = 60.0  # a bound against a hang only
 PROFILE = "rtx-3090:llama-2-7b:q4"
 LONG = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4000, "stream": True}
@@ -130,7 +133,7 @@ def test_one_sigterm_drains_then_ends_streams_and_exits_0(
     assert emulator.wait(timeout=HANG_S) == 0
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.redis)])
 def test_sigterm_under_load_answers_every_call_sent_on_a_kept_alive_connection(
     processes: list[subprocess.Popen[str]], tmp_path: Path, workers: int
 ) -> None:

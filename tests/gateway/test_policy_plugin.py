@@ -138,6 +138,7 @@ def test_simulate_and_policies_list_use_an_installed_plugin(installed: Path) -> 
     assert {row.split(",")[column] for row in rows} == {second}
 
 
+@pytest.mark.slow
 def test_reproduce_runs_an_installed_plugin_beside_cs_ucb(installed: Path) -> None:
     out = installed.parent / "grid"
     ran = _perllm(

@@ -87,6 +87,7 @@ def llama_server() -> Iterator[str]:
             proc.wait()
 
 
+@pytest.mark.llamacpp
 @pytest.mark.skipif(SKIP, reason="PERLLM_SKIP_LLAMACPP=1: real llama.cpp server test skipped")
 def test_the_gateway_counts_a_real_llama_server_s_load_and_moves_away(llama_server: str) -> None:
     profile = "a100-80gb:llama-2-13b:fp16"

@@ -51,6 +51,7 @@ def test_command_disables_request_interruption() -> None:
     assert command[command.index("--n_threads") + 1] == "2"
 
 
+@pytest.mark.llamacpp
 @pytest.mark.skipif(SKIP, reason="PERLLM_SKIP_LLAMACPP=1: real llama.cpp node test skipped")
 def test_real_node_profile_and_gateway_end_to_end() -> None:
     try:
