@@ -12,7 +12,7 @@ is SIGKILLed, and restarted ``--restart-after`` calls later; after every
 ``--gateway-restart-every`` finished calls the gateway gets one SIGTERM while the clients go on
 calling, and is started again on its port once it has exited (calls refused meanwhile are sent
 again). The table counts how calls ended as the clients saw them, as the gateway's ``/metrics``
-counted them and as its log recorded them; see :mod:`perllm.gateway.chaos`. Deadlines follow
+counted them and as its log recorded them; see ``benchmarks/chaos_harness.py``. Deadlines follow
 the emulated backends' speed plus this machine's measured cost of a call; the report names the
 CPU and its cores, since its timings depend on them. It stops by itself (every wait is bounded)
 and exits 1 unless lost = 0 and hung = 0, every request id is logged once, and every process
@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from perllm.gateway.chaos import ChaosSettings, render, run_chaos
+from chaos_harness import ChaosSettings, render, run_chaos
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""Nothing lost, nothing hangs: a short chaos run (see :mod:`perllm.gateway.chaos`).
+"""Nothing lost, nothing hangs: a short chaos run (see ``benchmarks/chaos_harness.py``).
 
 Backends are emulators in their own processes; one is SIGKILLed after every 15 finished calls
 and restarted 5 calls later, and the gateway gets a SIGTERM under load after every 25 finished
@@ -12,8 +12,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-
-from perllm.gateway.chaos import ChaosSettings, render, run_chaos
+from chaos_harness import ChaosSettings, render, run_chaos
 
 
 @pytest.mark.chaos

@@ -15,7 +15,7 @@ Faults are triggered by events, not timers:
 Calls mix streamed and non-streamed answers and ``max_tokens`` sizes (a few over every
 backend's cap); some streamed callers hang up after their first token. A call whose connection
 the gateway refuses while it restarts (nothing was sent) waits until the restarted gateway
-prints its URL line and is sent again (see :mod:`perllm.gateway.chaos_clients`). Each call
+prints its URL line and is sent again (see :mod:`chaos_clients`). Each call
 ends, as its client sees it, as one of:
 
 - ``answered``: a complete answer (a JSON body with choices; a stream ending in ``[DONE]``);
@@ -30,11 +30,11 @@ Each call's deadline (``x-perllm-deadline-ms``, and what "deadline met" is measu
 from the call's last attempt) is ``NEED_SLACK x need + OVERHEAD_SLACK x overhead`` (2 and 4):
 
 - ``need``: the emulated time the call needs alone on the slowest backend (its prefill and
-  decode steps in the perf model, :func:`~perllm.gateway.chaos_clients.need_s`), times
+  decode steps in the perf model, :func:`~chaos_clients.need_s`), times
   ``time_scale``; it does not depend on the CPU;
 - ``overhead``: this machine's cost of a call, measured in the run before the faults begin: a
   warm-up of calls of every size through the gateway, ``concurrency`` at once, and the median
-  time of its one-token calls (:func:`~perllm.gateway.chaos_clients.measure_overhead_ms`). At
+  time of its one-token calls (:func:`~chaos_clients.measure_overhead_ms`). At
   ``time_scale`` 0.05 this cost, not the emulated time, dominates, and it grows on a slower or
   busier CPU, so the share of deadlines met measures how much the faults delay calls relative
   to the machine's own fault-free pace (not the gateway's raw speed).
@@ -59,17 +59,16 @@ import socket
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import chaos_clients as clients
 import httpx
 import yaml
+from chaos_clients import Call, ChaosReport, ChaosSettings, Restarts
 from prometheus_client.parser import text_string_to_metric_families
 
 import perllm
-from perllm.gateway import chaos_clients as clients
-from perllm.gateway.chaos_clients import Call, Restarts
 
 __all__ = ["ChaosReport", "ChaosSettings", "machine", "render", "run_chaos"]
 
@@ -79,61 +78,6 @@ PROFILES = (EDGE, EDGE, CLOUD)
 START_S = 60.0  # bound on a process start (it says when it listens)
 STOP_S = 60.0  # bound on a process stop after SIGTERM
 OUTCOME_LINE = re.compile(r"request (\S+) (answered|error|stream-error|abandoned) \(")
-
-
-@dataclass(frozen=True, slots=True)
-class ChaosSettings:
-    """What a chaos run does (see the module docstring)."""
-
-    requests: int = 1000
-    concurrency: int = 32
-    kill_every: int = 80
-    restart_after: int = 20
-    gateway_restart_every: int = 250
-    stream_fraction: float = 0.5
-    drop_fraction: float = 0.1
-    over_cap_fraction: float = 0.03
-    time_scale: float = 0.05
-    client_timeout_s: float = 120.0
-    drain_s: float = 5.0
-    seed: int = 0
-
-
-@dataclass(slots=True)
-class ChaosReport:
-    """How the calls ended, client side and gateway side."""
-
-    settings: ChaosSettings
-    client: Counter[str] = field(default_factory=Counter)
-    gateway: Counter[str] = field(default_factory=Counter)  # /metrics, summed over processes
-    gateway_log: Counter[str] = field(default_factory=Counter)  # outcome lines in the log
-    kills: int = 0
-    restarts: int = 0
-    gateway_restarts: int = 0
-    refused: int = 0  # calls refused while the gateway restarted, then sent again
-    overhead_ms: float = 0.0
-    deadlines_met: int = 0
-    deadline_checked: int = 0
-    logged_once: int = 0
-    logged_other: int = 0
-    in_flight_after: float = 0.0
-    exit_codes: dict[str, int | None] = field(default_factory=dict)
-    lost_examples: list[str] = field(default_factory=list)
-    elapsed_s: float = 0.0
-    machine: str = ""
-    endings: dict[str, str] = field(default_factory=dict)  # request id -> client ending
-    seconds: dict[str, float] = field(default_factory=dict)  # request id -> answered in
-    pairs: Counter[tuple[str, str]] = field(default_factory=Counter)  # (client, gateway log)
-
-    @property
-    def ok(self) -> bool:
-        return (
-            self.client["lost"] == 0
-            and self.client["hung"] == 0
-            and self.logged_other == 0
-            and self.in_flight_after == 0
-            and all(code == 0 for code in self.exit_codes.values())
-        )
 
 
 def machine() -> str:

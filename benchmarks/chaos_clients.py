@@ -1,4 +1,4 @@
-"""The client side of a chaos run (see :mod:`perllm.gateway.chaos`): its calls, their
+"""The client side of a chaos run (see :mod:`chaos_harness`): its calls, their
 deadlines, and how one call is sent and how it ended.
 
 A call refused while the gateway restarts (``httpx.ConnectError``: nothing was sent) waits for
@@ -18,21 +18,20 @@ import math
 import random
 import statistics
 import time
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import httpx
 
 from perllm.domain import CHARS_PER_TOKEN
 from perllm.emulator.app import parse_profile
 
-if TYPE_CHECKING:
-    from perllm.gateway.chaos import ChaosReport, ChaosSettings
-
 __all__ = [
     "NEED_SLACK",
     "OVERHEAD_SLACK",
     "Call",
+    "ChaosReport",
+    "ChaosSettings",
     "Restarts",
     "Result",
     "call",
@@ -49,6 +48,61 @@ WARMUP_ROUNDS = 6  # of concurrency calls each
 WARMUP_DEADLINE_MS = 10_000.0  # the warm-up calls' deadline: loose, as they are not judged
 TOKENS = (1, 8, 32, 64, 128, 256)  # the max_tokens of the run's ordinary calls
 OVER_CAP_TOKENS = 8192  # above the 4096-token context of LLaMA-2: refused with a 400
+
+
+@dataclass(frozen=True, slots=True)
+class ChaosSettings:
+    """What a chaos run does (see the module docstring)."""
+
+    requests: int = 1000
+    concurrency: int = 32
+    kill_every: int = 80
+    restart_after: int = 20
+    gateway_restart_every: int = 250
+    stream_fraction: float = 0.5
+    drop_fraction: float = 0.1
+    over_cap_fraction: float = 0.03
+    time_scale: float = 0.05
+    client_timeout_s: float = 120.0
+    drain_s: float = 5.0
+    seed: int = 0
+
+
+@dataclass(slots=True)
+class ChaosReport:
+    """How the calls ended, client side and gateway side."""
+
+    settings: ChaosSettings
+    client: Counter[str] = field(default_factory=Counter)
+    gateway: Counter[str] = field(default_factory=Counter)  # /metrics, summed over processes
+    gateway_log: Counter[str] = field(default_factory=Counter)  # outcome lines in the log
+    kills: int = 0
+    restarts: int = 0
+    gateway_restarts: int = 0
+    refused: int = 0  # calls refused while the gateway restarted, then sent again
+    overhead_ms: float = 0.0
+    deadlines_met: int = 0
+    deadline_checked: int = 0
+    logged_once: int = 0
+    logged_other: int = 0
+    in_flight_after: float = 0.0
+    exit_codes: dict[str, int | None] = field(default_factory=dict)
+    lost_examples: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    machine: str = ""
+    endings: dict[str, str] = field(default_factory=dict)  # request id -> client ending
+    seconds: dict[str, float] = field(default_factory=dict)  # request id -> answered in
+    pairs: Counter[tuple[str, str]] = field(default_factory=Counter)  # (client, gateway log)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.client["lost"] == 0
+            and self.client["hung"] == 0
+            and self.logged_other == 0
+            and self.in_flight_after == 0
+            and all(code == 0 for code in self.exit_codes.values())
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +127,7 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """How a call ended, as its client saw it (see :mod:`perllm.gateway.chaos`)."""
+    """How a call ended, as its client saw it (see :mod:`chaos_harness`)."""
 
     ending: str
     detail: str
