@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING
 from perllm.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from perllm.gateway.app import Gateway, create_app, make_clients
+    from perllm.gateway.app import create_app, make_clients
     from perllm.gateway.config import GatewayConfig, load_config, parse_config
+    from perllm.gateway.gateway import Gateway
 
 _EXPORTS: dict[str, tuple[str, str]] = {
-    "Gateway": ("perllm.gateway.app", "Gateway"),
+    "Gateway": ("perllm.gateway.gateway", "Gateway"),
     "create_app": ("perllm.gateway.app", "create_app"),
     "make_clients": ("perllm.gateway.app", "make_clients"),
     "GatewayConfig": ("perllm.gateway.config", "GatewayConfig"),

@@ -25,31 +25,29 @@ With a ``state-store``, replicas share the policy's statistics and their load th
 (:mod:`perllm.gateway.shared_state`).
 
 The handlers live in :mod:`perllm.gateway.routes`, one module per concern; this module builds
-the :class:`Gateway` that they share (``app.state.gateway``) and wires them.
+the :class:`~perllm.gateway.gateway.Gateway` that they share (``app.state.gateway``) and wires
+them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import Any
 
 import certifi
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request as HttpRequest
 
 from perllm.gateway.config import GatewayConfig
 from perllm.gateway.dispatch import Dispatcher
 from perllm.gateway.energy import EnergyAccounts
+from perllm.gateway.gateway import Gateway
 from perllm.gateway.health import CircuitBreaker, HealthChecker
 from perllm.gateway.limits import BodyLimit, KeyLimiter
 from perllm.gateway.metrics import GatewayMetrics
@@ -58,20 +56,16 @@ from perllm.gateway.scrape import Scraper
 from perllm.gateway.shaping import UploadShaper
 from perllm.gateway.shared_scrape import SharedScrapes
 from perllm.gateway.shared_state import SharedState
-from perllm.gateway.state import json_ready, load_state, save_state
+from perllm.gateway.state import load_state, save_state
 from perllm.gateway.upstream import Upstream
 from perllm.gateway.view import LiveView
-from perllm.metrics.summary import summarize
 from perllm.policies.base import Policy
 
-__all__ = ["STOP_GRACE_S", "Gateway", "create_app", "make_clients"]
+__all__ = ["create_app", "make_clients"]
 
 # Connections per upstream client: httpcore scans its whole pool on every request, so large
 # pools are split into shards of this size (requests are spread over them in turn).
 POOL_SHARD_CONNECTIONS = 32
-
-# How long calls ended at shutdown may take to send their last event.
-STOP_GRACE_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -92,103 +86,6 @@ def make_clients(config: GatewayConfig) -> list[httpx.AsyncClient]:
         )
         for _ in range(max(1, -(-total // per_shard)))
     ]
-
-
-@dataclass(slots=True)
-class Gateway:
-    """Everything one app owns (reachable as ``app.state.gateway``)."""
-
-    config: GatewayConfig
-    policy: Policy
-    clients: list[httpx.AsyncClient]
-    own_client: bool
-    view: LiveView
-    health: HealthChecker
-    metrics: GatewayMetrics
-    dispatcher: Dispatcher
-    models: tuple[str, ...]
-    started_s: float
-    limiter: KeyLimiter
-    scraper: Scraper
-    shared: SharedState | None = None
-
-    def caller(self, request: HttpRequest) -> str | None:
-        """Who calls: ``key-N`` for the N-th API key, ``None`` when no key matches; without
-        ``api-keys``, ``addr-HOST`` (the client's address). Keys are compared in constant
-        time, and all of them, whichever matches."""
-        keys = self.config.api_keys
-        if not keys:
-            return f"addr-{request.client.host if request.client else '-'}"
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        given = token.strip().encode()
-        matches = [hmac.compare_digest(given, key.encode()) for key in keys]
-        if scheme.lower() != "bearer" or not any(matches):
-            return None
-        return f"key-{matches.index(True)}"
-
-    def authorized(self, request: HttpRequest) -> bool:
-        return self.caller(request) is not None
-
-    async def shutdown(self, drain_s: float | None = None) -> None:
-        """On stopping: let calls in flight finish within ``drain_s`` (default
-        ``timeouts.drain-s``), then end the rest (streams with an SSE error event, others with a
-        ``503``)."""
-        if drain_s is None:
-            drain_s = self.config.timeouts.drain_s
-        if await self.dispatcher.drain(drain_s):
-            return
-        log.warning("shutdown: ending %d calls still in flight", self.dispatcher.active)
-        self.dispatcher.stop_all("the gateway is shutting down")
-        await self.dispatcher.drain(STOP_GRACE_S)
-
-    def _measured(self, server: int) -> dict[str, float] | None:
-        """A backend's measured energy so far: this gateway's calls, others', idle."""
-        ledger = self.dispatcher.energy.ledgers[server]
-        if ledger is None:
-            return None
-        return {
-            "own": ledger.own_j,
-            "others": ledger.others_j,
-            "idle": ledger.idle_j,
-            "read": ledger.read_j,
-        }
-
-    def stats(self) -> dict[str, Any]:
-        now = time.monotonic()
-        backends = {}
-        for i, spec in enumerate(self.view.servers):
-            load = self.view.load(i)
-            breaker = self.health.breakers[i]
-            backends[spec.name] = {
-                "url": self.config.backends[i].base_url,
-                "tier": spec.tier,
-                "healthy": load.healthy,
-                "circuit": breaker.state(now),
-                "running": load.running,
-                "queued": load.queued,
-                "tokens_in_flight": load.tokens_in_flight,
-                "others_in_flight": float(self.view.others_in_flight[i]),
-                "kv_cache_use": self.view.kv_cache_use[i],
-                "bandwidth_mbps": float(self.view.bandwidth[i]),
-                "energy_j": self._measured(i),
-                "answered": self.dispatcher.answered[spec.name],
-                "failures": self.dispatcher.failures[spec.name],
-            }
-        name = str(getattr(self.policy, "name", type(self.policy).__name__))
-        summary = summarize(
-            self.dispatcher.recorder, policy=name, scenario="gateway", weights=self.view.weights
-        ).to_json()
-        stats: dict[str, Any] = json_ready(
-            {
-                "policy": name,
-                "uptime_s": now - self.started_s,
-                "in_flight": self.dispatcher.active,
-                "backends": backends,
-                "summary": summary,
-            }
-            | ({"state_store": self.shared.status()} if self.shared else {})
-        )
-        return stats
 
 
 def _build(config: GatewayConfig, policy: Policy, client: httpx.AsyncClient | None) -> Gateway:

@@ -51,7 +51,7 @@ async def serve_gateway(
     """Serve ``apps`` (``gateway`` among them) until a stop signal; on it, the gateway keeps
     its open client connections for up to ``timeouts.drain-s`` (each told to close with its
     next answer), then ends the calls still in flight (see :func:`perllm.serving.serve_apps`)."""
-    from perllm.gateway.app import STOP_GRACE_S
+    from perllm.gateway.gateway import STOP_GRACE_S
     from perllm.serving import serve_apps
 
     async def end_calls() -> None:

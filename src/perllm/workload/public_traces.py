@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from perllm.cluster.settings import validation_message
 from perllm.errors import InputError, where
-from perllm.workload.traces import TraceRow, bad_field, is_blank, parse_count
+from perllm.workload.trace_rows import TraceRow, bad_field, is_blank, parse_count
 
 __all__ = ["BURSTGPT_HEADER", "parse_burstgpt_csv", "parse_mooncake_jsonl"]
 

@@ -12,7 +12,6 @@ import csv
 import io
 import math
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +22,8 @@ from perllm.cluster.settings import validation_message
 from perllm.errors import InputError, where
 from perllm.workload.config import TraceConfig
 from perllm.workload.data import resolve_trace_path
+from perllm.workload.public_traces import parse_burstgpt_csv, parse_mooncake_jsonl
+from perllm.workload.trace_rows import TraceRow, bad_field, is_blank, parse_count
 
 if TYPE_CHECKING:
     from _csv import Reader as _CsvReader
@@ -36,29 +37,6 @@ _DATETIME = re.compile(
     r"(?P<tz>Z|[+-]\d{2}:?\d{2})?",
     re.ASCII,
 )
-_COUNT = re.compile(r"[0-9]+")
-
-
-@dataclass(frozen=True, slots=True)
-class TraceRow:
-    """One request of a trace; ``None`` means "not in the trace, fill in from the class".
-
-    ``arrival_s`` is relative to the first row for Azure CSV traces and as written for JSONL.
-    ``line`` is the row's line number in the file (for error messages). ``hash_ids`` are the
-    ids of the prompt's blocks where the trace gives them (Mooncake: 512-token blocks, equal
-    ids for equal prefixes), else empty.
-    """
-
-    arrival_s: float
-    prompt_tokens: int
-    output_tokens: int
-    service_class: str | None = None
-    deadline_s: float | None = None
-    request_bytes: int | None = None
-    response_bytes: int | None = None
-    model: str | None = None
-    line: int = 0
-    hash_ids: tuple[int, ...] = ()
 
 
 class _JsonlRow(BaseModel):
@@ -100,8 +78,6 @@ def read_trace(cfg: TraceConfig) -> list[TraceRow]:
         return parse_azure_csv(text, path)
     if cfg.format == "jsonl":
         return parse_jsonl(text, path)
-    from perllm.workload.public_traces import parse_burstgpt_csv, parse_mooncake_jsonl
-
     if cfg.format == "burstgpt-csv":
         return parse_burstgpt_csv(text, path)
     return parse_mooncake_jsonl(text, path)
@@ -120,10 +96,6 @@ def _read_text(path: str) -> str:
         raise InputError(f"{path}: cannot read: {err.strerror}") from None
 
 
-def _bad(source: str, line: int, field: str, problem: str) -> InputError:
-    return InputError(f"{where(source, line)}field '{field}': {problem}")
-
-
 def _parse_timestamp(value: str, source: str, line: int) -> tuple[bool, float]:
     """Parse a TIMESTAMP cell: ``(is_datetime, seconds)``; seconds since the epoch if a date."""
     text = value.strip()
@@ -133,7 +105,7 @@ def _parse_timestamp(value: str, source: str, line: int) -> tuple[bool, float]:
             moment = datetime.fromisoformat(match["base"] + (match["tz"] or ""))
         except ValueError:
             problem = f"not a valid date and time, got {value!r}"
-            raise _bad(source, line, "TIMESTAMP", problem) from None
+            raise bad_field(source, line, "TIMESTAMP", problem) from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         frac = float("0." + match["frac"]) if match["frac"] else 0.0
@@ -144,25 +116,14 @@ def _parse_timestamp(value: str, source: str, line: int) -> tuple[bool, float]:
         seconds = math.nan
     if not math.isfinite(seconds):
         problem = f"must be a date like '2023-11-16 18:15:46.6805900' or seconds, got {value!r}"
-        raise _bad(source, line, "TIMESTAMP", problem)
+        raise bad_field(source, line, "TIMESTAMP", problem)
     return False, seconds
-
-
-def _parse_count(value: str, field: str, source: str, line: int) -> int:
-    text = value.strip()
-    if _COUNT.fullmatch(text) is None:
-        raise _bad(source, line, field, f"must be a non-negative integer, got {value!r}")
-    return int(text)
-
-
-def _is_blank(cells: list[str]) -> bool:
-    return all(not cell.strip() for cell in cells)
 
 
 def _check_header(reader: _CsvReader, source: str) -> None:
     """Consume the header (the first non-blank row) and check it."""
     expected = ",".join(AZURE_HEADER)
-    header = next((cells for cells in reader if not _is_blank(cells)), None)
+    header = next((cells for cells in reader if not is_blank(cells)), None)
     if header is None:
         raise InputError(f"{where(source)}empty file, expected the header '{expected}'")
     if tuple(cell.strip() for cell in header) != AZURE_HEADER:
@@ -178,7 +139,7 @@ def _field_count(cells: list[str], source: str, line: int) -> InputError:
         field, problem = AZURE_HEADER[got], "missing"
     else:
         field, problem = AZURE_HEADER[-1], f"followed by {got - len(AZURE_HEADER)} extra value(s)"
-    return _bad(source, line, field, f"{problem} (expected 3 fields, got {got})")
+    return bad_field(source, line, field, f"{problem} (expected 3 fields, got {got})")
 
 
 def parse_azure_csv(text: str, source: str) -> list[TraceRow]:
@@ -211,7 +172,7 @@ def parse_azure_csv(text: str, source: str) -> list[TraceRow]:
     first_s = previous_s = 0.0
     for cells in reader:
         line = reader.line_num
-        if _is_blank(cells):
+        if is_blank(cells):
             continue
         if len(cells) != len(AZURE_HEADER):
             raise _field_count(cells, source, line)
@@ -220,13 +181,13 @@ def parse_azure_csv(text: str, source: str) -> list[TraceRow]:
             first_kind, first_s, previous_s = is_date, seconds, seconds
         elif is_date != first_kind:
             form = "a date and time" if first_kind else "a number of seconds"
-            raise _bad(source, line, "TIMESTAMP", f"must be {form} like the first row")
+            raise bad_field(source, line, "TIMESTAMP", f"must be {form} like the first row")
         if seconds < previous_s:
             problem = f"timestamps must be non-decreasing, {cells[0]!r} is before the row above"
-            raise _bad(source, line, "TIMESTAMP", problem)
+            raise bad_field(source, line, "TIMESTAMP", problem)
         previous_s = seconds
-        prompt = _parse_count(cells[1], "ContextTokens", source, line)
-        output = _parse_count(cells[2], "GeneratedTokens", source, line)
+        prompt = parse_count(cells[1], "ContextTokens", source, line)
+        output = parse_count(cells[2], "GeneratedTokens", source, line)
         rows.append(TraceRow(seconds - first_s, prompt, output, line=line))
     if not rows:
         raise InputError(f"{where(source)}no requests in the trace")
@@ -267,7 +228,7 @@ def parse_jsonl(text: str, source: str) -> list[TraceRow]:
             raise InputError(validation_message(err, source, line, kebab=False)) from None
         if rows and item.arrival_s < previous_s:
             problem = f"must be non-decreasing, {item.arrival_s} is before the line above"
-            raise _bad(source, line, "arrival_s", problem)
+            raise bad_field(source, line, "arrival_s", problem)
         previous_s = item.arrival_s
         rows.append(TraceRow(line=line, **item.model_dump()))
     if not rows:
@@ -276,6 +237,3 @@ def parse_jsonl(text: str, source: str) -> list[TraceRow]:
 
 
 # Shared with the readers of other published traces (perllm.workload.public_traces).
-bad_field = _bad
-is_blank = _is_blank
-parse_count = _parse_count

@@ -1,5 +1,5 @@
 """The gateway's HTTP routes, one module per concern; :func:`perllm.gateway.create_app` wires
-them. Each handler finds its :class:`~perllm.gateway.app.Gateway` as ``app.state.gateway``
+them. Each handler finds its :class:`~perllm.gateway.gateway.Gateway` as ``app.state.gateway``
 (:func:`~perllm.gateway.routes.access.gateway_of`).
 
 - :mod:`~perllm.gateway.routes.completions`: ``POST /v1/chat/completions``, ``/v1/completions``

@@ -10,11 +10,11 @@ from starlette.responses import JSONResponse
 from perllm.gateway.intake import ApiError
 
 if TYPE_CHECKING:
-    from perllm.gateway.app import Gateway
+    from perllm.gateway.gateway import Gateway
 
 
 def gateway_of(request: HttpRequest) -> Gateway:
-    """The :class:`~perllm.gateway.app.Gateway` of the app serving ``request``."""
+    """The :class:`~perllm.gateway.gateway.Gateway` of the app serving ``request``."""
     return cast("Gateway", request.app.state.gateway)
 
 
