@@ -51,6 +51,9 @@ class LearningSpy:
     def observe(self, feedback: Feedback) -> None:
         self.feedback.append(feedback)
 
+    def forget(self, request: RouterRequest, decision: Decision) -> None:
+        self.inner.forget(request, decision)
+
     def state(self) -> dict[str, Any]:
         return {}
 

@@ -378,9 +378,7 @@ class Dispatcher:
         """End an abandoned attempt: its in-flight counts, and what the policy keeps for it
         (nothing is learned or counted)."""
         self._release(attempt)
-        forget = getattr(self.policy, "forget", None)  # a plugin policy may not have it
-        if forget is not None:
-            forget(attempt.request, attempt.decision)
+        self.policy.forget(attempt.request, attempt.decision)
 
     def _release(self, attempt: Attempt) -> None:
         """Give back an attempt's in-flight counts, and close its energy account."""

@@ -112,7 +112,7 @@ class Gateway:
                 "answered": self.dispatcher.answered[spec.name],
                 "failures": self.dispatcher.failures[spec.name],
             }
-        name = str(getattr(self.policy, "name", type(self.policy).__name__))
+        name = self.policy.name
         summary = summarize(
             self.dispatcher.recorder, policy=name, scenario="gateway", weights=self.view.weights
         ).to_json()

@@ -148,8 +148,7 @@ def namespace(config: GatewayConfig, policy: Policy) -> str:
     """The key prefix shared by replicas of the same cluster and policy."""
     names = "\n".join(b.name for b in config.backends).encode()
     digest = hashlib.sha256(names).hexdigest()[:12]
-    name = str(getattr(policy, "name", type(policy).__name__))
-    return f"{config.state_sync.namespace}:{name}:{digest}"
+    return f"{config.state_sync.namespace}:{policy.name}:{digest}"
 
 
 def redacted(url: str) -> str:
@@ -343,7 +342,7 @@ class SharedState:
         if not self.shares_stats:
             log.info(
                 "policy %s has no shareable statistics: replicas share their load only",
-                getattr(self.policy, "name", type(self.policy).__name__),
+                self.policy.name,
             )
         if not self._task.running:
             # What the policy holds now (its state-file) is not this replica's to add: it is

@@ -23,10 +23,6 @@ __all__ = ["json_ready", "load_state", "save_state"]
 log = logging.getLogger(__name__)
 
 
-def _policy_name(policy: Policy) -> str:
-    return str(getattr(policy, "name", type(policy).__name__))
-
-
 def json_ready(value: Any) -> Any:
     """Replace non-finite floats (not valid JSON) by ``None``, recursively."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -42,7 +38,7 @@ def save_state(policy: Policy, path: str | Path) -> None:
     """Write ``policy.state()`` to ``path`` atomically."""
     file = Path(path)
     document = {
-        "policy": _policy_name(policy),
+        "policy": policy.name,
         "saved-at": time.time(),
         "state": json_ready(policy.state()),
     }
@@ -70,12 +66,12 @@ def load_state(policy: Policy, path: str | Path) -> bool:
         raise InputError(f"state-file {str(file)!r}: cannot read policy state: {err}") from None
     if not isinstance(document, dict) or not isinstance(document.get("state"), dict):
         raise InputError(f"state-file {str(file)!r}: not a perllm policy state file")
-    if document.get("policy") != _policy_name(policy):
+    if document.get("policy") != policy.name:
         log.warning(
             "state file %s was saved by policy %r, not %r: ignored",
             file,
             document.get("policy"),
-            _policy_name(policy),
+            policy.name,
         )
         return False
     policy.restore(document["state"])

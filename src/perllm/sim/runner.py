@@ -76,7 +76,7 @@ def run_once(
     oracle = make_policy("oracle", None, policy_seed) if track_oracle else None
     world = World(cluster, chosen, reqs, seed=world_seed, oracle=oracle, progress=progress)
     recorder = world.run()
-    name = policy if isinstance(policy, str) else getattr(chosen, "name", type(chosen).__name__)
+    name = policy if isinstance(policy, str) else chosen.name
     summary = summarize(recorder, policy=name, scenario=cluster.name, weights=cluster.weights)
     rate = rate_rps if rate_rps is not None else cluster.workload.arrivals.rate_rps
     return RunResult(dataclasses.replace(summary, seed=seed, rate_rps=rate), recorder)
