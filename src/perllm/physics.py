@@ -21,9 +21,11 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "BANDWIDTH_EWMA",
     "BYTES_PER_TOKEN",
     "CHARS_PER_TOKEN",
     "RESPONSE_OVERHEAD_BYTES",
+    "bandwidth_estimate",
     "batch_share_j",
     "busy_power_w",
     "prefill_s",
@@ -72,6 +74,17 @@ def response_bytes(output_tokens: Any) -> Any:
 
 
 # -- links -----------------------------------------------------------------------------------
+BANDWIDTH_EWMA = 0.5
+"""Weight of the newest sample in a router's bandwidth estimate, in both worlds: the simulator's
+view samples a link each time its bandwidth changes, the gateway each large download."""
+
+
+def bandwidth_estimate(estimate_mbps: float, sample_mbps: float) -> float:
+    """A link's bandwidth estimate after one more sample: an exponentially weighted moving
+    average, weight :data:`BANDWIDTH_EWMA` on the sample."""
+    return BANDWIDTH_EWMA * sample_mbps + (1 - BANDWIDTH_EWMA) * estimate_mbps
+
+
 def wire_s(total_bytes: float, bandwidth_mbps: float) -> float:
     """Time to move ``total_bytes`` at ``bandwidth_mbps``: ``total_bytes * 8e-6 / bandwidth``."""
     return total_bytes * 8e-6 / bandwidth_mbps

@@ -10,6 +10,7 @@ import httpx
 import pytest
 import yaml
 
+from perllm import physics
 from perllm.cluster import scenario
 from perllm.errors import InputError
 from perllm.gateway.cli import add_gateway_commands
@@ -55,7 +56,8 @@ def test_load_good_config(tmp_path: Path) -> None:
     loads = view.load_arrays()
     assert (loads.running[0], loads.queued[0], loads.tokens_in_flight[0]) == (4, 1, 50)
     view.observe_transfer(0, 1_000_000, 0.1)  # 80 Mbit/s
-    assert view.bandwidth_mbps("edge") == pytest.approx(0.7 * 50 + 0.3 * 80)
+    weight = physics.BANDWIDTH_EWMA  # the simulator's rate too
+    assert view.bandwidth_mbps("edge") == pytest.approx((1 - weight) * 50 + weight * 80)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ What the gateway observes:
 - ``tokens_in_flight``: the prompt tokens of those requests plus the output tokens streamed
   back so far (for others' requests, what the backend's KV-cache use shows beyond them);
 - ``bandwidth_mbps``: an EWMA of measured download rates of large non-streamed responses
-  (weight :data:`BANDWIDTH_EWMA` on the newest sample), starting at the configured value;
+  (:func:`perllm.physics.bandwidth_estimate`, as in the simulator), starting at the configured
+  value;
 - ``link_active_weight``: the total share of the uploads the gateway is pacing over a backend's
   link (``shape-uploads``, :mod:`perllm.gateway.shaping`); 0 on a link it does not shape, since
   it cannot see when a transfer is on the wire there (the estimates then assume a request gets
@@ -38,15 +39,15 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from perllm import physics
 from perllm.cluster.build import ServerDescription, link_spec, server_spec
 from perllm.domain import EnergyWeights, LinkSpec, LoadArrays, ServerLoad, ServerSpec
 from perllm.gateway.config import BackendConfig, GatewayConfig
 from perllm.gateway.health import CircuitBreaker
 from perllm.gateway.shaping import UploadShaper
 
-__all__ = ["BANDWIDTH_EWMA", "MIN_BANDWIDTH_SAMPLE_BYTES", "LiveView", "build_specs"]
+__all__ = ["MIN_BANDWIDTH_SAMPLE_BYTES", "LiveView", "build_specs"]
 
-BANDWIDTH_EWMA = 0.3
 # Responses smaller than this are dominated by latency, not bandwidth: no sample is taken.
 MIN_BANDWIDTH_SAMPLE_BYTES = 64_000
 
@@ -219,8 +220,7 @@ class LiveView:
         if size_bytes < MIN_BANDWIDTH_SAMPLE_BYTES or seconds <= 0:
             return
         sample = size_bytes * 8.0 / seconds / 1e6
-        old = self.bandwidth[server]
-        self.bandwidth[server] = (1 - BANDWIDTH_EWMA) * old + BANDWIDTH_EWMA * sample
+        self.bandwidth[server] = physics.bandwidth_estimate(self.bandwidth[server], sample)
 
 
 class RestrictedView:

@@ -41,7 +41,6 @@ from perllm.sim.server import Job, ServerEngine
 from perllm.sim.truth import true_spec
 
 UP, DOWN = 0, 1
-BANDWIDTH_EWMA = 0.5  # weight of the newest bandwidth sample in the view's estimate
 
 
 @dataclass(slots=True)
@@ -327,7 +326,7 @@ class World:
         for direction in (UP, DOWN):
             state.channels[direction].set_bandwidth(now, true_bps)
             self._schedule_channel(state, direction)
-        state.estimate_mbps = BANDWIDTH_EWMA * mbps + (1 - BANDWIDTH_EWMA) * state.estimate_mbps
+        state.estimate_mbps = physics.bandwidth_estimate(state.estimate_mbps, mbps)
         self.link_estimate[self._link_index[name]] = state.estimate_mbps
 
     # -- servers -----------------------------------------------------------------------------
