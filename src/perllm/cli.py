@@ -152,7 +152,12 @@ def _cmd_policies(args: argparse.Namespace) -> int:
     for entry in all_entries():
         plugin = "" if entry in ENTRIES else " (plugin)"
         table.add_row(entry.name + plugin, entry.summary, entry.parameters())
-    Console(width=160).print(table)
+    console = Console(width=160)
+    console.print(table)
+    for entry in all_entries():
+        for name, field in entry.config.model_fields.items():
+            if field.description:
+                console.print(f"{entry.name} {name.replace('_', '-')}: {field.description}")
     return 0
 
 

@@ -201,7 +201,8 @@ class Decision:
     never silently dropped). ``arm`` is an opaque index a learning policy may use to match
     feedback; ``estimate_s`` and ``estimate_j`` are the policy's own estimates of the request's
     processing time and of its share of the server's inference energy, returned with the
-    feedback so that it can learn from their errors.
+    feedback so that it can learn from their errors; ``miss_probability`` its estimate of the
+    chance that the request misses its deadline there (for calibration reports).
     """
 
     server: int
@@ -211,6 +212,7 @@ class Decision:
     estimate_s: float = math.nan
     priority: int = 0
     estimate_j: float = math.nan
+    miss_probability: float = math.nan
 
 
 REJECT = Decision(server=-1, share=0.0, reject=True)

@@ -45,7 +45,7 @@ def test_a_run_gives_one_complete_row(generated: dict[str, Any]) -> None:
 
 def test_variants_pass_their_parameters(generated: dict[str, Any]) -> None:
     base = _task(generated, "cs-ucb")
-    params = {"prefer-free-slots": False}
+    params = {"miss-price": 0.0}
     variant = RunTask(5, base.data, base.capacity_rps, 1.0, 0, "ucb-x", "cs-ucb", params)
     assert run_task(variant)["policy"] == "ucb-x"
 

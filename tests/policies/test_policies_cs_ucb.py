@@ -13,13 +13,17 @@ import numpy as np
 import pytest
 
 from perllm.cluster import scenario
+from perllm.clustergen import generate
+from perllm.clustergen.families import cluster_seed, family_settings
 from perllm.domain import REJECT, LoadArrays, RouterRequest
 from perllm.errors import InputError
 from perllm.policies.bandit import ucb_index
-from perllm.policies.cs_ucb import DEFLECTED_PRIORITY, LogRatioStats
-from perllm.policies.estimates import OutputLengths, ServerTable, estimate
+from perllm.policies.cs_ucb import DEFLECTED_PRIORITY, miss_probability
+from perllm.policies.estimates import ServerTable, estimate
+from perllm.policies.log_ratio import LogRatioStats
 from perllm.policies.outstanding import LATE_AFTER, LateAnswers, PrefillLoad
 from perllm.policies.registry import make_policy
+from perllm.sim.runner import run_once
 from perllm.testing import StaticView
 from perllm.testing import paper_view as paper_view_of
 
@@ -51,7 +55,11 @@ def test_learns_that_a_server_uses_more_energy_than_its_spec(
     paper_view, request_factory, feedback_factory
 ) -> None:
     # Energy alone decides here (no slack to break near-ties by time).
-    policy = make_policy("cs-ucb", {"energy-slack": 0}, seed=2)
+    policy = make_policy("cs-ucb", seed=2)
+    # The work in flight ends in an hour (a long batch job), so no choice here keeps the
+    # cluster on for longer: marginal energy alone is compared.
+    policy.begin(len(paper_view.servers))
+    policy.horizon = 3600.0
     # True energy multipliers against the spec: the A100 really draws 4x its spec (costlier than
     # any edge); edge-1 is the most frugal. Only the chosen arm's energy is revealed.
     multiplier = np.array([1.0, 0.6, 1.2, 1.5, 1.1, 4.0])
@@ -67,26 +75,6 @@ def test_learns_that_a_server_uses_more_energy_than_its_spec(
     late = picks[-100:]
     assert picks[0] == 5  # the datasheet's favourite is tried first
     assert late.count(1) >= 90, np.bincount(late, minlength=6)
-
-
-def test_earliest_deadline_priority_lets_a_tight_request_pass_a_lenient_queue(
-    paper_view, request_factory
-) -> None:
-    for deadline_priority, tier in ((True, "cloud"), (False, "edge")):
-        policy = make_policy("cs-ucb", {"deadline-priority": deadline_priority}, seed=3)
-        paper_view.running[:] = 0
-        paper_view.queued[:] = 0
-        for i in range(160):  # lenient requests fill the A100's batch and queue
-            paper_view.clock = float(i)  # the router's clock at the arrival
-            decision = policy.select(request_factory(i, deadline_s=900.0, prompt=50), paper_view)
-            assert decision.server == 5
-        paper_view.running[5], paper_view.queued[5] = 48, 2000
-        paper_view.running[:5] = 4  # every edge's batch is full too
-        tight = request_factory(200, deadline_s=40.0, prompt=50)
-        decision = policy.select(tight, paper_view)
-        assert paper_view.servers[decision.server].tier == tier, deadline_priority
-        if deadline_priority:
-            assert decision.priority == int((tight.arrival_s + tight.deadline_s) * 1000)
 
 
 def test_never_picks_an_infeasible_arm_while_a_feasible_one_is_known(
@@ -105,12 +93,16 @@ def test_never_picks_an_infeasible_arm_while_a_feasible_one_is_known(
 def test_learns_that_a_server_is_slower_than_its_spec(
     paper_view, request_factory, feedback_factory
 ) -> None:
-    policy = make_policy("cs-ucb", seed=3)
-    # Feedback says the cloud takes 40x its estimate (~9 s): with a 3 s deadline it is infeasible.
+    # Each server learns alone here: with the pool, the one server observed would lend its
+    # slowness to the untried edges as a prior (an error the servers share), and every arm would
+    # look hopeless.
+    policy = make_policy("cs-ucb", {"pool-weight": 0}, seed=3)
+    # Feedback says the cloud takes 40x its estimate (~90 s): with a 20 s deadline it is
+    # hopeless there, while the CPU edges (about 10 s) make it.
     picks = []
     for i in range(200):
         paper_view.clock = float(i)  # the router's clock at the arrival
-        request = request_factory(i, deadline_s=3.0, prompt=20)
+        request = request_factory(i, deadline_s=20.0, prompt=20)
         decision = policy.select(request, paper_view)
         picks.append(paper_view.servers[decision.server].tier)
         slow = 40.0 if decision.server == 5 else 1.0
@@ -120,28 +112,29 @@ def test_learns_that_a_server_is_slower_than_its_spec(
                 decision,
                 energy_j=5.0,
                 processing_s=decision.estimate_s * slow,
-                met=decision.estimate_s * slow <= 3.0,
+                met=decision.estimate_s * slow <= 20.0,
             )
         )
+    assert picks[0] == "cloud"  # the cheaper while its datasheet stands
     assert picks[-50:].count("cloud") == 0
 
 
 def _cloud_picks(
-    policy: Any, view: StaticView, request_factory: Any, feedback_factory: Any, slow_from: int
+    policy: Any, view: StaticView, request_factory: Any, feedback_factory: Any, until: int
 ) -> list[bool]:
     """One request a second for 300 s, the cloud as fast as its estimates except 100x slower
-    for the requests placed on it from ``slow_from`` to 109 (a 3 s deadline it then misses):
-    whether each one went to the cloud."""
+    for the requests placed on it from the 100th to ``until`` (a 20 s deadline it then misses;
+    the CPU edges, about 10 s, make it): whether each one went to the cloud."""
     picks = []
     for i in range(300):
         view.clock = float(i)
-        request = request_factory(i, deadline_s=3.0, prompt=20)
+        request = request_factory(i, deadline_s=20.0, prompt=20)
         decision = policy.select(request, view)
         picks.append(decision.server == 5)
-        slowed = decision.server == 5 and i >= slow_from and (slow_from == 100 or i < 110)
+        slowed = decision.server == 5 and 100 <= i < until
         taken = decision.estimate_s * (100.0 if slowed else 1.0)
         policy.observe(
-            feedback_factory(request, decision, energy_j=5.0, processing_s=taken, met=taken <= 3.0)
+            feedback_factory(request, decision, energy_j=5.0, processing_s=taken, met=taken <= 20.0)
         )
     assert all(picks[:100])  # the cloud was the choice while it kept its estimates
     return picks
@@ -154,22 +147,25 @@ def test_a_server_that_slows_down_mid_run_is_left_within_a_few_requests(
     # as many again to move past the deadline; the drift sees the change in a few.
     factories = (request_factory, feedback_factory)
     drifting = make_policy("cs-ucb", seed=3)
-    picks = _cloud_picks(drifting, paper_view, *factories, slow_from=100)
+    picks = _cloud_picks(drifting, paper_view, *factories, until=300)
     assert sum(picks[100:150]) <= 5  # (later, as its drift fades, it is tried again)
     still = make_policy("cs-ucb", {"drift-rate": 0.0}, seed=3)
-    assert sum(_cloud_picks(still, paper_view_of(), *factories, slow_from=100)[100:200]) >= 90
+    assert sum(_cloud_picks(still, paper_view_of(), *factories, until=300)[100:200]) >= 90
 
 
 def test_a_server_slow_for_a_while_is_tried_again_once_its_drift_has_faded(
     paper_view, request_factory, feedback_factory
 ) -> None:
     # Ten slow requests, then the cloud is itself again: its drift fades with age (a minute by
-    # default), so it is chosen again; a drift that never faded would shut it out for good.
+    # default), so it is chosen again; a drift that never faded would shut it out for good. The
+    # ten stay in its record (a one-in-eleven chance of a 100x slowdown), so a low price on a
+    # miss is what makes the cheaper cloud worth its risk again.
     factories = (request_factory, feedback_factory)
-    fading = _cloud_picks(make_policy("cs-ucb", seed=3), paper_view, *factories, slow_from=100)
-    assert sum(fading[100:200]) <= 5 and sum(fading[200:]) >= 90
-    lasting = make_policy("cs-ucb", {"drift-memory-s": 1e9}, seed=3)
-    assert sum(_cloud_picks(lasting, paper_view_of(), *factories, slow_from=100)[200:]) == 0
+    cheap = {"miss-price": 1.0}
+    fading = _cloud_picks(make_policy("cs-ucb", cheap, seed=3), paper_view, *factories, 110)
+    assert sum(fading[100:200]) <= 5 and sum(fading[250:]) >= 45
+    lasting = make_policy("cs-ucb", {**cheap, "drift-memory-s": 1e9}, seed=3)
+    assert sum(_cloud_picks(lasting, paper_view_of(), *factories, until=110)[200:]) == 0
 
 
 def test_a_server_whose_answers_come_late_is_left_before_any_comes_back(
@@ -221,7 +217,7 @@ def test_only_requests_that_start_at_once_are_watched_for_late_answers(
         paper_view.clock = float(i)
         decision = policy.select(request_factory(i, deadline_s=600.0, prompt=20), paper_view)
         picks.append(decision.server)
-    watched, drift = float(policy.late.shares[2, 5]), float(policy.drift[0, 5])
+    watched, drift = float(policy.late.shares[2, 5]), float(policy.drift.values[0, 5])
     if batch_full:
         assert picks == [5] * 30 and watched == 0.0 and drift == 0.0
     else:  # watched, found slow, and then left
@@ -281,7 +277,7 @@ def test_the_drift_is_neither_saved_nor_shared_and_a_replica_keeps_its_own(
         decision = policy.select(request, paper_view)
         taken = decision.estimate_s * 4
         policy.observe(feedback_factory(request, decision, energy_j=5.0, processing_s=taken))
-        assert policy.drift[0, decision.server] > 0.0
+        assert policy.drift.values[0, decision.server] > 0.0
         return policy
 
     policy = slowed(3)
@@ -290,13 +286,13 @@ def test_the_drift_is_neither_saved_nor_shared_and_a_replica_keeps_its_own(
     restored = make_policy("cs-ucb", seed=3)
     restored.restore(policy.state())
     restored.begin(len(paper_view.servers))
-    assert not restored.drift[0].any()
+    assert not restored.drift.values[0].any()
     # Shared totals carry the records, not the drift: a replica's own survives a merge.
     assert not any("drift" in key for key in policy.shared_stats())
     replica = slowed(4)
-    own = replica.drift.copy()
+    own = replica.drift.values.copy()
     replica.adopt_shared_stats(policy.shared_stats(), len(paper_view.servers))
-    assert replica.drift.tolist() == own.tolist()
+    assert replica.drift.values.tolist() == own.tolist()
 
 
 def test_the_decision_s_estimate_is_the_shared_estimate_of_its_arm(
@@ -305,16 +301,17 @@ def test_the_decision_s_estimate_is_the_shared_estimate_of_its_arm(
     # CS-UCB's compiled decision calls the shared estimate's kernel itself: its time for the
     # chosen arm is the one estimate() gives (numba caches each file's kernels apart, so a stale
     # cache after an edit of estimates.py would show here).
-    policy = make_policy(
-        "cs-ucb", {"prefill-window-s": 0.0, "share-by-urgency": False, "deadline-priority": False}
-    )
+    policy = make_policy("cs-ucb", {"prefill-window-s": 0.0, "share-by-urgency": False})
     paper_view.running[:] = [1, 0, 2, 3, 0, 20]
     paper_view.queued[:] = [0, 0, 1, 0, 0, 5]
     request = request_factory(deadline_s=30.0, prompt=300)
     decision = policy.select(request, paper_view)
     expected = policy.lengths.expected(request.service_class)
     table = ServerTable.of(paper_view)
-    est = estimate(table, paper_view.load_arrays(), request, expected, weights=paper_view.weights)
+    # Nothing it placed is queued yet: in deadline order, no queued request goes first.
+    loads = paper_view.load_arrays()
+    ahead = np.zeros(len(paper_view.servers))
+    est = estimate(table, loads, request, expected, weights=paper_view.weights, queued_ahead=ahead)
     assert decision.estimate_s == pytest.approx(float(est.processing_s[0, decision.server]))
     assert decision.estimate_j == pytest.approx(float(est.inference_j[decision.server]))
 
@@ -337,24 +334,6 @@ def test_a_hopeless_request_is_deflected_behind_every_feasible_one(
     assert paper_view.servers[hopeless.server].tier == "cloud"  # where it ends soonest
     assert hopeless.priority > feasible.priority
     assert hopeless.priority >= DEFLECTED_PRIORITY
-
-
-def test_a_hopeless_request_waits_on_an_efficient_server_with_a_full_cache(
-    paper_view, request_factory
-) -> None:
-    # The A100's cache is taken by its backlog and the CPU edges are idle: a request nobody can
-    # serve in time queues (last) on the A100 rather than costing an edge's whole step.
-    paper_view.tokens[5] = paper_view.servers[5].kv_capacity_tokens
-    policy = make_policy("cs-ucb")
-    hopeless = policy.select(request_factory(deadline_s=0.01), paper_view)
-    assert hopeless.server == 5
-    assert hopeless.priority >= DEFLECTED_PRIORITY
-    # A server that is down is never a target, whatever the tolerance.
-    paper_view.healthy[0] = paper_view.healthy[5] = False
-    for tolerance in (10.0, math.inf):
-        other = make_policy("cs-ucb", {"energy-tolerance": tolerance})
-        server = other.select(request_factory(1, deadline_s=0.01), paper_view).server
-        assert paper_view.healthy[server], tolerance
 
 
 def test_a_deflected_request_teaches_energy_but_not_time(
@@ -437,62 +416,6 @@ def test_restoring_state_of_another_cluster_is_refused(paper_view, request_facto
         other.select(request_factory(), paper_view)
 
 
-def test_an_arm_where_the_request_starts_at_once_goes_before_a_queue(
-    paper_view, request_factory
-) -> None:
-    lenient = request_factory(deadline_s=600.0, prompt=50)
-    paper_view.running[5], paper_view.queued[5] = 48, 10  # the A100's batch is full
-    prefer = make_policy("cs-ucb", {"energy-tolerance": math.inf}, seed=1)
-    assert paper_view.servers[prefer.select(lenient, paper_view).server].tier == "edge"
-    # Without the preference, the queue of the cheaper A100 is joined.
-    cheapest = make_policy("cs-ucb", {"prefer-free-slots": False}, seed=1)
-    assert paper_view.servers[cheapest.select(lenient, paper_view).server].tier == "cloud"
-
-
-def test_a_free_slot_is_not_worth_any_energy(paper_view, request_factory) -> None:
-    lenient = request_factory(deadline_s=600.0, prompt=50)
-    paper_view.running[5], paper_view.queued[5] = 48, 10  # the A100's batch is full
-    est = estimate(
-        ServerTable.of(paper_view),
-        paper_view.load_arrays(),
-        lenient,
-        128.0,
-        np.ones(1),
-        paper_view.weights,
-    )
-    # The energies CS-UCB compares before any observation: the inference part at its optimistic
-    # bound exp(-0.3) (transmission is the same on every link here, up to its power).
-    inference = est.marginal_j[0] - paper_view.weights.transmission * est.transmission_j[0]
-    e_lcb = est.marginal_j[0] + inference * (math.exp(-0.3) - 1.0)
-    edge_over_cloud = float(e_lcb[:5].min() / e_lcb[5])
-    assert edge_over_cloud > 2.0  # a CPU edge costs several times the busy A100
-    # A free slot wins while it costs at most energy-tolerance times the queue it avoids.
-    for tolerance, tier in ((edge_over_cloud * 2.0, "edge"), (edge_over_cloud / 2.0, "cloud")):
-        params = {"energy-tolerance": tolerance, "energy-slack": 0}
-        policy = make_policy("cs-ucb", params, seed=1)
-        assert paper_view.servers[policy.select(lenient, paper_view).server].tier == tier
-
-
-def test_an_arm_near_its_deadline_is_not_safe(paper_view, request_factory) -> None:
-    # The A100 is out; edge-0's batch has one slot left: joining it is cheap (its power is
-    # mostly paid for) but slow. An idle edge is faster and costlier. With a deadline that
-    # edge-0 only just meets, the idle edge, well in time, goes first unless comfort is 1.
-    paper_view.healthy[5] = False
-    paper_view.running[0] = 3
-    probe = request_factory(deadline_s=600.0, prompt=50)
-    table, loads = ServerTable.of(paper_view), paper_view.load_arrays()
-    est = estimate(table, loads, probe, 128.0, np.ones(1), paper_view.weights)
-    busy_s, idle_s = float(est.processing_s[0, 0]), float(est.processing_s[0, 1])
-    assert est.marginal_j[0, 0] < est.marginal_j[0, 1]  # the busy edge is the cheaper
-    upper = math.exp(0.3)  # the prior's bound on time before any observation
-    deadline = busy_s * upper / 0.85  # the busy edge at 85% of the deadline
-    assert idle_s * upper <= 0.7 * deadline  # an idle edge within 70% of it
-    tight = request_factory(1, deadline_s=deadline, prompt=50)
-    for comfort, server in ((0.7, 1), (1.0, 0)):
-        policy = make_policy("cs-ucb", {"comfort": comfort, "energy-slack": 0}, seed=1)
-        assert policy.select(tight, paper_view).server == server, comfort
-
-
 def test_time_is_learned_apart_for_a_crowded_batch(
     paper_view, request_factory, feedback_factory
 ) -> None:
@@ -518,125 +441,37 @@ def test_time_is_learned_apart_for_a_crowded_batch(
     assert policy.select(request_factory(1001, deadline_s=12.0, prompt=20), paper_view).server != 5
 
 
-def test_the_output_tail_is_a_log_normal_quantile_never_below_the_mean() -> None:
-    lengths = OutputLengths(prior_tokens=128.0)
-    assert lengths.planned("code", 0.674) == 128.0  # nothing seen: the prior
-    observed = [10, 20, 30, 40, 50, 60, 80, 100, 150]
-    for tokens in observed:
-        lengths.observe("code", tokens)
-    assert lengths.planned("code", 0.674) == lengths.expected("code")  # too few to fit a tail
-    lengths.observe("code", 40)
-    logs = np.log([*observed, 40])
-    tail = math.exp(logs.mean() + 0.674 * logs.std())
-    assert lengths.planned("code", 0.674) == pytest.approx(tail)
-    assert tail > lengths.expected("code")
-    # A tail below the mean (a tight spread of lengths) plans for the mean.
-    for _ in range(50):
-        lengths.observe("chat", 100)
-    lengths.observe("chat", 5000)
-    assert lengths.planned("chat", 0.674) == lengths.expected("chat")
-    assert lengths.planned("code", 0.0) == lengths.expected("code")
-
-
 @pytest.mark.parametrize("window", [0.0, 2.0])
 def test_time_is_learned_at_the_output_length_each_request_had(
     window, paper_view, request_factory, feedback_factory
 ) -> None:
     # The world is exactly the model, but outputs vary from 5 to 500 tokens around the mean:
-    # measured at the real length, the model has no error to learn; measured at the mean, the
-    # spread of lengths looks like one. With a prefill window, other traffic keeps the A100
+    # measured at the real length, the model has no error to learn (measured at the mean, the
+    # spread of lengths would look like one). With a prefill window, other traffic keeps the A100
     # prefilling about a third of the time, so each decode step there takes 1 / (1 - u) longer.
     table = ServerTable.of(paper_view)
     rng = np.random.default_rng(4)
-    errors = {}
-    for per_token in (True, False):
-        policy = make_policy(
-            "cs-ucb", {"per-token-learning": per_token, "prefill-window-s": window}
-        )
-        for i in range(60):
-            paper_view.clock = float(i)  # the router's clock at the arrival
-            request = request_factory(i, deadline_s=600.0, prompt=50)
-            expected = policy.lengths.expected(request.service_class)
-            loads = paper_view.load_arrays()
-            stall = np.zeros(len(paper_view.servers))
-            if window and i:
-                policy.prefills.placed(5, paper_view.clock, 0.3)
-                u = np.minimum(policy.prefills.utilisation(float(i), loads, table.max_batch), 0.9)
-                stall = u / (1.0 - u)
-            decision = policy.select(request, paper_view)
-            step = estimate(table, loads, request, expected).decode_step_s * (1.0 + stall)
-            tokens = int(rng.integers(5, 500))
-            taken = decision.estimate_s + (tokens - expected) * step[decision.server]
-            policy.observe(
-                feedback_factory(
-                    request, decision, energy_j=1.0, processing_s=taken, output_tokens=tokens
-                )
+    policy = make_policy("cs-ucb", {"prefill-window-s": window})
+    for i in range(60):
+        paper_view.clock = float(i)  # the router's clock at the arrival
+        request = request_factory(i, deadline_s=600.0, prompt=50)
+        expected = policy.lengths.expected(request.service_class)
+        loads = paper_view.load_arrays()
+        stall = np.zeros(len(paper_view.servers))
+        if window and i:
+            policy.prefills.placed(5, paper_view.clock, 0.3)
+            u = np.minimum(policy.prefills.utilisation(float(i), loads, table.max_batch), 0.9)
+            stall = u / (1.0 - u)
+        decision = policy.select(request, paper_view)
+        step = estimate(table, loads, request, expected).decode_step_s * (1.0 + stall)
+        tokens = int(rng.integers(5, 500))
+        taken = decision.estimate_s + (tokens - expected) * step[decision.server]
+        policy.observe(
+            feedback_factory(
+                request, decision, energy_j=1.0, processing_s=taken, output_tokens=tokens
             )
-        errors[per_token] = float(np.abs(policy.times.total).sum())
-    assert errors[True] < 1e-9 < 1.0 < errors[False]
-
-
-def test_a_long_shot_goes_in_deadline_order_rather_than_deflected(
-    paper_view, request_factory
-) -> None:
-    # A deadline the model's own estimate meets but its pessimistic bound does not: the request
-    # may still make it, so it is placed with its deadline's priority; without long shots it is
-    # deflected behind every request that can make it.
-    probe = request_factory(deadline_s=600.0, prompt=50)
-    table, loads = ServerTable.of(paper_view), paper_view.load_arrays()
-    fastest = float(estimate(table, loads, probe, 128.0).processing_s[0].min())
-    between = request_factory(1, deadline_s=fastest * math.exp(0.15), prompt=50)
-    shot = make_policy("cs-ucb").select(between, paper_view)
-    assert shot.priority < DEFLECTED_PRIORITY
-    assert shot.estimate_s == pytest.approx(fastest)
-    deflected = make_policy("cs-ucb", {"long-shots": False}).select(between, paper_view)
-    assert deflected.priority >= DEFLECTED_PRIORITY
-
-
-def test_a_long_shot_is_judged_at_the_median_length_not_the_mean(
-    paper_view, request_factory
-) -> None:
-    # Output lengths are skewed (nine in ten of 20 tokens, one in ten of 2,000): the mean, 218,
-    # is far above what most requests produce. A deadline met at the median length but not at
-    # the mean is more likely than not to be met, so the request is a long shot (its deadline's
-    # priority), not deflected; judged at the 0.95 quantile it is deflected.
-    probe = request_factory(deadline_s=600.0, prompt=50)
-    table, loads = ServerTable.of(paper_view), paper_view.load_arrays()
-    chances = {}
-    for quantile in (0.5, 0.95):
-        policy = make_policy("cs-ucb", {"long-shot-quantile": quantile})
-        for i in range(200):
-            policy.lengths.observe(probe.service_class, 2000 if i % 10 == 0 else 20)
-        mean = policy.lengths.expected(probe.service_class)
-        median = policy.lengths.quantile(probe.service_class, 0.0)
-        assert median < 0.2 * mean
-        at_median = float(estimate(table, loads, probe, median).processing_s[0].min())
-        at_mean = float(estimate(table, loads, probe, mean).processing_s[0].min())
-        deadline = math.sqrt(at_median * at_mean)  # between the two, far from both
-        chances[quantile] = policy.select(
-            request_factory(1, deadline_s=deadline, prompt=50), paper_view
         )
-    assert chances[0.5].priority < DEFLECTED_PRIORITY
-    assert chances[0.95].priority >= DEFLECTED_PRIORITY
-
-
-def test_admission_control_rejects_a_long_shot(paper_view, request_factory) -> None:
-    # Admission control sheds what no arm meets under the bound; a long shot is not a promise.
-    probe = request_factory(deadline_s=600.0, prompt=50)
-    table, loads = ServerTable.of(paper_view), paper_view.load_arrays()
-    fastest = float(estimate(table, loads, probe, 128.0).processing_s[0].min())
-    between = request_factory(1, deadline_s=fastest * math.exp(0.15), prompt=50)
-    paper_view.admission_control = True
-    assert make_policy("cs-ucb").select(between, paper_view) == REJECT
-
-
-def test_a_state_saved_before_the_tail_fit_plans_for_the_mean_until_it_has_its_own() -> None:
-    lengths = OutputLengths()
-    lengths.restore({"sum": {"chat": 150.0 * 1000}, "count": {"chat": 1000}})
-    assert lengths.planned("chat", 1.28) == 150.0
-    for _ in range(20):
-        lengths.observe("chat", 150)
-    assert lengths.planned("chat", 1.28) == pytest.approx(150.0)  # not skewed by the old count
+    assert float(np.abs(policy.times.total).sum()) < 1e-9
 
 
 def test_a_prefill_window_below_a_millisecond_is_refused() -> None:
@@ -684,42 +519,13 @@ def test_a_burst_of_placements_stretches_the_estimate_with_their_prefills(
                 request_factory(i, deadline_s=20.0, prompt=300), arrival_s=view.clock
             )
             decision = policy.select(request, view)
-            view.queued[decision.server] += 1
+            view.running[decision.server] += 1
             if decision.server == 5:
                 seen.append(decision.estimate_s)
         estimates[window] = seen
-    assert max(estimates[0.0]) == pytest.approx(min(estimates[0.0]))
+    assert max(estimates[0.0]) == pytest.approx(min(estimates[0.0]), rel=0.05)
     assert estimates[2.0][-1] > 3 * estimates[2.0][0]
     assert len(estimates[2.0]) < 30  # some went to the edges
-
-
-def test_within_the_energy_slack_the_sooner_done_arm_wins() -> None:
-    cluster = scenario.load("tiny")  # two RTX 3090 edges (7B), one A100 (13B, slower per token)
-    request = RouterRequest(0, 0.0, "chat", 100, 400, 600.0)
-    chosen = {}
-    for slack in (0.0, 1.0, 10.0):
-        view = StaticView(cluster.servers, cluster.links)
-        view.running[2] = 8  # a busy A100: the least marginal energy, but the slower arm
-        chosen[slack] = make_policy("cs-ucb", {"energy-slack": slack}).select(request, view)
-    assert chosen[0.0].server == chosen[1.0].server == 2
-    # An idle edge costs several times the busy A100's marginal energy (the estimates): with a
-    # slack of 10 that is a tie, and the edge is done sooner.
-    assert chosen[10.0].server in (0, 1)
-    assert chosen[10.0].estimate_s < chosen[0.0].estimate_s
-    assert chosen[10.0].estimate_j > chosen[0.0].estimate_j
-
-
-def test_the_energy_slack_is_no_way_into_a_queue(paper_view, request_factory) -> None:
-    # The A100's batch is full with a queue; the edges are free (safe) and cost far more. With
-    # a steep price on queueing the free edge is the cheapest choice; the A100's queue is the
-    # sooner done and within the slack of it, but a tie on energy does not undo the preference
-    # for starting at once.
-    paper_view.running[5], paper_view.queued[5] = 48, 10
-    lenient = request_factory(deadline_s=600.0, prompt=50)
-    for slack in (0.0, 3.0, 1000.0):
-        params = {"energy-tolerance": 100, "energy-slack": slack}
-        decision = make_policy("cs-ucb", params, seed=0).select(lenient, paper_view)
-        assert paper_view.servers[decision.server].tier == "edge", slack
 
 
 def test_a_backlog_s_prompts_do_not_shut_a_server_it_can_serve_in_time(
@@ -746,3 +552,82 @@ def test_a_request_larger_than_a_server_s_cache_is_never_placed_there_in_time(
     decision = make_policy("cs-ucb").select(huge, paper_view)
     assert paper_view.servers[decision.server].tier == "edge"
     assert decision.priority < DEFLECTED_PRIORITY
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_miss_probability_is_that_of_its_model(seed: int) -> None:
+    # P(F exp(eps) (fixed + o step) > D), eps ~ N(0, sd_l^2), ln o ~ N(mu, sd_o^2): the
+    # quadrature against a Monte Carlo draw of the same model.
+    rng = np.random.default_rng(seed)
+    fixed, step = rng.uniform(0.1, 5.0), rng.uniform(0.005, 0.1)
+    mu, sd_o, sd_l, factor = (
+        rng.uniform(3.0, 6.0),
+        rng.uniform(0.2, 1.2),
+        rng.uniform(0.0, 0.8),
+        1.3,
+    )
+    o = rng.lognormal(mu, sd_o, 400_000)
+    eps = rng.normal(0.0, sd_l, o.size)
+    times = factor * np.exp(eps) * (fixed + o * step)
+    for deadline in np.quantile(times, (0.1, 0.5, 0.9, 0.99)):
+        p = miss_probability(deadline, factor, fixed, step, mu, sd_o, sd_l)
+        assert p == pytest.approx(float(np.mean(times > deadline)), abs=0.01)
+    # A known length: the time is log-normal in the model's error alone.
+    p = miss_probability(3.0, 1.0, 1.0, 0.01, math.log(100.0), 0.0, 0.5)
+    assert p == pytest.approx(0.5 * math.erfc(math.log(3.0 / 2.0) / (0.5 * math.sqrt(2.0))))
+
+
+def test_without_a_price_on_a_miss_the_least_energy_wins_whatever_its_risk(
+    paper_view, request_factory
+) -> None:
+    # The A100 has been 20x slower than its model once in ten requests: a 40 s deadline is at
+    # some risk there, none on the idle CPU edges, which cost about twice its energy.
+    tight = request_factory(deadline_s=40.0, prompt=50)
+    decisions = []
+    for price in (0.0, 1000.0):
+        policy = make_policy("cs-ucb", {"miss-price": price, "pool-weight": 0})
+        policy.begin(len(paper_view.servers))
+        policy.horizon = 3600.0  # the work in flight outlasts either choice
+        policy.times.ensure_rows(2)
+        for k in range(50):
+            policy.times.observe(0, 5, math.log(20.0) if k % 10 == 0 else 0.0)
+        decisions.append(policy.select(tight, paper_view))
+    free, dear = decisions
+    assert free.server == 5 and dear.server != 5
+    assert dear.miss_probability < free.miss_probability
+    assert dear.estimate_j > free.estimate_j
+
+
+@pytest.mark.parametrize("cluster", [1002, 1005])
+def test_a_higher_price_on_a_miss_meets_more_deadlines(cluster: int) -> None:
+    # One fixed trace, three prices: a GPU-edge tuning cluster (RTX and Jetson edges beside
+    # data-center GPUs) at 1.5x its capacity. Energy is not monotone in the price: a missed
+    # request wastes what it used and can keep the cluster on for longer.
+    overrides = {"requests": 1000, "steady-multiple": 2.0, "max-requests": 2000}
+    generated = generate(cluster_seed("gpu-edge", cluster), family_settings("gpu-edge", overrides))
+    built = scenario.build(scenario.parse(generated.data, "generated"), "generated")
+    rate = 1.5 * generated.capacity.rate_rps
+    met = [
+        run_once(built, "cs-ucb", rate_rps=rate, policy_params={"miss-price": price}).summary.met
+        for price in (0.0, 10.0, 1000.0)
+    ]
+    assert met[0] < met[1] < met[2]
+
+
+def test_a_request_that_would_outlast_the_work_in_flight_pays_the_cluster_s_idle_power() -> None:
+    # Two RTX 3090 edges and a busy A100 (the least marginal energy, the slower arm). While the
+    # work in flight ends long after either would, only the marginal energy counts; with nothing
+    # else in flight, the longer the request takes, the longer the whole cluster draws idle
+    # power, and the edge, done sooner, costs less.
+    cluster = scenario.load("tiny")
+    request = RouterRequest(0, 0.0, "chat", 100, 400, 600.0)
+    chosen = {}
+    for horizon in (0.0, 3600.0):
+        view = StaticView(cluster.servers, cluster.links)
+        view.running[2] = 8
+        policy = make_policy("cs-ucb")
+        policy.begin(len(cluster.servers))
+        policy.horizon = horizon
+        chosen[horizon] = policy.select(request, view)
+    assert chosen[3600.0].server == 2 and chosen[0.0].server in (0, 1)
+    assert chosen[0.0].estimate_s < chosen[3600.0].estimate_s

@@ -23,8 +23,13 @@ def _reference(view, s: int, request, o: float, weights: EnergyWeights, share: f
     perf, power = spec.perf, spec.power
     running, queued, kv = loads.running[s], loads.queued[s], loads.tokens_in_flight[s]
     ahead = running + queued + 1.0
-    b = min(ahead, spec.max_batch)
     steps = max(o - 1.0, 0.0)
+    slots = min(
+        spec.max_batch, max(math.floor(spec.kv_capacity_tokens / (request.prompt_tokens + o)), 1)
+    )
+    if queued > 0:
+        slots = min(slots, max(running, 1.0))
+    b = min(ahead, slots)
 
     def step(batch: float, kv_tokens: float) -> float:
         memory = perf.step_weights_s + kv_tokens * perf.step_s_per_kv_token
@@ -32,7 +37,7 @@ def _reference(view, s: int, request, o: float, weights: EnergyWeights, share: f
 
     prefill = perf.prefill_fixed_s + request.prompt_tokens * perf.prefill_s_per_token
     service = prefill + steps * step(b, kv + request.prompt_tokens)
-    queue = (ahead - b) / spec.max_batch * service
+    queue = (ahead - b) / slots * service
     seconds = (request.request_bytes + response_bytes(o)) * 8e-6 / loads.bandwidth_mbps[s]
     transfer = seconds * (1.0 + loads.link_active_weight[s] / share) + link.rtt_s
     transmission = link.tx_power_w * seconds  # the link time its bytes hold, whatever the share

@@ -7,7 +7,6 @@ import dataclasses
 import pytest
 
 from perllm import physics
-from perllm.errors import InputError
 from perllm.policies.link_share import SHARE_FLOOR, URGENT_S, urgency_share
 from perllm.policies.registry import make_policy
 
@@ -70,9 +69,3 @@ def test_without_shares_by_urgency_every_transfer_weighs_the_same(
     policy = make_policy("cs-ucb", {"share-by-urgency": False})
     for i, deadline in enumerate((8.0, 600.0, 0.01)):
         assert policy.select(request_factory(i, deadline_s=deadline), paper_view).share == 1.0
-
-
-def test_share_levels_to_learn_and_shares_by_urgency_exclude_each_other() -> None:
-    with pytest.raises(InputError, match="share-levels"):
-        make_policy("cs-ucb", {"share-levels": [0.5, 1.0]})
-    make_policy("cs-ucb", {"share-levels": [0.5, 1.0], "share-by-urgency": False})

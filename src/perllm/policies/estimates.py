@@ -5,17 +5,20 @@ For request ``r`` on server ``s`` with link share ``z``, expected output ``o`` t
 - transfer: ``(bytes_up + bytes_down) * 8 / (bw_s * z / (z + W_s)) + rtt_s`` where ``W_s`` is the
   weight of the transfers already active on the link and ``bytes_down`` the size of a response
   of ``o`` tokens (:func:`perllm.physics.transfer_s`, :func:`perllm.physics.response_bytes`);
-- batch seen by the request: ``b_seen = min(running + ahead + 1, max_batch)``, where ``ahead``
+- slots: the requests the server runs at once, ``slots = min(max_batch, floor(kv_capacity /
+  (prompt + o)))`` (a server admits a request only with room in its KV cache for all of it), and
+  no more than ``max(running, 1)`` where the server keeps a queue (it runs what it can hold);
+- batch seen by the request: ``b_seen = min(running + ahead + 1, slots)``, where ``ahead``
   counts the queued requests that will be served first (all of them in a first-come,
   first-served queue);
 - service: ``prefill(prompt) + (o - 1) step(b_seen, kv)`` with ``kv = tokens_in_flight +
   prompt`` and ``step(b, kv) = step_overhead + max(compute_per_seq * b, weights + kv *
   per_kv_token)``;
-- queueing: ``max(0, running + ahead + 1 - max_batch) / max_batch * service`` (the work ahead
-  that does not fit in the batch, drained ``max_batch`` at a time);
+- queueing: ``max(0, running + ahead + 1 - slots) / slots * service`` (the work ahead that does
+  not fit in the batch, drained ``slots`` at a time);
 - processing time = transfer + queueing + service;
 - inference energy = ``busy_w(b) * service / b`` (the request's share of the batch's power,
-  what the world reports) with ``b = min(running + queued + 1, max_batch)`` the server's real
+  what the world reports) with ``b = min(running + queued + 1, slots)`` the server's real
   batch with the request (every queued request counted), ``busy_w`` being
   :func:`perllm.physics.busy_power_w`;
   transmission energy = ``tx_power_w * wire`` (the link draws power while bytes move,
@@ -89,7 +92,7 @@ class ServerTable:
     rtt_s: Array
     kv_capacity_tokens: Array
     is_cloud: npt.NDArray[np.bool_]
-    packed: Array  # the columns the estimate kernel reads, one row each (see _COLUMNS)
+    columns: npt.NDArray[np.void]  # one record per server, the fields of SERVER_FIELDS
 
     @classmethod
     def of(cls, view: ClusterView) -> ServerTable:
@@ -114,11 +117,13 @@ class ServerTable:
             "rtt_s": col(lambda s: view.links[s.link].rtt_s),
             "kv_capacity_tokens": col(lambda s: s.kv_capacity_tokens),
         }
-        packed = np.ascontiguousarray(np.vstack([columns[name] for name in _COLUMNS]))
+        records = np.zeros(len(servers), dtype=SERVER_FIELDS)
+        for name in SERVER_FIELDS.names or ():
+            records[name] = columns[name]
         return cls(
             **columns,
             is_cloud=np.array([s.tier == "cloud" for s in servers]),
-            packed=packed,
+            columns=records,
         )
 
     def prefill_of(self, server: int, request: RouterRequest) -> float:
@@ -130,22 +135,27 @@ class ServerTable:
         )
 
 
-# Rows of ServerTable.packed, in the order the kernel below reads them.
-_COLUMNS = (
-    "prefill_fixed_s",
-    "prefill_s_per_token",
-    "step_overhead_s",
-    "step_weights_s",
-    "step_s_per_kv_token",
-    "step_compute_s_per_seq",
-    "max_batch",
-    "idle_w",
-    "max_w",
-    "batch1_fraction",
-    "log2_slope",
-    "tx_power_w",
-    "rtt_s",
-    "kv_capacity_tokens",
+# What the compiled kernels read of each server: one record per server, fields by name.
+SERVER_FIELDS = np.dtype(
+    [
+        (name, np.float64)
+        for name in (
+            "prefill_fixed_s",
+            "prefill_s_per_token",
+            "step_overhead_s",
+            "step_weights_s",
+            "step_s_per_kv_token",
+            "step_compute_s_per_seq",
+            "max_batch",
+            "idle_w",
+            "max_w",
+            "batch1_fraction",
+            "log2_slope",
+            "tx_power_w",
+            "rtt_s",
+            "kv_capacity_tokens",
+        )
+    ]
 )
 
 
@@ -198,7 +208,7 @@ for _formula in (
 
 @njit(cache=True)
 def estimate_kernel(  # pragma: no cover - compiled; tested through estimate()
-    t: Array,
+    table: npt.NDArray[np.void],
     running: Array,
     queued: Array,
     queued_ahead: Array,
@@ -213,9 +223,10 @@ def estimate_kernel(  # pragma: no cover - compiled; tested through estimate()
     w_inference: float,
     w_idle: float,
 ) -> tuple[Array, Array, Array, Array, Array, Array, Array, Array, Array, Array]:
-    """The module docstring's formulas, server by server (rows of ``t``: ``_COLUMNS``), in the
-    order of :class:`Estimate`'s fields. Compiled code that fuses the estimate into its own pass
-    (CS-UCB's decision) calls it directly; everyone else calls :func:`estimate`."""
+    """The module docstring's formulas, server by server (``table``: :data:`SERVER_FIELDS`
+    records), in the order of :class:`Estimate`'s fields. Compiled code that fuses the estimate
+    into its own pass (CS-UCB's decision) calls it directly; everyone else calls
+    :func:`estimate`."""
     n = running.shape[0]
     k = shares.shape[0]
     transfer = np.empty((k, n))
@@ -230,25 +241,40 @@ def estimate_kernel(  # pragma: no cover - compiled; tested through estimate()
     decode_step = np.empty(n)
     steps = max(expected_output_tokens - 1.0, 0.0)
     for s in range(n):
-        max_batch = t[6, s]
-        idle_w, max_w, batch1_fraction, log2_slope = t[7, s], t[8, s], t[9, s], t[10, s]
-        # Service and queueing, behind the queued requests that go first.
+        c = table[s]
+        max_batch = c.max_batch
+        idle_w, max_w, batch1_fraction, log2_slope = (
+            c.idle_w,
+            c.max_w,
+            c.batch1_fraction,
+            c.log2_slope,
+        )
+        # Service and queueing, behind the queued requests that go first, on the slots the
+        # server has: its batch limit, or fewer where its KV cache holds fewer such requests,
+        # or those running now where it already keeps a queue.
+        slots = min(
+            max_batch, max(math.floor(c.kv_capacity_tokens / (prompt_tokens + steps + 1.0)), 1.0)
+        )
+        if queued[s] > 0.0:
+            slots = min(slots, max(running[s], 1.0))
         ahead = running[s] + queued_ahead[s] + 1.0
-        seen = min(ahead, max_batch)
+        seen = min(ahead, slots)
         kv = tokens_in_flight[s]
-        roofline = physics.step_roofline_s(t[5, s], t[3, s], t[4, s], seen, kv + prompt_tokens)
-        prefill = physics.prefill_s(t[0, s], t[1, s], prompt_tokens)
-        service[s] = (prefill + steps * t[2, s]) + steps * roofline
-        decode_step[s] = t[2, s] + roofline
-        queue[s] = (ahead - seen) * service[s] / max_batch
+        compute, weights, per_kv = c.step_compute_s_per_seq, c.step_weights_s, c.step_s_per_kv_token
+        overhead = c.step_overhead_s
+        roofline = physics.step_roofline_s(compute, weights, per_kv, seen, kv + prompt_tokens)
+        prefill = physics.prefill_s(c.prefill_fixed_s, c.prefill_s_per_token, prompt_tokens)
+        service[s] = (prefill + steps * overhead) + steps * roofline
+        decode_step[s] = overhead + roofline
+        queue[s] = (ahead - seen) * service[s] / slots
         # Energy: the server's real batch with the request.
-        b = min(running[s] + queued[s] + 1.0, max_batch)
+        b = min(running[s] + queued[s] + 1.0, slots)
         batch[s] = b
         power[s] = physics.busy_power_w(idle_w, max_w, batch1_fraction, log2_slope, b)
         inference[s] = physics.batch_share_j(power[s], service[s], b)
         grown = kv + prompt_tokens + steps / 2.0
-        step_with = physics.step_s(t[2, s], t[5, s], t[3, s], t[4, s], b, grown)
-        step_without = physics.step_s(t[2, s], t[5, s], t[3, s], t[4, s], b - 1.0, kv)
+        step_with = physics.step_s(overhead, compute, weights, per_kv, b, grown)
+        step_without = physics.step_s(overhead, compute, weights, per_kv, b - 1.0, kv)
         idle_weighted = w_idle * idle_w
         extra_with = w_inference * power[s] - idle_weighted
         others = physics.busy_power_w(idle_w, max_w, batch1_fraction, log2_slope, max(b - 1.0, 1.0))
@@ -256,15 +282,14 @@ def estimate_kernel(  # pragma: no cover - compiled; tested through estimate()
         decode = steps * (extra_with * step_with - extra_without * step_without)
         marginal = prefill * extra_with + max(decode, 0.0)
         # Transfer over the shared link, one row per share.
-        rtt = t[12, s]
+        rtt = c.rtt_s
+        wire = physics.wire_s(total_bytes, bandwidth_mbps[s])
         for z in range(k):
             moving = physics.transfer_s(
                 total_bytes, bandwidth_mbps[s], rtt, shares[z], link_active_weight[s]
             )
             transfer[z, s] = moving
-            transmission[z, s] = physics.transmission_j(
-                t[11, s], physics.wire_s(total_bytes, bandwidth_mbps[s])
-            )
+            transmission[z, s] = physics.transmission_j(c.tx_power_w, wire)
             processing[z, s] = moving + queue[s] + service[s]
             marginal_j[z, s] = w_transmission * transmission[z, s] + marginal
     return (
@@ -297,7 +322,7 @@ def estimate(
     pass over the servers: the estimate is on every decision's path.
     """
     parts = estimate_kernel(
-        table.packed,
+        table.columns,
         loads.running,
         loads.queued,
         loads.queued if queued_ahead is None else queued_ahead,
@@ -346,27 +371,9 @@ class OutputLengths:
         count = self._count.get(service_class, 0)
         return self._sum[service_class] / count if count else self.prior_tokens
 
-    def planned(self, service_class: str, z: float) -> float:
-        """Tokens to plan for: the log-normal fit's ``exp(mean + z sd)`` of ``ln tokens`` (its
-        quantile of standard score ``z``), never fewer than the mean; the mean until the class
-        has ``_TAIL_AFTER`` observations."""
-        expected = self.expected(service_class)
-        if z <= 0.0:
-            return expected
-        return max(expected, self.quantile(service_class, z))
-
-    def quantile(self, service_class: str, z: float) -> float:
-        """The log-normal fit's ``exp(mean + z sd)`` of ``ln tokens``; the mean until the class
-        has ``_TAIL_AFTER`` observations."""
-        fit = self.log_fit(service_class)
-        if fit is None:
-            return self.expected(service_class)
-        mean, spread = fit
-        return math.exp(mean + z * spread)
-
     def log_fit(self, service_class: str) -> tuple[float, float] | None:
         """The log-normal fit, ``(mean, sd)`` of ``ln tokens``; none until the class has
-        ``_TAIL_AFTER`` observations."""
+        ``_TAIL_AFTER`` observations (too few to trust a spread)."""
         count = self._log_count.get(service_class, 0)  # a state saved before the fit has none
         if count < _TAIL_AFTER:
             return None

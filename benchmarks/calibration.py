@@ -1,0 +1,124 @@
+"""How well CS-UCB's estimates are calibrated (a quality benchmark).
+
+Run: ``python benchmarks/calibration.py [--clusters 6] [--first-cluster 0] [--loads 0.7,1,1.5]
+[--set GENERATOR-KEY=VALUE] [--param KEY=VALUE]``.
+
+Runs CS-UCB on generated clusters (:mod:`perllm.clustergen`, the robustness benchmark's
+generator) and, for every request it placed, compares what it predicted at the decision with what
+happened:
+
+- the *miss probability* ``P`` (:mod:`perllm.policies.cs_ucb`, stage 4) by decile of ``P``
+  against the observed share of those requests that missed their deadline, and the Brier score
+  ``mean (P - missed)^2`` against that of a constant forecast (the overall miss rate);
+- the processing time: the estimate at the class's mean output length against the observed
+  time (the median and the 10th and 90th percentiles of ``observed / estimated``), and the
+  observed wait in the server's queue.
+
+Deflected requests (placed behind every request that can still make it) are counted apart: their
+wait is by design. A well-calibrated ``P`` has each decile's observed miss rate near its mean
+``P``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Any
+
+import numpy as np
+
+from perllm.cli_args import key_value
+from perllm.domain import DEFERRED_PRIORITY, Feedback
+from perllm.errors import InputError
+from perllm.experiments.robustness_runs import cluster_of, generate_task
+from perllm.policies.registry import make_policy
+from perllm.sim.runner import run_once
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clusters", type=int, default=6)
+    parser.add_argument("--first-cluster", type=int, default=0)
+    parser.add_argument("--loads", default="0.7,1,1.5", help="x capacity")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    return parser.parse_args()
+
+
+def _collect(args: argparse.Namespace) -> list[Feedback]:
+    settings: dict[str, Any] = {"requests": 1000, "steady-multiple": 2.0, "max-requests": 2000}
+    params: dict[str, Any] = {}
+    for pair in args.set:
+        settings.update(key_value(pair))
+    for pair in args.param:
+        params.update(key_value(pair))
+    loads = [float(x) for x in args.loads.split(",")]
+    seen: list[Feedback] = []
+    for seed in range(args.first_cluster, args.first_cluster + args.clusters):
+        generated = generate_task(seed, settings)
+        cluster = cluster_of(seed, generated["data"])
+        for load in loads:
+            policy = make_policy("cs-ucb", params, seed=args.seed)
+            learn = policy.observe
+
+            def observe(feedback: Feedback, learn: Any = learn) -> None:
+                seen.append(feedback)
+                learn(feedback)
+
+            policy.observe = observe  # type: ignore[method-assign]
+            rate = load * float(generated["capacity"]["rate_rps"])
+            run_once(cluster, policy, requests=cluster.requests, rate_rps=rate, seed=args.seed)
+    return seen
+
+
+def _report(seen: list[Feedback]) -> None:
+    placed = [f for f in seen if not f.failed and math.isfinite(f.decision.miss_probability)]
+    deflected = [f for f in placed if f.decision.priority >= DEFERRED_PRIORITY]
+    queued = [f for f in placed if f.decision.priority < DEFERRED_PRIORITY]
+    p = np.array([f.decision.miss_probability for f in placed])
+    missed = np.array([0.0 if f.met else 1.0 for f in placed])
+    print(f"{len(placed):,} requests placed ({len(deflected):,} deflected)")
+    print("\nmiss probability by decile of P   (mean P, observed miss rate, requests)")
+    edges = np.quantile(p, np.linspace(0.0, 1.0, 11))
+    bins = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, 9)
+    for d in range(10):
+        chosen = bins == d
+        if chosen.any():
+            print(
+                f"  decile {d + 1:2d}: P {p[chosen].mean():.3f}  missed "
+                f"{missed[chosen].mean():.3f}  ({int(chosen.sum()):,})"
+            )
+    brier = float(np.mean((p - missed) ** 2))
+    base = float(np.mean((missed.mean() - missed) ** 2))
+    print(f"  mean P {p.mean():.3f}, observed miss rate {missed.mean():.3f}")
+    print(f"  Brier score {brier:.4f} (a constant forecast: {base:.4f})")
+    ratio = np.array(
+        [f.processing_s / f.decision.estimate_s for f in queued if f.decision.estimate_s > 0]
+    )
+    q10, q50, q90 = np.quantile(ratio, (0.1, 0.5, 0.9))
+    print(
+        f"\nprocessing time, observed / estimated at the mean length (placed by deadline): "
+        f"p10 {q10:.2f}  median {q50:.2f}  p90 {q90:.2f}"
+    )
+    waits = np.array([f.queue_s for f in queued if math.isfinite(f.queue_s)])
+    if waits.size:
+        print(
+            f"observed queue wait: median {np.median(waits):.2f} s, p90 "
+            f"{np.quantile(waits, 0.9):.2f} s"
+        )
+
+
+def main() -> None:
+    args = _arguments()
+    try:
+        seen = _collect(args)
+    except (InputError, ValueError) as err:
+        print(f"calibration: {err}", file=sys.stderr)
+        sys.exit(2)
+    _report(seen)
+
+
+if __name__ == "__main__":
+    main()
