@@ -4,6 +4,8 @@ a gateway config's backends.
 - :data:`HardwareName`, :data:`ModelName`: names from the perf catalog, checked once, here (an
   unknown name is refused with the list of known ones, naming the field it was written in);
 - :data:`Dtype`: the quantisation a deployment runs at;
+- :data:`EnergyWeightsConfig`: the weights on the three energy parts, of a scenario or a
+  gateway;
 - :class:`PowerConfig`: an explicit power profile (watts) that replaces the catalog's or a
   measured profile's idle and full-load power;
 - :class:`LinkConfig`: what is known of the network path to a server;
@@ -20,7 +22,15 @@ from pydantic import AfterValidator, Field
 from perllm.cluster.settings import KebabModel
 from perllm.perf.catalog import HARDWARE, MODELS
 
-__all__ = ["Dtype", "HardwareName", "LinkConfig", "LinkSettings", "ModelName", "PowerConfig"]
+__all__ = [
+    "Dtype",
+    "EnergyWeightsConfig",
+    "HardwareName",
+    "LinkConfig",
+    "LinkSettings",
+    "ModelName",
+    "PowerConfig",
+]
 
 
 def _known_hardware(value: str) -> str:
@@ -43,6 +53,19 @@ ModelName = Annotated[str, AfterValidator(_known_model)]
 
 Dtype = Literal["fp16", "int8", "q4"]
 """The weight format a deployment runs at."""
+
+
+def _non_negative(weights: dict[str, float]) -> dict[str, float]:
+    if any(w < 0 for w in weights.values()):
+        raise ValueError("energy weights must be >= 0")
+    return weights
+
+
+EnergyWeightsConfig = Annotated[
+    dict[Literal["transmission", "inference", "idle"], float], AfterValidator(_non_negative)
+]
+"""Weights on the energy parts, each at least 0 (:class:`perllm.domain.EnergyWeights`: a part
+left out weighs 1)."""
 
 
 class PowerConfig(KebabModel):

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from perllm.cluster.parts import Dtype, HardwareName, ModelName
+from perllm.cluster.parts import Dtype, EnergyWeightsConfig, HardwareName, ModelName
 from perllm.cluster.settings import KebabModel, validation_message
 from perllm.cluster.truth import DegradeConfig
 from perllm.domain import Tier
@@ -108,7 +108,7 @@ class ScenarioConfig(KebabModel):
     description: str = ""
     links: list[ScenarioLinkConfig] = Field(min_length=1)
     servers: list[ServerGroupConfig] = Field(min_length=1)
-    energy_weights: dict[Literal["transmission", "inference", "idle"], float] = {}
+    energy_weights: EnergyWeightsConfig = {}
     admission_control: bool = False
     # Refuse a request longer (prompt + output) than a server's context window; the KV cache
     # is always a limit.
@@ -127,8 +127,6 @@ class ScenarioConfig(KebabModel):
                     f"field 'servers.{index}.link': unknown link {group.link!r} "
                     f"(known: {', '.join(names)})"
                 )
-        if any(w < 0 for w in self.energy_weights.values()):
-            raise ValueError("energy weights must be >= 0")
         return self
 
 

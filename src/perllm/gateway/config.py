@@ -38,7 +38,14 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from perllm.cluster.build import resolve_profile
-from perllm.cluster.parts import Dtype, HardwareName, LinkConfig, ModelName, PowerConfig
+from perllm.cluster.parts import (
+    Dtype,
+    EnergyWeightsConfig,
+    HardwareName,
+    LinkConfig,
+    ModelName,
+    PowerConfig,
+)
 from perllm.cluster.settings import KebabModel, validation_message, yaml_message
 from perllm.domain import Tier
 from perllm.errors import InputError
@@ -316,7 +323,7 @@ class GatewayConfig(KebabModel):
     timeouts: TimeoutsConfig = TimeoutsConfig()
     health: HealthConfig = HealthConfig()
     scrape: ScrapeConfig = ScrapeConfig()
-    energy_weights: dict[Literal["transmission", "inference", "idle"], float] = {}
+    energy_weights: EnergyWeightsConfig = {}
     admission_control: bool = False
     time_scale: float = Field(default=1.0, gt=0.0)
 
@@ -339,8 +346,6 @@ class GatewayConfig(KebabModel):
             raise ValueError("api-keys must not be empty strings")
         if self.metrics_auth and not self.api_keys:
             raise ValueError("metrics-auth needs api-keys")
-        if any(w < 0 for w in self.energy_weights.values()):
-            raise ValueError("energy weights must be >= 0")
         return self
 
     def public_models(self) -> list[str]:
