@@ -18,9 +18,10 @@ from perllm.clustergen.families import cluster_seed, family_settings
 from perllm.domain import REJECT, LoadArrays, RouterRequest
 from perllm.errors import InputError
 from perllm.policies.bandit import ucb_index
-from perllm.policies.cs_ucb import DEFLECTED_PRIORITY, miss_probability
+from perllm.policies.cs_ucb import DEFLECTED_PRIORITY
 from perllm.policies.estimates import ServerTable, estimate
 from perllm.policies.log_ratio import LogRatioStats
+from perllm.policies.miss import miss_probability
 from perllm.policies.outstanding import LATE_AFTER, LateAnswers, PrefillLoad
 from perllm.policies.registry import make_policy
 from perllm.sim.runner import run_once

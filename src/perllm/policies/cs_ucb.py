@@ -9,14 +9,18 @@ request ``r`` of class ``c`` with deadline ``D`` it goes through five stages.
    ``T_s(o)`` of ``r`` for ``o`` output tokens (transfer, the wait behind the queued requests
    with earlier deadlines, prefill and ``o - 1`` decode steps in the batch ``r`` sees) and the
    *marginal* weighted energy ``M_s`` of adding ``r`` to ``s`` now (a busy GPU is cheap per
-   request, an idle one pays for its whole step). The server prefills newcomers before it decodes,
+   request, an idle one pays for its whole step). Every server draws its idle power as long as
+   the cluster has work, so a request expected to end after all the work in flight (the latest
+   end the router expects of what it placed) also pays the whole cluster's weighted idle power
+   for the difference. The server prefills newcomers before it decodes,
    so its service is stretched by ``1 / (1 - u_s)``, ``u_s`` the share of its time its recent
    prefills take as the router saw them placed and answered
    (:class:`~perllm.policies.outstanding.PrefillLoad`, window ``prefill-window-s``, capped at
    ``prefill-cap``). Output lengths are learned per class as a log-normal fit, ``ln o ~ N(mu_o,
    sd_o)`` (:class:`~perllm.policies.estimates.OutputLengths`).
 2. **Learned corrections** (:class:`~perllm.policies.log_ratio.LogRatioStats`): the log-ratio of
-   observed to estimated time, ``l_T``, per (class, server, crowded), the estimate taken at the
+   observed to estimated time, ``l_T``, per (class, server, crowded: the request would queue or
+   the batch is at least half full), the estimate taken at the
    output length the request really had (the router sees it in the response, so what is learned
    is the model's error, not the spread of lengths), and of observed to estimated inference
    energy per server, ``l_E``. An arm borrows the mean of the other servers of its row as a prior
@@ -36,8 +40,9 @@ request ``r`` of class ``c`` with deadline ``D`` it goes through five stages.
 
    ``P_s = P(F_s exp(eps) T_s(o) > D)``,  ``eps ~ N(0, sd_s^2)``, ``ln o ~ N(mu_o, sd_o^2)``
 
-   (``T_s(o)`` is linear in ``o``, so for each ``eps`` the miss is ``o`` above a threshold, a
-   log-normal tail; ``eps`` is integrated by Gauss-Hermite quadrature), and the score is
+   (:mod:`perllm.policies.miss`: ``T_s(o)`` is linear in ``o``, so for each ``eps`` the miss is
+   ``o`` above a threshold, a log-normal tail, and the other variable is integrated by
+   Gauss-Hermite quadrature), and the score is
 
    ``E_s + miss-price x E_ref x P_s``
 
@@ -102,6 +107,7 @@ from perllm.policies.estimates import OutputLengths, ServerTable, estimate_kerne
 from perllm.policies.link_share import SHARE_FLOOR, urgency_share
 from perllm.policies.log_ratio import LOWER, UPPER, LogRatioStats
 from perllm.policies.mergeable import cs_ucb_state, cs_ucb_totals
+from perllm.policies.miss import miss_probability
 from perllm.policies.outstanding import (
     LateAnswers,
     Outstanding,
@@ -112,26 +118,13 @@ from perllm.policies.outstanding import (
 
 Array = npt.NDArray[np.float64]
 
-# ``prefill_share`` is compiled into ``_decide_kernel``, whose numba cache is keyed on this file
-# only: after an edit to it, touch this file (or clear __pycache__) so that it is recompiled.
+# ``prefill_share`` and ``miss_probability`` are compiled into ``_decide_kernel``, whose numba
+# cache is keyed on this file only: after an edit to either, touch this file (or clear
+# __pycache__) so that it is recompiled.
 
 # Priorities are milliseconds of absolute deadline; a deflected request comes after all of them.
 DEFLECTED_PRIORITY = DEFERRED_PRIORITY
 _ONE_SHARE = np.ones(1)
-
-# Gauss-Hermite nodes and weights for a standard normal (5 points: exact to degree 9).
-_NODES = np.array(
-    (-2.8569700138728056, -1.3556261799742659, 0.0, 1.3556261799742659, 2.8569700138728056)
-)
-_WEIGHTS = np.array(
-    (
-        0.011257411327720693,
-        0.2220759220056126,
-        0.5333333333333333,
-        0.2220759220056126,
-        0.011257411327720693,
-    )
-)
 
 
 class CsUcbConfig(PolicyConfig):
@@ -163,57 +156,6 @@ class CsUcbConfig(PolicyConfig):
         if 0.0 < value < 1e-3:
             raise ValueError("must be 0 (off) or at least 0.001 s")
         return value
-
-
-@njit(cache=True)
-def miss_probability(  # pragma: no cover - compiled; tested through its Python twin
-    deadline_s: float,
-    factor: float,
-    fixed_s: float,
-    step_s: float,
-    mu_o: float,
-    sd_o: float,
-    sd_l: float,
-) -> float:
-    """``P(factor exp(eps) (fixed_s + o step_s) > deadline_s)`` for ``eps ~ N(0, sd_l^2)`` and
-    ``ln o ~ N(mu_o, sd_o^2)`` (stage 4 of the module docstring)."""
-    if sd_o <= 0.0 or step_s <= 0.0:
-        # The length is known (or does not matter): the time is log-normal.
-        total = fixed_s + math.exp(mu_o) * step_s
-        if total <= 0.0:
-            return 0.0
-        gap = math.log(deadline_s / (factor * total)) if deadline_s > 0.0 else -math.inf
-        if sd_l <= 0.0:
-            return 1.0 if gap < 0.0 else 0.0
-        return 0.5 * math.erfc(gap / (sd_l * math.sqrt(2.0)))
-    # Quadrature over the variable that spreads the time least: the other one, exact inside,
-    # smooths the integrand (``frac``: how much of the time the output's length drives).
-    middle = math.exp(mu_o) * step_s
-    frac = middle / (fixed_s + middle) if fixed_s + middle > 0.0 else 1.0
-    # Far in time by the tangent at the median length (the time's log is concave in the
-    # length's, so the tangent overstates the tail): no quadrature needed.
-    spread = math.sqrt(sd_l * sd_l + frac * frac * sd_o * sd_o)
-    if (
-        fixed_s + middle > 0.0
-        and math.log(deadline_s / (factor * (fixed_s + middle))) > 7.0 * spread
-    ):
-        return 0.0
-    if fixed_s > 0.0 and math.log(factor * fixed_s / deadline_s) > 7.0 * sd_l:
-        return 1.0  # late even with no output at all
-    over_length = sd_l >= frac * sd_o
-    p = 0.0
-    for j in range(_NODES.shape[0]):
-        if over_length:
-            total = fixed_s + math.exp(mu_o + sd_o * _NODES[j]) * step_s
-            gap = math.log(deadline_s / (factor * total)) if total > 0.0 else math.inf
-            p += _WEIGHTS[j] * 0.5 * math.erfc(gap / (sd_l * math.sqrt(2.0)))
-            continue
-        limit = (deadline_s * math.exp(-sd_l * _NODES[j]) / factor - fixed_s) / step_s
-        if limit <= 0.0:
-            p += _WEIGHTS[j]
-        else:
-            p += _WEIGHTS[j] * 0.5 * math.erfc((math.log(limit) - mu_o) / (sd_o * math.sqrt(2.0)))
-    return min(max(p, 0.0), 1.0)
 
 
 @register_jitable
