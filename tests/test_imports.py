@@ -8,6 +8,7 @@ written imports are edges."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "perllm"
@@ -45,6 +46,7 @@ def _targets(node: ast.Import | ast.ImportFrom, name: str, modules: dict[str, Pa
     return targets
 
 
+@functools.cache
 def import_graph() -> dict[str, set[str]]:
     modules = _modules()
     graph: dict[str, set[str]] = {}

@@ -32,9 +32,11 @@ def serve() -> Iterator[Any]:
         return server
 
     yield start
-    for server in reversed(started):
-        if server.thread.is_alive():
-            server.stop()
+    alive = [server for server in reversed(started) if server.thread.is_alive()]
+    for server in alive:  # all told first, so that their shutdowns overlap
+        server.server.should_exit = True
+    for server in alive:
+        server.stop()
 
 
 def emulator(profile: str = EDGE, **kwargs: Any) -> ASGIApp:
