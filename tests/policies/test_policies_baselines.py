@@ -152,7 +152,6 @@ def test_epsilon_greedy_counts_pending_pulls_against_an_arm(
     ("name", "params", "field"),
     [
         ("cs-ucb", {"exploration": -1}, "exploration"),
-        ("cs-ucb", {"share-levels": [0, 1]}, "share-levels"),
         ("cs-ucb", {"bogus": 1}, "bogus"),
         ("epsilon-greedy", {"epsilon": 2}, "epsilon"),
         ("ucb1", {"penalty": -0.5}, "penalty"),

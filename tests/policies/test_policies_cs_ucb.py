@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import json
 import math
 from typing import Any
@@ -55,7 +56,7 @@ def test_a_busy_cloud_gpu_is_recognised_as_cheap(paper_view, request_factory) ->
 def test_learns_that_a_server_uses_more_energy_than_its_spec(
     paper_view, request_factory, feedback_factory
 ) -> None:
-    # Energy alone decides here (no slack to break near-ties by time).
+    # Energy decides here: every deadline is lenient.
     policy = make_policy("cs-ucb", seed=2)
     # The work in flight ends in an hour (a long batch job), so no choice here keeps the
     # cluster on for longer: marginal energy alone is compared.
@@ -332,7 +333,7 @@ def test_a_hopeless_request_is_deflected_behind_every_feasible_one(
     feasible = policy.select(request_factory(0, deadline_s=600.0), paper_view)
     hopeless = policy.select(request_factory(1, deadline_s=0.01), paper_view)
     assert not hopeless.reject
-    assert paper_view.servers[hopeless.server].tier == "cloud"  # where it ends soonest
+    assert paper_view.servers[hopeless.server].tier == "cloud"  # where it costs least
     assert hopeless.priority > feasible.priority
     assert hopeless.priority >= DEFLECTED_PRIORITY
 
@@ -573,6 +574,16 @@ def test_the_miss_probability_is_that_of_its_model(seed: int) -> None:
     for deadline in np.quantile(times, (0.1, 0.5, 0.9, 0.99)):
         p = miss_probability(deadline, factor, fixed, step, mu, sd_o, sd_l)
         assert p == pytest.approx(float(np.mean(times > deadline)), abs=0.01)
+    # Far out in the tail the quadrature is skipped: the answer must not jump there.
+    far = [
+        miss_probability(d, factor, fixed, step, mu, sd_o, sd_l)
+        for d in np.quantile(times, 0.999) * np.linspace(1.0, 40.0, 400)
+    ]
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(far))  # never rises with the deadline
+    assert max(abs(b - a) for a, b in itertools.pairwise(far)) < 2e-3
+    # No time left, or not a number: a certain miss.
+    for bad in (0.0, -1.0, math.nan):
+        assert miss_probability(bad, factor, fixed, step, mu, sd_o, sd_l) == 1.0
     # A known length: the time is log-normal in the model's error alone.
     p = miss_probability(3.0, 1.0, 1.0, 0.01, math.log(100.0), 0.0, 0.5)
     assert p == pytest.approx(0.5 * math.erfc(math.log(3.0 / 2.0) / (0.5 * math.sqrt(2.0))))
@@ -600,19 +611,19 @@ def test_without_a_price_on_a_miss_the_least_energy_wins_whatever_its_risk(
 
 
 @pytest.mark.parametrize("cluster", [1002, 1005])
-def test_a_higher_price_on_a_miss_meets_more_deadlines(cluster: int) -> None:
-    # One fixed trace, three prices: a GPU-edge tuning cluster (RTX and Jetson edges beside
-    # data-center GPUs) at 1.5x its capacity. Energy is not monotone in the price: a missed
-    # request wastes what it used and can keep the cluster on for longer.
+def test_a_price_on_a_miss_meets_more_deadlines_than_none(cluster: int) -> None:
+    # One fixed trace: a GPU-edge tuning cluster (RTX and Jetson edges beside data-center GPUs)
+    # at 1.5x its capacity. Without a price the cheapest arm wins whatever its risk; with the
+    # default price far more deadlines are met (beyond it, more price moves them by the noise).
     overrides = {"requests": 1000, "steady-multiple": 2.0, "max-requests": 2000}
     generated = generate(cluster_seed("gpu-edge", cluster), family_settings("gpu-edge", overrides))
     built = scenario.build(scenario.parse(generated.data, "generated"), "generated")
     rate = 1.5 * generated.capacity.rate_rps
-    met = [
-        run_once(built, "cs-ucb", rate_rps=rate, policy_params={"miss-price": price}).summary.met
-        for price in (0.0, 10.0, 1000.0)
-    ]
-    assert met[0] < met[1] < met[2]
+    free, priced = (
+        run_once(built, "cs-ucb", rate_rps=rate, policy_params=params).summary
+        for params in ({"miss-price": 0.0}, {})
+    )
+    assert priced.met > 1.04 * free.met
 
 
 def test_a_request_that_would_outlast_the_work_in_flight_pays_the_cluster_s_idle_power() -> None:

@@ -73,10 +73,11 @@ far as its observations say. The price turns the constraint into a penalty, as a
 Each decision is one compiled pass over the servers, ``O(servers)`` (plus ``O(log k)`` per server
 for its queue's order); each update ``O(servers)`` (every arm borrows from the others).
 
-Parameters: ``miss-price`` 100; ``confidence`` and ``exploration`` 1 (standard errors);
+Parameters: ``miss-price`` 30; ``confidence`` and ``exploration`` 1 (standard errors);
 ``prior-log-sd`` 0.3 (a datasheet within about 30%); ``pool-weight`` 10; ``prefill-window-s`` 2;
 ``prefill-cap`` 0.9; ``drift-rate`` 0.2; ``drift-memory-s`` 60; ``late-margin`` 0.5;
-``share-by-urgency`` on. They were chosen on generated tuning clusters only
+``share-by-urgency`` on; ``prior-output-tokens`` 128 (a class's mean before its first answer).
+They were chosen on generated tuning clusters only
 (``docs/lab-notebook.md`` records how)."""
 
 from __future__ import annotations
@@ -118,9 +119,9 @@ from perllm.policies.outstanding import (
 
 Array = npt.NDArray[np.float64]
 
-# ``prefill_share`` and ``miss_probability`` are compiled into ``_decide_kernel``, whose numba
-# cache is keyed on this file only: after an edit to either, touch this file (or clear
-# __pycache__) so that it is recompiled.
+# ``estimate_kernel``, ``queued_ahead_kernel``, ``prefill_share`` and ``miss_probability`` are
+# compiled into ``_decide_kernel``, whose numba cache is keyed on this file only: after an edit
+# to one of them, touch this file (or clear __pycache__) so that it is recompiled.
 
 # Priorities are milliseconds of absolute deadline; a deflected request comes after all of them.
 DEFLECTED_PRIORITY = DEFERRED_PRIORITY
@@ -129,7 +130,7 @@ _ONE_SHARE = np.ones(1)
 
 class CsUcbConfig(PolicyConfig):
     miss_price: float = Field(
-        100.0,
+        30.0,
         ge=0.0,
         le=1e9,
         description=(
@@ -194,10 +195,11 @@ def _decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
     the energy weights ``(transmission, inference, idle)``; ``slow`` and ``spread`` each server's
     time bound ``F`` and observation spread, calm (row 0) and crowded (row 1); ``drift`` each
     server's drift and when it was last moved; ``knobs`` ``(miss-price, prefill-window-s,
-    prefill-cap, drift-memory-s)``. Returns the server, the miss probability there, and its
-    estimate (decode step, processing, service, transfer, queueing, inference energy); ``stall``
-    receives
-    each server's ``u / (1 - u)``."""
+    prefill-cap, drift-memory-s)``. Returns the server, the miss probability there, its
+    estimate (decode step, processing time with the stalls, transfer, queueing, inference energy)
+    and when it is expected to end, pessimistically; ``stall`` receives each server's ``u / (1 -
+    u)``. The transfer is taken at a full share of the link (the urgency share is chosen after).
+    """
     prompt, total_bytes, expected, mu_o, sd_o = (
         request[0],
         request[1],
@@ -243,6 +245,7 @@ def _decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
     p_miss = np.empty(n)
     e_lcb = np.empty(n)
     t_mean = np.empty(n)
+    end = np.empty(n)
     reference = np.inf
     idle_w = 0.0
     for s in range(n):
@@ -267,9 +270,13 @@ def _decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
         )
         infer = marginal[s] - weights[0] * transmission[s]
         # Past the end of the work in flight, the whole cluster's idle draw is this request's.
-        beyond = max(now + t_mean[s] * slow[row, s] * lately - horizon, 0.0)
-        e_lcb[s] = marginal[s] + infer * (energy_lower[s] - 1.0) + idle_w * beyond
+        end[s] = now + t_mean[s] * slow[row, s] * lately
+        e_lcb[s] = (
+            marginal[s] + infer * (energy_lower[s] - 1.0) + idle_w * max(end[s] - horizon, 0.0)
+        )
         own = weights[0] * transmission[s] + weights[1] * inference[s] * energy_lower[s]
+        if not own > 0.0:  # energy weighted by idle power alone: the price counts joules
+            own = transmission[s] + inference[s] * energy_lower[s]
         reference = min(reference, own)
     # Stage 5: the least score, the sooner done on a tie.
     best, best_score = -1, np.inf
@@ -283,11 +290,11 @@ def _decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
         best,
         p_miss[best],
         decode_step[best],
-        processing[best],
-        service[best],
+        t_mean[best],
         transfer[best],
         queue[best],
         inference[best],
+        end[best],
     )
 
 
@@ -352,7 +359,7 @@ class CsUcbPolicy(PolicyBase):
         loads = view.load_arrays()
         service_class = request.service_class
         expected = self.lengths.expected(service_class)
-        mu_o, sd_o = self.lengths.log_fit(service_class) or (math.log(expected), 0.0)
+        mu_o, sd_o = self.lengths.log_fit(service_class) or (math.log(max(expected, 1.0)), 0.0)
         priority = int((request.arrival_s + request.deadline_s) * 1000.0)
         now, weights = view.now(), view.weights
         total_bytes = request.request_bytes + response_bytes(expected)
@@ -389,7 +396,7 @@ class CsUcbPolicy(PolicyBase):
             priority,
             self._knobs,
         )
-        server, p_miss, step, processing_s, service_s, transfer_s, queue_s, inference_j = chosen
+        server, p_miss, step, time_s, transfer_s, queue_s, inference_j, end_s = chosen
         hopeless = not p_miss < 0.5
         if hopeless and view.admission_control:
             return REJECT
@@ -403,7 +410,7 @@ class CsUcbPolicy(PolicyBase):
         self._placed[request.id] = (is_crowded, expected, step * (1.0 + stall), prefill)
         if self.config.prefill_window_s > 0:
             self.prefills.placed(server, now, prefill)
-        rest_s = processing_s + service_s * stall - transfer_s
+        rest_s = time_s - transfer_s
         share = 1.0
         if self.config.share_by_urgency:
             spare = request.deadline_s - rest_s - float(table.rtt_s[server])
@@ -411,12 +418,11 @@ class CsUcbPolicy(PolicyBase):
             active = float(loads.link_active_weight[server])
             rtt, bandwidth = float(table.rtt_s[server]), float(loads.bandwidth_mbps[server])
             transfer_s = physics.transfer_s(total_bytes, bandwidth, rtt, share, active)
-        # Due when the arm's own record says the answer comes, at the mean length.
-        due = now + (rest_s + transfer_s) * float(times.own[row + int(is_crowded), server])
-        self.horizon = max(self.horizon, due)
-        starts = loads.running[server] + loads.queued[server] < table.max_batch[server]
-        if starts and not hopeless:
-            # Only a request that starts at once measures its server's speed (not its queue's).
+        self.horizon = max(self.horizon, end_s)
+        if queue_s == 0.0 and not hopeless:
+            # Due when the arm's own record says the answer comes, at the mean length; only a
+            # request that starts at once measures its server's speed (not its queue's).
+            due = now + (rest_s + transfer_s) * float(times.own[row + int(is_crowded), server])
             self.late.placed(request.id, server, due, self.lengths.log_fit(service_class), expected)
         for slow, log_f in self.late.slowdowns(now, self._placed, self.config.late_margin):
             self.drift.raise_to(slow, log_f, now)
@@ -478,15 +484,16 @@ class CsUcbPolicy(PolicyBase):
 
     def apply_state(self, state: dict[str, Any]) -> None:
         assert self.times is not None and self.energy is not None
-        self.lengths.restore(state.get("lengths", {}))
-        self.classes = {str(k): int(v) for k, v in state.get("classes", {}).items()}
-        if "times" not in state or "energy" not in state:
-            return
-        if int(state.get("n_servers", -1)) != self.times.n_servers:
+        learned = "times" in state and "energy" in state
+        if learned and int(state.get("n_servers", -1)) != self.times.n_servers:
             raise ValueError(
                 f"saved state has {state.get('n_servers')} servers, "
                 f"this cluster has {self.times.n_servers}"
             )
+        self.lengths.restore(state.get("lengths", {}))
+        self.classes = {str(k): int(v) for k, v in state.get("classes", {}).items()}
+        if not learned:
+            return
         self.times.restore(state["times"])
         self.energy.restore(state["energy"])
         self.energy.ensure_rows(1)

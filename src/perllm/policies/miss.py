@@ -33,7 +33,7 @@ _WEIGHTS = np.array(
 
 
 @njit(cache=True)
-def miss_probability(  # pragma: no cover - compiled; tested through its Python twin
+def miss_probability(  # pragma: no cover - compiled; tested against a Monte Carlo draw
     deadline_s: float,
     factor: float,
     fixed_s: float,
@@ -43,13 +43,16 @@ def miss_probability(  # pragma: no cover - compiled; tested through its Python 
     sd_l: float,
 ) -> float:
     """``P(factor exp(eps) (fixed_s + o step_s) > deadline_s)`` for ``eps ~ N(0, sd_l^2)`` and
-    ``ln o ~ N(mu_o, sd_o^2)`` (see the module docstring)."""
+    ``ln o ~ N(mu_o, sd_o^2)`` (see the module docstring); 1 where a parameter makes no sense (no
+    time left, or not a number)."""
+    if not (deadline_s > 0.0 and factor > 0.0 and sd_l >= 0.0 and sd_o >= 0.0):
+        return 1.0
     if sd_o <= 0.0 or step_s <= 0.0:
         # The length is known (or does not matter): the time is log-normal.
         total = fixed_s + math.exp(mu_o) * step_s
         if total <= 0.0:
             return 0.0
-        gap = math.log(deadline_s / (factor * total)) if deadline_s > 0.0 else -math.inf
+        gap = math.log(deadline_s / (factor * total))
         if sd_l <= 0.0:
             return 1.0 if gap < 0.0 else 0.0
         return 0.5 * math.erfc(gap / (sd_l * math.sqrt(2.0)))
@@ -57,9 +60,9 @@ def miss_probability(  # pragma: no cover - compiled; tested through its Python 
     # smooths the integrand (``frac``: how much of the time the output's length drives).
     middle = math.exp(mu_o) * step_s
     frac = middle / (fixed_s + middle) if fixed_s + middle > 0.0 else 1.0
-    # Far in time by the tangent at the median length (the time's log is concave in the
-    # length's, so the tangent overstates the tail): no quadrature needed.
-    spread = math.sqrt(sd_l * sd_l + frac * frac * sd_o * sd_o)
+    # Far in time at the median length, by more than seven spreads of the time's log (whose
+    # slope in the length's log is below 1): no quadrature needed.
+    spread = math.sqrt(sd_l * sd_l + sd_o * sd_o)
     if (
         fixed_s + middle > 0.0
         and math.log(deadline_s / (factor * (fixed_s + middle))) > 7.0 * spread
@@ -80,4 +83,4 @@ def miss_probability(  # pragma: no cover - compiled; tested through its Python 
             p += _WEIGHTS[j]
         else:
             p += _WEIGHTS[j] * 0.5 * math.erfc((math.log(limit) - mu_o) / (sd_o * math.sqrt(2.0)))
-    return min(max(p, 0.0), 1.0)
+    return min(max(p, 0.0), 1.0) if p == p else 1.0
