@@ -80,6 +80,8 @@ def _report(seen: list[Feedback]) -> None:
     p = np.array([f.decision.miss_probability for f in placed])
     missed = np.array([0.0 if f.met else 1.0 for f in placed])
     print(f"{len(placed):,} requests placed ({len(deflected):,} deflected)")
+    if not placed:
+        return
     print("\nmiss probability by decile of P   (mean P, observed miss rate, requests)")
     edges = np.quantile(p, np.linspace(0.0, 1.0, 11))
     bins = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, 9)
@@ -94,14 +96,16 @@ def _report(seen: list[Feedback]) -> None:
     base = float(np.mean((missed.mean() - missed) ** 2))
     print(f"  mean P {p.mean():.3f}, observed miss rate {missed.mean():.3f}")
     print(f"  Brier score {brier:.4f} (a constant forecast: {base:.4f})")
+    print("  (P is the policy's pessimistic bound, so it leans high where the model is right)")
     ratio = np.array(
         [f.processing_s / f.decision.estimate_s for f in queued if f.decision.estimate_s > 0]
     )
-    q10, q50, q90 = np.quantile(ratio, (0.1, 0.5, 0.9))
-    print(
-        f"\nprocessing time, observed / estimated at the mean length (placed by deadline): "
-        f"p10 {q10:.2f}  median {q50:.2f}  p90 {q90:.2f}"
-    )
+    if ratio.size:
+        q10, q50, q90 = np.quantile(ratio, (0.1, 0.5, 0.9))
+        print(
+            f"\nprocessing time, observed / estimated at the mean length (placed by deadline): "
+            f"p10 {q10:.2f}  median {q50:.2f}  p90 {q90:.2f}"
+        )
     waits = np.array([f.queue_s for f in queued if math.isfinite(f.queue_s)])
     if waits.size:
         print(
