@@ -9,23 +9,19 @@ request ``r`` of class ``c`` with deadline ``D`` it goes through five stages.
    ``T_s(o)`` of ``r`` for ``o`` output tokens (transfer, the wait behind the queued requests
    with earlier deadlines, prefill and ``o - 1`` decode steps in the batch ``r`` sees) and the
    *marginal* weighted energy ``M_s`` of adding ``r`` to ``s`` now (a busy GPU is cheap per
-   request, an idle one pays for its whole step). Every server draws its idle power as long as
-   the cluster has work, so a request expected to end after all the work in flight (the latest
-   end the router expects of what it placed) also pays the whole cluster's weighted idle power
-   for the difference. The server prefills newcomers before it decodes,
-   so its service is stretched by ``1 / (1 - u_s)``, ``u_s`` the share of its time its recent
-   prefills take as the router saw them placed and answered
-   (:class:`~perllm.policies.outstanding.PrefillLoad`, window ``prefill-window-s``, capped at
-   ``prefill-cap``). Output lengths are learned per class as a log-normal fit, ``ln o ~ N(mu_o,
-   sd_o)`` (:class:`~perllm.policies.estimates.OutputLengths`).
+   request, an idle one pays for its whole step). Servers draw idle power as long as the cluster
+   has work, so a request expected to end after all the work in flight also pays the cluster's
+   weighted idle power for the difference. Prefill stalls stretch the service by ``1 / (1 -
+   u_s)``, ``u_s`` the share of the server's time its recent prefills take
+   (:class:`~perllm.policies.outstanding.PrefillLoad`, ``prefill-window-s``, ``prefill-cap``).
+   Output lengths are learned per class as a log-normal fit, ``ln o ~ N(mu_o, sd_o)``.
 2. **Learned corrections** (:class:`~perllm.policies.log_ratio.LogRatioStats`): the log-ratio of
    observed to estimated time, ``l_T``, per (class, server, crowded: the request would queue or
-   the batch is at least half full), the estimate taken at the
-   output length the request really had (the router sees it in the response, so what is learned
-   is the model's error, not the spread of lengths), and of observed to estimated inference
-   energy per server, ``l_E``. An arm borrows the mean of the other servers of its row as a prior
-   worth ``pool-weight`` observations, leaning no further than the datasheet away from its
-   bound's side. With ``m`` its mean, ``sd`` the spread of one observation and ``n + w`` its
+   the batch is at least half full), at the output length the request really had (so what is
+   learned is the model's error, not the spread of lengths), and of observed to estimated
+   inference energy per server, ``l_E``. An arm borrows the mean of the other servers of its row
+   as a prior worth ``pool-weight`` observations, leaning no further than the datasheet away from
+   its bound's side. With ``m`` its mean, ``sd`` the spread of one observation and ``n + w`` its
    observations plus the prior's:
 
    - pessimism on time (the constraint): ``F_s = exp(m_hi + confidence sd / sqrt(n + w))``,
@@ -34,8 +30,7 @@ request ``r`` of class ``c`` with deadline ``D`` it goes through five stages.
      :class:`~perllm.policies.outstanding.LateAnswers`);
    - optimism on energy (the objective): ``E_s = M_tx + M_inf exp(m_lo - exploration sd /
      sqrt(n + w))``.
-3. **Filters**: a server must be healthy and its KV cache able to hold ``r``'s prompt and
-   expected output (if none is, the healthy ones; if none is healthy, all).
+3. **Filters**: healthy, with a KV cache that can hold ``r`` (else the healthy ones, else all).
 4. **Score**: the probability of a miss, pessimistically,
 
    ``P_s = P(F_s exp(eps) T_s(o) > D)``,  ``eps ~ N(0, sd_s^2)``, ``ln o ~ N(mu_o, sd_o^2)``
@@ -59,9 +54,8 @@ request ``r`` of class ``c`` with deadline ``D`` it goes through five stages.
    instead. Requests that cannot make it anywhere thus go where they cost least, and requests at
    even odds where their odds are best for their energy: no separate tiers.
 
-The request's link share is chosen by urgency (``share-by-urgency``,
-:mod:`perllm.policies.link_share`): the less time its transfer has to spare once the rest of its
-processing is counted, the more of the link it gets; a deflected request gets the least.
+The link share is chosen by urgency (``share-by-urgency``, :mod:`perllm.policies.link_share`):
+the less time a transfer has to spare, the more of the link; a deflected request gets the least.
 
 Why this is a bandit: each decision pulls one arm and reveals only that arm's outcome (time and
 energy), late; the unknowns are per-arm parameters (how fast and how hungry a server really is,
@@ -70,9 +64,8 @@ energy is uncertain look cheaper, so it is tried and its bound tightens as ``1 /
 UCB's bonus does; pessimism on time keeps the constraint: an arm is trusted to be fast only as
 far as its observations say. The price turns the constraint into a penalty, as a Lagrangian does.
 
-Each decision is one compiled pass over the servers, ``O(servers)`` (plus ``O(log k)`` per server
-for its queue's order); each update ``O(servers)`` (every arm borrows from the others).
-
+A decision is one compiled pass, ``O(servers)`` (plus ``O(log k)`` per server for its queue's
+order); an update is ``O(servers)`` (every arm borrows from the others).
 Parameters: ``miss-price`` 30; ``confidence`` and ``exploration`` 1 (standard errors);
 ``prior-log-sd`` 0.3 (a datasheet within about 30%); ``pool-weight`` 10; ``prefill-window-s`` 2;
 ``prefill-cap`` 0.9; ``drift-rate`` 0.2; ``drift-memory-s`` 60; ``late-margin`` 0.5;
@@ -189,17 +182,14 @@ def _decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
     priority: int,
     knobs: Array,
 ) -> tuple[int, float, float, float, float, float, float, float]:
-    """Stages 1 to 5 of the module docstring in one compiled pass. ``request`` is ``(prompt
-    tokens, bytes both ways, expected output tokens, mu_o, sd_o, deadline, now, horizon)``;
-    ``weights``
-    the energy weights ``(transmission, inference, idle)``; ``slow`` and ``spread`` each server's
-    time bound ``F`` and observation spread, calm (row 0) and crowded (row 1); ``drift`` each
-    server's drift and when it was last moved; ``knobs`` ``(miss-price, prefill-window-s,
-    prefill-cap, drift-memory-s)``. Returns the server, the miss probability there, its
-    estimate (decode step, processing time with the stalls, transfer, queueing, inference energy)
-    and when it is expected to end, pessimistically; ``stall`` receives each server's ``u / (1 -
-    u)``. The transfer is taken at a full share of the link (the urgency share is chosen after).
-    """
+    """Stages 1 to 5 of the module docstring in one compiled pass. ``request``: ``(prompt tokens,
+    bytes both ways, expected output tokens, mu_o, sd_o, deadline, now, horizon)``; ``weights``:
+    ``(transmission, inference, idle)``; ``slow`` and ``spread``: each server's time bound ``F``
+    and observation spread, calm (row 0) and crowded (row 1); ``drift``: each server's drift and
+    when it last moved; ``knobs``: ``(miss-price, prefill-window-s, prefill-cap,
+    drift-memory-s)``. Returns the server, its miss probability, its estimate (decode step, time
+    with the stalls, transfer at a full share, queueing, inference energy) and its pessimistic
+    end; ``stall`` receives each server's ``u / (1 - u)``."""
     prompt, total_bytes, expected, mu_o, sd_o = (
         request[0],
         request[1],
