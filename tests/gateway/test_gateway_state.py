@@ -62,3 +62,17 @@ def test_unreadable_state_file(tmp_path: Path) -> None:
     path.write_text("[1]")
     with pytest.raises(InputError, match="not a perllm policy state file"):
         load_state(make_policy("cs-ucb"), path)
+
+
+def test_a_state_file_of_another_format_is_refused_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    save_state(make_policy("cs-ucb"), path)
+    document = json.loads(path.read_text())
+    for old in (None, 0, 2):
+        if old is None:
+            del document["format"]
+        else:
+            document["format"] = old
+        path.write_text(json.dumps(document))
+        with pytest.raises(InputError, match=r"format .*this perllm reads format 1"):
+            load_state(make_policy("cs-ucb"), path)

@@ -34,10 +34,15 @@ def json_ready(value: Any) -> Any:
     return value
 
 
+STATE_FORMAT = 1
+"""The version of the state file's layout; a file of another version is refused at load."""
+
+
 def save_state(policy: Policy, path: str | Path) -> None:
     """Write ``policy.state()`` to ``path`` atomically."""
     file = Path(path)
     document = {
+        "format": STATE_FORMAT,
         "policy": policy.name,
         "saved-at": time.time(),
         "state": json_ready(policy.state()),
@@ -55,7 +60,8 @@ def load_state(policy: Policy, path: str | Path) -> bool:
     Raises
     ------
     InputError
-        If the file exists but is not a state file (unreadable or not JSON).
+        If the file exists but is not a state file (unreadable or not JSON), or was written in
+        another format.
     """
     file = Path(path)
     if not file.exists():
@@ -66,6 +72,11 @@ def load_state(policy: Policy, path: str | Path) -> bool:
         raise InputError(f"state-file {str(file)!r}: cannot read policy state: {err}") from None
     if not isinstance(document, dict) or not isinstance(document.get("state"), dict):
         raise InputError(f"state-file {str(file)!r}: not a perllm policy state file")
+    if document.get("format") != STATE_FORMAT:
+        raise InputError(
+            f"state-file {str(file)!r}: format {document.get('format')!r}, this perllm reads "
+            f"format {STATE_FORMAT}: delete the file to start learning afresh"
+        )
     if document.get("policy") != policy.name:
         log.warning(
             "state file %s was saved by policy %r, not %r: ignored",
