@@ -190,3 +190,20 @@ def test_a_forgotten_request_leaves_nothing_behind(name: str, paper_view, reques
         arms = policy.arms
         assert arms.pending.sum() == arms.tried.sum() == arms.total.sum() == 0
         assert arms.untried == [arms.n_arms]
+
+
+def test_an_energy_not_measured_teaches_no_policy_its_own_model(
+    paper_view, request_factory, feedback_factory
+) -> None:
+    # A gateway reports ``nan`` inference energy where a backend's meter has not measured yet:
+    # the bandits' rewards count it as the class's mean, CS-UCB learns no energy from it, and
+    # no learned total turns into nan.
+    for name in ("cs-ucb", "ucb1", "epsilon-greedy"):
+        policy = make_policy(name, seed=1)
+        for i, energy in enumerate((5.0, float("nan"), 7.0)):
+            request = request_factory(i, deadline_s=600.0)
+            decision = policy.select(request, paper_view)
+            policy.observe(feedback_factory(request, decision, energy_j=energy))
+        assert all(np.isfinite(v) for v in policy.shared_stats().values()), name
+        if name == "cs-ucb":
+            assert policy.energy.count.sum() == 2  # the two measured answers

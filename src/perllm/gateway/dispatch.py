@@ -7,7 +7,11 @@ counts against its circuit breaker) and the policy is asked again, until a backe
 none is left (502, or 503 when no backend is available at all).
 
 Each ended attempt becomes one :class:`~perllm.domain.Feedback`, handed once to each sink of
-:attr:`Dispatcher.attempt_sinks` (the metrics, the per-backend failure count, the policy). The
+:attr:`Dispatcher.attempt_sinks` (the metrics, the per-backend failure count), then to the
+policy. On a backend with a ``power-source`` that has not yet measured a busy interval, the
+inference energy is the model's stand-in: counted as modelled, and not shown to the policy as a
+measurement (its ``inference_j`` is ``nan`` there), since it would teach the model its own
+figure. The
 attempt that ends a call (the one a backend answered, or the last failed one when every backend
 failed) is also the call's outcome, handed once to :attr:`Dispatcher.outcome_sinks` (the
 recorder, and any sink added there); an answered one is also counted for its backend first
@@ -161,7 +165,8 @@ class Dispatcher:
         )
         self.answered = BackendTally(self.names)
         self.failures = BackendTally(self.names, failed_only=True)
-        self.attempt_sinks = FanOut((metrics, self.failures, PolicySink(policy)))
+        self.attempt_sinks = FanOut((metrics, self.failures))
+        self._learner = PolicySink(policy)
         self.outcome_sinks = FanOut((self.records, *sinks))
         self._answer_sinks = FanOut((self.answered, self.outcome_sinks))
         self._ids = itertools.count(1)
@@ -441,6 +446,11 @@ class Dispatcher:
             )
         now = self.view.now()
         self.attempt_sinks.on_feedback(now, feedback)
+        if measured is None and self.energy.ledgers[server] is not None:
+            unmeasured = dataclasses.replace(feedback.energy, inference_j=math.nan)
+            self._learner.on_feedback(now, dataclasses.replace(feedback, energy=unmeasured))
+        else:
+            self._learner.on_feedback(now, feedback)
         if answered:
             self._answer_sinks.on_feedback(now, feedback)
         return feedback

@@ -29,7 +29,8 @@ class Reward:
 
     ``r = -E / (E + E_ref) - penalty * missed`` where ``E`` is the weighted energy
     ``w_tran E_tran + w_infer E_infer + w_idle E_idle`` and ``E_ref`` the mean weighted energy
-    observed so far for the request's class. The ratio normalises energies that differ by orders
+    observed so far for the request's class (an energy not measured, ``nan``, counts as that
+    mean: -1/2). The ratio normalises energies that differ by orders
     of magnitude between classes and bounds outliers; any met deadline beats any miss when
     ``penalty >= 1``.
     """
@@ -48,6 +49,8 @@ class Reward:
     def __call__(self, feedback: Feedback) -> float:
         energy = self.weighted_j(feedback)
         name = feedback.request.service_class
+        if not math.isfinite(energy):  # not measured: counted as the class's mean
+            return -0.5 - self.penalty * (not feedback.met)
         self._sum[name] = self._sum.get(name, 0.0) + energy
         self._count[name] = self._count.get(name, 0) + 1
         reference = self._sum[name] / self._count[name]
