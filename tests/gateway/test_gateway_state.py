@@ -76,3 +76,13 @@ def test_a_state_file_of_another_format_is_refused_with_one_line(tmp_path: Path)
         path.write_text(json.dumps(document))
         with pytest.raises(InputError, match=r"format .*this perllm reads format 1"):
             load_state(make_policy("cs-ucb"), path)
+
+
+def test_a_state_file_whose_contents_are_not_a_policy_s_state_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    save_state(make_policy("cs-ucb"), path)
+    document = json.loads(path.read_text())
+    document["state"] = {"n_servers": 2, "classes": {}, "times": {}, "energy": {}}
+    path.write_text(json.dumps(document))
+    with pytest.raises(InputError, match=r"state-file .*CS-UCB state: times\.count"):
+        load_state(make_policy("cs-ucb"), path)

@@ -408,14 +408,34 @@ def test_state_round_trips_through_json(paper_view, request_factory, feedback_fa
 
 
 def test_restoring_state_of_another_cluster_is_refused(paper_view, request_factory) -> None:
-    policy = make_policy("cs-ucb")
-    policy.select(request_factory(), paper_view)
-    state = policy.state()
-    state["n_servers"] = 3
+    small = make_policy("cs-ucb")
+    small.select(request_factory(), paper_view_of(3))
     other = make_policy("cs-ucb")
-    other.restore(state)
+    other.restore(small.state())  # a state of its own kind: kept until the first decision
     with pytest.raises(ValueError, match="3 servers"):
         other.select(request_factory(), paper_view)
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        (lambda s: s.update(n_servers=3), "times.count: a row without 3 servers"),
+        (lambda s: s["times"].update(count="x"), "times.count"),
+        (lambda s: s["energy"]["total"][0].__setitem__(0, math.inf), "energy.total"),
+        (lambda s: s.update(classes={"chat": 7}), "classes"),
+        (lambda s: s.update(bogus=1), "bogus"),
+        (lambda s: s.pop("times"), "times"),
+    ],
+)
+def test_a_state_of_the_wrong_shape_is_refused_at_once(
+    change: Any, where: str, paper_view, request_factory
+) -> None:
+    policy = make_policy("cs-ucb")
+    policy.select(request_factory(), paper_view)
+    state = json.loads(json.dumps(policy.state()))
+    change(state)
+    with pytest.raises(ValueError, match=where.replace(".", r"\.")):
+        make_policy("cs-ucb").restore(state)
 
 
 def test_time_is_learned_apart_for_a_crowded_batch(

@@ -85,6 +85,9 @@ def load_state(policy: Policy, path: str | Path) -> bool:
             policy.name,
         )
         return False
-    policy.restore(document["state"])
+    try:
+        policy.restore(document["state"])
+    except ValueError as err:
+        raise InputError(f"state-file {str(file)!r}: {err}") from None
     log.info("policy state restored from %s", file)
     return True

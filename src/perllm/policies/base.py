@@ -107,7 +107,10 @@ class PolicyBase:
         return self.learned_state()
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Restore learned state; applied now, or at the first decision if none was made yet."""
+        """Restore learned state; applied now, or at the first decision if none was made yet.
+        A state of the wrong shape is refused at once (``ValueError``, see :meth:`check_state`).
+        """
+        self.check_state(state)
         if self._begun:
             self.apply_state(state)
         else:
@@ -128,6 +131,10 @@ class PolicyBase:
         return {}
 
     def apply_state(self, state: dict[str, Any]) -> None:
+        return None
+
+    def check_state(self, state: dict[str, Any]) -> None:
+        """Raise ``ValueError`` (one line) if ``state`` is not a state this policy saves."""
         return None
 
     def observe(self, feedback: Feedback) -> None:

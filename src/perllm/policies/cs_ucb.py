@@ -100,7 +100,7 @@ from perllm.policies.drift import Drift
 from perllm.policies.estimates import OutputLengths, ServerTable, estimate_kernel
 from perllm.policies.link_share import SHARE_FLOOR, urgency_share
 from perllm.policies.log_ratio import LOWER, UPPER, LogRatioStats
-from perllm.policies.mergeable import cs_ucb_state, cs_ucb_totals
+from perllm.policies.mergeable import check_cs_ucb_state, cs_ucb_state, cs_ucb_totals
 from perllm.policies.miss import miss_probability
 from perllm.policies.outstanding import (
     LateAnswers,
@@ -336,10 +336,7 @@ class CsUcbPolicy(PolicyBase):
         self.late = LateAnswers(n_servers, cfg.drift_rate)
 
     def _row(self, service_class: str) -> int:
-        row = self.classes.get(service_class)
-        if row is None:
-            row = self.classes[service_class] = len(self.classes)
-        return row
+        return self.classes.setdefault(service_class, len(self.classes))
 
     def decide(self, request: RouterRequest, view: ClusterView) -> Decision:
         table, times, energy = self.table, self.times, self.energy
@@ -487,6 +484,9 @@ class CsUcbPolicy(PolicyBase):
         self.times.restore(state["times"])
         self.energy.restore(state["energy"])
         self.energy.ensure_rows(1)
+
+    def check_state(self, state: dict[str, Any]) -> None:
+        check_cs_ucb_state(state)
 
     def shared_stats(self) -> dict[str, float]:
         """The learned statistics as additive totals (:mod:`perllm.policies.mergeable`)."""

@@ -16,14 +16,18 @@ not a sum (pending pulls, requests placed and not yet back) is left as it is.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
     "SharedStatistics",
     "add_totals",
     "arm_bandit_state",
     "arm_bandit_totals",
+    "check_cs_ucb_state",
     "cs_ucb_state",
     "cs_ucb_totals",
     "subtract_totals",
@@ -69,6 +73,60 @@ def subtract_totals(a: Mapping[str, float], b: Mapping[str, float]) -> Totals:
 # Names: ``t|CROWDED|SERVER|STAT|CLASS`` (time corrections), ``e|SERVER|STAT`` (energy
 # corrections), ``l|STAT|CLASS`` (output lengths); the class name comes last so that it may
 # hold any character.
+
+
+class _LogRatioTotals(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    count: list[list[float]]
+    total: list[list[float]]
+    total_sq: list[list[float]]
+
+
+class _LengthTotals(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sum: dict[str, float] = {}
+    count: dict[str, int] = {}
+    log_count: dict[str, int] = {}
+    log_sum: dict[str, float] = {}
+    log_sq: dict[str, float] = {}
+
+
+class _CsUcbState(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    policy: str = "cs-ucb"
+    n_servers: int = Field(ge=1)
+    classes: dict[str, int]
+    times: _LogRatioTotals
+    energy: _LogRatioTotals
+    lengths: _LengthTotals = _LengthTotals()
+
+
+def check_cs_ucb_state(state: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` (one line) unless ``state`` has the layout of a CS-UCB ``state()``:
+    the fields above, every row of ``n_servers`` finite numbers, each class's two time rows."""
+    if not state:
+        return  # a policy that never decided saves nothing
+    try:
+        parsed = _CsUcbState.model_validate(state)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ValueError(f"CS-UCB state: {where}: {first['msg']}") from None
+    for part in ("times", "energy"):
+        totals = getattr(parsed, part)
+        for stat in _LOG_RATIO_STATS:
+            rows = getattr(totals, stat)
+            if any(len(row) != parsed.n_servers for row in rows):
+                raise ValueError(
+                    f"CS-UCB state: {part}.{stat}: a row without {parsed.n_servers} servers"
+                )
+            if not all(math.isfinite(v) for row in rows for v in row):
+                raise ValueError(
+                    f"CS-UCB state: {part}.{stat}: a value that is not a finite number"
+                )
+    rows = len(parsed.times.count)
+    if any(not 0 <= 2 * row + 1 < rows for row in parsed.classes.values()):
+        raise ValueError("CS-UCB state: classes: a class without its two rows of times")
 
 
 def cs_ucb_totals(state: Mapping[str, Any]) -> Totals:
