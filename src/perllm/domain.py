@@ -32,8 +32,10 @@ class RouterRequest:
 
     ``deadline_s`` is the service's processing-time requirement: the time from arrival to the
     last byte of the response, in seconds. ``max_output_tokens`` is the client's cap on the
-    answer (``max_tokens``) when it sent one. The true output length, and the response size
-    that follows from it, are *not* here: a router learns them only when the answer ends.
+    answer (``max_tokens``) when it sent one. ``prefix_blocks`` are the chained hashes of the
+    prompt's blocks (:mod:`perllm.prefix`), which a router computes from the prompt it holds.
+    The true output length, and the response size that follows from it, are *not* here: a
+    router learns them only when the answer ends.
     """
 
     id: int
@@ -44,6 +46,7 @@ class RouterRequest:
     deadline_s: float
     model: str | None = None
     max_output_tokens: int | None = None
+    prefix_blocks: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +68,9 @@ class Request:
     response_bytes: int
     deadline_s: float
     model: str | None = None
-    # Ids of the prompt's blocks where a trace gives them (Mooncake: 512-token blocks, equal
-    # ids for equal prefixes); empty otherwise. Not part of what a router sees.
+    # Chained ids of the prompt's blocks where a trace gives them (Mooncake: 512-token blocks,
+    # equal ids for equal prefixes); empty otherwise. A router sees them as ``prefix_blocks``
+    # (it could hash the prompt itself).
     hash_ids: tuple[int, ...] = ()
     routed: RouterRequest = field(init=False, repr=False, compare=False)
 
@@ -79,6 +83,7 @@ class Request:
             self.request_bytes,
             self.deadline_s,
             self.model,
+            prefix_blocks=self.hash_ids,
         )
         object.__setattr__(self, "routed", routed)
 
@@ -238,7 +243,8 @@ class Feedback:
     """What a world (simulated or real) reports after executing a decision.
 
     Times are in seconds; a part that is not known is ``nan``. ``processing_s`` is the time from
-    arrival to the last byte of the response.
+    arrival to the last byte of the response. ``cached_tokens`` are the prompt tokens the server
+    took from its prefix cache instead of prefilling them (0 where unknown).
     """
 
     request: RouterRequest
@@ -252,6 +258,7 @@ class Feedback:
     energy: EnergyParts
     met: bool
     failed: bool = False
+    cached_tokens: int = 0
 
 
 class FeedbackSink(Protocol):
@@ -313,6 +320,12 @@ class ClusterView(Protocol):
 
     def load_arrays(self) -> LoadArrays:
         """Every server's load, its link's bandwidth estimate and active transfer weight."""
+        ...
+
+    def prefix_tokens(self, request: RouterRequest) -> npt.NDArray[np.float64]:
+        """Per server, the tokens of ``request``'s prompt prefix that the router has itself
+        sent there recently (:class:`perllm.prefix.PrefixRecord`): what it may expect the
+        server to have cached. Zeros where the router keeps no record (read-only)."""
         ...
 
 

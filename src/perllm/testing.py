@@ -7,10 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import yaml
 
 from perllm.cluster import scenario
-from perllm.domain import EnergyWeights, LinkSpec, LoadArrays, ServerLoad, ServerSpec
+from perllm.domain import (
+    EnergyWeights,
+    LinkSpec,
+    LoadArrays,
+    RouterRequest,
+    ServerLoad,
+    ServerSpec,
+)
 
 
 class StaticView:
@@ -28,6 +36,7 @@ class StaticView:
         self.healthy = np.ones(n, dtype=bool)
         self.bandwidth = np.array([links[s.link].bandwidth_mbps for s in servers])
         self.active_weight = np.zeros(n)
+        self.prefix = np.zeros(n)  # prompt tokens the router sent each server before
         self.clock = 0.0
 
     def now(self) -> float:
@@ -50,6 +59,9 @@ class StaticView:
             self.active_weight,
             self.healthy,
         )
+
+    def prefix_tokens(self, request: RouterRequest) -> npt.NDArray[np.float64]:
+        return np.minimum(self.prefix, max(request.prompt_tokens - 1, 0))
 
     def bandwidth_mbps(self, link: str) -> float:
         return self.links[link].bandwidth_mbps

@@ -12,6 +12,7 @@ import yaml
 
 from perllm import physics
 from perllm.cluster import scenario
+from perllm.domain import RouterRequest
 from perllm.errors import InputError
 from perllm.gateway.cli import add_gateway_commands
 from perllm.gateway.config import load_config, parse_config
@@ -19,6 +20,12 @@ from perllm.gateway.health import CircuitBreaker, HealthChecker
 from perllm.gateway.testbed import PUBLIC_MODEL, plan_testbed
 from perllm.gateway.view import LiveView
 from perllm.perf.model import deployment
+
+
+def _prompt(tokens: int) -> RouterRequest:
+    """A request of ``tokens`` prompt tokens, as the gateway counts it in flight."""
+    return RouterRequest(0, 0.0, "chat", tokens, 4 * tokens, 10.0)
+
 
 pytestmark = pytest.mark.anyio
 
@@ -50,9 +57,9 @@ def test_load_good_config(tmp_path: Path) -> None:
     assert spec.perf.step_weights_s == pytest.approx(full.step_weights_s * 0.5)
     assert view.links["edge"].rtt_s == pytest.approx(0.005)
     assert spec.max_batch == 4
-    view.begin(0, 10)
+    view.begin(0, _prompt(10))
     for _ in range(4):
-        view.begin(0, 10)
+        view.begin(0, _prompt(10))
     loads = view.load_arrays()
     assert (loads.running[0], loads.queued[0], loads.tokens_in_flight[0]) == (4, 1, 50)
     view.observe_transfer(0, 1_000_000, 0.1)  # 80 Mbit/s

@@ -13,6 +13,7 @@ import pytest
 from redis_server import RedisServer
 from waiting import wait_for
 
+from perllm.domain import RouterRequest
 from perllm.errors import InputError
 from perllm.gateway import create_app
 from perllm.gateway.cli import add_gateway_commands
@@ -20,6 +21,12 @@ from perllm.gateway.health import CircuitBreaker
 from perllm.gateway.shared_state import SharedState
 from perllm.gateway.view import LiveView
 from perllm.policies.registry import make_policy
+
+
+def _prompt(tokens: int) -> RouterRequest:
+    """A request of ``tokens`` prompt tokens, as the gateway counts it in flight."""
+    return RouterRequest(0, 0.0, "chat", tokens, 4 * tokens, 10.0)
+
 
 BODY = {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
 SYNC = {"interval-s": 0.1, "load-interval-s": 0.05, "lease-s": 2.0}
@@ -96,8 +103,8 @@ def test_in_flight_of_a_silent_replica_expires(kit: Any, redis_server: RedisServ
 
     async def scenario() -> None:
         dying, living = replica(), replica()
-        dying.view.begin(0, 100)
-        dying.view.begin(0, 50)
+        dying.view.begin(0, _prompt(100))
+        dying.view.begin(0, _prompt(50))
         assert await dying.sync_load()
         assert await living.sync_load()
         assert living.view.remote_in_flight.tolist() == [2.0, 0.0]

@@ -16,6 +16,7 @@ import pytest
 from perllm.cluster.scenario import load as load_scenario
 from perllm.domain import Decision, Request, RouterRequest
 from perllm.policies.registry import ENTRIES, make_policy
+from perllm.prefix import BLOCK_TOKENS
 from perllm.sim.world import World
 from perllm.workload.generator import generate_requests
 
@@ -78,3 +79,52 @@ def test_the_oracle_reads_the_truth_so_the_check_can_fail(
 ) -> None:
     original, permuted = traces
     assert _decisions("oracle", original) != _decisions("oracle", permuted)
+
+
+def _with_blocks(requests: list[Request], seed: int) -> list[Request]:
+    """The requests with prompt blocks drawn from a small pool of shared prefixes."""
+    rng = np.random.default_rng(seed)
+    return [
+        dataclasses.replace(r, hash_ids=tuple(int(b) for b in rng.integers(0, 4) * 10 + range(3)))
+        for r in requests
+    ]
+
+
+def _prefix_decisions(
+    policy_name: str, requests: list[Request], permute_cache: bool, record_seed: int = 0
+) -> list[Decision]:
+    """Decisions on a view whose router record holds some of the prefixes, with the servers'
+    true caches as filled or permuted among the servers."""
+    cluster = load_scenario("perllm-paper")
+    world = World(cluster, make_policy(policy_name, seed=3), requests)
+    record = world.prefix_record
+    assert record is not None
+    rng = np.random.default_rng(record_seed)
+    for server in range(len(world.servers)):
+        record.sent(server, [int(rng.integers(0, 4)) * 10 + k for k in range(3)])
+        world.servers[server].prefix.insert([server * 10 + k for k in range(3)])
+    if permute_cache:
+        caches = [engine.prefix for engine in world.servers]
+        for engine, cache in zip(world.servers, caches[::-1], strict=True):
+            engine.prefix = cache
+    return [world.policy.select(request.routed, world.view) for request in requests]
+
+
+@pytest.mark.parametrize("name", ONLINE)
+def test_online_decisions_do_not_depend_on_the_true_prefix_caches(
+    name: str, traces: tuple[list[Request], list[Request]]
+) -> None:
+    requests = _with_blocks(traces[0][:60], seed=7)
+    assert _prefix_decisions(name, requests, False) == _prefix_decisions(name, requests, True)
+
+
+def test_the_router_record_steers_prefix_affinity_so_the_check_can_fail(
+    traces: tuple[list[Request], list[Request]],
+) -> None:
+    requests = [
+        dataclasses.replace(r, prompt_tokens=3 * BLOCK_TOKENS)
+        for r in _with_blocks(traces[0][:60], seed=7)
+    ]
+    one = _prefix_decisions("prefix-affinity", requests, False, record_seed=1)
+    other = _prefix_decisions("prefix-affinity", requests, False, record_seed=2)
+    assert one != other

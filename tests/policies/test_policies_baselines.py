@@ -17,6 +17,7 @@ def test_every_policy_is_registered_with_a_description() -> None:
         "least-loaded",
         "cloud-only",
         "edge-only",
+        "prefix-affinity",
         "greedy-latency",
         "greedy-energy",
         "feasible-energy",
@@ -207,3 +208,22 @@ def test_an_energy_not_measured_teaches_no_policy_its_own_model(
         assert all(np.isfinite(v) for v in policy.shared_stats().values()), name
         if name == "cs-ucb":
             assert policy.energy.count.sum() == 2  # the two measured answers
+
+
+def test_prefix_affinity_follows_the_longest_sent_prefix_unless_saturated(
+    paper_view, request_factory
+) -> None:
+    policy = make_policy("prefix-affinity")
+    request = request_factory(1, prompt=4000)
+    assert policy.select(request, paper_view).server == 0  # no prefix: the least loaded
+    paper_view.queued[:] = 1.0
+    paper_view.queued[4] = 0.0
+    paper_view.prefix[2] = 2500.0  # over half the prompt
+    paper_view.prefix[3] = 3000.0
+    assert policy.select(request, paper_view).server == 3
+    paper_view.running[3] = paper_view.servers[3].max_batch  # no free slot: the next longest
+    assert policy.select(request, paper_view).server == 2
+    paper_view.prefix[2] = 1000.0  # under half the prompt: the least loaded
+    assert policy.select(request, paper_view).server == 4
+    lenient = make_policy("prefix-affinity", {"min-match": 0.2})
+    assert lenient.select(request, paper_view).server == 2

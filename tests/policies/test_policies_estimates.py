@@ -94,3 +94,17 @@ def test_a_priority_queue_shortens_the_wait_not_the_energy() -> None:
     assert np.any(first.queue_s < behind_all.queue_s)
     np.testing.assert_array_equal(first.marginal_j, behind_all.marginal_j)
     np.testing.assert_array_equal(first.power_w, behind_all.power_w)
+
+
+def test_an_expected_cached_prefix_shortens_the_prefill_by_its_tokens() -> None:
+    view = paper_view(4)
+    view.running[:] = 2.0
+    table, loads = ServerTable.of(view), view.load_arrays()
+    request = make_request(prompt=2000)
+    cached = np.array([0.0, 1024.0, 1999.0, 0.0])
+    plain = estimate(table, loads, request, 100.0)
+    reuse = estimate(table, loads, request, 100.0, cached_tokens=cached)
+    saved = plain.service_s - reuse.service_s
+    np.testing.assert_allclose(saved, cached * table.prefill_s_per_token, rtol=1e-9, atol=1e-12)
+    assert np.all(reuse.marginal_j[0] <= plain.marginal_j[0])
+    assert reuse.marginal_j[0, 2] < plain.marginal_j[0, 2]

@@ -77,6 +77,9 @@ class Cluster:
     truth: ClusterTruth = dataclasses.field(default_factory=ClusterTruth)
     # Requests longer than a server's context window are refused there (the KV cache always is).
     enforce_context_window: bool = False
+    # The router records the prompt blocks it sends to each server (perllm.prefix); off, the
+    # policies see no prefix signal.
+    prefix_record: bool = True
 
 
 def replica_names(group: ServerGroupConfig) -> Iterator[str]:
@@ -187,6 +190,7 @@ def build(config: ScenarioConfig, source: str = "scenario") -> Cluster:
         weights=EnergyWeights(**config.energy_weights),
         admission_control=config.admission_control,
         enforce_context_window=config.enforce_context_window,
+        prefix_record=config.prefix_record,
         workload=config.workload,
         requests=config.requests,
         config=config,

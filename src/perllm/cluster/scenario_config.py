@@ -113,6 +113,9 @@ class ScenarioConfig(KebabModel):
     # Refuse a request longer (prompt + output) than a server's context window; the KV cache
     # is always a limit.
     enforce_context_window: bool = False
+    # The router keeps a record of the prompt blocks it sent to each server, which the policies
+    # read as a prefix-cache signal (perllm.prefix). Servers cache prefixes either way.
+    prefix_record: bool = True
     workload: WorkloadConfig
     requests: int = Field(2000, ge=1, le=100_000_000)
 

@@ -7,9 +7,9 @@ cluster from names), so the grid runs in parallel and gives the same rows in any
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from perllm.cluster import scenario
+from perllm.experiments.rows import GridRow, RegretCurve
 from perllm.metrics.summary import regret_curve
 from perllm.policies.registry import ENTRIES
 from perllm.sim.runner import run_once
@@ -44,7 +44,9 @@ class GridConfig:
     @classmethod
     def preset(cls, quick: bool, seeds: int | None = None, planner: bool = False) -> GridConfig:
         # The clairvoyant planner re-simulates each trace a few times: only when asked for.
-        policies = tuple(e.name for e in ENTRIES if planner or e.name != "planner")
+        # The grid's synthetic prompts share no prefixes, where prefix-affinity is least-loaded.
+        skip = {"prefix-affinity"} | (set() if planner else {"planner"})
+        policies = tuple(e.name for e in ENTRIES if e.name not in skip)
         if quick:
             return cls(
                 tuple(DEPLOYMENTS),
@@ -106,55 +108,21 @@ def nominal_rate(deployment: str) -> float:
     return scenario.load(DEPLOYMENTS[deployment]).workload.arrivals.rate_rps
 
 
-ROW_FIELDS: tuple[str, ...] = (
-    "deployment",
-    "bandwidth",
-    "rate_factor",
-    "rate_rps",
-    "policy",
-    "seed",
-    "requests",
-    "completed",
-    "rejected",
-    "throughput_rps",
-    "goodput_rps",
-    "deadline_satisfaction",
-    "latency_p50_s",
-    "latency_p95_s",
-    "latency_p99_s",
-    "energy_total_j",
-    "energy_transmission_j",
-    "energy_inference_j",
-    "energy_idle_j",
-    "energy_per_request_j",
-    "weighted_energy_j",
-)
+ROW_FIELDS: tuple[str, ...] = GridRow.columns()
+"""The columns of ``results.csv``: :class:`~perllm.experiments.rows.GridRow`'s fields."""
 
 
-def run_task(task: Task) -> dict[str, Any]:
-    """One grid run -> one results row (runs in a worker process): the task's grid point and
-    the run's summary (:meth:`~perllm.metrics.summary.Summary.row`; its policy, seed and rate
-    are the task's), in :data:`ROW_FIELDS` order."""
+def run_task(task: Task) -> GridRow:
+    """One grid run -> one results row (runs in a worker process)."""
     cluster = cluster_for(task.deployment, task.bandwidth)
     rate = round(nominal_rate(task.deployment) * task.rate_factor, 6)
     result = run_once(cluster, task.policy, requests=task.requests, rate_rps=rate, seed=task.seed)
-    point = {
-        "deployment": task.deployment,
-        "bandwidth": task.bandwidth,
-        "rate_factor": task.rate_factor,
-    }
-    row = point | result.summary.row()
-    return {name: row[name] for name in ROW_FIELDS}
+    return GridRow.of(task.deployment, task.bandwidth, task.rate_factor, result.summary)
 
 
-def run_regret(deployment: str, policy: str, requests: int, seed: int) -> dict[str, Any]:
+def run_regret(deployment: str, policy: str, requests: int, seed: int) -> RegretCurve:
     """Cumulative regret of ``policy`` against the oracle at nominal load and bandwidth."""
     cluster = cluster_for(deployment, "nominal")
     result = run_once(cluster, policy, requests=requests, seed=seed, track_oracle=True)
     times, regret = regret_curve(result.recorder, cluster.weights)
-    return {
-        "deployment": deployment,
-        "policy": policy,
-        "time_s": times.tolist(),
-        "regret": regret.tolist(),
-    }
+    return RegretCurve(deployment, policy, tuple(times.tolist()), tuple(regret.tolist()))

@@ -186,6 +186,7 @@ class Dispatcher:
             deadline_s=call.deadline_s,
             model=call.model,
             max_output_tokens=call.output_tokens,
+            prefix_blocks=call.prefix_blocks,
         )
 
     def choose(self, request: RouterRequest, allowed: npt.NDArray[np.bool_]) -> Decision:
@@ -287,7 +288,7 @@ class Dispatcher:
         self, call: Call, request: RouterRequest, decision: Decision, ticket: Ticket
     ) -> Response:
         server = decision.server
-        batch = self.view.begin(server, request.prompt_tokens)
+        batch = self.view.begin(server, request)
         attempt = Attempt(request, decision, batch, sent_s=self.view.now(), streamed=call.stream)
         self.energy.begin(server, attempt.sent_s)
         try:

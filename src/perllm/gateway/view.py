@@ -15,7 +15,10 @@ What the gateway observes:
   link (``shape-uploads``, :mod:`perllm.gateway.shaping`); 0 on a link it does not shape, since
   it cannot see when a transfer is on the wire there (the estimates then assume a request gets
   its link's whole bandwidth);
-- ``healthy``: the backend's circuit breaker is not open (see :mod:`perllm.gateway.health`).
+- ``healthy``: the backend's circuit breaker is not open (see :mod:`perllm.gateway.health`);
+- ``prefix_tokens``: the prompt blocks this gateway has sent to each backend recently
+  (:class:`perllm.prefix.PrefixRecord`, hashed blocks, no prompt text), the prefix a backend
+  with prefix caching may hold.
 
 With replicas sharing a state store, the other replicas' in-flight requests and tokens
 (:meth:`LiveView.set_remote`, from :mod:`perllm.gateway.shared_state`) are added to this
@@ -41,10 +44,18 @@ import numpy.typing as npt
 
 from perllm import physics
 from perllm.cluster.build import ServerDescription, link_spec, server_spec
-from perllm.domain import EnergyWeights, LinkSpec, LoadArrays, ServerLoad, ServerSpec
+from perllm.domain import (
+    EnergyWeights,
+    LinkSpec,
+    LoadArrays,
+    RouterRequest,
+    ServerLoad,
+    ServerSpec,
+)
 from perllm.gateway.config import BackendConfig, GatewayConfig
 from perllm.gateway.health import CircuitBreaker
 from perllm.gateway.shaping import UploadShaper
+from perllm.prefix import PrefixRecord
 
 __all__ = ["MIN_BANDWIDTH_SAMPLE_BYTES", "LiveView", "build_specs"]
 
@@ -112,9 +123,13 @@ class LiveView:
         self._zeros = np.zeros(n)
         self._shaped = [(i, shaper) for i, shaper in enumerate(shapers) if shaper is not None]
         self._index = {s.name: i for i, s in enumerate(self.servers)}
+        self.prefixes = PrefixRecord.for_servers([s.kv_capacity_tokens for s in self.servers])
 
     def now(self) -> float:
         return time.monotonic() - self._t0
+
+    def prefix_tokens(self, request: RouterRequest) -> Array:
+        return self.prefixes.tokens(request.prefix_blocks, request.prompt_tokens)
 
     def healthy(self) -> npt.NDArray[np.bool_]:
         now = time.monotonic()
@@ -200,10 +215,12 @@ class LiveView:
 
     # --- bookkeeping by the request path -------------------------------------------------
 
-    def begin(self, server: int, prompt_tokens: int) -> int:
-        """Count a request in flight; returns the batch it joins (itself included)."""
+    def begin(self, server: int, request: RouterRequest) -> int:
+        """Count a request in flight (and record its prompt blocks as sent to ``server``);
+        returns the batch it joins (itself included)."""
         self.in_flight[server] += 1
-        self.tokens[server] += prompt_tokens
+        self.tokens[server] += request.prompt_tokens
+        self.prefixes.sent(server, request.prefix_blocks)
         occupied = self.in_flight[server] + self._outside[server]
         return int(min(occupied, self.max_batch[server]))
 
@@ -243,6 +260,9 @@ class RestrictedView:
 
     def load_arrays(self) -> LoadArrays:
         return self._base.load_arrays(self._allowed)
+
+    def prefix_tokens(self, request: RouterRequest) -> Array:
+        return self._base.prefix_tokens(request)
 
     def bandwidth_mbps(self, link: str) -> float:
         return self._base.bandwidth_mbps(link)

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
         GreedyLatencyPolicy,
         LeastLoadedPolicy,
         LoadConfig,
+        PrefixAffinityConfig,
+        PrefixAffinityPolicy,
     )
     from perllm.policies.learning import (
         EpsilonGreedyConfig,
@@ -67,6 +69,8 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "GreedyLatencyPolicy",
         "LeastLoadedPolicy",
         "LoadConfig",
+        "PrefixAffinityConfig",
+        "PrefixAffinityPolicy",
     ),
     "learning": ("EpsilonGreedyConfig", "EpsilonGreedyPolicy", "Ucb1Config", "Ucb1Policy"),
     "oracle": ("OracleConfig", "OraclePolicy"),
@@ -103,6 +107,8 @@ __all__ = [
     "PolicyBase",
     "PolicyConfig",
     "PolicyEntry",
+    "PrefixAffinityConfig",
+    "PrefixAffinityPolicy",
     "RandomConfig",
     "RandomPolicy",
     "RoundRobinConfig",

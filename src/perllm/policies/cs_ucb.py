@@ -211,6 +211,7 @@ def _decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
         bandwidth_mbps,
         link_active_weight,
         prompt,
+        np.zeros(n),
         total_bytes,
         expected,
         _ONE_SHARE,

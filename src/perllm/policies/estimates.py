@@ -11,7 +11,9 @@ For request ``r`` on server ``s`` with link share ``z``, expected output ``o`` t
 - batch seen by the request: ``b_seen = min(running + ahead + 1, slots)``, where ``ahead``
   counts the queued requests that will be served first (all of them in a first-come,
   first-served queue);
-- service: ``prefill(prompt) + (o - 1) step(b_seen, kv)`` with ``kv = tokens_in_flight +
+- service: ``prefill(prompt - cached) + (o - 1) step(b_seen, kv)`` with ``cached`` the prompt
+  tokens the router expects the server to hold in its prefix cache (the prefix it sent there
+  recently, :meth:`perllm.domain.ClusterView.prefix_tokens`), ``kv = tokens_in_flight +
   prompt`` and ``step(b, kv) = step_overhead + max(compute_per_seq * b, weights + kv *
   per_kv_token)``;
 - queueing: ``max(0, running + ahead + 1 - slots) / slots * service`` (the work ahead that does
@@ -33,7 +35,7 @@ For request ``r`` on server ``s`` with link share ``z``, expected output ``o`` t
   energy: a request that must queue runs later in a full batch) for ``o - 1``
   decode steps costs (marginal inference)
 
-  ``prefill(prompt) q(b) + max(0, (o-1) [q(b) step(b, kv + prompt + (o-1)/2)
+  ``prefill(prompt - cached) q(b) + max(0, (o-1) [q(b) step(b, kv + prompt + (o-1)/2)
   - q(b-1) step(b-1, kv)])``
 
   the energy of advancing the others by the same ``o - 1`` steps with the request versus without
@@ -216,6 +218,7 @@ def estimate_kernel(  # pragma: no cover - compiled; tested through estimate()
     bandwidth_mbps: Array,
     link_active_weight: Array,
     prompt_tokens: float,
+    cached_tokens: Array,
     total_bytes: float,
     expected_output_tokens: float,
     shares: Array,
@@ -263,7 +266,9 @@ def estimate_kernel(  # pragma: no cover - compiled; tested through estimate()
         compute, weights, per_kv = c.step_compute_s_per_seq, c.step_weights_s, c.step_s_per_kv_token
         overhead = c.step_overhead_s
         roofline = physics.step_roofline_s(compute, weights, per_kv, seen, kv + prompt_tokens)
-        prefill = physics.prefill_s(c.prefill_fixed_s, c.prefill_s_per_token, prompt_tokens)
+        prefill = physics.prefill_s(
+            c.prefill_fixed_s, c.prefill_s_per_token, prompt_tokens - cached_tokens[s]
+        )
         service[s] = (prefill + steps * overhead) + steps * roofline
         decode_step[s] = overhead + roofline
         queue[s] = (ahead - seen) * service[s] / slots
@@ -314,12 +319,15 @@ def estimate(
     shares: Array = _ONE_SHARE,
     weights: EnergyWeights = _UNIT_WEIGHTS,
     queued_ahead: Array | None = None,
+    cached_tokens: Array | None = None,
 ) -> Estimate:
     """Estimate the outcome of ``request`` on every server (see the module docstring).
 
     ``queued_ahead``, when given, is the number of queued requests that will be served before
-    this one on each server (a queue ordered by priority); by default all of them. One compiled
-    pass over the servers: the estimate is on every decision's path.
+    this one on each server (a queue ordered by priority); by default all of them.
+    ``cached_tokens``, when given, is the prompt prefix each server is expected to hold in its
+    cache (:meth:`perllm.domain.ClusterView.prefix_tokens`); by default none. One compiled pass
+    over the servers: the estimate is on every decision's path.
     """
     parts = estimate_kernel(
         table.columns,
@@ -330,6 +338,7 @@ def estimate(
         loads.bandwidth_mbps,
         loads.link_active_weight,
         float(request.prompt_tokens),
+        np.zeros(len(loads.running)) if cached_tokens is None else cached_tokens,
         float(request.request_bytes + response_bytes(expected_output_tokens)),
         float(expected_output_tokens),
         shares,

@@ -1,6 +1,11 @@
-"""Load- and model-based baselines: least-loaded, cloud-only, edge-only, greedy-latency,
-greedy-energy, feasible-energy, feasible-latency. None of them learns anything but the mean
-output length of each class.
+"""Load- and model-based baselines: least-loaded, cloud-only, edge-only, prefix-affinity,
+greedy-latency, greedy-energy, feasible-energy, feasible-latency. None of them learns anything
+but the mean output length of each class.
+
+``prefix-affinity`` is the cache-aware routing of llm-d's prefix scorer and SGLang's router:
+the server the router sent the longest prefix of the prompt to, unless it is saturated, else
+the least loaded. The estimate-based ones count the same prefix signal as less prefill
+(:mod:`perllm.policies.estimates`).
 
 ``feasible-energy`` and ``feasible-latency`` are what a practitioner would write first with the
 same estimates CS-UCB starts from (:mod:`perllm.policies.estimates`): keep the servers whose
@@ -15,8 +20,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import Field
 
-from perllm.domain import ClusterView, Decision, Feedback, RouterRequest
+from perllm.domain import ClusterView, Decision, Feedback, LoadArrays, RouterRequest
 from perllm.policies.base import PolicyBase, PolicyConfig, StatelessPolicy
 from perllm.policies.estimates import (
     Estimate,
@@ -89,6 +95,40 @@ class EdgeOnlyPolicy(_LeastLoadedAmong):
     tier: ClassVar[str | None] = "edge"
 
 
+class PrefixAffinityConfig(PolicyConfig):
+    min_match: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="share of the prompt a server must be expected to hold in its prefix "
+        "cache for the request to follow the prefix there rather than go to the least loaded "
+        "server (SGLang's cache threshold)",
+    )
+
+
+class PrefixAffinityPolicy(_Tabled, StatelessPolicy):
+    """The healthy server the router sent the longest prefix of the prompt to, when that prefix
+    is at least ``min-match`` of the prompt and the server has a free batch slot (ties: the
+    least loaded); otherwise the least loaded (queued + running per batch slot)."""
+
+    name: ClassVar[str] = "prefix-affinity"
+    summary: ClassVar[str] = "longest cached prefix unless saturated, then least loaded"
+    config_type: ClassVar[type[PolicyConfig]] = PrefixAffinityConfig
+    config: PrefixAffinityConfig
+
+    def decide(self, request: RouterRequest, view: ClusterView) -> Decision:
+        loads = view.load_arrays()
+        occupancy = (loads.queued + loads.running) / self.table.max_batch
+        cached = view.prefix_tokens(request)
+        enough = cached >= self.config.min_match * request.prompt_tokens
+        follow = loads.healthy & enough & (cached > 0.0) & (occupancy < 1.0)
+        if follow.any():
+            longest = follow & (cached == cached[follow].max())
+            return Decision(server=_argmin_masked(occupancy, longest))
+        server = _argmin_masked(occupancy, loads.healthy)
+        return Decision(server=server if server >= 0 else int(np.argmin(occupancy)))
+
+
 class GreedyConfig(PolicyConfig):
     prior_output_tokens: float = 128.0
 
@@ -112,16 +152,15 @@ class _Greedy(_Tabled):
     def apply_state(self, state: dict[str, Any]) -> None:
         self.lengths.restore(state.get("lengths", {}))
 
-    def _estimate(self, request: RouterRequest, view: ClusterView) -> tuple[Estimate, Any]:
-        loads = view.load_arrays()
-        est = estimate(
+    def _estimate(self, request: RouterRequest, view: ClusterView, loads: LoadArrays) -> Estimate:
+        return estimate(
             self.table,
             loads,
             request,
             self.lengths.expected(request.service_class),
             weights=view.weights,
+            cached_tokens=view.prefix_tokens(request),
         )
-        return est, loads.healthy
 
 
 class GreedyLatencyPolicy(_Greedy):
@@ -132,8 +171,7 @@ class GreedyLatencyPolicy(_Greedy):
 
     def decide(self, request: RouterRequest, view: ClusterView) -> Decision:
         loads = view.load_arrays()
-        expected = self.lengths.expected(request.service_class)
-        times = estimate(self.table, loads, request, expected).processing_s[0]
+        times = self._estimate(request, view, loads).processing_s[0]
         server = max(_argmin_masked(times, loads.healthy), 0)
         return Decision(server=server, estimate_s=float(times[server]))
 
@@ -145,8 +183,9 @@ class GreedyEnergyPolicy(_Greedy):
     summary: ClassVar[str] = "minimum estimated energy, deadlines ignored"
 
     def decide(self, request: RouterRequest, view: ClusterView) -> Decision:
-        est, healthy = self._estimate(request, view)
-        server = max(_argmin_masked(est.energy_j[0], healthy), 0)
+        loads = view.load_arrays()
+        est = self._estimate(request, view, loads)
+        server = max(_argmin_masked(est.energy_j[0], loads.healthy), 0)
         return Decision(server=server, estimate_s=float(est.processing_s[0, server]))
 
 
@@ -161,7 +200,7 @@ class _Feasible(_Greedy):
         loads = view.load_arrays()
         table = self.table
         expected = self.lengths.expected(request.service_class)
-        est = estimate(table, loads, request, expected, weights=view.weights)
+        est = self._estimate(request, view, loads)
         times = est.processing_s[0]
         usable = loads.healthy & fits_memory(table, loads, request, expected)
         server = _argmin_masked(self.score(est, view), usable & (times <= request.deadline_s))

@@ -36,6 +36,7 @@ from perllm.policies.heuristics import (
     GreedyEnergyPolicy,
     GreedyLatencyPolicy,
     LeastLoadedPolicy,
+    PrefixAffinityPolicy,
 )
 from perllm.policies.learning import EpsilonGreedyPolicy, Ucb1Policy
 from perllm.policies.oracle import OraclePolicy
@@ -70,6 +71,7 @@ BUILT_IN: tuple[type[PolicyBase], ...] = (  # the built-in policies, in the orde
     LeastLoadedPolicy,
     CloudOnlyPolicy,
     EdgeOnlyPolicy,
+    PrefixAffinityPolicy,
     GreedyLatencyPolicy,
     GreedyEnergyPolicy,
     FeasibleEnergyPolicy,

@@ -16,6 +16,11 @@ period starts (``idle_w * gap``) is attributed to the first request of that busy
 
 Waiting requests join the batch in order of their decision's ``priority`` (lower first), then of
 arrival; a running request is never preempted.
+
+Prefix cache: a request whose prompt names its blocks (``Request.hash_ids``) skips the prefill
+of its longest prefix found in the server's cache (:class:`perllm.prefix.BlockLRU`, sized to the
+KV cache, least recently used evicted first); its blocks enter the cache when its prefill
+starts. The request still holds its whole prompt in the KV cache.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from dataclasses import dataclass
 
 from perllm import physics
 from perllm.domain import Decision, Request, ServerSpec
+from perllm.prefix import BLOCK_TOKENS, BlockLRU, cached_tokens
 from perllm.sim.truth import faster
 
 IDLE, PREFILL, DECODE = 0, 1, 2
@@ -54,6 +60,7 @@ class Job:
     inference_j: float = 0.0
     idle_j: float = 0.0
     transmission_j: float = 0.0
+    cached_tokens: int = 0
 
 
 def decode_time_s(n: float, ovh: float, c: float, alpha: float, beta: float) -> float:
@@ -119,6 +126,7 @@ class ServerEngine:
         self.inference_j = 0.0
         self.idle_attributed_j = 0.0
         self._busy_w: list[float] = []
+        self.prefix = BlockLRU(spec.kv_capacity_tokens // BLOCK_TOKENS)
 
     # -- what a router sees --------------------------------------------------------------
     @property
@@ -189,10 +197,17 @@ class ServerEngine:
                 gap_j = self.power.idle_w * (now - self.idle_since_s)
                 joiners[0].idle_j += gap_j
                 self.idle_attributed_j += gap_j
-            prompt = sum(job.request.prompt_tokens for job in joiners)
+            prompt = 0
             for job in joiners:
                 job.start_s = now
                 job.energy_mark = self.energy_acc
+                blocks = job.request.hash_ids
+                if blocks:
+                    job.cached_tokens = cached_tokens(
+                        self.prefix.match(blocks), job.request.prompt_tokens
+                    )
+                    self.prefix.insert(blocks)
+                prompt += job.request.prompt_tokens - job.cached_tokens
             self.phase = PREFILL
             self.phase_end_s = (
                 now + self.perf.prefill_fixed_s + prompt * self.perf.prefill_s_per_token
@@ -250,6 +265,7 @@ class ServerEngine:
         clone.queue = [(p, s, copy.copy(j)) for p, s, j in self.queue]
         clone.running = [(f, s, copy.copy(j)) for f, s, j in self.running]
         clone.prefilling = [copy.copy(j) for j in self.prefilling]
+        clone.prefix = self.prefix.copy()
         clone._seq = itertools.count(1 << 40)  # later than any entry already in the heap
         while clone.next_event_s() <= arrive_s:
             clone.wakeup(clone.next_event_s())

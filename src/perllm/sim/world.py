@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from perllm import physics
 from perllm.cluster.scenario import Cluster, LinkDynamics
@@ -36,6 +37,7 @@ from perllm.fair_share import Channel
 from perllm.metrics.recorder import Recorder
 from perllm.metrics.sinks import FanOut, PolicySink
 from perllm.policies.base import Policy
+from perllm.prefix import PrefixRecord
 from perllm.sim.engine import PRIORITY_ARRIVAL, PRIORITY_ENVIRONMENT, PRIORITY_PROGRESS, EventLoop
 from perllm.sim.server import Job, ServerEngine
 from perllm.sim.truth import true_spec
@@ -76,6 +78,8 @@ class SimView:
         self.admission_control: bool = world.cluster.admission_control
         self._healthy = np.ones(len(self.servers), dtype=bool)
         self._healthy.flags.writeable = False
+        self._no_prefix = np.zeros(len(self.servers))
+        self._no_prefix.flags.writeable = False
 
     def now(self) -> float:
         return self._world.loop.now
@@ -98,6 +102,12 @@ class SimView:
             w.link_weight[w.server_link],
             self._healthy,
         )
+
+    def prefix_tokens(self, request: RouterRequest) -> npt.NDArray[np.float64]:
+        record = self._world.prefix_record
+        if record is None:
+            return self._no_prefix
+        return record.tokens(request.prefix_blocks, request.prompt_tokens)
 
     def bandwidth_mbps(self, link: str) -> float:
         return self._world.links[link].estimate_mbps
@@ -170,6 +180,12 @@ class World:
         self.uploading = [0] * n
         self.uploading_prompt = [0] * n
         self.recorder = Recorder(cluster.servers)
+        # The router's record of the prompt blocks it sent (nominal KV sizes: what it knows).
+        self.prefix_record = (
+            PrefixRecord.for_servers([s.kv_capacity_tokens for s in cluster.servers])
+            if cluster.prefix_record
+            else None
+        )
         self.feedback = FanOut((self.recorder, PolicySink(policy), *sinks))
         self.view = SimView(self)
         # A request longer than a server's limit is refused there; one longer than all of
@@ -246,6 +262,8 @@ class World:
             name = self.cluster.servers[server].name
             self._refuse(request, f"does not fit {name}: {_length(request)} > {limit}, its {what}")
             return
+        if self.prefix_record is not None:
+            self.prefix_record.sent(server, request.routed.prefix_blocks)
         job = Job(request, decision, dispatch_s=now)
         self.uploading[server] += 1
         self.uploading_prompt[server] += request.prompt_tokens
@@ -388,6 +406,7 @@ class World:
             output_tokens=request.output_tokens,
             energy=EnergyParts(job.transmission_j, job.inference_j, job.idle_j),
             met=processing <= request.deadline_s,
+            cached_tokens=job.cached_tokens,
         )
         self.last_done_s = max(self.last_done_s, job.done_s)
         self.feedback.on_feedback(job.done_s, feedback)

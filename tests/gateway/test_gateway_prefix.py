@@ -1,0 +1,64 @@
+"""The gateway's router-side prefix record: prompts hashed in blocks (no text kept), the blocks
+recorded per backend as calls are sent, and the policy's view of them."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from perllm.domain import RouterRequest
+from perllm.gateway.config import parse_config
+from perllm.gateway.health import CircuitBreaker
+from perllm.gateway.intake import Call, parse_call
+from perllm.gateway.view import LiveView
+from perllm.physics import CHARS_PER_TOKEN
+from perllm.prefix import BLOCK_TOKENS
+
+BACKENDS = """
+backends:
+  - {name: a, url: "http://127.0.0.1:8001/v1", tier: cloud, models: [m], hardware: a100-80gb,
+     model: llama-3.1-8b, dtype: fp16, link: {bandwidth-mbps: 100, rtt-ms: 10, tx-power-w: 2}}
+  - {name: b, url: "http://127.0.0.1:8002/v1", tier: cloud, models: [m], hardware: a100-80gb,
+     model: llama-3.1-8b, dtype: fp16, link: {bandwidth-mbps: 100, rtt-ms: 10, tx-power-w: 2}}
+"""
+CONFIG = parse_config(yaml.safe_load(BACKENDS), "gw.yaml")
+LONG = "w" * int(3 * BLOCK_TOKENS * CHARS_PER_TOKEN)
+
+
+def _call(*turns: str, system: str = LONG) -> Call:
+    messages = [{"role": "system", "content": system}]
+    messages += [{"role": "user", "content": turn} for turn in turns]
+    raw = json.dumps({"model": "m", "messages": messages}).encode()
+    return parse_call("chat", raw, {}, CONFIG, {"m"})
+
+
+def _request(call: Call) -> RouterRequest:
+    return RouterRequest(
+        0,
+        0.0,
+        call.service_class,
+        call.prompt_tokens,
+        len(call.raw),
+        call.deadline_s,
+        prefix_blocks=call.prefix_blocks,
+    )
+
+
+def test_a_conversation_that_grows_keeps_its_leading_blocks() -> None:
+    first = _call("q" * 5000)
+    second = _call("q" * 5000, "next question")
+    other = _call("q" * 5000, system="another system prompt " * 400)
+    assert len(first.prefix_blocks) >= 3
+    assert second.prefix_blocks[: len(first.prefix_blocks)] == first.prefix_blocks
+    assert other.prefix_blocks[0] != first.prefix_blocks[0]
+    assert all(isinstance(block, int) for block in first.prefix_blocks)  # hashes, not text
+
+
+def test_the_view_counts_what_was_sent_to_each_backend() -> None:
+    view = LiveView(CONFIG, [CircuitBreaker(3, 10.0), CircuitBreaker(3, 10.0)])
+    first = _call("q" * 5000)
+    assert not view.prefix_tokens(_request(first)).any()
+    view.begin(1, _request(first))
+    tokens = view.prefix_tokens(_request(_call("q" * 5000, "and then?")))
+    assert tokens.tolist() == [0.0, len(first.prefix_blocks) * BLOCK_TOKENS]
