@@ -75,6 +75,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                 f"{refused} requests refused as too long for the servers they could go to "
                 "(counted as missed; records.csv says why, column refused_reason)"
             )
+        cached, prompt = result.recorder.prefill_saved()
+        if cached:
+            print(
+                f"prefix caches saved the prefill of {cached:,} of {prompt:,} prompt tokens "
+                f"({100 * cached / prompt:.1f}%; records.csv column cached_tokens)"
+            )
         if out is not None:
             print(f"records and summary written to {out}/")
     return 0

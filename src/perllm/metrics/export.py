@@ -13,21 +13,27 @@ import numpy.typing as npt
 from perllm.metrics.recorder import COLUMNS, Recorder
 
 REASON_COLUMN = "refused_reason"
+CACHED_COLUMN = "cached_tokens"
 
 
 def write_records_csv(rec: Recorder, path: Path) -> None:
     """One row per request in :data:`COLUMNS`, plus ``refused_reason`` (empty for a request
-    that was not refused) when the run refused a request for a reason, e.g. its length."""
+    that was not refused) when the run refused a request for a reason, e.g. its length, and
+    ``cached_tokens`` (the prompt tokens its server took from its prefix cache) when a server
+    took any."""
+    header = list(COLUMNS)
+    columns = [rec.columns[name] for name in COLUMNS]
+    ids = [int(i) for i in rec.columns["id"]]
+    if rec.reasons:
+        header.append(REASON_COLUMN)
+        columns.append([rec.reasons.get(i, "") for i in ids])
+    if rec.cached_tokens:
+        header.append(CACHED_COLUMN)
+        columns.append([rec.cached_tokens.get(i, 0) for i in ids])
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        columns = [rec.columns[name] for name in COLUMNS]
-        if not rec.reasons:
-            writer.writerow(COLUMNS)
-            writer.writerows(zip(*columns, strict=True))
-            return
-        reasons = [rec.reasons.get(int(i), "") for i in rec.columns["id"]]
-        writer.writerow((*COLUMNS, REASON_COLUMN))
-        writer.writerows(zip(*columns, reasons, strict=True))
+        writer.writerow(header)
+        writer.writerows(zip(*columns, strict=True))
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:

@@ -49,6 +49,8 @@ class Recorder:
     horizon_s: float = 0.0
     # Why a request was refused, by id, where a reason was given (e.g. it fits no server).
     reasons: dict[int, str] = field(default_factory=dict)
+    # Prompt tokens a server took from its prefix cache instead of prefilling, by id (where any).
+    cached_tokens: dict[int, int] = field(default_factory=dict)
     _oracle: dict[int, tuple[float, bool]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -105,6 +107,8 @@ class Recorder:
             col["failed"].append(False)
             col["output_tokens"].append(0)
             return
+        if feedback.cached_tokens:
+            self.cached_tokens[request.id] = feedback.cached_tokens
         col["processing_s"].append(feedback.processing_s)
         col["transfer_s"].append(feedback.transfer_s)
         col["queue_s"].append(feedback.queue_s)
@@ -119,3 +123,12 @@ class Recorder:
 
     def __len__(self) -> int:
         return len(self.columns["id"])
+
+    def prefill_saved(self) -> tuple[int, int]:
+        """Prompt tokens taken from prefix caches, and all the prompt tokens of the requests
+        served (refused ones excluded)."""
+        col = self.columns
+        served = sum(
+            int(p) for p, r in zip(col["prompt_tokens"], col["rejected"], strict=True) if not r
+        )
+        return sum(self.cached_tokens.values()), served
