@@ -20,6 +20,7 @@ from waiting import wait_for
 
 from perllm.domain import ClusterView, Decision, Feedback, RouterRequest
 from perllm.gateway import create_app
+from perllm.gateway.outcome import NO_BACKEND, Ending
 from perllm.policies.registry import make_policy
 
 HANG_S = 60.0  # a bound against a hang only
@@ -98,6 +99,17 @@ def outcomes(url: str) -> dict[str, float]:
     }
 
 
+def requests_counted(url: str) -> dict[tuple[str, str], float]:
+    """The non-zero ``perllm_gateway_requests_total`` counters, by backend and status."""
+    text = httpx.get(url + "/metrics").text
+    return {
+        (s.labels["backend"], s.labels["status"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "perllm_gateway_requests_total" and s.value
+    }
+
+
 def call_and_drop(port: int, body: dict[str, Any], holder: Holder) -> None:
     """Send a call on a raw socket, wait until the backend holds it (and, for a stream, until
     its first chunk arrived), then close the connection."""
@@ -118,7 +130,7 @@ def call_and_drop(port: int, body: dict[str, Any], holder: Holder) -> None:
 
 
 @pytest.fixture
-def held(serve: Any, kit: Any) -> tuple[Holder, Any, Learner]:
+def held(serve: Any, kit: Any) -> tuple[Holder, Any, Learner, list[Ending]]:
     holder = Holder()
     backend = serve(holder)
     config = kit.gateway_config(
@@ -126,18 +138,27 @@ def held(serve: Any, kit: Any) -> tuple[Holder, Any, Learner]:
         timeouts={"connect-s": 1, "read-s": 60, "request-s": 600, "drain-s": 5},
     )
     learner = Learner()
-    gateway = serve(create_app(config, learner, health_checks=False))  # type: ignore[arg-type]
-    return holder, gateway, learner
+    app = create_app(config, learner, health_checks=False)  # type: ignore[arg-type]
+    endings: list[Ending] = []  # appended in the gateway's thread, read once it has ended calls
+    app.state.gateway.endings.append(endings.append)
+    return holder, serve(app), learner, endings
 
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_client_that_goes_away_is_cancelled_upstream(
-    held: tuple[Holder, Any, Learner], stream: bool
+    held: tuple[Holder, Any, Learner, list[Ending]], stream: bool
 ) -> None:
-    holder, gateway, learner = held
+    holder, gateway, learner, endings = held
     call_and_drop(gateway.port, {**CHAT, "stream": stream}, holder)
     assert holder.released.acquire(timeout=HANG_S)  # the upstream call was let go of
-    wait_for(lambda: outcomes(gateway.url)["abandoned"] == 1, "the abandoned outcome", HANG_S)
+    wait_for(lambda: len(endings) == 1, "the call's ending", HANG_S)
+    [ending] = endings
+    assert (ending.outcome, ending.status) == ("abandoned", "client-gone")
+    assert ending.feedback is None and ending.rejected is None  # nothing to record
+    # A stream that had begun is counted as a request of its backend; a call that got no
+    # answer is not counted as a request at all.
+    assert (ending.backend, ending.responded) == (("h", True) if stream else (NO_BACKEND, False))
+    assert requests_counted(gateway.url) == ({("h", "client-gone"): 1.0} if stream else {})
     stats = httpx.get(gateway.url + "/stats").json()
     assert stats["in_flight"] == 0
     assert stats["backends"]["h"]["running"] == 0
@@ -206,9 +227,9 @@ def test_max_tokens_is_capped_per_backend(serve: Any, kit: Any) -> None:
 
 
 def test_request_ids_are_echoed_passed_upstream_and_validated(
-    held: tuple[Holder, Any, Learner],
+    held: tuple[Holder, Any, Learner, list[Ending]],
 ) -> None:
-    holder, gateway, _ = held
+    holder, gateway, _, _ = held
     with httpx.Client(base_url=gateway.url, timeout=HANG_S) as client:
         bad = client.post(
             "/v1/chat/completions", json=CHAT, headers={"x-request-id": "no spaces allowed"}

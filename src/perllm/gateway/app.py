@@ -18,7 +18,8 @@ When ``api-keys`` are set, ``/v1/*``, ``/stats`` and ``/admin/*`` (and ``/metric
 constant time. Every error is an OpenAI-style JSON body. Each completion call gets a request id
 (its ``x-request-id`` when valid, else a generated one), sent upstream and echoed back in
 ``x-request-id``, and ends in exactly one outcome, counted and logged
-(:mod:`perllm.gateway.outcome`); per-key limits answer ``429`` (:mod:`perllm.gateway.limits`).
+(:mod:`perllm.gateway.call`, :mod:`perllm.gateway.outcome`); per-key limits answer ``429``
+(:mod:`perllm.gateway.limits`).
 On start the policy's state is restored from ``state-file`` and health checks begin; on
 shutdown in-flight calls are drained (up to ``timeouts.drain-s``) and the state is saved.
 With a ``state-store``, replicas share the policy's statistics and their load through it
@@ -49,6 +50,7 @@ from perllm.gateway.dispatch import Dispatcher
 from perllm.gateway.energy import EnergyAccounts
 from perllm.gateway.gateway import Gateway
 from perllm.gateway.health import CircuitBreaker, HealthChecker
+from perllm.gateway.intake import ApiError
 from perllm.gateway.limits import BodyLimit, KeyLimiter
 from perllm.gateway.metrics import GatewayMetrics
 from perllm.gateway.routes import ROUTES, http_error
@@ -167,9 +169,8 @@ def create_app(
     """
     gw = _build(settings, policy, client)
 
-    def refused() -> None:
-        gw.metrics.answered("none", 413)
-        gw.metrics.ended("error")
+    def refused(err: ApiError) -> None:
+        gw.open_call().end("error", err.status, err.message)
 
     app = Starlette(
         routes=ROUTES,

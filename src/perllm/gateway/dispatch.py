@@ -6,26 +6,31 @@ and send it there. A failure before the first byte marks that backend failed for
 counts against its circuit breaker) and the policy is asked again, until a backend answers or
 none is left (502, or 503 when no backend is available at all).
 
+Each call is one :class:`~perllm.gateway.call.CallContext`: the dispatcher adds its request and
+its attempts to it, and ends each call a backend answered (a plain answer once its body is
+read, a stream once its relay has ended, however it ended); the route ends the others.
+
 Each ended attempt becomes one :class:`~perllm.domain.Feedback`, handed once to each sink of
 :attr:`Dispatcher.attempt_sinks` (the metrics, the per-backend failure count), then to the
 policy. On a backend with a ``power-source`` that has not yet measured a busy interval, the
 inference energy is the model's stand-in: counted as modelled, and not shown to the policy as a
 measurement (its ``inference_j`` is ``nan`` there), since it would teach the model its own
-figure. The
-attempt that ends a call (the one a backend answered, or the last failed one when every backend
-failed) is also the call's outcome, handed once to :attr:`Dispatcher.outcome_sinks` (the
-recorder, and any sink added there); an answered one is also counted for its backend first
-(:attr:`Dispatcher.answered`).
+figure. The attempt that settles a call (the one a backend answered, or the last failed one
+when every backend failed) is the call's outcome: :meth:`Dispatcher.on_end`, a sink of every
+call's ending, hands it once to :attr:`Dispatcher.outcome_sinks` (the recorder, and any sink
+added there), after counting one a backend answered for that backend
+(:attr:`Dispatcher.answered`); a call refused before any attempt is recorded as rejected.
 
 If the policy picks a backend that may not take the call (a load-blind policy such as
 round-robin ignores health), the least occupied backend that may take it is used instead. Only
 backends whose ``max_tokens`` cap admits the call's ``max_tokens``, and whose context window
 holds its prompt and ``max_tokens``, may take it (a 400 naming the problem when none does).
 
-A call the gateway cancels (its client went away, or its time limit passed; see the call's
-:class:`~perllm.gateway.outcome.Ticket`) is never retried elsewhere: its attempt releases its
-in-flight counts at once. An abandoned attempt teaches the policy nothing and counts against
-no backend; a timed-out one is a failed attempt for the policy (the backend was too slow).
+A call the gateway cancels (its client went away, or its time limit passed; see
+:meth:`~perllm.gateway.call.CallContext.interrupt`) is never retried elsewhere: its attempt
+releases its in-flight counts at once. An abandoned attempt teaches the policy nothing and
+counts against no backend; a timed-out one is a failed attempt for the policy (the backend was
+too slow).
 """
 
 from __future__ import annotations
@@ -36,15 +41,15 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import httpx
 import numpy as np
 import numpy.typing as npt
-from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.responses import Response
 
 from perllm.domain import Decision, Feedback, FeedbackSink, RouterRequest, ServerSpec
+from perllm.gateway.call import CallContext
 from perllm.gateway.energy import EnergyAccounts
 from perllm.gateway.feedback import (
     Attempt,
@@ -58,9 +63,10 @@ from perllm.gateway.feedback import (
 from perllm.gateway.health import HealthChecker
 from perllm.gateway.intake import ApiError, Call
 from perllm.gateway.metrics import BackendTally, GatewayMetrics
-from perllm.gateway.outcome import Ticket
+from perllm.gateway.outcome import NO_BACKEND, Ending, Outcome
 from perllm.gateway.upstream import (
     AttemptFailed,
+    RelayResponse,
     StreamProgress,
     Upstream,
     close_quietly,
@@ -71,40 +77,12 @@ from perllm.metrics.recorder import Recorder
 from perllm.metrics.sinks import FanOut, PolicySink
 from perllm.policies.base import Policy
 
-__all__ = ["Dispatcher", "RelayResponse", "RollingRecorder"]
+__all__ = ["Dispatcher", "RollingRecorder"]
 
 log = logging.getLogger(__name__)
 
 PASSED_HEADERS = ("content-type",)
 ENERGY_HEADER = "x-perllm-energy-j"
-
-
-class RelayResponse(StreamingResponse):
-    """A streaming response that always ends its relay (closes the upstream response and
-    accounts for the stream) when it is done, even if the client went away or the response
-    was never sent: call :meth:`close` for one that will not be sent."""
-
-    def __init__(
-        self,
-        content: AsyncGenerator[bytes, None],
-        cleanup: Callable[[], Awaitable[None]],
-        headers: dict[str, str],
-    ) -> None:
-        super().__init__(content, headers=headers, media_type="text/event-stream")
-        self._relay = content
-        self._cleanup = cleanup
-
-    async def close(self) -> None:
-        try:
-            await self._relay.aclose()
-        finally:
-            await self._cleanup()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.close()
 
 
 class RollingRecorder:
@@ -132,7 +110,7 @@ class Dispatcher:
     """Schedules and forwards calls; owns the in-flight bookkeeping of one gateway app.
 
     ``sinks`` are handed each call's outcome once, after the recorder (see the module
-    docstring).
+    docstring); :meth:`on_end` is to be a sink of each call's ending.
     """
 
     def __init__(
@@ -168,12 +146,11 @@ class Dispatcher:
         self.attempt_sinks = FanOut((metrics, self.failures))
         self._learner = PolicySink(policy)
         self.outcome_sinks = FanOut((self.records, *sinks))
-        self._answer_sinks = FanOut((self.answered, self.outcome_sinks))
         self._ids = itertools.count(1)
         self.active = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self.waiting: set[Ticket] = set()  # calls awaiting their upstream work (see watch)
+        self.waiting: set[CallContext] = set()  # calls awaiting their upstream work (see watch)
         self._streams: set[StreamProgress] = set()
 
     def make_request(self, call: Call) -> RouterRequest:
@@ -236,16 +213,19 @@ class Dispatcher:
             )
         return fits
 
-    async def dispatch(self, call: Call, ticket: Ticket) -> Response:
-        """Answer one validated call (raises :class:`ApiError` when no backend can).
+    async def dispatch(self, ctx: CallContext) -> Response:
+        """Answer one validated call, ``ctx.call`` (raises :class:`ApiError` when no backend
+        can); a backend's answer ends the call (a stream's once its relay has ended).
 
         The call counts as in flight (see :meth:`drain`) until its answer is complete: for a
         stream, until the relay has ended.
         """
+        if ctx.call is None:
+            raise ValueError(f"request {ctx.request_id}: dispatched before its call was parsed")
         self.active += 1
         self._idle.clear()
         try:
-            response = await self._dispatch(call, ticket)
+            response = await self._dispatch(ctx, ctx.call)
         except BaseException:
             self._leave()
             raise
@@ -258,59 +238,57 @@ class Dispatcher:
         if self.active == 0:
             self._idle.set()
 
-    async def _dispatch(self, call: Call, ticket: Ticket) -> Response:
+    async def _dispatch(self, ctx: CallContext, call: Call) -> Response:
         allowed = self.eligible(call)
-        request = self.make_request(call)
+        request = ctx.request = self.make_request(call)
         errors: list[str] = []
-        last: Feedback | None = None
         while True:
             try:
                 decision = self.choose(request, allowed)
             except ApiError:
+                last = ctx.attempts[-1].feedback if ctx.attempts else None
                 if last is None:
-                    self.records.on_reject(self.view.now(), request)
+                    ctx.reject(self.view.now())
                     raise
-                self.outcome_sinks.on_feedback(self.view.now(), last)
+                ctx.settle(self.view.now(), last)
                 message = "all backends failed: " + "; ".join(errors)
                 raise ApiError(502, message, "upstream_error") from None
             self.metrics.decided(decision.server)
             try:
-                return await self._attempt(call, request, decision, ticket)
+                return await self._attempt(ctx, call, request, decision)
             except AttemptFailed as err:
                 errors.append(str(err))
                 allowed[decision.server] = False
                 self.metrics.retried(decision.server)
                 self.health.breakers[decision.server].record_failure(time.monotonic())
-                last = err.feedback
-                log.info("retrying request %s elsewhere: %s", ticket.request_id, err)
+                log.info("retrying request %s elsewhere: %s", ctx.request_id, err)
 
     async def _attempt(
-        self, call: Call, request: RouterRequest, decision: Decision, ticket: Ticket
+        self, ctx: CallContext, call: Call, request: RouterRequest, decision: Decision
     ) -> Response:
         server = decision.server
         batch = self.view.begin(server, request)
         attempt = Attempt(request, decision, batch, sent_s=self.view.now(), streamed=call.stream)
+        ctx.attempts.append(attempt)
         self.energy.begin(server, attempt.sent_s)
         try:
-            response = await self.upstream.open(call, server, decision, ticket.request_id)
+            response = await self.upstream.open(call, server, decision, ctx.request_id)
             if call.stream and response.status_code < 400:
                 chunks, first = await self.upstream.first_chunk(response, server)
             else:
                 content = await self.upstream.read_all(response, server)
-        except AttemptFailed as err:
-            attempt.end_s = self.view.now()
-            err.feedback = self._finish(attempt, failed=True, answered=False)
-            raise
         except BaseException:
-            # Cancelled by the gateway (client gone, time limit) or an unexpected error.
+            # Failed before the first byte (retried elsewhere), cancelled by the gateway
+            # (client gone, time limit, shutdown), or an unexpected error.
             attempt.end_s = self.view.now()
-            if ticket.cancelled_for in ("abandoned", "shutdown"):
+            if ctx.cancelled_for in ("abandoned", "shutdown"):
                 self._abandon(attempt)
             else:
-                self._finish(attempt, failed=True, answered=False)
+                self._finish(attempt, failed=True)
             raise
+        name = self.names[server]
         headers = {
-            "x-perllm-backend": self.names[server],
+            "x-perllm-backend": name,
             "x-perllm-request-id": str(request.id),
         }
         if math.isfinite(decision.estimate_s):  # policies without an estimate send none
@@ -320,27 +298,29 @@ class Dispatcher:
             attempt.end_s = attempt.first_byte_s = self.view.now()
             attempt.response_bytes = len(content)
             attempt.output_tokens = tokens_from_body(content) if response.status_code < 400 else 0
-            feedback = self._finish(attempt, failed=response.status_code >= 400)
-            self.metrics.answered(self.names[server], response.status_code)
-            for name in PASSED_HEADERS:
-                if name in response.headers:
-                    headers[name] = response.headers[name]
+            feedback = self._finish(attempt, failed=response.status_code >= 400, settles=ctx)
+            for passed in PASSED_HEADERS:
+                if passed in response.headers:
+                    headers[passed] = response.headers[passed]
             if response.status_code < 400:
                 source = self._energy_source(attempt)
                 headers[ENERGY_HEADER] = str(energy_j(feedback.energy))
                 content = with_energy(content, feedback.energy, source)
-            return Response(content, status_code=response.status_code, headers=headers)
+            answer = Response(content, status_code=response.status_code, headers=headers)
+            outcome: Outcome = "answered" if response.status_code < 400 else "error"
+            ctx.end(outcome, response.status_code, f"backend {name}", backend=name)
+            return answer
         attempt.first_byte_s = self.view.now()
         progress = StreamProgress(
             on_chunk=lambda n: self._streamed_tokens(attempt, n),
-            on_done=lambda p: self._stream_done(attempt, p, ticket),
+            on_done=lambda p: self._stream_done(ctx, attempt, p),
         )
         options = call.body.get("stream_options") or {}
         if options.get("include_usage"):
             progress.rewrite = lambda chunk: self._stream_energy(attempt, progress, chunk)
         self._streams.add(progress)
         headers["cache-control"] = "no-cache"
-        body = relay(response, chunks, first, progress, self.names[server], ticket.remaining_s())
+        body = relay(response, chunks, first, progress, name, ctx.remaining_s())
         return RelayResponse(body, self._ender(response, progress), headers)
 
     @staticmethod
@@ -355,7 +335,8 @@ class Dispatcher:
         attempt.view_tokens += tokens
         self.view.add_tokens(attempt.decision.server, tokens)
 
-    def _stream_done(self, attempt: Attempt, progress: StreamProgress, ticket: Ticket) -> None:
+    def _stream_done(self, ctx: CallContext, attempt: Attempt, progress: StreamProgress) -> None:
+        """Account for a stream whose relay has ended, and end its call."""
         self._streams.discard(progress)
         self._leave()
         attempt.end_s = self.view.now()
@@ -366,19 +347,19 @@ class Dispatcher:
         status = {"ok": "200", "failed": "error", "timeout": "timeout"}.get(outcome, "client-gone")
         if progress.stop_code == "shutting_down":
             status = "shutdown"
-        self.metrics.answered(name, status)
         if outcome == "client-gone":
             # A client that went away says nothing about the backend: nothing is learned.
             self._abandon(attempt)
-            ticket.end("abandoned", status, f"client went away mid-stream from backend {name}")
+            detail = f"client went away mid-stream from backend {name}"
+            ctx.end("abandoned", status, detail, backend=name)
             return
         if outcome == "failed":
             self.health.breakers[attempt.decision.server].record_failure(time.monotonic())
-        self._finish(attempt, failed=outcome != "ok")
+        self._finish(attempt, failed=outcome != "ok", settles=ctx)
         if outcome == "ok":
-            ticket.end("answered", 200, f"streamed by backend {name}")
+            ctx.end("answered", 200, f"streamed by backend {name}", backend=name)
         else:
-            ticket.end("stream-error", status, progress.error)
+            ctx.end("stream-error", status, progress.error, backend=name)
 
     def _abandon(self, attempt: Attempt) -> None:
         """End an abandoned attempt: its in-flight counts, and what the policy keeps for it
@@ -420,9 +401,11 @@ class Dispatcher:
         """The records of the latest calls (at most ``max_records``)."""
         return self.records.recorder
 
-    def _finish(self, attempt: Attempt, *, failed: bool, answered: bool = True) -> Feedback:
-        """End an attempt that ran: its in-flight counts, and its feedback to the sinks (to
-        the answer sinks too when a backend ``answered``: the call's outcome)."""
+    def _finish(
+        self, attempt: Attempt, *, failed: bool, settles: CallContext | None = None
+    ) -> Feedback:
+        """End an attempt that ran: its in-flight counts, and its feedback to the attempt sinks
+        and the policy; the outcome of the call it ``settles``, if it does."""
         server = attempt.decision.server
         self._release(attempt)
         spec = self.view.servers[server]
@@ -452,15 +435,27 @@ class Dispatcher:
             self._learner.on_feedback(now, dataclasses.replace(feedback, energy=unmeasured))
         else:
             self._learner.on_feedback(now, feedback)
-        if answered:
-            self._answer_sinks.on_feedback(now, feedback)
+        attempt.feedback = feedback
+        if settles is not None:
+            settles.settle(now, feedback)
         return feedback
+
+    def on_end(self, ending: Ending) -> None:
+        """A call's outcome to the outcome sinks, once (a sink of each call's ending): the
+        attempt that settled it, counted first for the backend that answered it, if one did;
+        or its request refused before any attempt, to the recorder."""
+        if ending.feedback is not None:
+            if ending.backend != NO_BACKEND:
+                self.answered.on_feedback(ending.settled_s, ending.feedback)
+            self.outcome_sinks.on_feedback(ending.settled_s, ending.feedback)
+        elif ending.rejected is not None:
+            self.records.on_reject(ending.settled_s, ending.rejected)
 
     def stop_all(self, reason: str) -> None:
         """End every call in flight now: streams with an SSE error event saying ``reason``,
         the others (see :func:`perllm.gateway.watch.watched`) with a ``503``."""
-        for ticket in list(self.waiting):
-            ticket.interrupt("shutdown")
+        for ctx in list(self.waiting):
+            ctx.interrupt("shutdown")
         for progress in list(self._streams):
             progress.stop(reason)
 

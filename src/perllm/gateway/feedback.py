@@ -62,7 +62,9 @@ class Attempt:
     """One try of a request on one backend (mutable while it runs).
 
     ``view_tokens`` counts the output tokens added to the live view's tokens in flight so far
-    (removed again, with the prompt, when the attempt ends).
+    (removed again, with the prompt, when the attempt ends); ``feedback`` is the attempt's
+    :class:`Feedback` once it has been accounted for (``None`` while it runs, and for one
+    abandoned).
     """
 
     request: RouterRequest
@@ -75,6 +77,7 @@ class Attempt:
     output_tokens: int = 0
     streamed: bool = False
     view_tokens: int = 0
+    feedback: Feedback | None = None
 
 
 def make_feedback(

@@ -1,22 +1,25 @@
 """The :class:`Gateway`: everything one gateway app owns, shared by its routes as
-``app.state.gateway`` (built by :func:`perllm.gateway.app.create_app`)."""
+``app.state.gateway`` (built by :func:`perllm.gateway.app.create_app`); it opens each call's
+:class:`~perllm.gateway.call.CallContext` (:meth:`Gateway.open_call`)."""
 
 from __future__ import annotations
 
 import hmac
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from starlette.requests import Request as HttpRequest
 
+from perllm.gateway.call import CallContext
 from perllm.gateway.config import GatewayConfig
 from perllm.gateway.dispatch import Dispatcher
 from perllm.gateway.health import HealthChecker
 from perllm.gateway.limits import KeyLimiter
 from perllm.gateway.metrics import GatewayMetrics
+from perllm.gateway.outcome import EndingSink, access_log
 from perllm.gateway.scrape import Scraper
 from perllm.gateway.shared_state import SharedState
 from perllm.gateway.state import json_ready
@@ -34,7 +37,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class Gateway:
-    """Everything one app owns (reachable as ``app.state.gateway``)."""
+    """Everything one app owns (reachable as ``app.state.gateway``).
+
+    ``endings`` are the sinks of every call's ending, in order: the dispatcher (the recorder,
+    the per-backend answer counts), the metrics and the access log unless others are given;
+    a sink added to it sees the calls opened from then on.
+    """
 
     config: GatewayConfig
     policy: Policy
@@ -49,6 +57,16 @@ class Gateway:
     limiter: KeyLimiter
     scraper: Scraper
     shared: SharedState | None = None
+    endings: list[EndingSink] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.endings:
+            self.endings = [self.dispatcher.on_end, self.metrics.on_end, access_log]
+
+    def open_call(self) -> CallContext:
+        """A new call's context (a fresh request id, the ``timeouts.request-s`` limit), ending
+        into :attr:`endings`."""
+        return CallContext(self.config.timeouts.request_s, list(self.endings))
 
     def caller(self, request: HttpRequest) -> str | None:
         """Who calls: ``key-N`` for the N-th API key, ``None`` when no key matches; without

@@ -96,11 +96,12 @@ class KeyLimiter:
 class BodyLimit:
     """ASGI middleware: ``413`` for a declared body over ``max_bytes``, on every route.
 
-    ``on_refused()`` is called for each request it answers itself (for the gateway's metrics).
+    ``on_refused(refusal)`` is called with the error of each request it answers itself (the
+    gateway ends a call with it).
     """
 
     def __init__(
-        self, app: ASGIApp, max_bytes: int, on_refused: Callable[[], None] | None = None
+        self, app: ASGIApp, max_bytes: int, on_refused: Callable[[ApiError], None] | None = None
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
@@ -110,9 +111,9 @@ class BodyLimit:
         if scope["type"] == "http":
             declared = dict(scope["headers"]).get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-                if self.on_refused is not None:
-                    self.on_refused()
                 refusal = body_too_large(self.max_bytes, int(declared))
+                if self.on_refused is not None:
+                    self.on_refused(refusal)
                 await refusal.response()(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -19,7 +19,10 @@ metric                                              labels
 ``perllm_gateway_backend_healthy``                  backend (1 healthy, 0 circuit open)
 ==================================================  ==========================================
 
-Requests answered without a backend (bad input, no backend available) carry backend ``none``.
+The requests and outcomes counters count each call's ending (:meth:`GatewayMetrics.on_end`, a
+sink of every :class:`~perllm.gateway.call.CallContext`): requests answered without a backend
+(bad input, no backend available) carry backend ``none``, and a call whose client went away
+before any answer went out counts an outcome but no request.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from prometheus_client import (
 )
 
 from perllm.domain import Feedback
-from perllm.gateway.outcome import OUTCOMES, Outcome
+from perllm.gateway.outcome import OUTCOMES, Ending
 
 __all__ = ["CONTENT_TYPE_LATEST", "BackendTally", "GatewayMetrics"]
 
@@ -96,11 +99,12 @@ class GatewayMetrics:
             registry=r,
         )
 
-    def answered(self, backend: str, status: int | str) -> None:
-        self.requests.labels(backend, str(status)).inc()
-
-    def ended(self, outcome: Outcome) -> None:
-        self.outcomes.labels(outcome).inc()
+    def on_end(self, ending: Ending) -> None:
+        """Count a call's ending (a sink of each call's ending): its outcome, and its backend and
+        status if an answer went out."""
+        if ending.responded:
+            self.requests.labels(ending.backend, str(ending.status)).inc()
+        self.outcomes.labels(ending.outcome).inc()
 
     def decided(self, server: int) -> None:
         self.decisions.labels(self.backends[server]).inc()

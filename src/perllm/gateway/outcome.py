@@ -8,25 +8,36 @@ Every completion call ends in exactly one of:
   the call's time limit passed);
 - ``abandoned``: the client went away first; its upstream call was cancelled at once.
 
-A call's :class:`Ticket` carries its request id (the client's ``x-request-id`` when valid,
-else a generated one), its time limit and its ending; :meth:`Ticket.end` records the first
-ending and ignores any later one.
+The :class:`Ending` is that one record of a call's end, built once by
+:meth:`perllm.gateway.call.CallContext.end` and handed to each sink of the call: the
+dispatcher (the recorder), the metrics, and the access log (:func:`access_log`). A call's
+request id is the client's ``x-request-id`` when valid (:func:`request_id`), else a generated
+one.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
+from perllm.domain import Feedback, RouterRequest
 from perllm.gateway.intake import ApiError
 
-__all__ = ["OUTCOMES", "Outcome", "Ticket", "request_id"]
+__all__ = [
+    "NO_BACKEND",
+    "OUTCOMES",
+    "REQUEST_ID_HEADER",
+    "Ending",
+    "EndingSink",
+    "Outcome",
+    "access_log",
+    "new_request_id",
+    "request_id",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +45,20 @@ Outcome = Literal["answered", "error", "stream-error", "abandoned"]
 OUTCOMES: tuple[Outcome, ...] = ("answered", "error", "stream-error", "abandoned")
 REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID = 128
+NO_BACKEND = "none"  # the backend of a call that no backend answered
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]+")
+
+
+def new_request_id() -> str:
+    """A fresh request id (for a call whose client sent none)."""
+    return uuid.uuid4().hex
 
 
 def request_id(headers: Mapping[str, str]) -> str:
     """The client's ``x-request-id`` if valid, else a fresh one (:class:`ApiError` 400 if bad)."""
     given = headers.get(REQUEST_ID_HEADER)
     if given is None:
-        return uuid.uuid4().hex
+        return new_request_id()
     if not 1 <= len(given) <= MAX_REQUEST_ID or _REQUEST_ID.fullmatch(given) is None:
         raise ApiError(
             400,
@@ -52,50 +69,45 @@ def request_id(headers: Mapping[str, str]) -> str:
     return given
 
 
-@dataclass(eq=False, slots=True)
-class Ticket:
-    """One call's identity, time limit and ending.
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How one call ended.
 
-    ``on_end(outcome)`` callbacks run once, when the call ends; ``cancelled_for`` says why the
-    gateway cancelled the call's upstream work (``abandoned`` or ``timeout``), if it did.
+    ``status`` is the HTTP status the client got, or for a stream that had begun why it ended
+    (``200``, ``error``, ``timeout``, ``shutdown``, ``client-gone``), or why no answer went out
+    (``client-gone``, ``cancelled``). ``backend`` names the backend whose answer the client got
+    (:data:`NO_BACKEND` when none did). ``responded`` says whether an answer went out (a status
+    line, or the beginning of a stream): only those are counted per backend and status.
+
+    ``feedback`` is the call's outcome for the recorder: the attempt a backend answered, or the
+    last one that failed when every backend failed (``None`` when the call ended without
+    either); ``rejected`` is the request refused before any attempt (no backend, or admission
+    control). ``settled_s`` is when either was settled, on the live view's clock.
     """
 
     request_id: str
-    limit_s: float
-    started_s: float = field(default_factory=time.monotonic)
-    on_end: list[Callable[[Outcome], None]] = field(default_factory=list)
-    cancelled_for: Literal["abandoned", "timeout", "shutdown"] | None = None
-    outcome: Outcome | None = None
-    task: asyncio.Task[object] | None = None  # the task awaiting the call's upstream work
+    outcome: Outcome
+    status: int | str
+    detail: str
+    elapsed_s: float
+    backend: str = NO_BACKEND
+    responded: bool = True
+    feedback: Feedback | None = None
+    rejected: RouterRequest | None = None
+    settled_s: float = 0.0
 
-    @property
-    def deadline_at(self) -> float:
-        """When the call's time limit passes (monotonic seconds)."""
-        return self.started_s + self.limit_s
 
-    def remaining_s(self) -> float:
-        return max(self.deadline_at - time.monotonic(), 0.0)
+EndingSink = Callable[[Ending], None]
 
-    def interrupt(self, reason: Literal["abandoned", "timeout", "shutdown"]) -> None:
-        """Cancel the call's upstream work now (once), saying why in ``cancelled_for``."""
-        if self.task is None or self.cancelled_for is not None:
-            return
-        self.cancelled_for = reason
-        self.task.cancel()
 
-    def end(self, outcome: Outcome, status: int | str, detail: str = "") -> None:
-        """Record how the call ended (only the first call counts)."""
-        if self.outcome is not None:
-            return
-        self.outcome = outcome
-        elapsed = time.monotonic() - self.started_s
-        log.info(
-            "request %s %s (%s) after %.3f s%s",
-            self.request_id,
-            outcome,
-            status,
-            elapsed,
-            f": {detail}" if detail else "",
-        )
-        for callback in self.on_end:
-            callback(outcome)
+def access_log(ending: Ending) -> None:
+    """The access log's line for a call (a sink of its ending): its request id, outcome,
+    status, duration and what ended it."""
+    log.info(
+        "request %s %s (%s) after %.3f s%s",
+        ending.request_id,
+        ending.outcome,
+        ending.status,
+        ending.elapsed_s,
+        f": {ending.detail}" if ending.detail else "",
+    )

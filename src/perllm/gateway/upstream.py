@@ -1,4 +1,5 @@
-"""Talking to the backends: open an upstream call, and relay a stream chunk by chunk.
+"""Talking to the backends: open an upstream call, and relay a stream chunk by chunk (as a
+:class:`RelayResponse`).
 
 An attempt *fails before the first byte* (and may be retried on another backend) when the
 connection cannot be made, a timeout expires, or the backend answers 5xx or closes before any
@@ -18,13 +19,15 @@ import itertools
 import json
 import logging
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import anyio
 import httpx
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from perllm.domain import Decision, Feedback
+from perllm.domain import Decision
 from perllm.gateway.config import BackendConfig
 from perllm.gateway.feedback import count_events
 from perllm.gateway.intake import Call
@@ -33,6 +36,7 @@ from perllm.gateway.shaping import UploadShaper
 __all__ = [
     "UPSTREAM_ERRORS",
     "AttemptFailed",
+    "RelayResponse",
     "StreamProgress",
     "Upstream",
     "close_quietly",
@@ -50,12 +54,7 @@ UPSTREAM_ERRORS = (httpx.HTTPError, httpx.StreamError, OSError)
 
 
 class AttemptFailed(Exception):
-    """An upstream attempt failed before its first byte (retryable elsewhere).
-
-    ``feedback`` is filled in by the dispatcher once the attempt has been accounted for.
-    """
-
-    feedback: Feedback | None = None
+    """An upstream attempt failed before its first byte (retryable elsewhere)."""
 
 
 def describe(err: BaseException) -> str:
@@ -283,3 +282,31 @@ async def relay(
             timer.cancel()
         progress.finish()
         await close_quietly(response)
+
+
+class RelayResponse(StreamingResponse):
+    """A streaming response that always ends its relay (closes the upstream response and
+    accounts for the stream) when it is done, even if the client went away or the response
+    was never sent: call :meth:`close` for one that will not be sent."""
+
+    def __init__(
+        self,
+        content: AsyncGenerator[bytes, None],
+        cleanup: Callable[[], Awaitable[None]],
+        headers: dict[str, str],
+    ) -> None:
+        super().__init__(content, headers=headers, media_type="text/event-stream")
+        self._relay = content
+        self._cleanup = cleanup
+
+    async def close(self) -> None:
+        try:
+            await self._relay.aclose()
+        finally:
+            await self._cleanup()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.close()

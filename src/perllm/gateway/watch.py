@@ -6,7 +6,7 @@ chunk) in the request's own task, with a watcher of the ASGI ``http.disconnect``
 beside it and one timer for the time limit. Whichever comes first wins: the work's answer, the
 client's disconnect (the work is cancelled, :class:`Abandoned` is raised), the time limit
 (cancelled, a ``504`` :class:`ApiError`), or the gateway's shutdown once its grace period is
-over (cancelled, ``503``; see :meth:`~perllm.gateway.outcome.Ticket.interrupt`). The ticket's
+over (cancelled, ``503``; see :meth:`~perllm.gateway.call.CallContext.interrupt`). The call's
 ``cancelled_for`` tells the work why it is cancelled before it is. Once a stream's relay has
 begun, the streaming response watches for the disconnect and the relay for the limit.
 """
@@ -19,8 +19,8 @@ from collections.abc import Awaitable, MutableSet
 from starlette.responses import Response
 from starlette.types import Receive
 
+from perllm.gateway.call import CallContext
 from perllm.gateway.intake import ApiError
-from perllm.gateway.outcome import Ticket
 
 __all__ = ["Abandoned", "watched"]
 
@@ -35,26 +35,29 @@ async def _until_disconnect(receive: Receive) -> None:
 
 
 async def watched(
-    work: Awaitable[Response], receive: Receive, ticket: Ticket, waiting: MutableSet[Ticket]
+    work: Awaitable[Response],
+    receive: Receive,
+    ctx: CallContext,
+    waiting: MutableSet[CallContext],
 ) -> Response:
     """``work``'s response, unless its client goes away first, its time limit passes, or the
-    gateway interrupts the tickets in ``waiting`` (where this one is while it waits)."""
+    gateway interrupts the calls in ``waiting`` (where ``ctx`` is while it waits)."""
     task = asyncio.current_task()
     assert task is not None
     watcher = asyncio.create_task(_until_disconnect(receive))
 
     def client_gone(done: asyncio.Task[None]) -> None:
         if not done.cancelled():
-            ticket.interrupt("abandoned")
+            ctx.interrupt("abandoned")
 
     watcher.add_done_callback(client_gone)
-    timer = asyncio.get_running_loop().call_later(ticket.remaining_s(), ticket.interrupt, "timeout")
-    ticket.task = task
-    waiting.add(ticket)
+    timer = asyncio.get_running_loop().call_later(ctx.remaining_s(), ctx.interrupt, "timeout")
+    ctx.task = task
+    waiting.add(ctx)
     try:
         return await work
     except asyncio.CancelledError:
-        reason = ticket.cancelled_for
+        reason = ctx.cancelled_for
         if reason is None or task.uncancel() > 0:  # cancelled from outside: let it through
             raise
         if reason == "abandoned":
@@ -65,12 +68,12 @@ async def watched(
             ) from None
         raise ApiError(
             504,
-            f"the call took longer than its time limit of {ticket.limit_s:.3f} s "
+            f"the call took longer than its time limit of {ctx.limit_s:.3f} s "
             "(min of timeouts.request-s and timeouts.deadline-factor x its deadline)",
             "timeout",
         ) from None
     finally:
-        ticket.task = None
-        waiting.discard(ticket)
+        ctx.task = None
+        waiting.discard(ctx)
         timer.cancel()
         watcher.cancel()
