@@ -9,6 +9,7 @@ import yaml
 
 from perllm.domain import RouterRequest
 from perllm.gateway.config import parse_config
+from perllm.gateway.feedback import tokens_from_body, tokens_from_sse
 from perllm.gateway.health import CircuitBreaker
 from perllm.gateway.intake import Call, parse_call
 from perllm.gateway.view import LiveView
@@ -62,3 +63,13 @@ def test_the_view_counts_what_was_sent_to_each_backend() -> None:
     view.begin(1, _request(first))
     tokens = view.prefix_tokens(_request(_call("q" * 5000, "and then?")))
     assert tokens.tolist() == [0.0, len(first.prefix_blocks) * BLOCK_TOKENS]
+
+
+def test_the_cached_prompt_tokens_a_backend_reports_reach_the_feedback() -> None:
+    usage = {"completion_tokens": 7, "prompt_tokens_details": {"cached_tokens": 1536}}
+    body = json.dumps({"choices": [{"message": {"content": "hi"}}], "usage": usage}).encode()
+    assert tokens_from_body(body) == (7, 1536)
+    event = b"data: " + json.dumps({"choices": [], "usage": usage}).encode() + b"\n\n"
+    assert tokens_from_sse(event + b"data: [DONE]\n\n", 9) == (7, 1536)
+    plain = json.dumps({"choices": [{"message": {"content": "12345678"}}]}).encode()
+    assert tokens_from_body(plain) == (2, 0)

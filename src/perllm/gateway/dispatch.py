@@ -297,7 +297,8 @@ class Dispatcher:
         if response.status_code >= 400 or not call.stream:
             attempt.end_s = attempt.first_byte_s = self.view.now()
             attempt.response_bytes = len(content)
-            attempt.output_tokens = tokens_from_body(content) if response.status_code < 400 else 0
+            if response.status_code < 400:
+                attempt.output_tokens, attempt.cached_tokens = tokens_from_body(content)
             feedback = self._finish(attempt, failed=response.status_code >= 400, settles=ctx)
             for passed in PASSED_HEADERS:
                 if passed in response.headers:
@@ -341,7 +342,9 @@ class Dispatcher:
         self._leave()
         attempt.end_s = self.view.now()
         attempt.response_bytes = progress.size_bytes
-        attempt.output_tokens = tokens_from_sse(progress.tail, progress.events)
+        attempt.output_tokens, attempt.cached_tokens = tokens_from_sse(
+            progress.tail, progress.events
+        )
         name = self.names[attempt.decision.server]
         outcome = progress.outcome
         status = {"ok": "200", "failed": "error", "timeout": "timeout"}.get(outcome, "client-gone")

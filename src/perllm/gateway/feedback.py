@@ -20,6 +20,8 @@ when it went upstream, ``first_byte`` when the first body byte came back, ``end`
 
 Output tokens come from the upstream ``usage`` when present, else are estimated: one token per
 streamed content event, or ``characters / CHARS_PER_TOKEN`` (four) of a non-streamed answer.
+The prompt tokens a backend served from its prefix cache come from the same ``usage``
+(``prompt_tokens_details.cached_tokens``), else are 0.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class Attempt:
     streamed: bool = False
     view_tokens: int = 0
     feedback: Feedback | None = None
+    cached_tokens: int = 0
 
 
 def make_feedback(
@@ -117,6 +120,7 @@ def make_feedback(
         energy=energy,
         met=not failed and processing_s <= request.deadline_s,
         failed=failed,
+        cached_tokens=attempt.cached_tokens,
     )
 
 
@@ -125,8 +129,17 @@ def count_events(chunk: bytes) -> int:
     return chunk.count(b"data:")
 
 
-def tokens_from_sse(tail: bytes, events: int) -> int:
-    """Completion tokens of a stream: its ``usage`` if the tail holds one, else an estimate.
+def cached_from_usage(usage: Any) -> int:
+    """Prompt tokens a backend served from its prefix cache, as OpenAI's ``usage`` reports them
+    (``prompt_tokens_details.cached_tokens``, which vLLM and SGLang fill); 0 if absent."""
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return cached if isinstance(cached, int) and cached > 0 else 0
+
+
+def tokens_from_sse(tail: bytes, events: int) -> tuple[int, int]:
+    """Completion tokens of a stream and its prompt tokens served from cache: its ``usage`` if
+    the tail holds one, else an estimate (and none cached).
 
     ``events`` is the count of ``data:`` events seen; the ``[DONE]`` marker and the first
     (role-only) event carry no token.
@@ -140,22 +153,22 @@ def tokens_from_sse(tail: bytes, events: int) -> int:
         except (ValueError, AttributeError):
             continue
         if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
-            return int(usage["completion_tokens"])
-    return max(events - 2, 0)
+            return int(usage["completion_tokens"]), cached_from_usage(usage)
+    return max(events - 2, 0), 0
 
 
-def tokens_from_body(content: bytes) -> int:
-    """Completion tokens of a non-streamed answer: ``usage`` if present, else
-    ``chars / CHARS_PER_TOKEN``."""
+def tokens_from_body(content: bytes) -> tuple[int, int]:
+    """Completion tokens of a non-streamed answer and its prompt tokens served from cache:
+    ``usage`` if present, else ``chars / CHARS_PER_TOKEN`` (and none cached)."""
     try:
         body: Any = json.loads(content)
     except ValueError:
-        return 0
+        return 0, 0
     if not isinstance(body, dict):
-        return 0
+        return 0, 0
     usage = body.get("usage")
     if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
-        return int(usage["completion_tokens"])
+        return int(usage["completion_tokens"]), cached_from_usage(usage)
     chars = 0
     for choice in body.get("choices") or []:
         if isinstance(choice, dict):
@@ -164,7 +177,7 @@ def tokens_from_body(content: bytes) -> int:
                 message.get("content") if isinstance(message, dict) else ""
             )
             chars += len(text) if isinstance(text, str) else 0
-    return math.ceil(chars / CHARS_PER_TOKEN)
+    return math.ceil(chars / CHARS_PER_TOKEN), 0
 
 
 def energy_j(energy: EnergyParts) -> float:
