@@ -16,7 +16,9 @@ happened:
 
 Deflected requests (placed behind every request that can still make it) are counted apart: their
 wait is by design. A well-calibrated ``P`` has each decile's observed miss rate near its mean
-``P``.
+``P``. What the policy predicted for a request is its memo in the policy's ledger
+(:class:`~perllm.policies.ledger.Placement`), read as the feedback arrives, before the policy
+learns from it and releases the memo.
 """
 
 from __future__ import annotations
@@ -32,8 +34,12 @@ from perllm.cli_args import key_value
 from perllm.domain import DEFERRED_PRIORITY, Feedback
 from perllm.errors import InputError
 from perllm.experiments.robustness_runs import cluster_of, generate_task
+from perllm.policies.cs_ucb import CsUcbPolicy
+from perllm.policies.ledger import Placement
 from perllm.policies.registry import make_policy
 from perllm.sim.runner import run_once
+
+Seen = list[tuple[Feedback, Placement]]
 
 
 def _arguments() -> argparse.Namespace:
@@ -47,7 +53,7 @@ def _arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def _collect(args: argparse.Namespace) -> list[Feedback]:
+def _collect(args: argparse.Namespace) -> Seen:
     settings: dict[str, Any] = {"requests": 1000, "steady-multiple": 2.0, "max-requests": 2000}
     params: dict[str, Any] = {}
     for pair in args.set:
@@ -55,30 +61,33 @@ def _collect(args: argparse.Namespace) -> list[Feedback]:
     for pair in args.param:
         params.update(key_value(pair))
     loads = [float(x) for x in args.loads.split(",")]
-    seen: list[Feedback] = []
+    seen: Seen = []
     for seed in range(args.first_cluster, args.first_cluster + args.clusters):
         generated = generate_task(seed, settings)
-        cluster = cluster_of(seed, generated["data"])
+        cluster = cluster_of(seed, generated.data)
         for load in loads:
             policy = make_policy("cs-ucb", params, seed=args.seed)
-            learn = policy.observe
+            assert isinstance(policy, CsUcbPolicy)
+            learn, ledger = policy.observe, policy.ledger
 
-            def observe(feedback: Feedback, learn: Any = learn) -> None:
-                seen.append(feedback)
+            def observe(feedback: Feedback, learn: Any = learn, ledger: Any = ledger) -> None:
+                memo = ledger.get(feedback.request.id)  # released by learn()
+                if memo is not None:
+                    seen.append((feedback, memo))
                 learn(feedback)
 
             policy.observe = observe  # type: ignore[method-assign]
-            rate = load * float(generated["capacity"]["rate_rps"])
+            rate = load * float(generated.capacity.rate_rps)
             run_once(cluster, policy, requests=cluster.requests, rate_rps=rate, seed=args.seed)
     return seen
 
 
-def _report(seen: list[Feedback]) -> None:
-    placed = [f for f in seen if not f.failed and math.isfinite(f.decision.miss_probability)]
-    deflected = [f for f in placed if f.decision.priority >= DEFERRED_PRIORITY]
-    queued = [f for f in placed if f.decision.priority < DEFERRED_PRIORITY]
-    p = np.array([f.decision.miss_probability for f in placed])
-    missed = np.array([0.0 if f.met else 1.0 for f in placed])
+def _report(seen: Seen) -> None:
+    placed = [(f, m) for f, m in seen if not f.failed and math.isfinite(m.miss_probability)]
+    deflected = [(f, m) for f, m in placed if m.priority >= DEFERRED_PRIORITY]
+    queued = [(f, m) for f, m in placed if m.priority < DEFERRED_PRIORITY]
+    p = np.array([m.miss_probability for _, m in placed])
+    missed = np.array([0.0 if f.met else 1.0 for f, _ in placed])
     print(f"{len(placed):,} requests placed ({len(deflected):,} deflected)")
     if not placed:
         return
@@ -97,16 +106,14 @@ def _report(seen: list[Feedback]) -> None:
     print(f"  mean P {p.mean():.3f}, observed miss rate {missed.mean():.3f}")
     print(f"  Brier score {brier:.4f} (a constant forecast: {base:.4f})")
     print("  (P is the policy's pessimistic bound, so it leans high where the model is right)")
-    ratio = np.array(
-        [f.processing_s / f.decision.estimate_s for f in queued if f.decision.estimate_s > 0]
-    )
+    ratio = np.array([f.processing_s / m.estimate_s for f, m in queued if m.estimate_s > 0])
     if ratio.size:
         q10, q50, q90 = np.quantile(ratio, (0.1, 0.5, 0.9))
         print(
             f"\nprocessing time, observed / estimated at the mean length (placed by deadline): "
             f"p10 {q10:.2f}  median {q50:.2f}  p90 {q90:.2f}"
         )
-    waits = np.array([f.queue_s for f in queued if math.isfinite(f.queue_s)])
+    waits = np.array([f.queue_s for f, _ in queued if math.isfinite(f.queue_s)])
     if waits.size:
         print(
             f"observed queue wait: median {np.median(waits):.2f} s, p90 "

@@ -203,21 +203,16 @@ class Decision:
     (1.0 is a full fair share). ``priority`` orders the server's waiting queue, lower values
     first and first come, first served among equals (vLLM's ``--scheduling-policy priority``);
     a running request is not preempted. ``reject`` refuses the request at admission (counted,
-    never silently dropped). ``arm`` is an opaque index a learning policy may use to match
-    feedback; ``estimate_s`` and ``estimate_j`` are the policy's own estimates of the request's
-    processing time and of its share of the server's inference energy, returned with the
-    feedback so that it can learn from their errors; ``miss_probability`` its estimate of the
-    chance that the request misses its deadline there (for calibration reports).
+    never silently dropped). ``estimate_s`` is the policy's estimate of the request's
+    processing time, if it makes one (the gateway reports it to the client). What a policy keeps
+    to learn from the request's feedback stays in the policy, keyed by the request's id.
     """
 
     server: int
     share: float = 1.0
     reject: bool = False
-    arm: int = -1
     estimate_s: float = math.nan
     priority: int = 0
-    estimate_j: float = math.nan
-    miss_probability: float = math.nan
 
 
 REJECT = Decision(server=-1, share=0.0, reject=True)

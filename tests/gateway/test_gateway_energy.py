@@ -201,8 +201,9 @@ def test_cs_ucb_learns_the_measured_energy_where_there_is_one(serve: Any, kit: A
         for _ in range(24):  # CS-UCB tries both arms
             answer = client.post("/v1/chat/completions", json=body)
             assert answer.status_code == 200
-        state = client.get("/admin/state").json()["energy"]
-    count = state["count"][0]
-    mean = [t / c if c else 0.0 for t, c in zip(state["total"][0], count, strict=True)]
+        totals = client.get("/admin/state").json()["totals"]  # energy corrections: e|0|SERVER|..
+    count = [totals.get(f"e|0|{server}|count|", 0.0) for server in range(2)]
+    total = [totals.get(f"e|0|{server}|total|", 0.0) for server in range(2)]
+    mean = [t / c if c else 0.0 for t, c in zip(total, count, strict=True)]
     assert min(count) > 0, count
     assert mean[0] - mean[1] > 1.5, mean  # log(10) = 2.3 apart, give or take the first calls

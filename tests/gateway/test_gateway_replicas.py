@@ -39,9 +39,14 @@ def redis_server() -> Iterator[RedisServer]:
     server.stop()
 
 
+def times_learned(state: dict[str, Any]) -> float:
+    """How many answers taught CS-UCB's time corrections, from its totals."""
+    totals = state.get("totals", {})
+    return sum(v for k, v in totals.items() if k.startswith("t|") and "|count|" in k)
+
+
 def learned(url: str) -> float:
-    state = httpx.get(url + "/admin/state").json()
-    return float(np.sum(state["times"]["count"])) if "times" in state else 0.0
+    return times_learned(httpx.get(url + "/admin/state").json())
 
 
 def replicas(serve: Any, kit: Any, store: str, count: int = 2, **extra: Any) -> list[Any]:
@@ -70,8 +75,9 @@ def test_statistics_learned_by_one_replica_reach_the_other_once(
     wait_for(lambda: learned(a.url) == 8 and learned(b.url) == 8, "both replicas at 8")
     state_a = httpx.get(a.url + "/admin/state").json()
     state_b = httpx.get(b.url + "/admin/state").json()
-    assert state_a["lengths"] == state_b["lengths"]
-    assert np.allclose(state_a["times"]["total"], state_b["times"]["total"])
+    totals_a, totals_b = state_a["totals"], state_b["totals"]
+    assert totals_a.keys() == totals_b.keys()
+    assert all(np.isclose(totals_a[k], totals_b[k]) for k in totals_a)
     health = httpx.get(a.url + "/health").json()
     assert health["status"] == "ok"
     assert health["state_store"]["replicas"] == 2
@@ -132,13 +138,13 @@ def test_a_replica_whose_totals_the_store_lost_resends_them(
     replica = shared_states(kit, redis_server.url, "cs-ucb")
 
     def count(state: SharedState) -> float:
-        return float(np.sum(state.policy.state()["times"]["count"]))
+        return times_learned(state.policy.state())
 
     def observe(state: SharedState, times: int) -> None:
         policy: Any = state.policy
-        row = 2 * policy._row("default")  # the class's time corrections, batch not crowded
+        row = policy.times.group("default")  # the class's time corrections, batch not crowded
         for _ in range(times):
-            policy.times.observe(row, 0, 0.1)
+            policy.times.observe((row, 0), 0.1)
 
     async def scenario() -> None:
         a, b = replica(), replica()

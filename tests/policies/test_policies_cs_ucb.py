@@ -8,6 +8,7 @@ import dataclasses
 import itertools
 import json
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from perllm.errors import InputError
 from perllm.policies.bandit import ucb_index
 from perllm.policies.cs_ucb import DEFLECTED_PRIORITY
 from perllm.policies.estimates import ServerTable, estimate
+from perllm.policies.ledger import ANSWERED, DROPPED, Ledger, Placement
 from perllm.policies.log_ratio import LogRatioStats
 from perllm.policies.miss import miss_probability
 from perllm.policies.outstanding import LATE_AFTER, LateAnswers, PrefillLoad
@@ -28,6 +30,18 @@ from perllm.policies.registry import make_policy
 from perllm.sim.runner import run_once
 from perllm.testing import StaticView
 from perllm.testing import paper_view as paper_view_of
+
+
+def memo(policy: Any, request: RouterRequest) -> Placement:
+    """What the policy keeps of ``request`` in its ledger (its estimates at the decision)."""
+    placement = policy.ledger.get(request.id)
+    assert placement is not None
+    return placement
+
+
+def watched(mu: float, sd: float, expected: float) -> Placement:
+    """A placement on server 0 with the class's length fit, as LateAnswers watches it."""
+    return Placement(0, 0, False, expected, 0.0, 0.0, 0.0, 0.0, 0.0, mu, sd)
 
 
 def test_ucb_index_formula() -> None:
@@ -46,11 +60,15 @@ def test_a_busy_cloud_gpu_is_recognised_as_cheap(paper_view, request_factory) ->
     assert paper_view.servers[policy.select(lenient, paper_view).server].tier == "cloud"
     # The estimate is marginal: at a batch of 40 a request adds little to what the A100 draws.
     paper_view.running[5] = 40
-    busy = policy.select(request_factory(1, deadline_s=600.0, prompt=50), paper_view)
+    first, second = (
+        request_factory(1, deadline_s=600.0, prompt=50),
+        request_factory(2, deadline_s=600.0, prompt=50),
+    )
+    busy = policy.select(first, paper_view)
     paper_view.running[5] = 0
-    idle = policy.select(request_factory(2, deadline_s=600.0, prompt=50), paper_view)
+    idle = policy.select(second, paper_view)
     assert busy.server == idle.server == 5
-    assert busy.estimate_j < idle.estimate_j
+    assert memo(policy, first).estimate_j < memo(policy, second).estimate_j
 
 
 def test_learns_that_a_server_uses_more_energy_than_its_spec(
@@ -72,7 +90,8 @@ def test_learns_that_a_server_uses_more_energy_than_its_spec(
         request = request_factory(i, deadline_s=600.0, prompt=50)
         decision = policy.select(request, paper_view)
         picks.append(decision.server)
-        energy = decision.estimate_j * multiplier[decision.server] * rng.lognormal(0.0, 0.1)
+        modelled = memo(policy, request).estimate_j
+        energy = modelled * multiplier[decision.server] * rng.lognormal(0.0, 0.1)
         policy.observe(feedback_factory(request, decision, energy_j=energy))
     late = picks[-100:]
     assert picks[0] == 5  # the datasheet's favourite is tried first
@@ -234,13 +253,14 @@ def test_late_answers_imply_the_slowdown_and_ordinary_lateness_implies_none() ->
     mu, sd, rng = 4.0, 0.8, np.random.default_rng(6)
     mean = math.exp(mu + sd * sd / 2)
     for f, margin in ((1.0, 0.5), (3.0, 0.05)):
-        late = LateAnswers(1, rate=0.2)
-        pending, found = set(), []
+        late, ledger = LateAnswers(1, rate=0.2), Ledger[Placement]()
+        found: list[float] = []
         for i, tokens in enumerate(rng.lognormal(mu, sd, size=400)):
-            late.placed(i, 0, float(i), (mu, sd), mean)
-            if tokens * f > mean:
-                pending.add(i)
-            found += [log_f for _, log_f in late.slowdowns(float(i), pending, margin)]
+            ledger.place(i, placement := watched(mu, sd, mean))
+            late.watch(i, placement, float(i))
+            if not tokens * f > mean:
+                ledger.release(i, ANSWERED)  # back by the time it is due
+            found += [log_f for _, log_f in late.slowdowns(float(i), margin)]
         if f == 1.0:
             assert not found
         else:
@@ -248,26 +268,25 @@ def test_late_answers_imply_the_slowdown_and_ordinary_lateness_implies_none() ->
 
 
 def test_a_failed_request_is_neither_late_nor_on_time() -> None:
-    # Ten late answers, then ten requests that failed at once (gone from the pending set). Counted,
-    # the failures would pull the late share back down as answers on time; forgotten, they count
-    # as nothing and the share stays where the late answers put it.
+    # Ten late answers, then ten requests that ended at once: answered, they pull the late share
+    # back down as answers on time; failed or forgotten (their memos dropped), they count as
+    # nothing and the share stays where the late answers put it.
     mu, sd = 4.0, 0.8
     mean = math.exp(mu + sd * sd / 2)
     for forget in (False, True):
-        late = LateAnswers(1, rate=0.2)
-        for i in range(10):
-            late.placed(i, 0, 1.0, (mu, sd), mean)
-        for i in range(10, 20):
-            late.placed(i, 0, 2.0, (mu, sd), mean)
-            if forget:
-                late.forget(i)
-        late.forget(99)  # never watched: nothing to forget, nothing kept
-        assert late.slowdowns(1.0, set(range(10)), 0.5)  # the late answers report a slowdown
-        late.slowdowns(2.0, set(), 0.5)
+        late, ledger = LateAnswers(1, rate=0.2), Ledger[Placement]()
+        for i in range(20):
+            ledger.place(i, placement := watched(mu, sd, mean))
+            late.watch(i, placement, 1.0 if i < 10 else 2.0)
+            if i >= 10:
+                ledger.release(i, DROPPED if forget else ANSWERED)
+        assert ledger.release(99, DROPPED) is None  # never placed: nothing to release
+        assert late.slowdowns(1.0, 0.5)  # the late answers report a slowdown
+        late.slowdowns(2.0, 0.5)
         share = 1.0 - 0.8**10
         assert late.shares[2, 0] == (10 if forget else 20)
         assert late.shares[0, 0] == pytest.approx(share if forget else share * 0.8**10)
-        assert not late._watched
+        assert not late._due
 
 
 def test_the_drift_is_neither_saved_nor_shared_and_a_replica_keeps_its_own(
@@ -315,7 +334,9 @@ def test_the_decision_s_estimate_is_the_shared_estimate_of_its_arm(
     ahead = np.zeros(len(paper_view.servers))
     est = estimate(table, loads, request, expected, weights=paper_view.weights, queued_ahead=ahead)
     assert decision.estimate_s == pytest.approx(float(est.processing_s[0, decision.server]))
-    assert decision.estimate_j == pytest.approx(float(est.inference_j[decision.server]))
+    assert memo(policy, request).estimate_j == pytest.approx(
+        float(est.inference_j[decision.server])
+    )
 
 
 def test_rejects_when_nothing_is_feasible_and_admission_control_is_on(
@@ -359,12 +380,12 @@ def test_a_deflected_request_teaches_energy_but_not_time(
 def test_an_untried_server_starts_from_what_the_others_showed() -> None:
     pooled, alone = LogRatioStats(3, 1.0, 0.3, pool_weight=10.0), LogRatioStats(3, 1.0, 0.3)
     for stats in (pooled, alone):
-        stats.ensure_rows(2)
+        assert (stats.group("slow"), stats.group("fast")) == (0, 1)
         for _ in range(5):
-            stats.observe(0, 0, math.log(2.0))  # twice as slow as their specs
-            stats.observe(0, 1, math.log(2.0))
-            stats.observe(1, 0, math.log(0.5))  # in another row, twice as fast
-            stats.observe(1, 1, math.log(0.5))
+            stats.observe((0, 0), math.log(2.0))  # twice as slow as their specs
+            stats.observe((0, 1), math.log(2.0))
+            stats.observe((1, 0), math.log(0.5))  # in another row, twice as fast
+            stats.observe((1, 1), math.log(0.5))
     # Alone, server 2 keeps the datasheet's prior; pooled, it expects what 0 and 1 showed.
     assert alone.upper[0, 2] == pytest.approx(math.exp(0.3))
     assert pooled.upper[0, 2] == pytest.approx(2.0)  # the others agree: no spread
@@ -374,18 +395,18 @@ def test_an_untried_server_starts_from_what_the_others_showed() -> None:
     assert pooled.upper[1, 2] == pytest.approx(1.0)
     # An arm's own observations outweigh the pool as they accumulate (weight 10 each way).
     for _ in range(30):
-        pooled.observe(0, 2, 0.0)
+        pooled.observe((0, 2), 0.0)
     assert pooled.upper[0, 2] == pytest.approx(math.exp(10 * math.log(2.0) / 40), rel=1e-6)
     # The pool is derived from the counts, so a restored copy has the same bounds.
     restored = LogRatioStats(3, 1.0, 0.3, pool_weight=10.0)
-    restored.restore(pooled.state())
+    restored.adopt(pooled.totals())
     np.testing.assert_allclose(restored.upper, pooled.upper)
     np.testing.assert_allclose(restored.lower, pooled.lower)
     np.testing.assert_allclose(restored.own, pooled.own)
     assert pooled.own[0, 0] == pytest.approx(2.0)  # its own record, not the pool's
     # A value that is not finite is ignored rather than spoiling the whole row.
     for bad in (math.inf, math.nan):
-        pooled.observe(0, 1, bad)
+        pooled.observe((0, 1), bad)
     np.testing.assert_allclose(pooled.upper, restored.upper)
 
 
@@ -403,8 +424,7 @@ def test_state_round_trips_through_json(paper_view, request_factory, feedback_fa
     # The restored policy decides as the original does from the same state.
     request = request_factory(1000, cls="a")
     assert restored.select(request, paper_view).server == policy.select(request, paper_view).server
-    assert restored.state()["times"] == saved["times"]
-    assert restored.state()["energy"] == saved["energy"]
+    assert restored.state()["totals"] == policy.state()["totals"]
 
 
 def test_restoring_state_of_another_cluster_is_refused(paper_view, request_factory) -> None:
@@ -416,26 +436,38 @@ def test_restoring_state_of_another_cluster_is_refused(paper_view, request_facto
         other.select(request_factory(), paper_view)
 
 
+def _first(state: dict[str, Any], prefix: str) -> str:
+    return next(name for name in sorted(state["totals"]) if name.startswith(prefix))
+
+
 @pytest.mark.parametrize(
     ("change", "where"),
     [
-        (lambda s: s.update(n_servers=3), "times.count: a row without 3 servers"),
-        (lambda s: s["times"].update(count="x"), "times.count"),
-        (lambda s: s["energy"]["total"][0].__setitem__(0, math.inf), "energy.total"),
-        (lambda s: s.update(classes={"chat": 7}), "classes"),
-        (lambda s: s.update(bogus=1), "bogus"),
-        (lambda s: s.pop("times"), "times"),
+        (lambda s: s.update(n_servers=3), "totals: 't|0|5|count|chat': not a server of 3"),
+        (lambda s: s.update(n_servers="6"), "n_servers: '6', not a count"),
+        (lambda s: s.update(totals=[1]), "totals: not a mapping"),
+        (lambda s: s["totals"].update({"t|0|0|count|chat": "x"}), "'t|0|0|count|chat'"),
+        (lambda s: s["totals"].update({_first(s, "e|"): math.inf}), "not a finite number"),
+        (lambda s: s["totals"].update({"t|2|0|count|chat": 1.0}), "not a variant below 2"),
+        (lambda s: s["totals"].update({"t|0|0|mean|chat": 1.0}), "not a name VARIANT"),
+        (lambda s: s["totals"].update({"x|1": 1.0}), "'x|1': not a statistic of e or l or t"),
+        (lambda s: s["totals"].update({"l|median|chat": 1.0}), "'l|median|chat'"),
+        (lambda s: s.update(policy="ucb1"), "policy: 'ucb1', not 'cs-ucb'"),
+        (lambda s: s.update(bogus=1), "bogus: not a field"),
+        (lambda s: s.pop("totals"), "totals: missing"),
     ],
 )
 def test_a_state_of_the_wrong_shape_is_refused_at_once(
-    change: Any, where: str, paper_view, request_factory
+    change: Any, where: str, paper_view, request_factory, feedback_factory
 ) -> None:
     policy = make_policy("cs-ucb")
-    policy.select(request_factory(), paper_view)
+    request = request_factory(cls="chat", deadline_s=600.0)
+    policy.observe(feedback_factory(request, policy.select(request, paper_view), energy_j=2.0))
     state = json.loads(json.dumps(policy.state()))
     change(state)
-    with pytest.raises(ValueError, match=where.replace(".", r"\.")):
+    with pytest.raises(ValueError, match="^cs-ucb state: .*" + re.escape(where)) as info:
         make_policy("cs-ucb").restore(state)
+    assert "\n" not in str(info.value)
 
 
 def test_time_is_learned_apart_for_a_crowded_batch(
@@ -451,7 +483,7 @@ def test_time_is_learned_apart_for_a_crowded_batch(
         decision = policy.select(request, paper_view)
         factor = 20.0 if crowded and decision.server == 5 else 1.0
         taken = decision.estimate_s * factor
-        energy = decision.estimate_j  # energy as the model says: only time is learned here
+        energy = memo(policy, request).estimate_j  # as the model says: only time is learned
         policy.observe(
             feedback_factory(
                 request, decision, energy_j=energy, processing_s=taken, met=taken <= 12
@@ -620,14 +652,15 @@ def test_without_a_price_on_a_miss_the_least_energy_wins_whatever_its_risk(
         policy = make_policy("cs-ucb", {"miss-price": price, "pool-weight": 0})
         policy.begin(len(paper_view.servers))
         policy.horizon = 3600.0  # the work in flight outlasts either choice
-        policy.times.ensure_rows(2)
+        row = policy.times.group(tight.service_class)
         for k in range(50):
-            policy.times.observe(0, 5, math.log(20.0) if k % 10 == 0 else 0.0)
+            policy.times.observe((row, 5), math.log(20.0) if k % 10 == 0 else 0.0)
         decisions.append(policy.select(tight, paper_view))
-    free, dear = decisions
+        decisions.append(memo(policy, tight))
+    free, free_memo, dear, dear_memo = decisions
     assert free.server == 5 and dear.server != 5
-    assert dear.miss_probability < free.miss_probability
-    assert dear.estimate_j > free.estimate_j
+    assert dear_memo.miss_probability < free_memo.miss_probability
+    assert dear_memo.estimate_j > free_memo.estimate_j
 
 
 @pytest.mark.parametrize("cluster", [1002, 1005])

@@ -194,7 +194,7 @@ def _lifespan(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if restore_state and settings.state_file is not None:
-            load_state(policy, settings.state_file)
+            load_state(policy, settings.state_file, len(settings.backends))
         if health_checks:
             gw.health.start()
         gw.scraper.start()

@@ -103,7 +103,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             config.policy.type, dict(config.policy.params), config.policy.seed, live=True
         )
         if config.state_file is not None:
-            load_state(policy, config.state_file)
+            load_state(policy, config.state_file, len(config.backends))
         return create_app(config, policy, restore_state=False)
 
     if config.state_file is not None:

@@ -7,11 +7,11 @@ the backends' load: no decision waits on Redis. A background task syncs the stat
 ``state-sync.load-interval-s`` (0.1 s), each in one round trip (a Lua script, atomic in Redis).
 
 **Learned statistics.** A policy with :class:`~perllm.policies.mergeable.SharedStatistics`
-(CS-UCB: time and energy corrections, output lengths) exposes them as additive totals
-(counts, sums, sums of squares). Redis holds the merged totals ``G`` of every replica, and per
-replica ``own[r]``, the cumulative totals replica ``r`` has added to ``G`` so far. A replica
-keeps ``B``, the ``G`` it last read, and ``O_B``, the own totals that ``G`` held then; its
-policy holds ``P = B + L`` where ``L`` is what it learned itself since. A sync:
+exposes them as additive totals (counts, sums, sums of squares), each under a name of its own;
+this module sees the names and numbers only. Redis holds the merged totals ``G`` of every
+replica, and per replica ``own[r]``, the cumulative totals replica ``r`` has added to ``G`` so
+far. A replica keeps ``B``, the ``G`` it last read, and ``O_B``, the own totals that ``G`` held
+then; its policy holds ``P = B + L`` where ``L`` is what it learned itself since. A sync:
 
 1. takes ``S = P`` and sends ``O = O_B + (S - B)``, its cumulative own totals;
 2. Redis adds ``O - own[r]`` to ``G`` and stores ``own[r] = O`` (idempotent: a sync whose

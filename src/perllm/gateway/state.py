@@ -1,8 +1,11 @@
 """Persistence of the policy's learned state: JSON written on shutdown, read on start.
 
-The file holds ``{"policy": NAME, "saved-at": UNIX_TIME, "state": policy.state()}``. It is
-written atomically (a temporary file renamed over the old one), so a crash while saving never
-leaves a truncated file. A state saved by a different policy is ignored with a warning.
+The file holds ``{"format": STATE_FORMAT, "policy": NAME, "saved-at": UNIX_TIME, "state":
+policy.state()}``; a learning policy's state is its statistics' additive totals by name
+(:class:`~perllm.policies.base.StatisticsPolicy`). It is written atomically (a temporary file
+renamed over the old one), so a crash while saving never leaves a truncated file. A state saved
+by a different policy is ignored with a warning; a file of another format, or whose state the
+policy refuses, is refused with one line.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from perllm.errors import InputError
-from perllm.policies.base import Policy
+from perllm.policies.base import Policy, PolicyBase
 
 __all__ = ["json_ready", "load_state", "save_state"]
 
@@ -34,8 +37,9 @@ def json_ready(value: Any) -> Any:
     return value
 
 
-STATE_FORMAT = 1
-"""The version of the state file's layout; a file of another version is refused at load."""
+STATE_FORMAT = 2
+"""The version of the state file's layout (2: statistics as named totals); a file of another
+version is refused at load."""
 
 
 def save_state(policy: Policy, path: str | Path) -> None:
@@ -54,14 +58,17 @@ def save_state(policy: Policy, path: str | Path) -> None:
     log.info("policy state saved to %s", file)
 
 
-def load_state(policy: Policy, path: str | Path) -> bool:
-    """Restore ``policy`` from ``path`` if the file exists; returns whether it did.
+def load_state(policy: Policy, path: str | Path, n_servers: int | None = None) -> bool:
+    """Restore ``policy`` from ``path`` if the file exists; returns whether it did. With
+    ``n_servers`` (the cluster's backends), a :class:`~perllm.policies.base.PolicyBase` applies
+    the state now, for that many servers, rather than at its first decision.
 
     Raises
     ------
     InputError
-        If the file exists but is not a state file (unreadable or not JSON), or was written in
-        another format.
+        If the file exists but is not a state file (unreadable or not JSON), was written in
+        another format, or holds a state the policy refuses (of another shape, or with
+        ``n_servers``, sized for another cluster).
     """
     file = Path(path)
     if not file.exists():
@@ -87,6 +94,8 @@ def load_state(policy: Policy, path: str | Path) -> bool:
         return False
     try:
         policy.restore(document["state"])
+        if n_servers is not None and isinstance(policy, PolicyBase):
+            policy.begin(n_servers)
     except ValueError as err:
         raise InputError(f"state-file {str(file)!r}: {err}") from None
     log.info("policy state restored from %s", file)

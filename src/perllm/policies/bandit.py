@@ -1,18 +1,23 @@
 """Shared pieces of the bandit policies: the UCB index, the reward, per-class arm statistics.
 
 Arms are ``(server, share level)`` pairs, numbered ``server * len(shares) + level``. Statistics
-are kept per service class, which is what makes the policies *personalized*.
+are kept per service class, which is what makes the policies *personalized*. The finished pulls
+and reward sums are additive totals (:class:`~perllm.policies.mergeable.LearnedStatistic`), and
+so is the reward's energy reference (its sums per class, through
+:class:`~perllm.policies.mergeable.NamedSums`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from perllm.domain import EnergyWeights, Feedback
+from perllm.policies.mergeable import Totals, add_totals, finite, refuse
 
 Array = npt.NDArray[np.float64]
 
@@ -69,7 +74,9 @@ class ArmStats:
     """Per-class pull counts (finished and pending) and mean rewards, one row per class.
 
     ``tried = count + pending`` and the class totals are kept up to date on every pull and
-    update, so that a decision reads them without recomputing.
+    update, so that a decision reads them without recomputing. The finished pulls and reward
+    sums are the totals, named ``ARM|STAT|CLASS`` (``STAT`` one of ``count``, ``reward_sum``);
+    pending pulls are this router's own, and stay when totals are adopted.
     """
 
     def __init__(self, n_arms: int) -> None:
@@ -120,39 +127,57 @@ class ArmStats:
         self.pending[row, arm] += 1.0
         self._tried(row, arm)
 
-    def update(self, row: int, arm: int, reward: float) -> None:
+    def observe(self, key: tuple[int, int], value: float) -> None:
+        """The reward ``value`` of a pull of ``(row, arm)`` came back."""
+        row, arm = key
         if self.pending[row, arm] >= 1.0:
             self.pending[row, arm] -= 1.0
-        else:  # feedback for a pull made before a restart: count it as a new pull
+        else:  # feedback for a pull this router does not hold (its statistics were replaced)
             self._tried(row, arm)
         self.count[row, arm] += 1.0
-        self.reward_sum[row, arm] += reward
+        self.reward_sum[row, arm] += value
         self.mean[row, arm] = self.reward_sum[row, arm] / self.count[row, arm]
 
-    def state(self) -> dict[str, Any]:
-        return {
-            "n_arms": self.n_arms,
-            "classes": dict(self.classes),
-            "count": self.count.tolist(),
-            "reward_sum": self.reward_sum.tolist(),
-        }
+    def bounds(self, key: tuple[int, int]) -> tuple[float, float]:
+        """``mean -+ sqrt(2 ln N / n)`` for ``(row, arm)`` (UCB1's confidence width, ``N`` the
+        class's finished pulls); unbounded before its first."""
+        row, arm = key
+        n = float(self.count[row, arm])
+        if n <= 0.0:
+            return -math.inf, math.inf
+        width = math.sqrt(2.0 * math.log(max(float(self.count[row].sum()), 1.0)) / n)
+        mean = float(self.mean[row, arm])
+        return mean - width, mean + width
 
-    def restore(self, state: dict[str, Any], *, keep_pending: bool = False) -> None:
-        """Restore learned statistics (pending pulls are not carried across restarts; with
-        ``keep_pending`` this router's own pending pulls stay, as when merging replicas'
-        statistics: classes keep their rows, new ones come after)."""
-        if int(state.get("n_arms", -1)) != self.n_arms:
-            raise ValueError(
-                f"saved state has {state.get('n_arms')} arms, this cluster has {self.n_arms}"
-            )
-        pending = self.pending
-        self.classes = {str(k): int(v) for k, v in state["classes"].items()}
-        self.count = np.array(state["count"], dtype=float).reshape(-1, self.n_arms)
-        self.reward_sum = np.array(state["reward_sum"], dtype=float).reshape(-1, self.n_arms)
-        self.pending = np.zeros_like(self.count)
-        if keep_pending:
-            rows = min(len(pending), len(self.pending))
-            self.pending[:rows] = pending[:rows]
+    def totals(self) -> Totals:
+        out: Totals = {}
+        for name, row in self.classes.items():
+            for stat, values in (("count", self.count), ("reward_sum", self.reward_sum)):
+                for arm in np.flatnonzero(values[row]):
+                    out[f"{arm}|{stat}|{name}"] = float(values[row, arm])
+        return out
+
+    def merge(self, totals: Mapping[str, float]) -> None:
+        self.adopt(add_totals(self.totals(), totals))
+
+    def adopt(self, totals: Mapping[str, float], *, strict: bool = False) -> None:
+        """Replace the finished pulls and reward sums by ``totals`` (see
+        :class:`~perllm.policies.mergeable.Additive`); classes keep their rows, new ones come
+        after, and this router's pending pulls stay."""
+        found: list[tuple[str, int, bool, float]] = []
+        for name, value in totals.items():
+            parts = name.split("|", 2)
+            if len(parts) != 3 or parts[1] not in ("count", "reward_sum"):
+                refuse(strict, name, "not a name ARM|STAT|CLASS")
+            elif not (parts[0].isdecimal() and int(parts[0]) < self.n_arms):
+                refuse(strict, name, f"not an arm of {self.n_arms}")
+            elif finite(strict, name, value):
+                found.append((parts[2], int(parts[0]), parts[1] == "count", value))
+        self.count[:] = 0.0
+        self.reward_sum[:] = 0.0
+        for name, arm, is_count, value in found:
+            row = self.row(name)
+            (self.count if is_count else self.reward_sum)[row, arm] = value
         self.tried = self.count + self.pending
         self.total = self.tried.sum(axis=1)
         self.untried = [int(n) for n in (self.tried == 0).sum(axis=1)]

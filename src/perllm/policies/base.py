@@ -12,15 +12,19 @@ first decision, when the number of servers is known (:meth:`~PolicyBase.on_begin
 state restored before then (:meth:`~PolicyBase.apply_state`), and only then asks the policy's
 own algorithm for a decision (:meth:`~PolicyBase.decide`). The class also says how the policy is
 registered (``name``, ``summary``, ``config_type``, ``clairvoyant``):
-:mod:`perllm.policies.registry` reads them, and nothing repeats them.
+:mod:`perllm.policies.registry` reads them, and nothing repeats them. :class:`StatisticsPolicy`
+adds the learned state of a policy whose statistics are additive totals
+(:mod:`perllm.policies.mergeable`): saved, checked at restore and shared with other routers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from perllm.cluster.settings import KebabModel
 from perllm.domain import ClusterView, Decision, Feedback, RouterRequest
+from perllm.policies.mergeable import StatisticSet
 
 
 class PolicyConfig(KebabModel):
@@ -152,3 +156,85 @@ class StatelessPolicy(PolicyBase):
 
     def restore(self, state: dict[str, Any]) -> None:
         return None
+
+
+class StatisticsPolicy(PolicyBase):
+    """Base of a policy whose learned state is additive statistics, a
+    :class:`~perllm.policies.mergeable.StatisticSet`: its state, the check of a state restored
+    and the totals it shares with other routers
+    (:class:`~perllm.policies.mergeable.SharedStatistics`) are written here once.
+
+    The state is ``{"policy": NAME, SIZE: n, "totals": {NAME: number}}``, ``SIZE`` being
+    ``size_name`` (what the statistics are sized by: ``n_servers``, or ``n_arms``), and empty
+    before the first decision. A state is checked when it is restored: its fields, and every
+    total adopted by statistics of its size (:meth:`fresh_statistics`); applied, it must have
+    this cluster's size. Hooks: :meth:`statistics`, :meth:`fresh_statistics`, :meth:`size`.
+    """
+
+    size_name: ClassVar[str] = "n_servers"
+
+    def statistics(self) -> StatisticSet | None:
+        """The learned statistics (``None`` before the first decision)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement statistics()")
+
+    def fresh_statistics(self, size: int) -> StatisticSet:
+        """Statistics of ``size`` that have learned nothing (to check a state's totals)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement fresh_statistics()")
+
+    def size(self) -> int:
+        """The size of the learned statistics (after the first decision)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement size()")
+
+    def learned_state(self) -> dict[str, Any]:
+        statistics = self.statistics()
+        if statistics is None:
+            return {}
+        return {"policy": self.name, self.size_name: self.size(), "totals": statistics.totals()}
+
+    def check_state(self, state: dict[str, Any]) -> None:
+        if not state:
+            return  # a policy that never decided saves nothing
+        fields = ("policy", self.size_name, "totals")
+        for field in (*state, *fields):
+            if field not in fields:
+                raise ValueError(f"{self.name} state: {field}: not a field of it")
+            if field not in state:
+                raise ValueError(f"{self.name} state: {field}: missing")
+        if state["policy"] != self.name:
+            raise ValueError(f"{self.name} state: policy: {state['policy']!r}, not {self.name!r}")
+        size, totals = state[self.size_name], state["totals"]
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"{self.name} state: {self.size_name}: {size!r}, not a count")
+        if not isinstance(totals, dict):
+            raise ValueError(f"{self.name} state: totals: not a mapping of names to numbers")
+        try:
+            self.fresh_statistics(size).adopt(totals, strict=True)
+        except ValueError as err:
+            raise ValueError(f"{self.name} state: totals: {err}") from None
+
+    def apply_state(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        statistics = self.statistics()
+        assert statistics is not None
+        if state[self.size_name] != self.size():
+            noun = self.size_name.removeprefix("n_")
+            raise ValueError(
+                f"saved state has {state[self.size_name]} {noun}, this cluster has {self.size()}"
+            )
+        statistics.adopt(state["totals"], strict=True)
+
+    def shared_stats(self) -> dict[str, float]:
+        """The learned statistics as additive totals (a state restored but not yet applied:
+        its totals)."""
+        if self._pending is not None:
+            return dict(self._pending.get("totals", {}))
+        statistics = self.statistics()
+        return statistics.totals() if statistics is not None else {}
+
+    def adopt_shared_stats(self, totals: Mapping[str, float], n_servers: int) -> None:
+        """Replace the learned statistics by ``totals`` (for a cluster of ``n_servers``)."""
+        self.begin(n_servers)
+        statistics = self.statistics()
+        assert statistics is not None
+        statistics.adopt(totals)

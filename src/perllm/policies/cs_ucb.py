@@ -76,8 +76,7 @@ They were chosen on generated tuning clusters only
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -95,12 +94,13 @@ from perllm.domain import (
     RouterRequest,
     response_bytes,
 )
-from perllm.policies.base import PolicyBase, PolicyConfig
+from perllm.policies.base import PolicyConfig, StatisticsPolicy
 from perllm.policies.drift import Drift
 from perllm.policies.estimates import OutputLengths, ServerTable, estimate_kernel
+from perllm.policies.ledger import ANSWERED, DROPPED, Ledger, Placement
 from perllm.policies.link_share import SHARE_FLOOR, urgency_share
 from perllm.policies.log_ratio import LOWER, UPPER, LogRatioStats
-from perllm.policies.mergeable import check_cs_ucb_state, cs_ucb_state, cs_ucb_totals
+from perllm.policies.mergeable import NamedSums, StatisticSet
 from perllm.policies.miss import miss_probability
 from perllm.policies.outstanding import (
     LateAnswers,
@@ -289,8 +289,11 @@ def _decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
     )
 
 
-class CsUcbPolicy(PolicyBase):
-    """PerLLM's CS-UCB (see the module docstring for the formulas)."""
+class CsUcbPolicy(StatisticsPolicy):
+    """PerLLM's CS-UCB (see the module docstring for the formulas). Its learned state: the time
+    corrections (``t|``, a group of two rows per class: calm, crowded), the energy corrections
+    (``e|``, one row) and the output lengths (``l|``); its ledger holds a
+    :class:`~perllm.policies.ledger.Placement` per request in flight."""
 
     name: ClassVar[str] = "cs-ucb"
     summary: ClassVar[str] = (
@@ -302,7 +305,7 @@ class CsUcbPolicy(PolicyBase):
     def __init__(self, config: CsUcbConfig, seed: int) -> None:
         super().__init__(config, seed)
         self.lengths = OutputLengths(config.prior_output_tokens)
-        self.classes: dict[str, int] = {}
+        self.ledger: Ledger[Placement] = Ledger()
         self.table: ServerTable | None = None
         self.times: LogRatioStats | None = None
         self.energy: LogRatioStats | None = None
@@ -315,9 +318,6 @@ class CsUcbPolicy(PolicyBase):
         self._knobs = np.array(
             (config.miss_price, config.prefill_window_s, config.prefill_cap, config.drift_memory_s)
         )
-        # Per request placed: crowded at placement, expected output tokens, decode step (with
-        # the stalls), prefill seconds on its server.
-        self._placed: dict[int, tuple[bool, float, float, float]] = {}
 
     def on_servers(self, view: ClusterView) -> None:
         self.table = ServerTable.of(view)
@@ -325,10 +325,7 @@ class CsUcbPolicy(PolicyBase):
     def on_begin(self, n_servers: int) -> None:
         """The learned corrections, made for ``n_servers`` servers."""
         cfg = self.config
-        args = (cfg.prior_log_sd, cfg.pool_weight)
-        self.times = LogRatioStats(n_servers, cfg.confidence, *args, sides=UPPER)
-        self.energy = LogRatioStats(n_servers, cfg.exploration, *args, sides=LOWER)
-        self.energy.ensure_rows(1)
+        self.times, self.energy = self._corrections(n_servers)
         self.outstanding = Outstanding(n_servers)
         self.prefills = PrefillLoad(n_servers, cfg.prefill_window_s or 1.0)
         self._stall = np.zeros(n_servers)
@@ -336,14 +333,19 @@ class CsUcbPolicy(PolicyBase):
         self.drift = Drift(n_servers, cfg.drift_rate, cfg.drift_memory_s)
         self.late = LateAnswers(n_servers, cfg.drift_rate)
 
-    def _row(self, service_class: str) -> int:
-        return self.classes.setdefault(service_class, len(self.classes))
+    def _corrections(self, n_servers: int) -> tuple[LogRatioStats, LogRatioStats]:
+        """Time corrections (by class, calm and crowded) and energy corrections (one row)."""
+        cfg = self.config
+        args = (cfg.prior_log_sd, cfg.pool_weight)
+        times = LogRatioStats(n_servers, cfg.confidence, *args, sides=UPPER, variants=2)
+        energy = LogRatioStats(n_servers, cfg.exploration, *args, sides=LOWER)
+        energy.group("")
+        return times, energy
 
     def decide(self, request: RouterRequest, view: ClusterView) -> Decision:
         table, times, energy = self.table, self.times, self.energy
         assert table is not None and times is not None and energy is not None
-        row = 2 * self._row(request.service_class)
-        times.ensure_rows(row + 2)
+        row = times.group(request.service_class)
         loads = view.load_arrays()
         service_class = request.service_class
         expected = self.lengths.expected(service_class)
@@ -390,12 +392,11 @@ class CsUcbPolicy(PolicyBase):
             return REJECT
         if hopeless:
             priority += DEFLECTED_PRIORITY
-        self.outstanding.add(request.id, server, priority)
+        self.outstanding.add(server, priority)
         load = float(loads.running[server] + loads.queued[server])
         is_crowded = crowded(queue_s, load, float(table.max_batch[server]))
         stall = float(self._stall[server])
         prefill = table.prefill_of(server, request)
-        self._placed[request.id] = (is_crowded, expected, step * (1.0 + stall), prefill)
         if self.config.prefill_window_s > 0:
             self.prefills.placed(server, now, prefill)
         rest_s = time_s - transfer_s
@@ -407,94 +408,81 @@ class CsUcbPolicy(PolicyBase):
             rtt, bandwidth = float(table.rtt_s[server]), float(loads.bandwidth_mbps[server])
             transfer_s = physics.transfer_s(total_bytes, bandwidth, rtt, share, active)
         self.horizon = max(self.horizon, end_s)
+        estimate_s = rest_s + transfer_s
+        memo = Placement(
+            server,
+            priority,
+            is_crowded,
+            expected,
+            step * (1.0 + stall),
+            prefill,
+            estimate_s,
+            inference_j,
+            p_miss,
+            mu_o,
+            sd_o,
+        )
+        self.ledger.place(request.id, memo)
         if queue_s == 0.0 and not hopeless:
             # Due when the arm's own record says the answer comes, at the mean length; only a
             # request that starts at once measures its server's speed (not its queue's).
-            due = now + (rest_s + transfer_s) * float(times.own[row + int(is_crowded), server])
-            self.late.placed(request.id, server, due, self.lengths.log_fit(service_class), expected)
-        for slow, log_f in self.late.slowdowns(now, self._placed, self.config.late_margin):
+            due = now + estimate_s * float(times.own[row + int(is_crowded), server])
+            self.late.watch(request.id, memo, due)
+        for slow, log_f in self.late.slowdowns(now, self.config.late_margin):
             self.drift.raise_to(slow, log_f, now)
-        return Decision(
-            server=server,
-            share=share,
-            arm=server,
-            estimate_s=rest_s + transfer_s,
-            estimate_j=inference_j,
-            priority=priority,
-            miss_probability=p_miss,
-        )
+        return Decision(server=server, share=share, estimate_s=estimate_s, priority=priority)
 
     def observe(self, feedback: Feedback) -> None:
-        if self.times is None or self.energy is None or feedback.decision.arm < 0:
+        request = feedback.request
+        memo = self.ledger.release(request.id, DROPPED if feedback.failed else ANSWERED)
+        if memo is None or self.times is None or self.energy is None:
             return
-        request, decision = feedback.request, feedback.decision
-        self.outstanding.remove(request.id)
-        crowded, expected, step, prefill = self._placed.pop(request.id, (False, 0.0, 0.0, 0.0))
+        server = memo.server
+        self.outstanding.remove(server, memo.priority)
         if feedback.failed:
-            self.late.forget(request.id)
             return
         finished = request.arrival_s + feedback.processing_s
         if self.config.prefill_window_s > 0:
-            self.prefills.done(decision.server, finished, prefill)
+            self.prefills.done(server, finished, memo.prefill)
         self.lengths.observe(request.service_class, feedback.output_tokens)
+        if feedback.decision.server != server:
+            return  # it ran elsewhere than placed: the estimates were not of that server
         # The model's time for the output the request really had; a deflected request waits by
         # design, and its time says nothing about the model's error.
-        estimated = decision.estimate_s + (feedback.output_tokens - expected) * step
-        deflected = decision.priority >= DEFLECTED_PRIORITY
+        estimated = memo.estimate_s + (feedback.output_tokens - memo.expected) * memo.step
+        deflected = memo.priority >= DEFLECTED_PRIORITY
         if estimated > 0 and feedback.processing_s > 0 and not deflected:
             ratio = math.log(feedback.processing_s / estimated)
-            row = 2 * self._row(request.service_class) + int(crowded)
-            self.times.ensure_rows(row + 1)
-            n = float(self.times.count[row, decision.server])
-            mean = float(self.times.total[row, decision.server]) / n if n > 0.0 else 0.0
-            self.drift.move(decision.server, ratio - mean, finished)
-            self.times.observe(row, decision.server, ratio)
-        if decision.estimate_j > 0 and feedback.energy.inference_j > 0:
-            ratio = math.log(feedback.energy.inference_j / decision.estimate_j)
-            self.energy.observe(0, decision.server, ratio)
+            row = self.times.group(request.service_class) + int(memo.crowded)
+            n = float(self.times.count[row, server])
+            mean = float(self.times.total[row, server]) / n if n > 0.0 else 0.0
+            self.drift.move(server, ratio - mean, finished)
+            self.times.observe((row, server), ratio)
+        if memo.estimate_j > 0 and feedback.energy.inference_j > 0:
+            ratio = math.log(feedback.energy.inference_j / memo.estimate_j)
+            self.energy.observe((0, server), ratio)
 
     def forget(self, request: RouterRequest, decision: Decision) -> None:
-        self.outstanding.remove(request.id)
-        self._placed.pop(request.id, None)
-        self.late.forget(request.id)
+        memo = self.ledger.release(request.id, DROPPED)
+        if memo is not None:
+            self.outstanding.remove(memo.server, memo.priority)
 
-    def learned_state(self) -> dict[str, Any]:
+    def statistics(self) -> StatisticSet | None:
         if self.times is None or self.energy is None:
-            return {}
-        return {
-            "policy": self.name,
-            "n_servers": self.times.n_servers,
-            "classes": dict(self.classes),
-            "times": self.times.state(),
-            "energy": self.energy.state(),
-            "lengths": self.lengths.state(),
-        }
+            return None
+        return self._statistics(self.times, self.energy, self.lengths)
 
-    def apply_state(self, state: dict[str, Any]) -> None:
-        assert self.times is not None and self.energy is not None
-        learned = "times" in state and "energy" in state
-        if learned and int(state.get("n_servers", -1)) != self.times.n_servers:
-            raise ValueError(
-                f"saved state has {state.get('n_servers')} servers, "
-                f"this cluster has {self.times.n_servers}"
-            )
-        self.lengths.restore(state.get("lengths", {}))
-        self.classes = {str(k): int(v) for k, v in state.get("classes", {}).items()}
-        if not learned:
-            return
-        self.times.restore(state["times"])
-        self.energy.restore(state["energy"])
-        self.energy.ensure_rows(1)
+    def fresh_statistics(self, size: int) -> StatisticSet:
+        return self._statistics(*self._corrections(size), OutputLengths())
 
-    def check_state(self, state: dict[str, Any]) -> None:
-        check_cs_ucb_state(state)
+    @staticmethod
+    def _statistics(
+        times: LogRatioStats, energy: LogRatioStats, lengths: OutputLengths
+    ) -> StatisticSet:
+        counts = ("count", "log_count")
+        sums = NamedSums(lengths, ("sum", "count", "log_count", "log_sum", "log_sq"), counts)
+        return StatisticSet({"t": times, "e": energy, "l": sums})
 
-    def shared_stats(self) -> dict[str, float]:
-        """The learned statistics as additive totals (:mod:`perllm.policies.mergeable`)."""
-        return cs_ucb_totals(self.state())
-
-    def adopt_shared_stats(self, totals: Mapping[str, float], n_servers: int) -> None:
-        """Replace the learned statistics by ``totals`` (for a cluster of ``n_servers``)."""
-        self.begin(n_servers)
+    def size(self) -> int:
         assert self.times is not None
-        self.restore(cs_ucb_state(totals, self.times.n_servers, list(self.classes)))
+        return self.times.n_servers

@@ -12,7 +12,6 @@ without constraint satisfaction or any model of the servers: ``ucb1`` and ``epsi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,8 +19,9 @@ from pydantic import Field
 
 from perllm.domain import ClusterView, Decision, Feedback, RouterRequest
 from perllm.policies.bandit import ArmStats, Reward, ucb_index
-from perllm.policies.base import PolicyBase, PolicyConfig
-from perllm.policies.mergeable import arm_bandit_state, arm_bandit_totals
+from perllm.policies.base import PolicyConfig, StatisticsPolicy
+from perllm.policies.ledger import ANSWERED, DROPPED, Ledger, Pull
+from perllm.policies.mergeable import NamedSums, StatisticSet
 
 
 class Ucb1Config(PolicyConfig):
@@ -36,10 +36,13 @@ class EpsilonGreedyConfig(PolicyConfig):
     share_levels: tuple[float, ...] = (0.5, 1.0, 2.0)
 
 
-class _ArmBandit(PolicyBase):
-    """Arms ``(server, share)`` per class; subclasses choose an arm from the statistics."""
+class _ArmBandit(StatisticsPolicy):
+    """Arms ``(server, share)`` per class; subclasses choose an arm from the statistics. Its
+    learned state: the arms' totals (``a|``) and the reward's energy reference (``r|``); its
+    ledger holds the arm each request in flight pulled."""
 
     config: Ucb1Config | EpsilonGreedyConfig
+    size_name: ClassVar[str] = "n_arms"
 
     def __init__(self, config: Ucb1Config | EpsilonGreedyConfig, seed: int) -> None:
         super().__init__(config, seed)
@@ -47,6 +50,7 @@ class _ArmBandit(PolicyBase):
         self.shares = config.share_levels
         self.reward = Reward(None, config.penalty)
         self.arms: ArmStats | None = None
+        self.ledger: Ledger[Pull] = Ledger()
 
     def choose(self, row: int, arms: ArmStats) -> int:
         raise NotImplementedError
@@ -61,43 +65,35 @@ class _ArmBandit(PolicyBase):
         row = arms.row(request.service_class)
         arm = self.choose(row, arms)
         arms.pull(row, arm)
+        self.ledger.place(request.id, Pull(row, arm))
         server, level = divmod(arm, len(self.shares))
-        return Decision(server=server, share=self.shares[level], arm=arm)
+        return Decision(server=server, share=self.shares[level])
 
     def observe(self, feedback: Feedback) -> None:
-        if self.arms is None or feedback.decision.arm < 0:
-            return
-        row = self.arms.row(feedback.request.service_class)
-        self.arms.update(row, feedback.decision.arm, self.reward(feedback))
+        pull = self.ledger.release(feedback.request.id, ANSWERED)
+        if pull is not None and self.arms is not None:
+            self.arms.observe((pull.row, pull.arm), self.reward(feedback))
 
     def forget(self, request: RouterRequest, decision: Decision) -> None:
-        if self.arms is not None and decision.arm >= 0:
-            self.arms.unpull(self.arms.row(request.service_class), decision.arm)
+        pull = self.ledger.release(request.id, DROPPED)
+        if pull is not None and self.arms is not None:
+            self.arms.unpull(pull.row, pull.arm)
 
-    def learned_state(self) -> dict[str, Any]:
-        arms = self.arms.state() if self.arms is not None else None
-        return {"policy": self.name, "arms": arms, "reward": self.reward.state()}
+    def statistics(self) -> StatisticSet | None:
+        if self.arms is None:
+            return None
+        return self._statistics(self.arms, self.reward)
 
-    def apply_state(self, state: dict[str, Any]) -> None:
+    def fresh_statistics(self, size: int) -> StatisticSet:
+        return self._statistics(ArmStats(size), Reward(None, 0.0))
+
+    @staticmethod
+    def _statistics(arms: ArmStats, reward: Reward) -> StatisticSet:
+        return StatisticSet({"a": arms, "r": NamedSums(reward, ("sum", "count"), ("count",))})
+
+    def size(self) -> int:
         assert self.arms is not None
-        self.reward.restore(state.get("reward", {}))
-        if state.get("arms"):
-            self.arms.restore(state["arms"])
-
-    def shared_stats(self) -> dict[str, float]:
-        """Finished pulls, reward sums and energy references as additive totals
-        (:mod:`perllm.policies.mergeable`); pending pulls are this router's own."""
-        state = self.state()
-        return arm_bandit_totals(state.get("arms"), state.get("reward", {}))
-
-    def adopt_shared_stats(self, totals: Mapping[str, float], n_servers: int) -> None:
-        """Replace the learned statistics by ``totals``, keeping this router's pending pulls."""
-        self.begin(n_servers)
-        arms = self.arms
-        assert arms is not None
-        state, reward = arm_bandit_state(totals, arms.n_arms, list(arms.classes))
-        arms.restore(state, keep_pending=True)
-        self.reward.restore(reward)
+        return self.arms.n_arms
 
 
 def _fresh_arm(rng: np.random.Generator, tried: Any) -> int | None:

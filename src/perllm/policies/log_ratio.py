@@ -1,23 +1,29 @@
 """A learned correction: per (row, server) statistics of ``l = ln(observed / estimated)`` and the
 confidence bounds they give (CS-UCB's step 2, :mod:`perllm.policies.cs_ucb`).
 
-Every arm keeps additive totals (count, sum, sum of squares), so replicas can merge them
-(:mod:`perllm.policies.mergeable`); the bounds are derived from them and refreshed on every
-update."""
+Rows come in named groups of ``variants`` rows each (CS-UCB: a service class, calm and
+crowded). Every arm keeps additive totals (count, sum, sum of squares), named by group, variant
+and server, so replicas can merge them and a router can save them
+(:class:`~perllm.policies.mergeable.LearnedStatistic`); the bounds are derived from them and
+refreshed on every update."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from perllm.policies.mergeable import Totals, add_totals, finite, refuse
+
 Array = npt.NDArray[np.float64]
 
 # Which bounds a LogRatioStats keeps up to date.
 UPPER, LOWER = 1, 2
+
+_STATS = ("count", "total", "total_sq")
 
 
 @njit(cache=True)
@@ -96,12 +102,17 @@ class LogRatioStats:
       ``mu`` the mean of the *other* servers of the row, ``w`` the ``pool_weight`` (0 when they
       have no observation), ``sd`` the arm's own from two observations on, the others' before
       (``prior_sd`` until they have two); ``exp(+-beta prior_sd)`` while ``n + w = 0``;
-    - ``own = exp(sum / n)``, the arm's own record (1, the datasheet, before any observation);
+    - ``own = exp(sum / n)``, the arm's own record (1, the datasheet, before any observation),
+      kept with the upper bound;
     - ``spread = sd``, the spread of one observation's ``l`` about the mean (``prior_sd`` while
       ``n + w = 0``).
 
-    With ``pool_weight`` 0 every arm stands alone. A refresh costs ``O(servers)``: every arm of
-    the row borrows from the others."""
+    A bound not kept (``sides``) is ``nan``. With ``pool_weight`` 0 every arm stands alone. A
+    refresh costs ``O(servers)``: every arm of the row borrows from the others.
+
+    Rows are made by :meth:`group`: a group's ``variants`` rows follow each other. The totals
+    are named ``VARIANT|SERVER|STAT|GROUP`` (``STAT`` one of ``count``, ``total``,
+    ``total_sq``; the group last, so that it may hold any character)."""
 
     def __init__(
         self,
@@ -110,12 +121,15 @@ class LogRatioStats:
         prior_sd: float,
         pool_weight: float = 0.0,
         sides: int = 3,
+        variants: int = 1,
     ) -> None:
         self.n_servers = n_servers
         self.sides = sides  # which bounds are kept: 1 upper (and own), 2 lower, 3 both
+        self.variants = variants
         self.confidence = confidence
         self.prior_sd = prior_sd
         self.pool_weight = pool_weight
+        self.groups: dict[str, int] = {}  # name -> its first row
         self.count = np.zeros((0, n_servers))
         self.total = np.zeros((0, n_servers))
         self.total_sq = np.zeros((0, n_servers))
@@ -124,7 +138,15 @@ class LogRatioStats:
         self.own = np.zeros((0, n_servers))
         self.spread = np.zeros((0, n_servers))
 
-    def ensure_rows(self, rows: int) -> None:
+    def group(self, name: str) -> int:
+        """The first row of group ``name`` (its rows are made at its first use)."""
+        row = self.groups.get(name)
+        if row is None:
+            row = self.groups[name] = len(self.groups) * self.variants
+            self._grow(row + self.variants)
+        return row
+
+    def _grow(self, rows: int) -> None:
         missing = rows - self.count.shape[0]
         if missing > 0:
             pad = np.zeros((missing, self.n_servers))
@@ -132,17 +154,26 @@ class LogRatioStats:
             self.total = np.vstack([self.total, pad])
             self.total_sq = np.vstack([self.total_sq, pad])
             width = self.confidence * self.prior_sd
-            self.upper = np.vstack([self.upper, pad + math.exp(width)])
-            self.lower = np.vstack([self.lower, pad + math.exp(-width)])
-            self.own = np.vstack([self.own, pad + 1.0])
+            upper, lower = self.sides & UPPER, self.sides & LOWER
+            self.upper = np.vstack([self.upper, pad + (math.exp(width) if upper else math.nan)])
+            self.lower = np.vstack([self.lower, pad + (math.exp(-width) if lower else math.nan)])
+            self.own = np.vstack([self.own, pad + (1.0 if upper else math.nan)])
             self.spread = np.vstack([self.spread, pad + self.prior_sd])
 
-    def observe(self, row: int, server: int, log_ratio: float) -> None:
-        """Add an observation (none if ``log_ratio`` is not finite: one would spoil the row)."""
-        self.ensure_rows(row + 1)
-        if not math.isfinite(log_ratio):
+    def observe(self, key: tuple[int, int], value: float) -> None:
+        """Add the observation ``value`` of ``(row, server)`` (none if it is not finite: one
+        would spoil the row)."""
+        row, server = key
+        if row >= self.count.shape[0]:
+            raise IndexError(f"row {row} of {self.count.shape[0]}: rows are made by group()")
+        if not math.isfinite(value):
             return
-        self._refresh(row, server, log_ratio)
+        self._refresh(row, server, value)
+
+    def bounds(self, key: tuple[int, int]) -> tuple[float, float]:
+        """``(lower, upper)`` of ``(row, server)``'s correction factor (``nan`` if not kept)."""
+        row, server = key
+        return float(self.lower[row, server]), float(self.upper[row, server])
 
     def _refresh(self, row: int, server: int = -1, log_ratio: float = 0.0) -> None:
         _refresh(
@@ -162,22 +193,39 @@ class LogRatioStats:
             self.sides,
         )
 
-    def state(self) -> dict[str, Any]:
-        return {
-            "count": self.count.tolist(),
-            "total": self.total.tolist(),
-            "total_sq": self.total_sq.tolist(),
-        }
+    def totals(self) -> Totals:
+        out: Totals = {}
+        arrays = (self.count, self.total, self.total_sq)
+        for name, first in self.groups.items():
+            for stat, values in zip(_STATS, arrays, strict=True):
+                block = values[first : first + self.variants]
+                for variant, server in zip(*np.nonzero(block), strict=True):
+                    out[f"{variant}|{server}|{stat}|{name}"] = float(block[variant, server])
+        return out
 
-    def restore(self, state: dict[str, Any]) -> None:
-        n = self.n_servers
-        self.count = np.array(state["count"], dtype=float).reshape(-1, n)
-        self.total = np.array(state["total"], dtype=float).reshape(-1, n)
-        self.total_sq = np.array(state["total_sq"], dtype=float).reshape(-1, n)
-        rows = self.count.shape[0]
-        self.upper = np.zeros((rows, n))
-        self.lower = np.zeros((rows, n))
-        self.own = np.zeros((rows, n))
-        self.spread = np.zeros((rows, n))
-        for row in range(rows):
+    def merge(self, totals: Mapping[str, float]) -> None:
+        self.adopt(add_totals(self.totals(), totals))
+
+    def adopt(self, totals: Mapping[str, float], *, strict: bool = False) -> None:
+        """Replace the totals by ``totals`` (see :class:`~perllm.policies.mergeable.Additive`;
+        groups keep their rows, new ones come after) and refresh every bound."""
+        found: list[tuple[str, int, int, int, float]] = []
+        for name, value in totals.items():
+            parts = name.split("|", 3)
+            if len(parts) != 4 or parts[2] not in _STATS:
+                refuse(strict, name, "not a name VARIANT|SERVER|STAT|GROUP")
+                continue
+            variant, server, stat, group = parts
+            if not (variant.isdecimal() and int(variant) < self.variants):
+                refuse(strict, name, f"not a variant below {self.variants}")
+            elif not (server.isdecimal() and int(server) < self.n_servers):
+                refuse(strict, name, f"not a server of {self.n_servers}")
+            elif finite(strict, name, value):
+                found.append((group, int(variant), int(server), _STATS.index(stat), value))
+        for values in (self.count, self.total, self.total_sq):
+            values[:] = 0.0
+        for name, v, s, k, value in found:
+            row = self.group(name) + v  # before the arrays are read: it may grow them
+            (self.count, self.total, self.total_sq)[k][row, s] = value
+        for row in range(self.count.shape[0]):
             self._refresh(row)

@@ -1,12 +1,16 @@
 """What a router knows of each server from its own traffic: the order of its queue (the requests
 it has placed there and not yet heard back from, with the priority it gave each one), the
-share of its time its recent prefills take, and the share of its answers that come late."""
+share of its time its recent prefills take, and the share of its answers that come late.
+
+What is kept of each request is its memo in the policy's ledger
+(:class:`~perllm.policies.ledger.Placement`); the structures here hold per-server summaries of
+them, and the answers still to fall due."""
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
-from collections.abc import Container
 from statistics import NormalDist
 
 import numpy as np
@@ -15,6 +19,7 @@ from numba import njit
 from numba.extending import register_jitable
 
 from perllm.domain import LoadArrays
+from perllm.policies.ledger import DROPPED, PENDING, Placement
 
 Array = npt.NDArray[np.float64]
 Priorities = npt.NDArray[np.int64]
@@ -30,25 +35,22 @@ class Outstanding:
     priority less the ``running`` ones (which, served first, hold the lowest), at most
     ``queued``: :func:`queued_ahead_kernel`. Each placement and each feedback costs ``O(k)``
     for ``k`` requests outstanding on that server; the sorted rows live in one array so that
-    the query, on the decision path, is one compiled pass.
+    the query, on the decision path, is one compiled pass. Which request holds which entry is
+    in its memo (:class:`~perllm.policies.ledger.Placement`).
     """
 
     def __init__(self, n_servers: int) -> None:
         self.priorities: Priorities = np.zeros((n_servers, 8), dtype=np.int64)
         self.counts = np.zeros(n_servers, dtype=np.int64)
-        self.placed: dict[int, tuple[int, int]] = {}
 
-    def add(self, request_id: int, server: int, priority: int) -> None:
+    def add(self, server: int, priority: int) -> None:
         if self.counts[server] == self.priorities.shape[1]:
             self.priorities = np.pad(self.priorities, ((0, 0), (0, self.priorities.shape[1])))
         _insert(self.priorities[server], self.counts, server, priority)
-        self.placed[request_id] = (server, priority)
 
-    def remove(self, request_id: int) -> None:
-        entry = self.placed.pop(request_id, None)
-        if entry is not None:
-            server, priority = entry
-            _delete(self.priorities[server], self.counts, server, priority)
+    def remove(self, server: int, priority: int) -> None:
+        """Remove one entry of ``priority`` from ``server``'s queue (if there)."""
+        _delete(self.priorities[server], self.counts, server, priority)
 
 
 @njit(cache=True)
@@ -162,59 +164,43 @@ class LateAnswers:
     server that slows down shows it in flight, long before its first slow answer comes back.
 
     Each placed request is *due* when the arm's own record says its answer comes at the class's
-    mean output length; at that time the router knows whether it has come back. Output lengths
-    vary, so on a server as fast as its record a request is late with probability ``p0 = P(o >
-    o_mean) = 1 - F(o_mean)``, ``F`` the class's log-normal fit (mean ``mu`` and sd ``sd`` of
-    ``ln o``). Each server keeps exponentially weighted means (rate ``a``) of the late indicator,
-    ``L``, and of the requests' ``p0``, ``P``. A server slower than its record by a factor ``f``
-    (a decode-bound time) makes late every answer longer than ``o_mean / f``, so ``L = 1 -
-    F(o_mean / f)``: ``ln f = ln o_mean - mu - sd Phi^-1(1 - L)``, reported once at least
-    :data:`LATE_AFTER` answers were due and ``L > P + margin``. A request that failed or was given
-    up counts neither way (:meth:`forget`). Each placement and each answer due costs ``O(log k)``
-    for ``k`` requests pending."""
+    mean output length; at that time the router knows whether it has come back (its memo's
+    outcome). Output lengths vary, so on a server as fast as its record a request is late with
+    probability ``p0 = P(o > o_mean) = 1 - F(o_mean)``, ``F`` the class's log-normal fit (mean
+    ``mu`` and sd ``sd`` of ``ln o``, kept in the memo). Each server keeps exponentially weighted
+    means (rate ``a``) of the late indicator, ``L``, and of the requests' ``p0``, ``P``. A
+    server slower than its record by a factor ``f`` (a decode-bound time) makes late every
+    answer longer than ``o_mean / f``, so ``L = 1 - F(o_mean / f)``: ``ln f = ln o_mean - mu -
+    sd Phi^-1(1 - L)``, reported once at least :data:`LATE_AFTER` answers were due and ``L > P +
+    margin``. A request that failed or was given up (its memo dropped) counts neither way. Each
+    placement and each answer due costs ``O(log k)`` for ``k`` requests pending."""
 
     def __init__(self, n_servers: int, rate: float) -> None:
         self.rate = rate
         self.shares = np.zeros((3, n_servers))  # L, P, answers due
-        self._due: list[tuple[float, int, int, float, float, float, float]] = []
-        self._watched: set[int] = set()  # placed and still counted when due
+        self._due: list[tuple[float, int, int, Placement]] = []
+        self._order = itertools.count()  # breaks ties between equal times and ids
 
-    def placed(
-        self,
-        request_id: int,
-        server: int,
-        due_s: float,
-        fit: tuple[float, float] | None,
-        expected_tokens: float,
-    ) -> None:
-        """Track a placed request, due at ``due_s`` (not without a length fit)."""
-        if fit is None or not fit[1] > 0.0 or not expected_tokens > 0.0:
+    def watch(self, request_id: int, memo: Placement, due_s: float) -> None:
+        """Watch a placed request, due at ``due_s`` (not without a length fit, ``memo.sd >
+        0``)."""
+        if not memo.sd > 0.0 or not memo.expected > 0.0:
             return
-        mu, sd = fit
-        p0 = 0.5 * math.erfc((math.log(expected_tokens) - mu) / (sd * math.sqrt(2.0)))
-        entry = (due_s, request_id, server, p0, mu, sd, expected_tokens)
-        heapq.heappush(self._due, entry)
-        self._watched.add(request_id)
+        heapq.heappush(self._due, (due_s, request_id, next(self._order), memo))
 
-    def forget(self, request_id: int) -> None:
-        """Stop watching a request (it failed or was given up: when it ended says nothing about
-        its server's speed)."""
-        self._watched.discard(request_id)
-
-    def slowdowns(
-        self, now: float, pending: Container[int], margin: float
-    ) -> list[tuple[int, float]]:
-        """Take the answers due by ``now`` (late if their request is still ``pending``); return
+    def slowdowns(self, now: float, margin: float) -> list[tuple[int, float]]:
+        """Take the answers due by ``now`` (late if their memo is still pending); return
         ``(server, ln f)`` for each whose late share then exceeds the expected by more than
         ``margin``."""
         due, shares, a = self._due, self.shares, self.rate
         found: list[tuple[int, float]] = []
         while due and due[0][0] <= now:
-            _, request_id, server, p0, mu, sd, expected = heapq.heappop(due)
-            if request_id not in self._watched:
-                continue  # forgotten
-            self._watched.discard(request_id)
-            late = 1.0 if request_id in pending else 0.0
+            memo = heapq.heappop(due)[3]
+            if memo.outcome == DROPPED:
+                continue
+            server, mu, sd, expected = memo.server, memo.mu, memo.sd, memo.expected
+            p0 = 0.5 * math.erfc((math.log(expected) - mu) / (sd * math.sqrt(2.0)))
+            late = 1.0 if memo.outcome == PENDING else 0.0
             shares[0, server] += a * (late - shares[0, server])
             shares[1, server] += a * (p0 - shares[1, server])
             shares[2, server] += 1.0
