@@ -339,6 +339,35 @@ def test_the_decision_s_estimate_is_the_shared_estimate_of_its_arm(
     )
 
 
+def test_a_prefix_the_router_sent_counts_as_prefill_saved_in_the_estimate(
+    paper_view, request_factory
+) -> None:
+    # The same shared estimate, with the prompt's recorded prefix per server taken off prefill:
+    # the decision's estimate matches it, and the prefill the policy remembers is the rest.
+    policy = make_policy("cs-ucb", {"prefill-window-s": 0.0, "share-by-urgency": False})
+    request = request_factory(deadline_s=60.0, prompt=3000)
+    paper_view.running[:] = [1, 1, 1, 1, 1, 8]
+    paper_view.prefix[:] = [0.0, 0.0, 2560.0, 0.0, 0.0, 0.0]
+    decision = policy.select(request, paper_view)
+    table, loads = ServerTable.of(paper_view), paper_view.load_arrays()
+    expected = policy.lengths.expected(request.service_class)
+    est = estimate(
+        table,
+        loads,
+        request,
+        expected,
+        weights=paper_view.weights,
+        queued_ahead=np.zeros(len(paper_view.servers)),
+        cached_tokens=paper_view.prefix,
+    )
+    assert decision.estimate_s == pytest.approx(float(est.processing_s[0, decision.server]))
+    saved = 2560.0 * table.prefill_s_per_token[2]
+    assert est.service_s[2] == pytest.approx(est.service_s[1] - saved)  # twin edge servers
+    assert memo(policy, request).prefill == pytest.approx(
+        table.prefill_of(decision.server, 3000 - float(paper_view.prefix[decision.server]))
+    )
+
+
 def test_rejects_when_nothing_is_feasible_and_admission_control_is_on(
     paper_view, request_factory
 ) -> None:

@@ -7,9 +7,10 @@ request ``r`` of class ``c`` with deadline ``D`` it goes through five stages.
 
 1. **Estimate** (:mod:`perllm.policies.estimates`): on each server ``s``, the processing time
    ``T_s(o)`` of ``r`` for ``o`` output tokens (transfer, the wait behind the queued requests
-   with earlier deadlines, prefill and ``o - 1`` decode steps in the batch ``r`` sees) and the
-   *marginal* weighted energy ``M_s`` of adding ``r`` to ``s`` now (a busy GPU is cheap per
-   request, an idle one pays for its whole step). Servers draw idle power as long as the cluster
+   with earlier deadlines, prefill of the prompt less the prefix the router sent ``s`` recently
+   (:meth:`~perllm.domain.ClusterView.prefix_tokens`) and ``o - 1`` decode steps in the batch
+   ``r`` sees) and the *marginal* weighted energy ``M_s`` of adding ``r`` to ``s`` now (a busy
+   GPU is cheap per request, an idle one pays for its whole step). Servers draw idle power as long as the cluster
    has work, so a request expected to end after all the work in flight also pays the cluster's
    weighted idle power for the difference. Prefill stalls stretch the service by ``1 / (1 -
    u_s)``, ``u_s`` the share of the server's time its recent prefills take
@@ -168,6 +169,7 @@ def _decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
     bandwidth_mbps: Array,
     link_active_weight: Array,
     healthy: npt.NDArray[np.bool_],
+    cached: Array,
     request: Array,
     weights: Array,
     prefill_seconds: Array,
@@ -182,8 +184,9 @@ def _decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
     priority: int,
     knobs: Array,
 ) -> tuple[int, float, float, float, float, float, float, float]:
-    """Stages 1 to 5 of the module docstring in one compiled pass. ``request``: ``(prompt tokens,
-    bytes both ways, expected output tokens, mu_o, sd_o, deadline, now, horizon)``; ``weights``:
+    """Stages 1 to 5 of the module docstring in one compiled pass. ``cached``: each server's
+    expected cached prefix of the prompt, in tokens; ``request``: ``(prompt tokens, bytes both
+    ways, expected output tokens, mu_o, sd_o, deadline, now, horizon)``; ``weights``:
     ``(transmission, inference, idle)``; ``slow`` and ``spread``: each server's time bound ``F``
     and observation spread, calm (row 0) and crowded (row 1); ``drift``: each server's drift and
     when it last moved; ``knobs``: ``(miss-price, prefill-window-s, prefill-cap,
@@ -211,7 +214,7 @@ def _decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.s
         bandwidth_mbps,
         link_active_weight,
         prompt,
-        np.zeros(n),
+        cached,
         total_bytes,
         expected,
         _ONE_SHARE,
@@ -353,6 +356,7 @@ class CsUcbPolicy(StatisticsPolicy):
         priority = int((request.arrival_s + request.deadline_s) * 1000.0)
         now, weights = view.now(), view.weights
         total_bytes = request.request_bytes + response_bytes(expected)
+        cached = view.prefix_tokens(request)
         chosen = _decide_kernel(
             table.columns,
             loads.running,
@@ -361,6 +365,7 @@ class CsUcbPolicy(StatisticsPolicy):
             loads.bandwidth_mbps,
             loads.link_active_weight,
             loads.healthy,
+            cached,
             np.array(
                 (
                     request.prompt_tokens,
@@ -396,7 +401,7 @@ class CsUcbPolicy(StatisticsPolicy):
         load = float(loads.running[server] + loads.queued[server])
         is_crowded = crowded(queue_s, load, float(table.max_batch[server]))
         stall = float(self._stall[server])
-        prefill = table.prefill_of(server, request)
+        prefill = table.prefill_of(server, request.prompt_tokens - float(cached[server]))
         if self.config.prefill_window_s > 0:
             self.prefills.placed(server, now, prefill)
         rest_s = time_s - transfer_s

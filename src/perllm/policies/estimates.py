@@ -128,12 +128,10 @@ class ServerTable:
             columns=records,
         )
 
-    def prefill_of(self, server: int, request: RouterRequest) -> float:
-        """Seconds ``server`` takes to prefill ``request``'s prompt."""
+    def prefill_of(self, server: int, tokens: float) -> float:
+        """Seconds ``server`` takes to prefill ``tokens`` prompt tokens."""
         return physics.prefill_s(
-            float(self.prefill_fixed_s[server]),
-            float(self.prefill_s_per_token[server]),
-            float(request.prompt_tokens),
+            float(self.prefill_fixed_s[server]), float(self.prefill_s_per_token[server]), tokens
         )
 
 
