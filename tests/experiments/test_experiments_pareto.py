@@ -11,9 +11,12 @@ import pytest
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 
-from perllm.experiments.intervals import positive, share
+from perllm.bound.result import FrontierPoint
+from perllm.experiments.analysis import PolicyStats
+from perllm.experiments.intervals import estimate, positive, share
 from perllm.experiments.pareto import pareto_figure
 from perllm.experiments.plots import goodput_energy_figure
+from perllm.experiments.rows import BoundRow, GridRow
 from perllm.experiments.yardstick import frontier_line
 
 REQUESTS = 1000
@@ -29,18 +32,22 @@ POINTS = [
 ]
 
 
-def _rows() -> list[dict[str, Any]]:
+def _row(**fields: Any) -> GridRow:
+    return GridRow(**{**dict.fromkeys(GridRow.columns(), 0), **fields})
+
+
+def _rows() -> list[GridRow]:
     return [
-        {
-            "deployment": "7b/13b",
-            "bandwidth": bandwidth,
-            "rate_factor": 1.0,
-            "policy": policy,
-            "seed": seed,
-            "requests": REQUESTS,
-            "deadline_satisfaction": met,
-            "weighted_energy_j": energy * REQUESTS,
-        }
+        _row(
+            deployment="7b/13b",
+            bandwidth=bandwidth,
+            rate_factor=1.0,
+            policy=policy,
+            seed=seed,
+            requests=REQUESTS,
+            deadline_satisfaction=met,
+            weighted_energy_j=energy * REQUESTS,
+        )
         for bandwidth in BANDWIDTHS
         for policy, met, energy in POINTS
         for seed in (0, 1)
@@ -54,23 +61,27 @@ def _energy(bandwidth: str, fraction: float) -> float:
     return 103.0 if bandwidth == "volatile" and fraction > 0.99 else 100.0
 
 
-def _bounds() -> list[dict[str, Any]]:
+def _bounds() -> list[BoundRow]:
     bounds = []
     for bandwidth in BANDWIDTHS:
         for seed in (0, 1):
-            frontier = [
-                [f, f * REQUESTS, _energy(bandwidth, f) * REQUESTS, 0.0]
+            frontier = tuple(
+                FrontierPoint(f, f * REQUESTS, _energy(bandwidth, f) * REQUESTS, 0.0)
                 for f in (0.5, 0.7, 0.9, 0.95, 0.99, 0.995)
-            ]
+            )
             bounds.append(
-                {
-                    "deployment": "7b/13b",
-                    "bandwidth": bandwidth,
-                    "seed": seed,
-                    "requests": REQUESTS,
-                    "energy_floor_j": 100.0 * REQUESTS,
-                    "frontier": frontier,
-                }
+                BoundRow(
+                    deployment="7b/13b",
+                    bandwidth=bandwidth,
+                    rate_rps=6.0,
+                    seed=seed,
+                    requests=REQUESTS,
+                    met_upper_bound=995,
+                    goodput_upper_bound_rps=6.0,
+                    energy_lower_bound_j=frontier[-1].energy_lower_bound_j,
+                    energy_floor_j=100.0 * REQUESTS,
+                    frontier=frontier,
+                )
             )
     return bounds
 
@@ -132,12 +143,15 @@ def test_the_frontier_is_drawn_through_its_points(panels: Any) -> None:
 
 
 def test_energy_bars_start_at_zero_on_a_linear_axis() -> None:
-    def entry(goodput: float, met: float, energy: float) -> dict[str, Any]:
-        return {
-            "goodput_rps": positive([goodput, goodput * 1.1]),
-            "deadline_satisfaction": share([met, met]),
-            "energy_per_request_j": positive([energy, energy]),
-        }
+    def entry(goodput: float, met: float, energy: float) -> PolicyStats:
+        return PolicyStats(
+            goodput_rps=positive([goodput, goodput * 1.1]),
+            deadline_satisfaction=share([met, met]),
+            energy_per_request_j=positive([energy, energy]),
+            capacity_rps=estimate(goodput),
+            lowest_rate_rps=1.0,
+            energy_parts_j={},
+        )
 
     tables = {("7b/13b", "nominal"): {"cs-ucb": entry(5.0, 0.9, 240.0), "x": entry(4, 0.8, 157)}}
     fig = goodput_energy_figure(tables, "nominal")

@@ -4,7 +4,6 @@ visible, and the legend never covers data."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -19,6 +18,7 @@ from perllm.experiments.plots import (
     satisfaction_vs_rate_figure,
     styles,
 )
+from perllm.experiments.rows import GridRow, RegretCurve
 from perllm.policies.registry import REGISTRY
 
 POLICIES = sorted(REGISTRY)
@@ -34,16 +34,20 @@ def _satisfaction(policy: str, rate: float) -> float:
 
 
 @pytest.fixture
-def rows() -> list[dict[str, Any]]:
+def rows() -> list[GridRow]:
+    blank = dict.fromkeys(GridRow.columns(), 0)
     return [
-        {
-            "deployment": deployment,
-            "bandwidth": "nominal",
-            "policy": policy,
-            "rate_rps": rate,
-            "seed": seed,
-            "deadline_satisfaction": _satisfaction(policy, rate),
-        }
+        GridRow(
+            **{
+                **blank,
+                "deployment": deployment,
+                "bandwidth": "nominal",
+                "policy": policy,
+                "rate_rps": rate,
+                "seed": seed,
+                "deadline_satisfaction": _satisfaction(policy, rate),
+            }
+        )
         for deployment in ("6b/6b", "7b/13b", "7b/33b")
         for policy in POLICIES
         for rate in (1.0, 2.0, 4.0)
@@ -80,7 +84,7 @@ def test_every_policy_has_a_distinct_marker_and_line_style() -> None:
         assert len({str(x.linestyle) for x in styles(names).values()}) == len(names)
 
 
-def test_the_lines_drawn_carry_those_styles(rows: list[dict[str, Any]]) -> None:
+def test_the_lines_drawn_carry_those_styles(rows: list[GridRow]) -> None:
     fig = satisfaction_vs_rate_figure(rows, "nominal")
     looks = styles(POLICIES)
     for lines in _policy_lines(fig):
@@ -94,7 +98,7 @@ def test_the_lines_drawn_carry_those_styles(rows: list[dict[str, Any]]) -> None:
 
 @pytest.mark.parametrize(("under", "over"), TWINS)
 def test_a_curve_exactly_over_another_leaves_it_visible(
-    rows: list[dict[str, Any]], under: str, over: str
+    rows: list[GridRow], under: str, over: str
 ) -> None:
     fig = satisfaction_vs_rate_figure(rows, "nominal")
     for lines in _policy_lines(fig):
@@ -112,7 +116,7 @@ def test_a_curve_exactly_over_another_leaves_it_visible(
     plt.close(fig)
 
 
-def test_only_the_subject_draws_a_solid_line(rows: list[dict[str, Any]]) -> None:
+def test_only_the_subject_draws_a_solid_line(rows: list[GridRow]) -> None:
     fig = satisfaction_vs_rate_figure(rows, "nominal")
     for lines in _policy_lines(fig):
         solid = [line.get_label() for line in lines if line.get_linestyle() == "-"]
@@ -120,7 +124,7 @@ def test_only_the_subject_draws_a_solid_line(rows: list[dict[str, Any]]) -> None
     plt.close(fig)
 
 
-def test_the_satisfaction_legend_lies_outside_every_panel(rows: list[dict[str, Any]]) -> None:
+def test_the_satisfaction_legend_lies_outside_every_panel(rows: list[GridRow]) -> None:
     fig = satisfaction_vs_rate_figure(rows, "nominal")
     _assert_legend_outside_the_axes(fig)
     plt.close(fig)
@@ -128,7 +132,7 @@ def test_the_satisfaction_legend_lies_outside_every_panel(rows: list[dict[str, A
 
 def test_the_regret_legend_lies_outside_every_panel() -> None:
     curves = [
-        {"deployment": d, "policy": p, "time_s": [0.0, 1.0, 2.0], "regret": [0.0, 1.0, 3.0]}
+        RegretCurve(d, p, (0.0, 1.0, 2.0), (0.0, 1.0, 3.0))
         for d in ("6b/6b", "7b/13b")
         for p in POLICIES
     ]
@@ -137,7 +141,7 @@ def test_the_regret_legend_lies_outside_every_panel() -> None:
     plt.close(fig)
 
 
-def test_the_figure_is_written_as_a_png(rows: list[dict[str, Any]], tmp_path: Path) -> None:
+def test_the_figure_is_written_as_a_png(rows: list[GridRow], tmp_path: Path) -> None:
     path = tmp_path / "satisfaction.png"
     satisfaction_vs_rate(rows, "nominal", path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

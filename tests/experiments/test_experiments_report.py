@@ -4,14 +4,16 @@ its quantity's range, and a capacity below the lowest load tested is written as 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import pytest
 from scipy import stats
 
+from perllm.bound.result import FrontierPoint
 from perllm.experiments import analysis, yardstick
-from perllm.experiments.report import write_report
+from perllm.experiments.grid import GridConfig
+from perllm.experiments.report import Setup, write_report
+from perllm.experiments.rows import BoundRow, GridRow
 
 RATES = {0.5: 3.0, 1.0: 6.0, 1.25: 7.5}
 REQUESTS = 1000
@@ -56,52 +58,56 @@ POLICIES: dict[str, dict[str, list[float]]] = {
 }
 
 
-def _rows() -> list[dict[str, Any]]:
+def _rows() -> list[GridRow]:
+    blank = dict.fromkeys(GridRow.columns(), 0)
     rows = []
     for policy, spec in POLICIES.items():
         for seed in range(3):
             for factor, rate in RATES.items():
                 met = {0.5: spec["met_low"], 1.0: spec["met"], 1.25: spec["met_high"]}[factor]
                 energy = spec["energy"][seed]
-                rows.append(
-                    {
-                        "deployment": "7b/13b",
-                        "bandwidth": "nominal",
-                        "rate_factor": factor,
-                        "rate_rps": rate,
-                        "policy": policy,
-                        "seed": seed,
-                        "requests": REQUESTS,
-                        "completed": REQUESTS,
-                        "goodput_rps": spec["goodput"][seed] * factor,
-                        "deadline_satisfaction": met[seed],
-                        "energy_per_request_j": energy,
-                        "energy_transmission_j": 0.1 * energy * REQUESTS,
-                        "energy_inference_j": 0.6 * energy * REQUESTS,
-                        "energy_idle_j": 0.3 * energy * REQUESTS,
-                        "weighted_energy_j": energy * REQUESTS,
-                    }
-                )
+                fields = {
+                    "deployment": "7b/13b",
+                    "bandwidth": "nominal",
+                    "rate_factor": factor,
+                    "rate_rps": rate,
+                    "policy": policy,
+                    "seed": seed,
+                    "requests": REQUESTS,
+                    "completed": REQUESTS,
+                    "goodput_rps": spec["goodput"][seed] * factor,
+                    "deadline_satisfaction": met[seed],
+                    "energy_per_request_j": energy,
+                    "energy_transmission_j": 0.1 * energy * REQUESTS,
+                    "energy_inference_j": 0.6 * energy * REQUESTS,
+                    "energy_idle_j": 0.3 * energy * REQUESTS,
+                    "weighted_energy_j": energy * REQUESTS,
+                }
+                rows.append(GridRow(**{**blank, **fields}))
     return rows
 
 
-def _bounds() -> list[dict[str, Any]]:
+def _bounds() -> list[BoundRow]:
     floor = 50.0 * REQUESTS
     bounds = []
     for seed, (met, goodput) in enumerate([(999, 8.0), (990, 7.0), (950, 5.0)]):
-        frontier = [[f, f * REQUESTS, floor, 0.0] for f in (0.5, 0.7, 0.9, 0.95, 0.99)]
+        frontier = [FrontierPoint(f, f * REQUESTS, floor, 0.0) for f in (0.5, 0.7, 0.9, 0.95, 0.99)]
         bounds.append(
-            {
-                "deployment": "7b/13b",
-                "bandwidth": "nominal",
-                "seed": seed,
-                "requests": REQUESTS,
-                "met_upper_bound": met,
-                "goodput_upper_bound_rps": goodput,
-                "energy_lower_bound_j": floor,
-                "energy_floor_j": floor,
-                "frontier": [p for p in frontier if p[1] < met] + [[met / REQUESTS, met, floor, 0]],
-            }
+            BoundRow(
+                deployment="7b/13b",
+                bandwidth="nominal",
+                rate_rps=6.0,
+                seed=seed,
+                requests=REQUESTS,
+                met_upper_bound=met,
+                goodput_upper_bound_rps=goodput,
+                energy_lower_bound_j=floor,
+                energy_floor_j=floor,
+                frontier=(
+                    *(p for p in frontier if p.met < met),
+                    FrontierPoint(met / REQUESTS, met, floor, 0),
+                ),
+            )
         )
     return bounds
 
@@ -109,16 +115,8 @@ def _bounds() -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> str:
     rows, bounds = _rows(), _bounds()
-    setup = {
-        "deployments": ["7b/13b"],
-        "bandwidths": ["nominal"],
-        "rate_factors": list(RATES),
-        "policies": list(POLICIES),
-        "seeds": 3,
-        "requests": REQUESTS,
-        "nominal_rate_rps": {"7b/13b": 6.0},
-        "command": "test",
-    }
+    grid = GridConfig(("7b/13b",), ("nominal",), tuple(RATES), tuple(POLICIES), 3, REQUESTS)
+    setup = Setup(grid, {"7b/13b": 6.0}, "test")
     path = tmp_path_factory.mktemp("report") / "report.md"
     extra = yardstick.report_lines(yardstick.against_bound(rows, bounds), [])
     tables = analysis.cell_tables(rows)

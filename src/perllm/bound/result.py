@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +22,23 @@ class FrontierPoint:
     met: float
     energy_lower_bound_j: float
     slope_j_per_met: float
+
+
+def least_energy_at(met: float, floor_j: float, frontier: Iterable[FrontierPoint]) -> float:
+    """Least weighted energy of any run meeting at least ``met`` deadlines, from the energy
+    floor ``floor_j`` of any run and the ``frontier``.
+
+    The LP's least energy ``E(m)`` is convex and non-decreasing in ``m``, so it is at least
+    every frontier point's tangent ``E_k + slope_k (m - m_k)``, and at least ``E_k`` when
+    ``m >= m_k``.
+    """
+    best = floor_j
+    for point in frontier:
+        tangent = point.energy_lower_bound_j + point.slope_j_per_met * (met - point.met)
+        best = max(best, tangent)
+        if met >= point.met:
+            best = max(best, point.energy_lower_bound_j)
+    return best
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,21 +69,11 @@ class BoundResult:
     pair_met: FloatArray = field(default_factory=lambda: np.zeros(0))
 
     def energy_lower_bound_at(self, met: float) -> float:
-        """Least weighted energy of any run meeting at least ``met`` deadlines.
+        """Least weighted energy of any run meeting at least ``met`` deadlines
+        (:func:`least_energy_at`)."""
+        return least_energy_at(met, self.energy_floor_j, self.frontier)
 
-        The LP's least energy ``E(m)`` is convex and non-decreasing in ``m``, so it is at least
-        every frontier point's tangent ``E_k + slope_k (m - m_k)``, and at least ``E_k`` when
-        ``m >= m_k``.
-        """
-        best = self.energy_floor_j
-        for point in self.frontier:
-            tangent = point.energy_lower_bound_j + point.slope_j_per_met * (met - point.met)
-            best = max(best, tangent)
-            if met >= point.met:
-                best = max(best, point.energy_lower_bound_j)
-        return best
-
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         """The JSON-ready bounds (no timings: the same trace gives the same bytes)."""
         return {
             "requests": self.requests,

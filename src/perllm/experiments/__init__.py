@@ -5,7 +5,9 @@ ratios, ``report.md``, plots).
 - :class:`GridConfig` and :func:`reproduce`: run the grid and write every output;
 - :class:`ExecutorSpec` (:data:`EXECUTORS`): where the runs execute; :class:`Checkpoint`;
 - :func:`cell_tables`, :func:`headline`, :func:`capacity`: the numbers people compare;
-- :func:`write_report`: ``report.md``.
+- :func:`write_report`: ``report.md``;
+- :mod:`perllm.experiments.rows`: the rows, one frozen dataclass per kind (a grid run, a bound,
+  a regret curve, a robustness run, a generated cluster), and their one way to JSON and CSV.
 
 Names are imported on first use (some pull in matplotlib or Ray).
 """

@@ -10,7 +10,9 @@
 - a **ratio** of CS-UCB to another policy is computed per seed (the two ran on the same workload,
   so they are paired), and reported as the geometric mean over seeds with a 95% interval.
 
-Every mean and interval comes from :mod:`perllm.experiments.intervals`.
+Every mean and interval comes from :mod:`perllm.experiments.intervals`. The rows are
+:class:`~perllm.experiments.rows.GridRow`; the tables are :class:`PolicyStats` per cell and
+policy, and :class:`HeadlineCell` per cell.
 """
 
 from __future__ import annotations
@@ -18,20 +20,80 @@ from __future__ import annotations
 import itertools
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from perllm.experiments.intervals import Estimate, estimate, geometric, positive, ratio, share
+from perllm.experiments.rows import GridRow
 
 SATISFACTION_TARGET = 0.9
-Row = dict[str, Any]
 Cell = tuple[str, str]
+"""A cell of the grid: (deployment, bandwidth condition)."""
 Capacity = tuple[float, str]
 """A capacity in requests/s and how it is known: ``"="``, ``">="`` (at least) or ``"<"``."""
 
 BELOW = "below the lowest load tested"
+ENERGY_PARTS = ("transmission", "inference", "idle")
+
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyStats:
+    """One policy in one cell: its headline metrics over seeds at nominal load, the lowest
+    arrival rate of the cell's sweep, and its mean energy per completed request by part."""
+
+    goodput_rps: Estimate
+    deadline_satisfaction: Estimate
+    energy_per_request_j: Estimate
+    capacity_rps: Estimate
+    lowest_rate_rps: float
+    energy_parts_j: dict[str, float]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "goodput_rps": self.goodput_rps,
+            "deadline_satisfaction": self.deadline_satisfaction,
+            "energy_per_request_j": self.energy_per_request_j,
+            "capacity_rps": self.capacity_rps,
+            "lowest_rate_rps": self.lowest_rate_rps,
+            "energy_parts_j": self.energy_parts_j,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Versus:
+    """The subject's ratios to one other policy in one cell (geometric means over seeds)."""
+
+    goodput_ratio: Estimate
+    capacity_ratio: Estimate
+    energy_ratio: Estimate
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "goodput_ratio": self.goodput_ratio,
+            "capacity_ratio": self.capacity_ratio,
+            "energy_ratio": self.energy_ratio,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class HeadlineCell:
+    """One cell's headline: the subject's ratios to every other policy."""
+
+    deployment: str
+    bandwidth: str
+    versus: dict[str, Versus]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "deployment": self.deployment,
+            "bandwidth": self.bandwidth,
+            "versus": {policy: v.to_json() for policy, v in self.versus.items()},
+        }
 
 
 def capacity(rates: Sequence[float], satisfaction: Sequence[float]) -> Capacity:
@@ -49,20 +111,21 @@ def capacity(rates: Sequence[float], satisfaction: Sequence[float]) -> Capacity:
     return (points[0][0] if points else math.nan), "<"
 
 
-def _by(rows: Iterable[Row], *keys: str) -> dict[tuple[Any, ...], list[Row]]:
-    groups: dict[tuple[Any, ...], list[Row]] = defaultdict(list)
+def _by(rows: Iterable[GridRow], key: Callable[[GridRow], K]) -> dict[K, list[GridRow]]:
+    groups: dict[K, list[GridRow]] = defaultdict(list)
     for row in rows:
-        groups[tuple(row[k] for k in keys)].append(row)
+        groups[key(row)].append(row)
     return groups
 
 
-def capacities(rows: Sequence[Row]) -> dict[tuple[str, str, str, int], Capacity]:
+def capacities(rows: Sequence[GridRow]) -> dict[tuple[str, str, str, int], Capacity]:
     """(deployment, bandwidth, policy, seed) -> (capacity in requests/s, how it is known)."""
     out = {}
-    for key, group in _by(rows, "deployment", "bandwidth", "policy", "seed").items():
-        rates = [r["rate_rps"] for r in group]
-        sats = [r["deadline_satisfaction"] for r in group]
-        out[(key[0], key[1], key[2], key[3])] = capacity(rates, sats)
+    groups = _by(rows, lambda r: (r.deployment, r.bandwidth, r.policy, r.seed))
+    for key, group in groups.items():
+        rates = [r.rate_rps for r in group]
+        sats = [r.deadline_satisfaction for r in group]
+        out[key] = capacity(rates, sats)
     return out
 
 
@@ -104,46 +167,52 @@ def capacity_ratio(pairs: Sequence[tuple[Capacity, Capacity]]) -> Estimate:
     return geometric(values, bound=sides.pop())
 
 
-def _lowest_rate(rows: Sequence[Row]) -> dict[tuple[str, str], float]:
-    lowest: dict[tuple[str, str], float] = {}
-    for (dep, bw), group in _by(rows, "deployment", "bandwidth").items():
-        lowest[(dep, bw)] = min(float(r["rate_rps"]) for r in group)
+def _lowest_rate(rows: Sequence[GridRow]) -> dict[Cell, float]:
+    lowest: dict[Cell, float] = {}
+    for cell, group in _by(rows, lambda r: (r.deployment, r.bandwidth)).items():
+        lowest[cell] = min(float(r.rate_rps) for r in group)
     return lowest
 
 
-def cell_tables(rows: Sequence[Row]) -> dict[Cell, dict[str, dict[str, Any]]]:
+def _energy_part(row: GridRow, part: str) -> float:
+    joules = {
+        "transmission": row.energy_transmission_j,
+        "inference": row.energy_inference_j,
+        "idle": row.energy_idle_j,
+    }
+    return joules[part]
+
+
+def cell_tables(rows: Sequence[GridRow]) -> dict[Cell, dict[str, PolicyStats]]:
     """Per (deployment, bandwidth), per policy: estimates and intervals of the headline metrics,
     and the lowest arrival rate of the sweep."""
     caps = capacities(rows)
     lowest = _lowest_rate(rows)
-    nominal = [r for r in rows if r["rate_factor"] == 1.0]
-    tables: dict[Cell, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for (dep, bw, policy), group in _by(nominal, "deployment", "bandwidth", "policy").items():
-        tables[(dep, bw)][policy] = {
-            "goodput_rps": positive([r["goodput_rps"] for r in group]),
-            "deadline_satisfaction": share([r["deadline_satisfaction"] for r in group]),
-            "energy_per_request_j": positive([r["energy_per_request_j"] for r in group]),
-            "capacity_rps": capacity_estimate([caps[(dep, bw, policy, r["seed"])] for r in group]),
-            "lowest_rate_rps": lowest[(dep, bw)],
-            "energy_parts_j": {
-                part: float(
-                    np.mean([r[f"energy_{part}_j"] / max(r["completed"], 1) for r in group])
-                )
-                for part in ("transmission", "inference", "idle")
+    nominal = [r for r in rows if r.rate_factor == 1.0]
+    tables: dict[Cell, dict[str, PolicyStats]] = defaultdict(dict)
+    groups = _by(nominal, lambda r: (r.deployment, r.bandwidth, r.policy))
+    for (dep, bw, policy), group in groups.items():
+        tables[(dep, bw)][policy] = PolicyStats(
+            goodput_rps=positive([r.goodput_rps for r in group]),
+            deadline_satisfaction=share([r.deadline_satisfaction for r in group]),
+            energy_per_request_j=positive([r.energy_per_request_j for r in group]),
+            capacity_rps=capacity_estimate([caps[(dep, bw, policy, r.seed)] for r in group]),
+            lowest_rate_rps=lowest[(dep, bw)],
+            energy_parts_j={
+                part: float(np.mean([_energy_part(r, part) / max(r.completed, 1) for r in group]))
+                for part in ENERGY_PARTS
             },
-        }
+        )
     return dict(tables)
 
 
-def headline(rows: Sequence[Row], subject: str = "cs-ucb") -> dict[str, dict[str, Any]]:
+def headline(rows: Sequence[GridRow], subject: str = "cs-ucb") -> dict[Cell, HeadlineCell]:
     """Per cell, ``subject``'s goodput, capacity and energy ratios against every other policy."""
     caps = capacities(rows)
     nominal = {
-        (r["deployment"], r["bandwidth"], r["policy"], r["seed"]): r
-        for r in rows
-        if r["rate_factor"] == 1.0
+        (r.deployment, r.bandwidth, r.policy, r.seed): r for r in rows if r.rate_factor == 1.0
     }
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[Cell, HeadlineCell] = {}
     cells = sorted({(d, b) for d, b, _, _ in nominal})
     for dep, bw in cells:
         policies = sorted({p for d, b, p, _ in nominal if (d, b) == (dep, bw)} - {subject})
@@ -153,14 +222,14 @@ def headline(rows: Sequence[Row], subject: str = "cs-ucb") -> dict[str, dict[str
             paired = [s for s in seeds if (dep, bw, other, s) in nominal]
             a = {s: nominal[(dep, bw, subject, s)] for s in paired}
             b = {s: nominal[(dep, bw, other, s)] for s in paired}
-            versus[other] = {
-                "goodput_ratio": ratio((a[s]["goodput_rps"], b[s]["goodput_rps"]) for s in paired),
-                "capacity_ratio": capacity_ratio(
+            versus[other] = Versus(
+                goodput_ratio=ratio((a[s].goodput_rps, b[s].goodput_rps) for s in paired),
+                capacity_ratio=capacity_ratio(
                     [(caps[(dep, bw, subject, s)], caps[(dep, bw, other, s)]) for s in paired]
                 ),
-                "energy_ratio": ratio(
-                    (a[s]["energy_per_request_j"], b[s]["energy_per_request_j"]) for s in paired
+                energy_ratio=ratio(
+                    (a[s].energy_per_request_j, b[s].energy_per_request_j) for s in paired
                 ),
-            }
-        out[f"{dep}|{bw}"] = {"deployment": dep, "bandwidth": bw, "versus": versus}
+            )
+        out[(dep, bw)] = HeadlineCell(dep, bw, versus)
     return out

@@ -1,23 +1,25 @@
 """A sweep's finished runs on disk, one JSON line each, so that an interrupted sweep can resume.
 
 The first line is the sweep's *header* (its settings: a resumed sweep must have the same); each
-further line is ``{"key": KEY, "result": RESULT}``, appended and flushed as a run finishes. JSON
-keeps every float exactly (shortest round-trip repr), so rows read back from the checkpoint are
-the rows the runs returned and a resumed sweep writes the same bytes as an uninterrupted one.
-Keys are nested tuples of JSON scalars (lists on disk). A last line cut short by a crash is
-dropped on reading.
+further line is ``{"key": KEY, "result": RESULT}``, appended and flushed as a run finishes. A
+result that is a row (:class:`~perllm.experiments.rows.Row`) is written as its JSON object and
+read back by the sweep's ``decode``; JSON keeps every float exactly (shortest round-trip repr), so
+rows read back from the checkpoint equal the rows the runs returned and a resumed sweep writes
+the same bytes as an uninterrupted one. Keys are nested tuples of JSON scalars (lists on disk).
+A last line cut short by a crash is dropped on reading.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from perllm.errors import InputError
 from perllm.experiments.executors import ExecutorSpec, open_executor
+from perllm.experiments.rows import Row
 
 Call = tuple[Any, Callable[..., Any], tuple[Any, ...]]
 """A run of a sweep: ``(key, function, arguments)``."""
@@ -27,6 +29,10 @@ __all__ = ["FILENAME", "Checkpoint", "saved_runs"]
 FILENAME = "checkpoint.jsonl"
 
 
+Decode = Callable[[Any, Any], Any]
+"""How a sweep reads a result back from its JSON: ``decode(key, data)``."""
+
+
 def _freeze(value: Any) -> Any:
     """JSON lists back to the tuples they were written from."""
     if isinstance(value, list):
@@ -34,12 +40,25 @@ def _freeze(value: Any) -> Any:
     return value
 
 
-class Checkpoint:
-    """The finished runs of one sweep in ``path``; :attr:`results` holds those already there."""
+def _as_written(key: Any, data: Any) -> Any:
+    return data
 
-    def __init__(self, path: Path, header: dict[str, Any], *, resume: bool) -> None:
+
+class Checkpoint:
+    """The finished runs of one sweep in ``path``; :attr:`results` holds those already there,
+    each read back by ``decode`` (by default, the JSON data as it is)."""
+
+    def __init__(
+        self,
+        path: Path,
+        header: Mapping[str, object],
+        *,
+        resume: bool,
+        decode: Decode = _as_written,
+    ) -> None:
         self.path = path
         self.header = json.loads(json.dumps(header))
+        self._decode = decode
         self.results: dict[Any, Any] = self._read() if resume and path.exists() else {}
         self.resumed = len(self.results)
         self._handle: IO[str] | None = None
@@ -69,7 +88,11 @@ class Checkpoint:
                 f"--resume: {self.path} is from a different sweep (other settings); "
                 "run without --resume to start over, or choose another --out"
             )
-        return {_freeze(entry["key"]): entry["result"] for entry in entries[1:]}
+        results = {}
+        for entry in entries[1:]:
+            key = _freeze(entry["key"])
+            results[key] = self._decode(key, entry["result"])
+        return results
 
     def record(self, key: Any, result: Any) -> None:
         """Append one finished run and flush it to the file."""
@@ -91,8 +114,15 @@ class Checkpoint:
         self.close()
 
 
+def _json_of(value: object) -> object:
+    """A row as its JSON object (``json.dumps``'s hook for what it cannot write itself)."""
+    if isinstance(value, Row):
+        return value.to_json()
+    raise TypeError(f"a sweep's result must be JSON data or a row, not {type(value).__name__}")
+
+
 def _line(key: Any, result: Any) -> str:
-    return json.dumps({"key": key, "result": result}) + "\n"
+    return json.dumps({"key": key, "result": result}, default=_json_of) + "\n"
 
 
 def saved_runs(path: Path) -> int:

@@ -25,6 +25,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from perllm.experiments.plots import _figure_legend, _order, styles
+from perllm.experiments.rows import BoundRow, GridRow
 from perllm.experiments.yardstick import frontier_line
 
 X_LIMITS = (-0.04, 1.04)
@@ -66,14 +67,14 @@ def _shade(ax: Any, line: Sequence[tuple[float, float]]) -> None:
 
 
 def pareto_figure(
-    rows: Sequence[dict[str, Any]],
-    bounds: Sequence[dict[str, Any]],
+    rows: Sequence[GridRow],
+    bounds: Sequence[BoundRow],
     deployment: str,
     bandwidths: Sequence[str],
 ) -> Figure:
     """One panel per bandwidth condition at nominal load; points are means over seeds."""
-    mine = [r for r in rows if r["deployment"] == deployment and r["rate_factor"] == 1.0]
-    policies = _order(sorted({r["policy"] for r in mine}))
+    mine = [r for r in rows if r.deployment == deployment and r.rate_factor == 1.0]
+    policies = _order(sorted({r.policy for r in mine}))
     looks = styles(policies)
     fig, axes = plt.subplots(
         1,
@@ -88,11 +89,11 @@ def pareto_figure(
         if line:
             _frontier(ax, line)
         for policy in policies:
-            runs = [r for r in mine if r["bandwidth"] == bandwidth and r["policy"] == policy]
+            runs = [r for r in mine if r.bandwidth == bandwidth and r.policy == policy]
             if not runs:
                 continue
-            x = float(np.mean([r["deadline_satisfaction"] for r in runs]))
-            y = float(np.mean([r["weighted_energy_j"] / r["requests"] for r in runs]))
+            x = float(np.mean([r.deadline_satisfaction for r in runs]))
+            y = float(np.mean([r.weighted_energy_j / r.requests for r in runs]))
             look = looks[policy].kwargs() | {"linestyle": "none", "alpha": 0.85}
             ax.plot([x], [y], label=policy, **look)
         ax.set_yscale("log")
@@ -108,8 +109,8 @@ def pareto_figure(
 
 
 def pareto(
-    rows: Sequence[dict[str, Any]],
-    bounds: Sequence[dict[str, Any]],
+    rows: Sequence[GridRow],
+    bounds: Sequence[BoundRow],
     deployment: str,
     bandwidths: Sequence[str],
     path: Path,

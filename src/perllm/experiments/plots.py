@@ -9,7 +9,7 @@ outside the axes, so they never cover data.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,15 +19,21 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.artist import Artist
 from matplotlib.figure import Figure
 
-from perllm.experiments.analysis import SATISFACTION_TARGET, Cell
+from perllm.experiments.analysis import SATISFACTION_TARGET, Cell, PolicyStats
+from perllm.experiments.intervals import Estimate
+from perllm.experiments.rows import GridRow, RegretCurve
 
 SUBJECT = "cs-ucb"
 
 
+Color = str | tuple[float, float, float, float]
+"""A matplotlib colour: a name or hex string, or RGBA."""
+
 # tab10 without its red (CS-UCB's) and grey (near the oracle's black), then light variants.
-_PALETTE = [plt.get_cmap("tab10")(i) for i in (0, 1, 2, 4, 5, 6, 8, 9)] + [
+_PALETTE: Sequence[Color] = [plt.get_cmap("tab10")(i) for i in (0, 1, 2, 4, 5, 6, 8, 9)] + [
     plt.get_cmap("tab20")(i) for i in (1, 3, 5, 9, 11)
 ]
 # Distinct shapes, and dash patterns only: a curve drawn over another lets it show through its
@@ -51,9 +57,9 @@ def _dashes(k: int) -> tuple[float, tuple[float, ...]]:
     return (round(phase * sum(pattern), 6), pattern)
 
 
-def _colors(policies: Sequence[str]) -> dict[str, Any]:
+def _colors(policies: Sequence[str]) -> dict[str, Color]:
     others = [p for p in sorted(set(policies)) if p not in (SUBJECT, "oracle")]
-    colors: dict[str, Any] = {p: _PALETTE[i % len(_PALETTE)] for i, p in enumerate(others)}
+    colors: dict[str, Color] = {p: _PALETTE[i % len(_PALETTE)] for i, p in enumerate(others)}
     colors[SUBJECT] = "#d62728"
     colors["oracle"] = "#222222"
     return colors
@@ -68,7 +74,7 @@ def _order(policies: Sequence[str]) -> list[str]:
 class LineStyle:
     """How one policy's curve is drawn (keyword arguments of ``Axes.plot``)."""
 
-    color: Any
+    color: Color
     marker: str
     linestyle: Any
     linewidth: float
@@ -76,7 +82,7 @@ class LineStyle:
     filled: bool
     zorder: float
 
-    def kwargs(self) -> dict[str, Any]:
+    def kwargs(self) -> dict[str, object]:
         return {
             "color": self.color,
             "marker": self.marker,
@@ -117,7 +123,7 @@ def styles(policies: Sequence[str]) -> dict[str, LineStyle]:
 
 def _figure_legend(fig: Figure, axes: Any) -> None:
     """One legend for the whole figure, right of the panels (needs the constrained layout)."""
-    by_label: dict[str, Any] = {}
+    by_label: dict[str, Artist] = {}
     for ax in np.ravel(axes):
         handles, labels = ax.get_legend_handles_labels()
         for handle, label in zip(handles, labels, strict=True):
@@ -132,13 +138,21 @@ def _figure_legend(fig: Figure, axes: Any) -> None:
     )
 
 
-def _bars(ax: Any, table: dict[str, dict[str, Any]], metric: str, colors: dict[str, Any]) -> None:
+Tables = dict[Cell, dict[str, PolicyStats]]
+
+
+def _bars(
+    ax: Any,
+    table: dict[str, PolicyStats],
+    metric: Callable[[PolicyStats], Estimate],
+    colors: dict[str, Color],
+) -> None:
     """Bars of ``metric``'s estimate per policy on a linear axis from 0 (bar heights compare
     as ratios), whiskers its 95% interval (none where there is no interval)."""
     policies = _order(list(table))
-    means = np.array([table[p][metric]["mean"] for p in policies])
-    low = np.array([table[p][metric]["ci_low"] for p in policies])
-    high = np.array([table[p][metric]["ci_high"] for p in policies])
+    means = np.array([metric(table[p])["mean"] for p in policies])
+    low = np.array([metric(table[p])["ci_low"] for p in policies])
+    high = np.array([metric(table[p])["ci_high"] for p in policies])
     err = np.nan_to_num(np.vstack([means - low, high - means]), nan=0.0)
     x = np.arange(len(policies))
     ax.bar(x, means, yerr=err, capsize=3, color=[colors[p] for p in policies])
@@ -147,17 +161,17 @@ def _bars(ax: Any, table: dict[str, dict[str, Any]], metric: str, colors: dict[s
     ax.grid(axis="y", alpha=0.3)
 
 
-def goodput_energy_figure(tables: dict[Cell, dict[str, dict[str, Any]]], bandwidth: str) -> Figure:
+def goodput_energy_figure(tables: Tables, bandwidth: str) -> Figure:
     """Goodput and energy per request by policy, one column per deployment (95% CI whiskers),
     both on linear axes from 0."""
     cells = sorted(c for c in tables if c[1] == bandwidth)
     colors = _colors([p for c in cells for p in tables[c]])
     fig, axes = plt.subplots(2, len(cells), figsize=(5 * len(cells), 7.5), squeeze=False)
     for col, cell in enumerate(cells):
-        _bars(axes[0][col], tables[cell], "goodput_rps", colors)
+        _bars(axes[0][col], tables[cell], lambda stats: stats.goodput_rps, colors)
         axes[0][col].set_title(f"{cell[0]} - goodput at nominal load")
         axes[0][col].set_ylabel("deadline-met requests / s")
-        _bars(axes[1][col], tables[cell], "energy_per_request_j", colors)
+        _bars(axes[1][col], tables[cell], lambda stats: stats.energy_per_request_j, colors)
         axes[1][col].set_title(f"{cell[0]} - energy per request")
         axes[1][col].set_ylabel("J / request")
     fig.suptitle(f"Bandwidth: {bandwidth} (bars: mean over seeds, whiskers: 95% CI)")
@@ -165,16 +179,14 @@ def goodput_energy_figure(tables: dict[Cell, dict[str, dict[str, Any]]], bandwid
     return fig
 
 
-def goodput_energy(
-    tables: dict[Cell, dict[str, dict[str, Any]]], bandwidth: str, path: Path
-) -> None:
+def goodput_energy(tables: Tables, bandwidth: str, path: Path) -> None:
     """Write :func:`goodput_energy_figure` to ``path``."""
     fig = goodput_energy_figure(tables, bandwidth)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def energy_split(tables: dict[Cell, dict[str, dict[str, Any]]], path: Path) -> None:
+def energy_split(tables: Tables, path: Path) -> None:
     """Energy per request split into transmission / inference / idle (nominal bandwidth)."""
     cells = sorted(c for c in tables if c[1] == "nominal")
     fig, axes = plt.subplots(
@@ -188,7 +200,7 @@ def energy_split(tables: dict[Cell, dict[str, dict[str, Any]]], path: Path) -> N
         x = np.arange(len(policies))
         bottom = np.zeros(len(policies))
         for part in parts:
-            values = np.array([tables[cell][p]["energy_parts_j"][part] for p in policies])
+            values = np.array([tables[cell][p].energy_parts_j[part] for p in policies])
             ax.bar(x, values, bottom=bottom, color=shades[part], label=part)
             bottom += values
         ax.set_xticks(x, policies, rotation=60, ha="right", fontsize=8)
@@ -200,10 +212,10 @@ def energy_split(tables: dict[Cell, dict[str, dict[str, Any]]], path: Path) -> N
     plt.close(fig)
 
 
-def satisfaction_vs_rate_figure(rows: Sequence[dict[str, Any]], bandwidth: str) -> Figure:
+def satisfaction_vs_rate_figure(rows: Sequence[GridRow], bandwidth: str) -> Figure:
     """Deadline satisfaction against arrival rate, one panel per deployment (mean over seeds)."""
-    deployments = sorted({r["deployment"] for r in rows if r["bandwidth"] == bandwidth})
-    policies = sorted({r["policy"] for r in rows})
+    deployments = sorted({r.deployment for r in rows if r.bandwidth == bandwidth})
+    policies = sorted({r.policy for r in rows})
     looks = styles(policies)
     fig, axes = plt.subplots(
         1,
@@ -216,15 +228,11 @@ def satisfaction_vs_rate_figure(rows: Sequence[dict[str, Any]], bandwidth: str) 
         ax = axes[0][col]
         for policy in _order(policies):
             mine = [
-                r
-                for r in rows
-                if (r["deployment"], r["bandwidth"], r["policy"]) == (dep, bandwidth, policy)
+                r for r in rows if (r.deployment, r.bandwidth, r.policy) == (dep, bandwidth, policy)
             ]
-            rates = sorted({float(r["rate_rps"]) for r in mine})
+            rates = sorted({float(r.rate_rps) for r in mine})
             means = [
-                np.mean(
-                    [float(r["deadline_satisfaction"]) for r in mine if float(r["rate_rps"]) == x]
-                )
+                np.mean([float(r.deadline_satisfaction) for r in mine if float(r.rate_rps) == x])
                 for x in rates
             ]
             ax.plot(rates, means, label=policy, **looks[policy].kwargs())
@@ -238,16 +246,16 @@ def satisfaction_vs_rate_figure(rows: Sequence[dict[str, Any]], bandwidth: str) 
     return fig
 
 
-def satisfaction_vs_rate(rows: Sequence[dict[str, Any]], bandwidth: str, path: Path) -> None:
+def satisfaction_vs_rate(rows: Sequence[GridRow], bandwidth: str, path: Path) -> None:
     """Write :func:`satisfaction_vs_rate_figure` to ``path``."""
     fig = satisfaction_vs_rate_figure(rows, bandwidth)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def regret_figure(curves: Sequence[dict[str, Any]]) -> Figure:
+def regret_figure(curves: Sequence[RegretCurve]) -> Figure:
     """Cumulative regret against the oracle over simulated time, one panel per deployment."""
-    deployments = sorted({c["deployment"] for c in curves})
+    deployments = sorted({c.deployment for c in curves})
     fig, axes = plt.subplots(
         1,
         len(deployments),
@@ -255,16 +263,16 @@ def regret_figure(curves: Sequence[dict[str, Any]]) -> Figure:
         squeeze=False,
         layout="constrained",
     )
-    looks = styles([c["policy"] for c in curves])
+    looks = styles([c.policy for c in curves])
     for col, dep in enumerate(deployments):
         ax = axes[0][col]
-        for curve in (c for c in curves if c["deployment"] == dep):
+        for curve in (c for c in curves if c.deployment == dep):
             ax.plot(
-                curve["time_s"],
-                curve["regret"],
-                label=curve["policy"],
+                curve.time_s,
+                curve.regret,
+                label=curve.policy,
                 markevery=0.1,
-                **looks[curve["policy"]].kwargs(),
+                **looks[curve.policy].kwargs(),
             )
         ax.axhline(0, color="grey", linewidth=0.8, zorder=1)
         ax.set_title(f"{dep} - regret vs one-step oracle")
@@ -275,7 +283,7 @@ def regret_figure(curves: Sequence[dict[str, Any]]) -> Figure:
     return fig
 
 
-def regret(curves: Sequence[dict[str, Any]], path: Path) -> None:
+def regret(curves: Sequence[RegretCurve], path: Path) -> None:
     """Write :func:`regret_figure` to ``path``."""
     fig = regret_figure(curves)
     fig.savefig(path, dpi=110)

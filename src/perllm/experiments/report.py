@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from perllm.experiments.analysis import BELOW, SATISFACTION_TARGET, Cell
-from perllm.experiments.grid import BANDWIDTHS, DEPLOYMENTS
+from perllm.experiments.analysis import BELOW, SATISFACTION_TARGET, Cell, HeadlineCell, PolicyStats
+from perllm.experiments.grid import BANDWIDTHS, DEPLOYMENTS, GridConfig
 from perllm.experiments.intervals import fmt
 from perllm.policies.registry import lookup
 
@@ -16,7 +17,25 @@ PAPER_THROUGHPUT = (2.2, 2.1, 1.6)
 SUBJECT = "cs-ucb"
 
 
-def _setup(setup: dict[str, Any]) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """What the grid ran: its configuration, each deployment's nominal rate and the command.
+    Its JSON (``results.json``'s ``setup``) is the grid's fields, then the other two."""
+
+    grid: GridConfig
+    nominal_rate_rps: dict[str, float]
+    command: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            **dataclasses.asdict(self.grid),
+            "nominal_rate_rps": self.nominal_rate_rps,
+            "command": self.command,
+        }
+
+
+def _setup(setup: Setup) -> list[str]:
+    grid = setup.grid
     lines = [
         "## Setup",
         "",
@@ -26,16 +45,16 @@ def _setup(setup: dict[str, Any]) -> list[str]:
         "| deployment | scenario | nominal load (req/s) |",
         "|---|---|---|",
     ]
-    for dep in setup["deployments"]:
-        lines.append(f"| {dep} | `{DEPLOYMENTS[dep]}` | {setup['nominal_rate_rps'][dep]:g} |")
+    for dep in grid.deployments:
+        lines.append(f"| {dep} | `{DEPLOYMENTS[dep]}` | {setup.nominal_rate_rps[dep]:g} |")
     lines += ["", "Bandwidth conditions:", ""]
-    lines += [f"- **{b}**: {BANDWIDTHS[b]}" for b in setup["bandwidths"]]
-    factors = ", ".join(f"{f:g}" for f in setup["rate_factors"])
+    lines += [f"- **{b}**: {BANDWIDTHS[b]}" for b in grid.bandwidths]
+    factors = ", ".join(f"{f:g}" for f in grid.rate_factors)
     lines += [
         "",
         f"Load: {factors} x the nominal load (the rate at which the A100 alone is at its "
-        f"capacity). Policies: {', '.join(setup['policies'])}. Seeds: {setup['seeds']} per "
-        f"point; {setup['requests']} requests per run.",
+        f"capacity). Policies: {', '.join(grid.policies)}. Seeds: {grid.seeds} per "
+        f"point; {grid.requests} requests per run.",
         "",
         "Definitions: *goodput* = deadline-met completions per second over the arrival window, "
         "at nominal load; *capacity* = the highest arrival rate keeping at least "
@@ -56,13 +75,13 @@ def _setup(setup: dict[str, Any]) -> list[str]:
         "estimate (a ratio whose denominator is 0 in some seed, or capacities outside the "
         "loads tested on both sides).",
         "",
-        f"Command: `{setup['command']}`",
+        f"Command: `{setup.command}`",
         "",
     ]
     return lines
 
 
-def _claims(headline: dict[str, dict[str, Any]]) -> list[str]:
+def _claims(headline: dict[Cell, HeadlineCell]) -> list[str]:
     price = lookup("cs-ucb").config.model_fields["miss_price"].default
     lines = [
         "## Against the paper's claims",
@@ -74,19 +93,20 @@ def _claims(headline: dict[str, dict[str, Any]]) -> list[str]:
         "",
     ]
     for cell in headline.values():
-        versus = cell["versus"]
+        versus = cell.versus
         ratios = {
-            p: v["goodput_ratio"]["mean"] for p, v in versus.items() if not lookup(p).clairvoyant
+            p: v.goodput_ratio["mean"] for p, v in versus.items() if not lookup(p).clairvoyant
         }
         finite = {p: r for p, r in ratios.items() if math.isfinite(r)}
         over = sorted(p for p, r in finite.items() if r >= min(PAPER_THROUGHPUT))
-        halved = sorted(p for p, v in versus.items() if v["energy_ratio"]["mean"] <= 0.5)
+        halved = sorted(p for p, v in versus.items() if v.energy_ratio["mean"] <= 0.5)
         worst = min(finite, key=finite.__getitem__) if finite else None
-        cloud = _times(versus.get("cloud-only", {}).get("energy_ratio", {}).get("mean", math.nan))
-        oracle = _times(versus.get("oracle", {}).get("goodput_ratio", {}).get("mean", math.nan))
-        lines.append(f"- **{cell['deployment']}, {cell['bandwidth']} bandwidth**: ")
+        cloud_only, the_oracle = versus.get("cloud-only"), versus.get("oracle")
+        cloud = _times(cloud_only.energy_ratio["mean"] if cloud_only else math.nan)
+        oracle = _times(the_oracle.goodput_ratio["mean"] if the_oracle else math.nan)
+        lines.append(f"- **{cell.deployment}, {cell.bandwidth} bandwidth**: ")
         if worst is not None:
-            energy = versus[worst]["energy_ratio"]["mean"]
+            energy = versus[worst].energy_ratio["mean"]
             lines[-1] += (
                 f"CS-UCB's goodput is {_times(finite[worst])} that of the strongest other policy "
                 f"({worst}), at {_times(energy)} its energy per request; at least 1.6x that of "
@@ -115,12 +135,12 @@ def _claims(headline: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _below_note(table: dict[str, dict[str, Any]]) -> list[str]:
+def _below_note(table: dict[str, PolicyStats]) -> list[str]:
     """The note under a table that has a capacity below the lowest load tested."""
-    below = sorted(p for p, row in table.items() if row["capacity_rps"]["note"] == BELOW)
+    below = sorted(p for p, stats in table.items() if stats.capacity_rps["note"] == BELOW)
     if not below:
         return []
-    lowest = min(row["lowest_rate_rps"] for row in table.values())
+    lowest = min(stats.lowest_rate_rps for stats in table.values())
     return [
         "",
         f"`<` capacity ({', '.join(below)}): {BELOW} ({lowest:g} req/s). In at least one seed "
@@ -131,11 +151,12 @@ def _below_note(table: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _cell_tables(
-    tables: dict[Cell, dict[str, dict[str, Any]]], headline: dict[str, dict[str, Any]]
+    tables: dict[Cell, dict[str, PolicyStats]], headline: dict[Cell, HeadlineCell]
 ) -> list[str]:
     lines = ["## Per cell", ""]
     for (dep, bw), table in sorted(tables.items()):
-        versus = headline.get(f"{dep}|{bw}", {}).get("versus", {})
+        cell = headline.get((dep, bw))
+        versus = cell.versus if cell else {}
         lines += [
             f"### {dep}, {bw} bandwidth",
             "",
@@ -143,22 +164,26 @@ def _cell_tables(
             "| goodput ratio | capacity ratio | energy ratio |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        order = sorted(table, key=lambda p: (p != SUBJECT, -table[p]["goodput_rps"]["mean"]))
+        order = sorted(table, key=lambda p: (p != SUBJECT, -table[p].goodput_rps["mean"]))
         for policy in order:
-            row = table[policy]
+            stats = table[policy]
             ratios = versus.get(policy)
             ratio_cells = (
                 [
-                    fmt(ratios[k], suffix="x")
-                    for k in ("goodput_ratio", "capacity_ratio", "energy_ratio")
+                    fmt(estimate, suffix="x")
+                    for estimate in (
+                        ratios.goodput_ratio,
+                        ratios.capacity_ratio,
+                        ratios.energy_ratio,
+                    )
                 ]
                 if ratios
                 else ["-", "-", "-"]
             )
             lines.append(
-                f"| {policy} | {fmt(row['goodput_rps'])} | "
-                f"{fmt(row['deadline_satisfaction'], 3)} | {fmt(row['energy_per_request_j'], 1)} "
-                f"| {fmt(row['capacity_rps'])} | " + " | ".join(ratio_cells) + " |"
+                f"| {policy} | {fmt(stats.goodput_rps)} | "
+                f"{fmt(stats.deadline_satisfaction, 3)} | {fmt(stats.energy_per_request_j, 1)} "
+                f"| {fmt(stats.capacity_rps)} | " + " | ".join(ratio_cells) + " |"
             )
         lines += _below_note(table)
         lines.append("")
@@ -171,9 +196,9 @@ def _times(value: float) -> str:
 
 def write_report(
     path: Path,
-    setup: dict[str, Any],
-    tables: dict[Cell, dict[str, dict[str, Any]]],
-    headline: dict[str, dict[str, Any]],
+    setup: Setup,
+    tables: dict[Cell, dict[str, PolicyStats]],
+    headline: dict[Cell, HeadlineCell],
     figures: list[str],
     extra: Sequence[str] = (),
 ) -> None:

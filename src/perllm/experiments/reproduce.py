@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from perllm.experiments import analysis, checkpoint, plots, yardstick
-from perllm.experiments.checkpoint import Checkpoint, run_saving
+from perllm.experiments.checkpoint import Call, Checkpoint, run_saving
 from perllm.experiments.executors import ExecutorSpec
 from perllm.experiments.grid import (
     ROW_FIELDS,
@@ -21,13 +21,22 @@ from perllm.experiments.grid import (
     tasks,
 )
 from perllm.experiments.pareto import pareto
-from perllm.experiments.report import write_report
+from perllm.experiments.report import Setup, write_report
+from perllm.experiments.rows import BoundRow, GridRow, RegretCurve, Row, write_csv
 from perllm.experiments.yardstick import BoundTask, bound_tasks, run_bound
 
 REGRET_POLICIES = ("cs-ucb", "ucb1")
+# How the checkpoint's results read back, by the first part of their key.
+_SAVED: Mapping[str, Callable[[Mapping[str, Any]], Row]] = {
+    "bound": BoundRow.from_json,
+    "regret": RegretCurve.from_json,
+    "run": GridRow.from_json,
+}
 
 
-Rows = list[dict[str, Any]]
+def _decode(key: Any, data: Any) -> Row:
+    """A result of the checkpoint, read back into its row."""
+    return _SAVED[key[0]](data)
 
 
 def _bound_tasks(grid: GridConfig) -> list[BoundTask]:
@@ -37,7 +46,7 @@ def _bound_tasks(grid: GridConfig) -> list[BoundTask]:
     return bound_tasks(grid.deployments, grid.bandwidths, grid.seeds, grid.requests)
 
 
-def _calls(grid: GridConfig) -> list[tuple[Any, Callable[..., Any], tuple[Any, ...]]]:
+def _calls(grid: GridConfig) -> list[Call]:
     """Every run of the grid as ``(key, function, arguments)``."""
     # The bounds are the longest runs: submitted first, so they do not finish last.
     return [
@@ -53,13 +62,14 @@ def _regret_jobs(grid: GridConfig) -> list[tuple[str, str]]:
 
 def _run_all(
     grid: GridConfig, executor: ExecutorSpec, advance: Callable[[int], None], saved: Checkpoint
-) -> tuple[Rows, ...]:
+) -> tuple[list[GridRow], list[RegretCurve], list[BoundRow]]:
     """Run what ``saved`` does not hold yet, recording each run there as it finishes."""
     results = saved.results
     run_saving(executor, [c for c in _calls(grid) if c[0] not in results], saved, advance)
-    rows = [results["run", t.key] for t in tasks(grid)]
-    curves = [results["regret", key] for key in _regret_jobs(grid)]
-    return rows, curves, [results["bound", t.key] for t in _bound_tasks(grid)]
+    rows: list[GridRow] = [results["run", t.key] for t in tasks(grid)]
+    curves: list[RegretCurve] = [results["regret", key] for key in _regret_jobs(grid)]
+    bounds: list[BoundRow] = [results["bound", t.key] for t in _bound_tasks(grid)]
+    return rows, curves, bounds
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -70,11 +80,19 @@ def total_runs(grid: GridConfig) -> int:
     return len(_calls(grid))
 
 
-def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
+def write_results_csv(rows: Sequence[GridRow], path: Path) -> None:
+    """``results.csv``: one row per run, columns :data:`~perllm.experiments.grid.ROW_FIELDS`."""
+    write_csv(rows, ROW_FIELDS, path)
+
+
+def write_regret_csv(curves: Sequence[RegretCurve], path: Path) -> None:
+    """``regret.csv``: one row per decision of each curve."""
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=ROW_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+        writer = csv.writer(handle)
+        writer.writerow(("deployment", "policy", "time_s", "cumulative_regret"))
+        for curve in curves:
+            for t, r in zip(curve.time_s, curve.regret, strict=True):
+                writer.writerow((curve.deployment, curve.policy, t, r))
 
 
 def reproduce(
@@ -91,34 +109,29 @@ def reproduce(
     Each finished run is saved at once in ``out``'s checkpoint; with ``resume``, the runs saved
     there by an earlier, interrupted call with the same grid are kept and only the others run.
     """
-    with Checkpoint(checkpoint_path(out), asdict(grid), resume=resume) as saved:
+    header = asdict(grid)
+    with Checkpoint(checkpoint_path(out), header, resume=resume, decode=_decode) as saved:
         rows, curves, bounds = _run_all(grid, executor, advance, saved)
-    write_csv(rows, out / "results.csv")
+    write_results_csv(rows, out / "results.csv")
     tables = analysis.cell_tables(rows)
     headline = analysis.headline(rows)
     versus_bound = yardstick.against_bound(rows, bounds)
-    setup = {
-        **asdict(grid),
-        "nominal_rate_rps": {d: nominal_rate(d) for d in grid.deployments},
-        "command": command,
-    }
-    document = {
-        "setup": setup,
-        "headline": headline,
-        "cells": {f"{d}|{b}": table for (d, b), table in sorted(tables.items())},
-        "runs": rows,
+    setup = Setup(grid, {d: nominal_rate(d) for d in grid.deployments}, command)
+    document: dict[str, object] = {
+        "setup": setup.to_json(),
+        "headline": {f"{d}|{b}": cell.to_json() for (d, b), cell in headline.items()},
+        "cells": {
+            f"{d}|{b}": {policy: stats.to_json() for policy, stats in table.items()}
+            for (d, b), table in sorted(tables.items())
+        },
+        "runs": [row.to_json() for row in rows],
     }
     if bounds:
-        document["bound"] = {f"{d}|{b}": cell for (d, b), cell in versus_bound.items()}
-        document["bounds"] = bounds
+        document["bound"] = {f"{d}|{b}": cell.to_json() for (d, b), cell in versus_bound.items()}
+        document["bounds"] = [bound.to_json() for bound in bounds]
         yardstick.write_bounds_csv(bounds, out / "bounds.csv")
     (out / "results.json").write_text(json.dumps(document, indent=1) + "\n")
-    with (out / "regret.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(("deployment", "policy", "time_s", "cumulative_regret"))
-        for curve in curves:
-            for t, r in zip(curve["time_s"], curve["regret"], strict=True):
-                writer.writerow((curve["deployment"], curve["policy"], t, r))
+    write_regret_csv(curves, out / "regret.csv")
     figures = []
     for bandwidth in grid.bandwidths:
         name = f"goodput_energy_{bandwidth}.png"
