@@ -35,6 +35,7 @@ often CS-UCB's frontier dominates each baseline (:mod:`perllm.experiments.robust
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -83,6 +84,7 @@ from perllm.experiments.robustness_sweep import (
     sweep_label,
     write_sweep_csv,
 )
+from perllm.experiments.rows import GeneratedCluster, RunRow
 from perllm.experiments.show import progress_bar
 from perllm.experiments.sweep_args import add_sweep_arguments, executor_spec, resume_command
 from perllm.policies.registry import all_entries, lookup, make_policy
@@ -211,29 +213,38 @@ def _families(args: argparse.Namespace) -> list[str]:
     return [args.family]
 
 
+def _decode(key: Any, data: Any) -> Any:
+    """A result of the checkpoint, read back: a cluster, a run's row or a cell's bound."""
+    if key[0] == "cluster":
+        return GeneratedCluster.from_json(data)
+    if key[0] == "run":
+        return RunRow.from_json(data)
+    return data  # a bound: [[cluster, load, seed], goodput bound]
+
+
 def _run(
     args: argparse.Namespace, chosen: Chosen, executor: ExecutorSpec, saved: Checkpoint
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[RunRow], list[GeneratedCluster]]:
     loads = _loads(args)
     use_bound = _use_bound(args)
     results = saved.results
 
-    def runs(cluster: dict[str, Any]) -> list[tuple[Any, Callable[..., Any], RunTask]]:
+    def runs(cluster: GeneratedCluster) -> list[tuple[Any, Callable[..., Any], RunTask]]:
         """The runs (and bounds) of a generated cluster that are not saved yet."""
         calls: list[tuple[Any, Callable[..., Any], RunTask]] = []
         for load in loads:
             for seed in range(args.seeds):
                 for label_, (policy, params) in chosen.items():
                     task = RunTask(
-                        cluster["seed"],
-                        cluster["data"],
-                        cluster["capacity"]["rate_rps"],
+                        cluster.seed,
+                        cluster.data,
+                        cluster.capacity.rate_rps,
                         load,
                         seed,
                         label_,
                         policy,
                         params,
-                        cluster["family"],
+                        cluster.family,
                     )
                     calls.append((("run", task.cluster, load, seed, label_), run_task, task))
                 if use_bound:
@@ -258,13 +269,17 @@ def _run(
     with progress_bar(_total_runs(args, chosen), label) as advance:
         run_saving(executor, todo, saved, advance, follow)
     bounds = {key[1:]: result[1] for key, result in results.items() if key[0] == "bound"}
-    rows = [row for key, row in results.items() if key[0] == "run"]
-    for row in rows:
-        row["bound_goodput_rps"] = bounds.get((row["cluster"], row["load"], row["seed"]), math.nan)
-    rows.sort(key=lambda r: (r["cluster"], r["load"], r["seed"], list(chosen).index(r["policy"])))
-    clusters = sorted(
+    rows: list[RunRow] = [
+        dataclasses.replace(
+            row, bound_goodput_rps=bounds.get((row.cluster, row.load, row.seed), math.nan)
+        )
+        for key, row in results.items()
+        if key[0] == "run"
+    ]
+    rows.sort(key=lambda r: (r.cluster, r.load, r.seed, list(chosen).index(r.policy)))
+    clusters: list[GeneratedCluster] = sorted(
         (result for key, result in results.items() if key[0] == "cluster"),
-        key=lambda c: c["seed"],
+        key=lambda c: c.seed,
     )
     return rows, clusters
 
@@ -326,7 +341,7 @@ def _check_settings(args: argparse.Namespace) -> None:
 def _report(
     args: argparse.Namespace,
     chosen: Chosen,
-    rows: list[dict[str, Any]],
+    rows: list[RunRow],
     out: Path,
 ) -> list[str]:
     """Print and plot each family's results; return the files written."""
@@ -339,10 +354,10 @@ def _report(
     scored: list[FamilyScores] = []
     sweeps: list[tuple[str, SweepSummary]] = []
     for family in families:
-        mine = [row for row in rows if row["family"] == family]
+        mine = [row for row in rows if row.family == family]
         if not mine:
             continue
-        loads = sorted({float(row["load"]) for row in mine})
+        loads = sorted({float(row.load) for row in mine})
         results = print_tables(mine, contenders, list(chosen), loads, family)
         name = "robustness.png" if len(families) == 1 else f"robustness-{family}.png"
         plot(mine, results, contenders, out / name)
@@ -378,7 +393,8 @@ def main() -> None:
         executor = executor_spec(args, args.workers)
         out = writable_dir("--out", Path(args.out))
         started = time.perf_counter()
-        with Checkpoint(path, _header(args, chosen), resume=args.resume) as saved:
+        header = _header(args, chosen)
+        with Checkpoint(path, header, resume=args.resume, decode=_decode) as saved:
             rows, clusters = _run(args, chosen, executor, saved)
     except InputError as err:
         _fail(str(err))
@@ -394,7 +410,7 @@ def main() -> None:
     elapsed = time.perf_counter() - started
     write_csvs(rows, clusters, out)
     written = _report(args, chosen, rows, out)
-    total = sum(int(row["requests"]) for row in rows)
+    total = sum(int(row.requests) for row in rows)
     print(
         f"{len(rows)} runs ({total:,} simulated requests) on {len(clusters)} clusters in "
         f"{elapsed:.0f} s ({executor.describe()}); wrote {out}/robustness.csv, clusters.csv, "

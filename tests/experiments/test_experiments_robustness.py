@@ -3,6 +3,7 @@ the frugal ratio, the cloud-only check and the bound."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -18,12 +19,13 @@ from perllm.experiments.robustness import (
     strongest_other,
     win_matrix,
 )
+from perllm.experiments.rows import RunRow
 
 CONTENDERS = ["a", "b", "c"]
 
 
-def _row(cluster: int, policy: str, met: int, energy: float, **extra: Any) -> dict[str, Any]:
-    return {
+def _row(cluster: int, policy: str, met: int, energy: float, **extra: Any) -> RunRow:
+    fields = {
         "cluster": cluster,
         "load": 1.0,
         "seed": 0,
@@ -33,8 +35,10 @@ def _row(cluster: int, policy: str, met: int, energy: float, **extra: Any) -> di
         "goodput_rps": met / 10.0,
         "deadline_satisfaction": met / 100.0,
         "weighted_energy_j": energy,
+        "bound_goodput_rps": math.nan,
         **extra,
     }
+    return RunRow(**{**dict.fromkeys(RunRow.columns(), 0), **fields})
 
 
 ROWS = [
@@ -87,13 +91,13 @@ def test_scores_are_geometric_means_against_the_strongest_other() -> None:
 
 
 def test_bound_fraction_averages_cells_with_a_bound() -> None:
-    rows = [dict(row, bound_goodput_rps=10.0) for row in ROWS]
-    rows[0]["bound_goodput_rps"] = math.nan
+    rows = [dataclasses.replace(row, bound_goodput_rps=10.0) for row in ROWS]
+    rows[0] = dataclasses.replace(rows[0], bound_goodput_rps=math.nan)
     a = next(s for s in scores(rows, CONTENDERS, ["a"]) if s.policy == "a")
     assert a.bound_fraction == pytest.approx(0.4)  # cell 1 only: 4.0 / 10.0
 
 
-def _cell(*runs: tuple[str, int, float], requests: int = 1000) -> dict[str, dict[str, Any]]:
+def _cell(*runs: tuple[str, int, float], requests: int = 1000) -> dict[str, RunRow]:
     """One cell's runs: (policy, met, weighted energy)."""
     return {p: _row(0, p, met, energy, requests=requests) for p, met, energy in runs}
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from perllm.clustergen.capacity import Capacity
 from perllm.experiments.robustness import cloud_check, scores
 from perllm.experiments.robustness_report import (
     SCORE_FIELDS,
@@ -18,17 +19,18 @@ from perllm.experiments.robustness_report import (
     write_scores,
 )
 from perllm.experiments.robustness_runs import ROW_FIELDS
+from perllm.experiments.rows import GeneratedCluster, RunRow
 
 POLICIES = ["a", "b", "oracle"]
 
 
-def _rows() -> list[dict[str, object]]:
+def _rows() -> list[RunRow]:
     rows = []
     for cluster in range(2):
         for load in (0.7, 1.5):
             for k, policy in enumerate(POLICIES):
                 met = 50 + 10 * k - 20 * cluster
-                row = {field: 0 for field in ROW_FIELDS}
+                row: dict[str, object] = {field: 0 for field in ROW_FIELDS}
                 row.update(
                     cluster=cluster,
                     load=load,
@@ -42,33 +44,33 @@ def _rows() -> list[dict[str, object]]:
                     weighted_energy_j=1000.0 + k,
                     bound_goodput_rps=10.0,
                 )
-                rows.append(row)
+                rows.append(RunRow(**row))  # type: ignore[arg-type]
     return rows
 
 
 CLUSTERS = [
-    {
-        "family": "gpu-edge",
-        "seed": 0,
-        "data": {
+    GeneratedCluster(
+        family="gpu-edge",
+        seed=0,
+        data={
             "description": "1 edge + 1 cloud (x)",
             "servers": [{}, {}],
             "requests": 100,
             "workload": {"arrivals": {"process": "gamma", "cv": 2.0}, "classes": "personalized"},
         },
-        "capacity": {"rate_rps": 3.0, "fluid_rps": 4.0},
-    }
+        capacity=Capacity(3.0, 4.0, 1.0, 0.9, 100, 4),
+    )
 ]
 
 
 def test_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rows = _rows()
-    write_csvs(rows, CLUSTERS, tmp_path)  # type: ignore[arg-type]
+    write_csvs(rows, CLUSTERS, tmp_path)
     written = list(csv.DictReader((tmp_path / "robustness.csv").read_text().splitlines()))
     assert len(written) == len(rows) and list(written[0]) == list(ROW_FIELDS)
     clusters = list(csv.DictReader((tmp_path / "clusters.csv").read_text().splitlines()))
     assert clusters[0]["arrivals"] == "gamma cv 2.0" and clusters[0]["family"] == "gpu-edge"
-    results = print_tables(rows, ["a", "b"], POLICIES, [0.7, 1.5], "gpu-edge")  # type: ignore[arg-type]
+    results = print_tables(rows, ["a", "b"], POLICIES, [0.7, 1.5], "gpu-edge")
     out = capsys.readouterr().out
     assert "win rate" in out and "of bound" in out and "oracle" in out
     assert "family gpu-edge" in out and "dominated" in out and "frugal p95" in out
@@ -77,7 +79,7 @@ def test_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # b meets more deadlines than a at about the same energy in every cell: a is dominated.
     assert by_policy["a"].dominated == 1.0 and by_policy["b"].dominated == 0.0
     assert [r.policy for r in results] == [r.policy for r in scores(rows, ["a", "b"], POLICIES)]
-    checks = [cloud_check(rows, "a", reference="b")]  # type: ignore[arg-type]
+    checks = [cloud_check(rows, "a", reference="b")]
     print_cloud_checks(checks, "gpu-edge")
     assert "no cell where b meets >= 95%" in capsys.readouterr().out  # b never meets 95%
     write_scores([FamilyScores("gpu-edge", results, checks)], tmp_path / "scores.csv")
@@ -89,5 +91,5 @@ def test_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "b": "",
         "oracle": "",
     }
-    plot(rows, results, ["a", "b"], tmp_path / "r.png")  # type: ignore[arg-type]
+    plot(rows, results, ["a", "b"], tmp_path / "r.png")
     assert (tmp_path / "r.png").stat().st_size > 10_000

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,13 +19,14 @@ from perllm.experiments.robustness_sweep import (
     sweep_label,
     write_sweep_csv,
 )
+from perllm.experiments.rows import RunRow
 
 POINTS = [SweepPoint(sweep_label("confidence", v), v) for v in ("0.5", "2")]
 LOW, HIGH = (p.label for p in POINTS)
 
 
-def _row(cluster: int, policy: str, met: int, energy: float) -> dict[str, Any]:
-    return {
+def _row(cluster: int, policy: str, met: int, energy: float) -> RunRow:
+    fields = {
         "cluster": cluster,
         "load": 1.0,
         "seed": 0,
@@ -35,6 +35,7 @@ def _row(cluster: int, policy: str, met: int, energy: float) -> dict[str, Any]:
         "met": met,
         "weighted_energy_j": energy,
     }
+    return RunRow(**{**dict.fromkeys(RunRow.columns(), 0), **fields})
 
 
 ROWS = [

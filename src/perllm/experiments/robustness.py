@@ -1,10 +1,10 @@
 """Robustness over generated clusters: two objectives, deadlines met and energy per met request.
 
 A *cell* is one (cluster, load, seed): every policy runs on the same requests there. Rows are
-one run each, with at least ``cluster``, ``load``, ``seed``, ``policy``, ``requests``, ``met``
-(deadlines met), ``goodput_rps``, ``deadline_satisfaction`` and ``weighted_energy_j``;
-optionally ``bound_goodput_rps`` (an upper bound on goodput from :mod:`perllm.bound`, when that
-package is installed).
+:class:`~perllm.experiments.rows.RunRow`, one run each; what is read of them is ``cluster``,
+``load``, ``seed``, ``policy``, ``requests``, ``met`` (deadlines met), ``goodput_rps``,
+``deadline_satisfaction``, ``weighted_energy_j`` and ``bound_goodput_rps`` (an upper bound on
+goodput from :mod:`perllm.bound`, ``nan`` where there is none).
 
 Definitions, for a policy ``p`` among the *contenders* (the non-clairvoyant policies scored
 against one another), in a cell of ``n`` requests:
@@ -40,7 +40,8 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+
+from perllm.experiments.rows import RunRow
 
 __all__ = [
     "CloudCheck",
@@ -58,8 +59,10 @@ __all__ = [
     "win_matrix",
 ]
 
-Cell = tuple[Any, Any, Any]
-Runs = Mapping[str, Mapping[str, Any]]
+Cell = tuple[int, float, int]
+"""(cluster, load, seed)."""
+Runs = Mapping[str, RunRow]
+"""A cell's runs by policy label."""
 SMOOTHING = 0.5  # half a met request, so that ratios stay finite
 TOLERANCE = 0.001  # "as many deadlines": within 0.1 percentage point of the cell's requests
 DOMINANCE = 0.95  # dominated: another contender at <= 0.95x the energy per met request
@@ -101,36 +104,36 @@ class CloudCheck:
         return self.passed / self.cells if self.cells else math.nan
 
 
-def cells(rows: Iterable[Mapping[str, Any]]) -> dict[Cell, dict[str, Mapping[str, Any]]]:
+def cells(rows: Iterable[RunRow]) -> dict[Cell, dict[str, RunRow]]:
     """Group rows by (cluster, load, seed), then by policy."""
-    grouped: dict[Cell, dict[str, Mapping[str, Any]]] = defaultdict(dict)
+    grouped: dict[Cell, dict[str, RunRow]] = defaultdict(dict)
     for row in rows:
-        grouped[(row["cluster"], row["load"], row["seed"])][str(row["policy"])] = row
+        grouped[(row.cluster, row.load, row.seed)][row.policy] = row
     return dict(grouped)
 
 
-def _met(row: Mapping[str, Any]) -> float:
-    return float(row["met"]) + SMOOTHING
+def _met(row: RunRow) -> float:
+    return float(row.met) + SMOOTHING
 
 
-def goodput_ratio(mine: Mapping[str, Any], other: Mapping[str, Any]) -> float:
+def goodput_ratio(mine: RunRow, other: RunRow) -> float:
     """``(met + 1/2) / (met_other + 1/2)``: the goodput ratio of two runs of one cell."""
     return _met(mine) / _met(other)
 
 
-def energy_per_met(row: Mapping[str, Any]) -> float:
+def energy_per_met(row: RunRow) -> float:
     """``weighted_energy_j / (met + 1/2)``: a run's energy per met request (J)."""
-    return float(row["weighted_energy_j"]) / _met(row)
+    return float(row.weighted_energy_j) / _met(row)
 
 
 def dominated_in(runs: Runs, policy: str, contenders: Sequence[str]) -> bool:
     """Whether another contender of this cell meets as many deadlines as ``policy`` (up to
     :data:`TOLERANCE` of the requests) at <= :data:`DOMINANCE` x its energy per met request."""
     mine = runs[policy]
-    floor = float(mine["met"]) - TOLERANCE * float(mine["requests"])
+    floor = float(mine.met) - TOLERANCE * float(mine.requests)
     cap = DOMINANCE * energy_per_met(mine)
     return any(
-        float(runs[q]["met"]) >= floor and energy_per_met(runs[q]) <= cap
+        float(runs[q].met) >= floor and energy_per_met(runs[q]) <= cap
         for q in contenders
         if q != policy and q in runs
     )
@@ -140,10 +143,10 @@ def frugal_ratio_in(runs: Runs, policy: str, contenders: Sequence[str]) -> float
     """``policy``'s energy per met request over the least among the contenders (``policy``
     included) meeting at least its deadlines less :data:`FRUGAL_SLACK` of the requests (>= 1)."""
     mine = runs[policy]
-    floor = float(mine["met"]) - FRUGAL_SLACK * float(mine["requests"])
+    floor = float(mine.met) - FRUGAL_SLACK * float(mine.requests)
     peers = [runs[q] for q in contenders if q != policy and q in runs]
     own = energy_per_met(mine)
-    least = min([own, *(energy_per_met(q) for q in peers if float(q["met"]) >= floor)])
+    least = min([own, *(energy_per_met(q) for q in peers if float(q.met) >= floor)])
     return own / least if least > 0 else (1.0 if own == 0 else math.inf)
 
 
@@ -157,7 +160,7 @@ def win_matrix(
             if p == q:
                 continue
             points = [
-                1.0 if g[p]["met"] > g[q]["met"] else 0.5 if g[p]["met"] == g[q]["met"] else 0.0
+                1.0 if g[p].met > g[q].met else 0.5 if g[p].met == g[q].met else 0.0
                 for g in grouped.values()
                 if p in g and q in g
             ]
@@ -170,7 +173,7 @@ def strongest_other(runs: Runs, policy: str, contenders: Sequence[str]) -> str |
     others = [q for q in contenders if q != policy and q in runs]
     if not others:
         return None
-    return max(others, key=lambda q: (runs[q]["met"], -others.index(q)))
+    return max(others, key=lambda q: (runs[q].met, -others.index(q)))
 
 
 def geomean(values: Sequence[float]) -> float:
@@ -194,7 +197,7 @@ def quantile(values: Sequence[float], q: float) -> float:
 
 
 def scores(
-    rows: Iterable[Mapping[str, Any]], contenders: Sequence[str], policies: Sequence[str]
+    rows: Iterable[RunRow], contenders: Sequence[str], policies: Sequence[str]
 ) -> list[PolicyScore]:
     """Score every policy in ``policies`` (contenders and references such as the oracle)
     against the contenders other than itself, cell by cell."""
@@ -208,10 +211,10 @@ def scores(
             if p not in runs:
                 continue
             mine = runs[p]
-            satisfaction.append(float(mine["deadline_satisfaction"]))
-            bound = float(mine.get("bound_goodput_rps", math.nan))
+            satisfaction.append(float(mine.deadline_satisfaction))
+            bound = float(mine.bound_goodput_rps)
             if bound > 0:
-                fractions.append(float(mine["goodput_rps"]) / bound)
+                fractions.append(float(mine.goodput_rps) / bound)
             best = strongest_other(runs, p, contenders)
             if best is None:
                 continue
@@ -241,9 +244,7 @@ def scores(
     return result
 
 
-def cloud_check(
-    rows: Iterable[Mapping[str, Any]], policy: str, reference: str = "cloud-only"
-) -> CloudCheck:
+def cloud_check(rows: Iterable[RunRow], policy: str, reference: str = "cloud-only") -> CloudCheck:
     """Over the cells where ``reference`` meets >= :data:`CLOUD_MET` of its deadlines, how many
     where ``policy`` meets at least as many at <= :data:`CLOUD_ENERGY` x its energy per met
     request (cells lacking either policy do not count)."""
@@ -252,9 +253,9 @@ def cloud_check(
         if policy not in runs or reference not in runs:
             continue
         mine, cloud = runs[policy], runs[reference]
-        if float(cloud["met"]) < CLOUD_MET * float(cloud["requests"]):
+        if float(cloud.met) < CLOUD_MET * float(cloud.requests):
             continue
         eligible += 1
         cap = CLOUD_ENERGY * energy_per_met(cloud)
-        passed += float(mine["met"]) >= float(cloud["met"]) and energy_per_met(mine) <= cap
+        passed += float(mine.met) >= float(cloud.met) and energy_per_met(mine) <= cap
     return CloudCheck(policy, reference, eligible, passed)

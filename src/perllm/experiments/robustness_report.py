@@ -8,7 +8,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -25,6 +24,7 @@ from perllm.experiments.robustness import (
     win_matrix,
 )
 from perllm.experiments.robustness_runs import ROW_FIELDS
+from perllm.experiments.rows import GeneratedCluster, RunRow, write_csv
 
 __all__ = [
     "SCORE_FIELDS",
@@ -63,12 +63,9 @@ class FamilyScores:
     cloud_checks: list[CloudCheck]
 
 
-def write_csvs(rows: list[dict[str, Any]], clusters: list[dict[str, Any]], out: Path) -> None:
+def write_csvs(rows: Sequence[RunRow], clusters: Sequence[GeneratedCluster], out: Path) -> None:
     """``robustness.csv`` (one row per run) and ``clusters.csv`` (one row per cluster)."""
-    with (out / "robustness.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=ROW_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, ROW_FIELDS, out / "robustness.csv")
     with (out / "clusters.csv").open("w", newline="") as handle:
         table = csv.writer(handle)
         table.writerow(
@@ -85,18 +82,18 @@ def write_csvs(rows: list[dict[str, Any]], clusters: list[dict[str, Any]], out: 
             )
         )
         for c in clusters:
-            data, arrivals = c["data"], c["data"]["workload"]["arrivals"]
+            data, arrivals = c.data, c.data["workload"]["arrivals"]
             classes = data["workload"]["classes"]
             process = arrivals["process"] + (f" cv {arrivals['cv']}" if "cv" in arrivals else "")
             table.writerow(
                 (
-                    c.get("family", "mixed"),
-                    c["seed"],
+                    c.family,
+                    c.seed,
                     data["description"],
                     len(data["servers"]),
                     data["requests"],
-                    c["capacity"]["rate_rps"],
-                    c["capacity"]["fluid_rps"],
+                    c.capacity.rate_rps,
+                    c.capacity.fluid_rps,
                     process,
                     classes if isinstance(classes, str) else "trace-mix",
                 )
@@ -108,7 +105,7 @@ def _pct(value: float) -> str:
 
 
 def print_tables(
-    rows: list[dict[str, Any]],
+    rows: Sequence[RunRow],
     contenders: list[str],
     policies: list[str],
     loads: list[float],
@@ -220,7 +217,7 @@ def write_scores(families: Sequence[FamilyScores], path: Path) -> None:
 
 
 def plot(
-    rows: list[dict[str, Any]], results: list[PolicyScore], contenders: list[str], path: Path
+    rows: Sequence[RunRow], results: list[PolicyScore], contenders: list[str], path: Path
 ) -> None:
     """Left: each policy's per-cell goodput ratios (box plot); right: its geometric-mean
     goodput ratio against its energy-per-met-request ratio."""

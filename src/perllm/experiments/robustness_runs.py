@@ -2,7 +2,9 @@
 
 Clusters travel between processes as their scenario mappings (plain data) and are rebuilt, once
 per process, by :func:`cluster_of`. A policy is named by a *label*: a registered policy name, or
-a variant label mapped to ``(policy, params)``.
+a variant label mapped to ``(policy, params)``. A run gives a
+:class:`~perllm.experiments.rows.RunRow`, a generated cluster a
+:class:`~perllm.experiments.rows.GeneratedCluster`.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from perllm.cluster import scenario
 from perllm.clustergen import generate, settings_from
+from perllm.experiments.rows import GeneratedCluster, RunRow
 from perllm.sim.runner import run_once, seeds_for
 from perllm.workload.generator import generate_requests
 
@@ -31,28 +36,8 @@ __all__ = [
 
 BOUND_MODULE = "perllm.bound"  # optional: ``compute_bound(cluster, requests, world_seed)``
 
-ROW_FIELDS = (
-    "family",
-    "cluster",
-    "servers",
-    "cloud_servers",
-    "capacity_rps",
-    "load",
-    "rate_rps",
-    "seed",
-    "policy",
-    "requests",
-    "completed",
-    "rejected",
-    "met",
-    "goodput_rps",
-    "deadline_satisfaction",
-    "energy_j",
-    "weighted_energy_j",
-    "energy_per_met_j",
-    "bound_goodput_rps",
-    "wall_s",
-)
+ROW_FIELDS: tuple[str, ...] = RunRow.columns()
+"""The columns of ``robustness.csv``: :class:`~perllm.experiments.rows.RunRow`'s fields."""
 
 _CLUSTERS: dict[int, scenario.Cluster] = {}
 
@@ -63,7 +48,7 @@ class RunTask:
     ``load x capacity``, run seed ``seed``."""
 
     cluster: int
-    data: dict[str, Any]
+    data: Mapping[str, Any]
     capacity_rps: float
     load: float
     seed: int
@@ -73,19 +58,16 @@ class RunTask:
     family: str = "mixed"
 
 
-def generate_task(seed: int, settings: dict[str, Any], family: str = "mixed") -> dict[str, Any]:
+def generate_task(
+    seed: int, settings: Mapping[str, object], family: str = "mixed"
+) -> GeneratedCluster:
     """Generate cluster ``seed`` from ``settings`` (the family's, with any overrides): its
     scenario mapping and capacity (runs in a worker)."""
-    generated = generate(seed, settings_from(settings))
-    return {
-        "family": family,
-        "seed": seed,
-        "data": generated.data,
-        "capacity": dataclasses.asdict(generated.capacity),
-    }
+    generated = generate(seed, settings_from(dict(settings)))
+    return GeneratedCluster(family, seed, generated.data, generated.capacity)
 
 
-def cluster_of(seed: int, data: dict[str, Any]) -> scenario.Cluster:
+def cluster_of(seed: int, data: Mapping[str, Any]) -> scenario.Cluster:
     """The cluster of a scenario mapping, built once per process."""
     if seed not in _CLUSTERS:
         source = f"generated scenario (seed {seed})"
@@ -97,8 +79,8 @@ def _rate(task: RunTask) -> float:
     return round(task.load * task.capacity_rps, 6)
 
 
-def run_task(task: RunTask) -> dict[str, Any]:
-    """Run one policy on one cell and return its row (see :data:`ROW_FIELDS`)."""
+def run_task(task: RunTask) -> RunRow:
+    """Run one policy on one cell and return its row (no bound yet: ``nan``)."""
     cluster = cluster_of(task.cluster, task.data)
     started = time.perf_counter()
     result = run_once(
@@ -110,28 +92,28 @@ def run_task(task: RunTask) -> dict[str, Any]:
         policy_params=task.params,
     )
     s = result.summary
-    return {
-        "family": task.family,
-        "cluster": task.cluster,
-        "servers": len(cluster.servers),
-        "cloud_servers": sum(spec.tier == "cloud" for spec in cluster.servers),
-        "capacity_rps": task.capacity_rps,
-        "load": task.load,
-        "rate_rps": _rate(task),
-        "seed": task.seed,
-        "policy": task.label,
-        "requests": s.requests,
-        "completed": s.completed,
-        "rejected": s.rejected,
-        "met": s.met,
-        "goodput_rps": s.goodput_rps,
-        "deadline_satisfaction": s.deadline_satisfaction,
-        "energy_j": s.energy_j.total,
-        "weighted_energy_j": s.weighted_energy_j,
-        "energy_per_met_j": s.weighted_energy_j / s.met if s.met else float("inf"),
-        "bound_goodput_rps": float("nan"),
-        "wall_s": time.perf_counter() - started,
-    }
+    return RunRow(
+        family=task.family,
+        cluster=task.cluster,
+        servers=len(cluster.servers),
+        cloud_servers=sum(spec.tier == "cloud" for spec in cluster.servers),
+        capacity_rps=task.capacity_rps,
+        load=task.load,
+        rate_rps=_rate(task),
+        seed=task.seed,
+        policy=task.label,
+        requests=s.requests,
+        completed=s.completed,
+        rejected=s.rejected,
+        met=s.met,
+        goodput_rps=s.goodput_rps,
+        deadline_satisfaction=s.deadline_satisfaction,
+        energy_j=s.energy_j.total,
+        weighted_energy_j=s.weighted_energy_j,
+        energy_per_met_j=s.weighted_energy_j / s.met if s.met else math.inf,
+        bound_goodput_rps=math.nan,
+        wall_s=time.perf_counter() - started,
+    )
 
 
 def bound_available() -> bool:

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -35,6 +34,7 @@ from perllm.experiments.robustness import (
     energy_per_met,
     geomean,
 )
+from perllm.experiments.rows import RunRow
 
 __all__ = [
     "MAX_SWEEP_VALUES",
@@ -100,21 +100,21 @@ def frontier_dominates(runs: Runs, frontier: Sequence[str], baseline: str) -> bo
     """Whether some run of ``frontier`` in this cell meets ``baseline``'s deadlines (up to
     :data:`TOLERANCE` of the requests) at no more than its energy per met request."""
     theirs = runs[baseline]
-    floor = float(theirs["met"]) - TOLERANCE * float(theirs["requests"])
+    floor = float(theirs.met) - TOLERANCE * float(theirs.requests)
     cap = energy_per_met(theirs)
     return any(
-        float(runs[s]["met"]) >= floor and energy_per_met(runs[s]) <= cap
+        float(runs[s].met) >= floor and energy_per_met(runs[s]) <= cap
         for s in frontier
         if s in runs
     )
 
 
-def _met_share(row: Mapping[str, Any]) -> float:
-    return (float(row["met"]) + SMOOTHING) / (float(row["requests"]) + SMOOTHING)
+def _met_share(row: RunRow) -> float:
+    return (float(row.met) + SMOOTHING) / (float(row.requests) + SMOOTHING)
 
 
 def summarize_sweep(
-    rows: Iterable[Mapping[str, Any]],
+    rows: Iterable[RunRow],
     key: str,
     points: Sequence[SweepPoint],
     baselines: Sequence[str],
