@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,7 +35,7 @@ def write_records_csv(rec: Recorder, path: Path) -> None:
         writer.writerows(zip(*columns, strict=True))
 
 
-def write_json(data: dict[str, Any], path: Path) -> None:
+def write_json(data: dict[str, object], path: Path) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 

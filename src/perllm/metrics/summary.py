@@ -67,9 +67,9 @@ class GroupSummary:
     latency_mean_s: float
     tier: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         """The group as JSON-ready data, in field order (``tier`` only when set)."""
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data: dict[str, object] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         if self.tier is None:
             del data["tier"]
         return data
@@ -114,9 +114,9 @@ class Summary:
     rate_rps: float | None = None
     regret_vs_oracle: float | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         """The summary as JSON-ready data, keys in field order (``None`` run keys left out)."""
-        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data: dict[str, object] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["energy_j"] = self.energy_j.to_json()
         data["per_class"] = {name: g.to_json() for name, g in self.per_class.items()}
         data["per_server"] = {name: g.to_json() for name, g in self.per_server.items()}
@@ -134,13 +134,14 @@ class Summary:
         fields["per_server"] = {k: GroupSummary(**g) for k, g in data["per_server"].items()}
         return cls(**fields)
 
-    def row(self) -> dict[str, Any]:
+    def row(self) -> dict[str, object]:
         """The scalar fields as one flat CSV row: those of :meth:`to_json` without the groups,
         the energy parts as ``energy_<part>_j``."""
-        row: dict[str, Any] = {}
+        row: dict[str, object] = {}
         for key, value in self.to_json().items():
             if key == "energy_j":
-                row.update({f"energy_{part}_j": joules for part, joules in value.items()})
+                parts = self.energy_j.to_json().items()
+                row.update({f"energy_{part}_j": joules for part, joules in parts})
             elif key not in ("per_class", "per_server"):
                 row[key] = value
         return row
