@@ -10,10 +10,10 @@ request ``r`` of class ``c`` with deadline ``D`` it goes through five stages.
    with earlier deadlines, prefill of the prompt less the prefix the router sent ``s`` recently
    (:meth:`~perllm.domain.ClusterView.prefix_tokens`) and ``o - 1`` decode steps in the batch
    ``r`` sees) and the *marginal* weighted energy ``M_s`` of adding ``r`` to ``s`` now (a busy
-   GPU is cheap per request, an idle one pays for its whole step). Servers draw idle power as long as the cluster
-   has work, so a request expected to end after all the work in flight also pays the cluster's
-   weighted idle power for the difference. Prefill stalls stretch the service by ``1 / (1 -
-   u_s)``, ``u_s`` the share of the server's time its recent prefills take
+   GPU is cheap per request, an idle one pays for its whole step). Servers draw idle power as
+   long as the cluster has work, so a request expected to end after all the work in flight also
+   pays the cluster's weighted idle power for the difference. Prefill stalls stretch the
+   service by ``1 / (1 - u_s)``, ``u_s`` the share of the server's time its recent prefills take
    (:class:`~perllm.policies.outstanding.PrefillLoad`, ``prefill-window-s``, ``prefill-cap``).
    Output lengths are learned per class as a log-normal fit, ``ln o ~ N(mu_o, sd_o)``.
 2. **Learned corrections** (:class:`~perllm.policies.log_ratio.LogRatioStats`): the log-ratio of
