@@ -25,6 +25,9 @@ TINY = GridConfig(
     policies=("cs-ucb", "cloud-only", "round-robin"),
     seeds=2,
     requests=120,
+    traces=("mooncake-cloud",),
+    trace_policies=("cs-ucb", "prefix-affinity"),
+    trace_requests=100,
 )
 
 
@@ -92,6 +95,7 @@ def test_plots_are_valid_pngs_and_the_report_links_them(tiny_run: Path) -> None:
         assert height > 200 and width > 200
         assert f"]({png.name})" in report
     assert "2.2x, 2.1x and 1.6x" in report
+    assert "## Real traces" in report and "### mooncake-cloud (100 requests)" in report
     assert (tiny_run / "regret.csv").read_text().startswith("deployment,policy,time_s")
 
 
@@ -144,3 +148,16 @@ def test_unwritable_out_fails_at_once(capsys, tmp_path: Path) -> None:
     assert main(["reproduce", "--quick", "--out", str(blocker / "sub")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("perllm: --out: cannot write to") and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_the_trace_block_writes_one_row_per_replay(tiny_run: Path) -> None:
+    with (tiny_run / "traces.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["scenario"], r["policy"]) for r in rows] == [
+        ("mooncake-cloud", "cs-ucb"),
+        ("mooncake-cloud", "prefix-affinity"),
+    ]
+    document = json.loads((tiny_run / "results.json").read_text())
+    assert [r["requests"] for r in document["traces"]] == [100, 100]
+    assert document["setup"]["traces"] == ["mooncake-cloud"]

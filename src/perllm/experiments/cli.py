@@ -26,7 +26,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if args.requests is not None:
         grid = dataclasses.replace(grid, requests=args.requests)
     if args.policies is not None:
-        grid = dataclasses.replace(grid, policies=_policies(args.policies))
+        chosen = _policies(args.policies)
+        grid = dataclasses.replace(grid, policies=chosen, trace_policies=chosen)
+    if args.no_traces:
+        grid = dataclasses.replace(grid, traces=())
     argv = sys.argv[1:] or ["reproduce"]
     command = recorded_command("perllm", argv, {"--jobs": 1})
     total = total_runs(grid)
@@ -79,6 +82,11 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     parser.add_argument(
         "--planner", action="store_true", help="also run the clairvoyant planner (slower)"
+    )
+    parser.add_argument(
+        "--no-traces",
+        action="store_true",
+        help="skip the real-trace block (the shipped traces replayed by each policy)",
     )
     add_sweep_arguments(parser, "--jobs")
     parser.set_defaults(func=_cmd_reproduce)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from perllm.cluster import scenario
+from perllm.experiments import trace_block
 from perllm.experiments.rows import GridRow, RegretCurve
 from perllm.metrics.summary import regret_curve
 from perllm.policies.registry import ENTRIES
@@ -34,12 +35,20 @@ RATE_FACTORS_QUICK = (0.5, 1.0, 1.25)
 
 @dataclass(frozen=True, slots=True)
 class GridConfig:
+    """The synthetic grid (deployments x bandwidths x rate factors x policies x seeds, each run
+    of ``requests`` requests) and the real-trace block (:mod:`perllm.experiments.trace_block`):
+    ``traces`` replayed by ``trace_policies``, the first ``trace_requests`` requests of each
+    (``None``: the whole trace); no traces, no block."""
+
     deployments: tuple[str, ...]
     bandwidths: tuple[str, ...]
     rate_factors: tuple[float, ...]
     policies: tuple[str, ...]
     seeds: int
     requests: int
+    traces: tuple[str, ...] = ()
+    trace_policies: tuple[str, ...] = ()
+    trace_requests: int | None = None
 
     @classmethod
     def preset(cls, quick: bool, seeds: int | None = None, planner: bool = False) -> GridConfig:
@@ -47,6 +56,7 @@ class GridConfig:
         # The grid's synthetic prompts share no prefixes, where prefix-affinity is least-loaded.
         skip = {"prefix-affinity"} | (set() if planner else {"planner"})
         policies = tuple(e.name for e in ENTRIES if e.name not in skip)
+        traces = (trace_block.SCENARIOS, trace_block.POLICIES)
         if quick:
             return cls(
                 tuple(DEPLOYMENTS),
@@ -55,10 +65,26 @@ class GridConfig:
                 policies,
                 seeds or 3,
                 2000,
+                *traces,
+                trace_block.QUICK_REQUESTS,
             )
         return cls(
-            tuple(DEPLOYMENTS), tuple(BANDWIDTHS), RATE_FACTORS_FULL, policies, seeds or 5, 3000
+            tuple(DEPLOYMENTS),
+            tuple(BANDWIDTHS),
+            RATE_FACTORS_FULL,
+            policies,
+            seeds or 5,
+            3000,
+            *traces,
         )
+
+    def trace_tasks(self) -> list[trace_block.TraceTask]:
+        """The real-trace block's replays, in a fixed order."""
+        return [
+            trace_block.TraceTask(name, policy, self.trace_requests)
+            for name in self.traces
+            for policy in self.trace_policies
+        ]
 
 
 @dataclass(frozen=True, slots=True)

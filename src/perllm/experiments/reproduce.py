@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from perllm.experiments import analysis, checkpoint, plots, yardstick
+from perllm.experiments import analysis, checkpoint, plots, trace_block, yardstick
 from perllm.experiments.checkpoint import Call, Checkpoint, run_saving
 from perllm.experiments.executors import ExecutorSpec
 from perllm.experiments.grid import (
@@ -23,6 +23,7 @@ from perllm.experiments.grid import (
 from perllm.experiments.pareto import pareto
 from perllm.experiments.report import Setup, write_report
 from perllm.experiments.rows import BoundRow, GridRow, RegretCurve, Row, write_csv
+from perllm.experiments.trace_block import TraceRow, run_trace
 from perllm.experiments.yardstick import BoundTask, bound_tasks, run_bound
 
 REGRET_POLICIES = ("cs-ucb", "ucb1")
@@ -31,6 +32,7 @@ _SAVED: Mapping[str, Callable[[Mapping[str, Any]], Row]] = {
     "bound": BoundRow.from_json,
     "regret": RegretCurve.from_json,
     "run": GridRow.from_json,
+    "trace": TraceRow.from_json,
 }
 
 
@@ -53,6 +55,7 @@ def _calls(grid: GridConfig) -> list[Call]:
         *((("bound", t.key), run_bound, (t,)) for t in _bound_tasks(grid)),
         *((("regret", job), run_regret, (*job, grid.requests, 0)) for job in _regret_jobs(grid)),
         *((("run", t.key), run_task, (t,)) for t in tasks(grid)),
+        *((("trace", t.key), run_trace, (t,)) for t in grid.trace_tasks()),
     ]
 
 
@@ -62,14 +65,15 @@ def _regret_jobs(grid: GridConfig) -> list[tuple[str, str]]:
 
 def _run_all(
     grid: GridConfig, executor: ExecutorSpec, advance: Callable[[int], None], saved: Checkpoint
-) -> tuple[list[GridRow], list[RegretCurve], list[BoundRow]]:
+) -> tuple[list[GridRow], list[RegretCurve], list[BoundRow], list[TraceRow]]:
     """Run what ``saved`` does not hold yet, recording each run there as it finishes."""
     results = saved.results
     run_saving(executor, [c for c in _calls(grid) if c[0] not in results], saved, advance)
     rows: list[GridRow] = [results["run", t.key] for t in tasks(grid)]
     curves: list[RegretCurve] = [results["regret", key] for key in _regret_jobs(grid)]
     bounds: list[BoundRow] = [results["bound", t.key] for t in _bound_tasks(grid)]
-    return rows, curves, bounds
+    replays: list[TraceRow] = [results["trace", t.key] for t in grid.trace_tasks()]
+    return rows, curves, bounds, replays
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -111,7 +115,7 @@ def reproduce(
     """
     header = asdict(grid)
     with Checkpoint(checkpoint_path(out), header, resume=resume, decode=_decode) as saved:
-        rows, curves, bounds = _run_all(grid, executor, advance, saved)
+        rows, curves, bounds, replays = _run_all(grid, executor, advance, saved)
     write_results_csv(rows, out / "results.csv")
     tables = analysis.cell_tables(rows)
     headline = analysis.headline(rows)
@@ -130,6 +134,9 @@ def reproduce(
         document["bound"] = {f"{d}|{b}": cell.to_json() for (d, b), cell in versus_bound.items()}
         document["bounds"] = [bound.to_json() for bound in bounds]
         yardstick.write_bounds_csv(bounds, out / "bounds.csv")
+    if replays:
+        document["traces"] = [row.to_json() for row in replays]
+        trace_block.write_rows(replays, out / "traces.csv")
     (out / "results.json").write_text(json.dumps(document, indent=1) + "\n")
     write_regret_csv(curves, out / "regret.csv")
     figures = []
@@ -149,6 +156,9 @@ def reproduce(
         pareto(rows, bounds, deployment, grid.bandwidths, out / name)
         pareto_figures.append(name)
     extra = yardstick.report_lines(versus_bound, pareto_figures) if bounds else []
+    if replays:
+        trace_block.plot(replays, out / "traces.png")
+        extra += trace_block.report_lines(replays, "traces.png")
     report = out / "report.md"
     write_report(report, setup, tables, headline, figures, extra)
     return report
