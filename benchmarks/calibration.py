@@ -12,7 +12,8 @@ happened:
   ``mean (P - missed)^2`` against that of a constant forecast (the overall miss rate);
 - the processing time: the estimate at the class's mean output length against the observed
   time (the median and the 10th and 90th percentiles of ``observed / estimated``), and the
-  observed wait in the server's queue.
+  wait in the server's queue, predicted against observed (medians and 90th percentiles, and the
+  mean observed wait of the requests predicted to wait and not to wait).
 
 Deflected requests (placed behind every request that can still make it) are counted apart: their
 wait is by design. A well-calibrated ``P`` has each decile's observed miss rate near its mean
@@ -113,11 +114,24 @@ def _report(seen: Seen) -> None:
             f"\nprocessing time, observed / estimated at the mean length (placed by deadline): "
             f"p10 {q10:.2f}  median {q50:.2f}  p90 {q90:.2f}"
         )
-    waits = np.array([f.queue_s for f, _ in queued if math.isfinite(f.queue_s)])
-    if waits.size:
+    pairs = [(m.queue_s, f.queue_s) for f, m in queued if math.isfinite(f.queue_s)]
+    if pairs:
+        predicted, observed = (np.array(x) for x in zip(*pairs, strict=True))
         print(
-            f"observed queue wait: median {np.median(waits):.2f} s, p90 "
-            f"{np.quantile(waits, 0.9):.2f} s"
+            f"queue wait, predicted / observed: median {np.median(predicted):.2f} / "
+            f"{np.median(observed):.2f} s, p90 {np.quantile(predicted, 0.9):.2f} / "
+            f"{np.quantile(observed, 0.9):.2f} s"
+        )
+        waiting = predicted > 0.0
+        print(
+            f"  predicted no wait: {int((~waiting).sum()):,} requests, observed wait "
+            f"{observed[~waiting].mean():.2f} s on average"
+            + (
+                f"; predicted a wait: {int(waiting.sum()):,}, mean predicted "
+                f"{predicted[waiting].mean():.2f} s, observed {observed[waiting].mean():.2f} s"
+                if waiting.any()
+                else ""
+            )
         )
 
 

@@ -426,6 +426,7 @@ class CsUcbPolicy(StatisticsPolicy):
             p_miss,
             mu_o,
             sd_o,
+            queue_s,
         )
         self.ledger.place(request.id, memo)
         if queue_s == 0.0 and not hopeless:

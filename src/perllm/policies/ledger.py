@@ -15,6 +15,7 @@ bandits).
 
 from __future__ import annotations
 
+import math
 from typing import Generic, TypeVar
 
 __all__ = ["ANSWERED", "DROPPED", "PENDING", "Ledger", "Memo", "Placement", "Pull"]
@@ -76,7 +77,8 @@ class Placement(Memo):
     the prefill stalls; ``prefill``: its prefill seconds; ``estimate_s``: the processing time
     estimated at the expected length (at its link share); ``estimate_j``: its inference energy;
     ``miss_probability``: the chance of a miss the decision was scored with; ``mu``, ``sd``:
-    the class's log-normal length fit at placement (``sd`` 0 without one)."""
+    the class's log-normal length fit at placement (``sd`` 0 without one); ``queue_s``: the
+    wait in the server's queue estimated at placement."""
 
     __slots__ = (
         "crowded",
@@ -87,6 +89,7 @@ class Placement(Memo):
         "mu",
         "prefill",
         "priority",
+        "queue_s",
         "sd",
         "server",
         "step",
@@ -105,6 +108,7 @@ class Placement(Memo):
         miss_probability: float,
         mu: float,
         sd: float,
+        queue_s: float = math.nan,
     ) -> None:
         self.outcome = PENDING
         self.server = server
@@ -118,6 +122,7 @@ class Placement(Memo):
         self.miss_probability = miss_probability
         self.mu = mu
         self.sd = sd
+        self.queue_s = queue_s
 
 
 class Pull(Memo):
