@@ -12,8 +12,9 @@ happened:
   ``mean (P - missed)^2`` against that of a constant forecast (the overall miss rate);
 - the processing time: the estimate at the class's mean output length against the observed
   time (the median and the 10th and 90th percentiles of ``observed / estimated``), and the
-  wait in the server's queue, predicted against observed (medians and 90th percentiles, and the
-  mean observed wait of the requests predicted to wait and not to wait).
+  wait in the server's queue, predicted against observed, by the request's slack at placement
+  (its deadline less its estimated processing time: the queue is served by deadline, so a
+  request with slack waits behind later arrivals with less, by design).
 
 Deflected requests (placed behind every request that can still make it) are counted apart: their
 wait is by design. A well-calibrated ``P`` has each decile's observed miss rate near its mean
@@ -25,6 +26,7 @@ learns from it and releases the memo.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
 from typing import Any
@@ -114,25 +116,33 @@ def _report(seen: Seen) -> None:
             f"\nprocessing time, observed / estimated at the mean length (placed by deadline): "
             f"p10 {q10:.2f}  median {q50:.2f}  p90 {q90:.2f}"
         )
-    pairs = [(m.queue_s, f.queue_s) for f, m in queued if math.isfinite(f.queue_s)]
-    if pairs:
-        predicted, observed = (np.array(x) for x in zip(*pairs, strict=True))
-        print(
-            f"queue wait, predicted / observed: median {np.median(predicted):.2f} / "
-            f"{np.median(observed):.2f} s, p90 {np.quantile(predicted, 0.9):.2f} / "
-            f"{np.quantile(observed, 0.9):.2f} s"
-        )
-        waiting = predicted > 0.0
-        print(
-            f"  predicted no wait: {int((~waiting).sum()):,} requests, observed wait "
-            f"{observed[~waiting].mean():.2f} s on average"
-            + (
-                f"; predicted a wait: {int(waiting.sum()):,}, mean predicted "
-                f"{predicted[waiting].mean():.2f} s, observed {observed[waiting].mean():.2f} s"
-                if waiting.any()
-                else ""
+    _waits(queued)
+
+
+# Slack (deadline less the estimated processing time) at which queue waits are compared: in a
+# queue served by deadline, a request with slack is overtaken by later ones with less.
+SLACK_EDGES_S = (-math.inf, 1.0, 3.0, 10.0, 30.0, math.inf)
+
+
+def _waits(queued: Seen) -> None:
+    """Queue wait predicted against observed, by the request's slack at placement."""
+    rows = [
+        (m.queue_s, f.queue_s, f.request.deadline_s - m.estimate_s, f.met)
+        for f, m in queued
+        if math.isfinite(f.queue_s) and math.isfinite(m.queue_s)
+    ]
+    if not rows:
+        return
+    predicted, observed, slack, met = (np.array(x, dtype=float) for x in zip(*rows, strict=True))
+    print("\nqueue wait by slack at placement (mean predicted, mean observed, miss rate, requests)")
+    for low, high in itertools.pairwise(SLACK_EDGES_S):
+        chosen = (slack >= low) & (slack < high)
+        if chosen.any():
+            print(
+                f"  slack {low:>5g} to {high:<4g} s: predicted {predicted[chosen].mean():.2f} s  "
+                f"observed {observed[chosen].mean():.2f} s  missed "
+                f"{1.0 - met[chosen].mean():.3f}  ({int(chosen.sum()):,})"
             )
-        )
 
 
 def main() -> None:
