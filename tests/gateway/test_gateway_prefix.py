@@ -4,16 +4,20 @@ recorded per backend as calls are sent, and the policy's view of them."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import httpx
 import yaml
 
 from perllm.domain import RouterRequest
+from perllm.gateway import create_app
 from perllm.gateway.config import parse_config
 from perllm.gateway.feedback import tokens_from_body, tokens_from_sse
 from perllm.gateway.health import CircuitBreaker
 from perllm.gateway.intake import Call, parse_call
 from perllm.gateway.view import LiveView
 from perllm.physics import CHARS_PER_TOKEN
+from perllm.policies.registry import make_policy
 from perllm.prefix import BLOCK_TOKENS
 
 BACKENDS = """
@@ -73,3 +77,33 @@ def test_the_cached_prompt_tokens_a_backend_reports_reach_the_feedback() -> None
     assert tokens_from_sse(event + b"data: [DONE]\n\n", 9) == (7, 1536)
     plain = json.dumps({"choices": [{"message": {"content": "12345678"}}]}).encode()
     assert tokens_from_body(plain) == (2, 0)
+
+
+def test_a_conversation_s_next_turn_follows_its_prefix_through_the_gateway(
+    serve: Any, kit: Any
+) -> None:
+    # Two emulated edges behind a gateway routing by prefix. Conversation B first goes to the
+    # second edge (its model is served there only); its next turn, for a model both serve,
+    # follows its prefix there, where least-loaded alone sends it to the first (idle) edge.
+    edges = [serve(kit.emulator(kit.EDGE, time_scale=0.05)) for _ in range(2)]
+    model = kit.EDGE.split(":")[1]
+    backends = [
+        kit.backend("edge-0", edges[0].url),
+        kit.backend("edge-1", edges[1].url, models={"m": model, "only-1": model}),
+    ]
+
+    def body(model: str, *turns: str) -> dict[str, Any]:
+        messages = [{"role": "system", "content": LONG}]
+        messages += [{"role": "user", "content": turn} for turn in turns]
+        return {"model": model, "max_tokens": 8, "messages": messages}
+
+    def routes(policy: str) -> list[str]:
+        config = kit.gateway_config(backends, policy={"type": policy})
+        gateway = serve(create_app(config, make_policy(policy)))
+        with httpx.Client(base_url=gateway.url, timeout=30) as client:
+            calls = [body("only-1", "hi"), body("m", "hi", "and then?")]
+            answers = [client.post("/v1/chat/completions", json=call) for call in calls]
+        return [answer.headers["x-perllm-backend"] for answer in answers]
+
+    assert routes("prefix-affinity") == ["edge-1", "edge-1"]
+    assert routes("least-loaded") == ["edge-1", "edge-0"]
