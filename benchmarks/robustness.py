@@ -3,8 +3,8 @@
 Run: ``python benchmarks/robustness.py [--clusters 20] [--seeds 2] [--requests 1000]
 [--out results-robustness] [--workers N] [--policies a,b] [--param POLICY:KEY=VALUE]
 [--variant LABEL=POLICY[:KEY=VALUE,...]] [--set GENERATOR-KEY=VALUE] [--no-bound]
-[--family mixed|gpu-edge|gpu-only|all] [--sweep KEY=V1,V2,...]
-[--executor ray [--ray-address HOST:PORT]] [--resume]``.
+[--family mixed|gpu-edge|gpu-only|all] [--traces azure-conv,azure-code,mooncake|none]
+[--sweep KEY=V1,V2,...] [--executor ray [--ray-address HOST:PORT]] [--resume]``.
 
 Draws ``--clusters`` clusters of the cluster family ``--family`` with ``perllm scenarios
 generate`` (numbers ``--first-cluster`` onwards; random hardware, links, model mismatch,
@@ -25,6 +25,19 @@ bound. Writes ``robustness.csv``, ``clusters.csv``, ``scores.csv`` and ``robustn
 (``robustness-FAMILY.png`` with ``--family all``) to ``--out``. Parameter sensitivity: e.g.
 ``--policies cs-ucb,least-loaded --variant ucb-a1=cs-ucb:exploration=1.0``.
 
+Trace cells (``--traces``, default all three; ``none``: synthetic cells only): each generated
+cluster also replays each shipped production trace (Azure 2023 conversation and code,
+Mooncake; ``docs/traces.md``) in place of its own workload, with the trace's service class and
+TTFT + TPOT deadlines and the context window enforced. Its capacity is measured on that trace,
+and the same loads, seeds and policies run on the trace's first requests, their timestamps
+stretched to each load x that capacity (:mod:`perllm.experiments.robustness_traces`). A trace
+cell whose requests mostly fit no server is skipped, and the skips are counted. Trace cells are
+scored and reported as their own families, ``FAMILY/TRACE`` (e.g. ``gpu-edge/mooncake``), after
+the synthetic ones: their tables, rows of ``robustness.csv``, ``clusters.csv`` and
+``scores.csv``, and ``robustness-FAMILY-TRACE.png``.
+``prefix-affinity`` differs from ``least-loaded`` only where prompts share prefix blocks, so
+unless ``--policies`` names it it runs on the Mooncake cells only.
+
 ``--sweep KEY=V1,V2,...`` (at most 5 values) runs CS-UCB at each value of its parameter KEY, as
 variants ``cs-ucb[KEY=V]``, and every other chosen policy once; the variants are scored against
 the baselines (not against one another) and each family gets a table of the sweep and of how
@@ -35,8 +48,6 @@ often CS-UCB's frontier dominates each baseline (:mod:`perllm.experiments.robust
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import math
 import os
 import sys
 import time
@@ -59,11 +70,20 @@ from perllm.experiments import checkpoint
 from perllm.experiments.checkpoint import Call, Checkpoint, run_saving, saved_runs
 from perllm.experiments.executors import ExecutorSpec
 from perllm.experiments.robustness import cloud_check
+from perllm.experiments.robustness_plan import (
+    Chosen,
+    Collected,
+    cell_policies,
+    collect,
+    decode,
+    result_key,
+)
 from perllm.experiments.robustness_report import (
     FamilyScores,
     plot,
     print_cloud_checks,
     print_tables,
+    print_trace_heading,
     write_csvs,
     write_scores,
 )
@@ -84,6 +104,12 @@ from perllm.experiments.robustness_sweep import (
     sweep_label,
     write_sweep_csv,
 )
+from perllm.experiments.robustness_traces import (
+    TRACES,
+    TraceCluster,
+    trace_cluster_task,
+    trace_label,
+)
 from perllm.experiments.rows import GeneratedCluster, RunRow
 from perllm.experiments.show import progress_bar
 from perllm.experiments.sweep_args import add_sweep_arguments, executor_spec, resume_command
@@ -91,7 +117,6 @@ from perllm.policies.registry import all_entries, lookup, make_policy
 
 LOADS = (0.7, 1.0, 1.5)
 SWEPT = "cs-ucb"  # the policy --sweep varies
-Chosen = dict[str, tuple[str, dict[str, Any]]]
 
 
 def _fail(message: str) -> NoReturn:
@@ -129,6 +154,12 @@ def _arguments() -> argparse.Namespace:
         default="mixed",
         metavar="|".join([*FAMILIES, "all"]),
         help="the cluster family (perllm.clustergen.families); all: each, reported separately",
+    )
+    parser.add_argument(
+        "--traces",
+        default=",".join(TRACES),
+        metavar="|".join([",".join(TRACES), "none"]),
+        help="the production traces of the trace cells (docs/traces.md); none: no trace cells",
     )
     parser.add_argument(
         "--sweep",
@@ -213,28 +244,36 @@ def _families(args: argparse.Namespace) -> list[str]:
     return [args.family]
 
 
-def _decode(key: Any, data: Any) -> Any:
-    """A result of the checkpoint, read back: a cluster, a run's row or a cell's bound."""
-    if key[0] == "cluster":
-        return GeneratedCluster.from_json(data)
-    if key[0] == "run":
-        return RunRow.from_json(data)
-    return data  # a bound: [[cluster, load, seed], goodput bound]
+def _traces(args: argparse.Namespace) -> list[str]:
+    """The traces of ``--traces`` (none: an empty list)."""
+    if args.traces.strip() == "none":
+        return []
+    names = [name.strip() for name in args.traces.split(",")]
+    if not all(names):
+        _fail(f"--traces: expected TRACE,TRACE,... or none, got {args.traces!r}")
+    unknown = [name for name in names if name not in TRACES]
+    if unknown:
+        _fail(f"--traces: unknown {', '.join(unknown)}; known: {', '.join(TRACES)}, none")
+    if len(set(names)) < len(names):
+        _fail(f"--traces: a trace repeats in {args.traces!r}")
+    return names
 
 
 def _run(
     args: argparse.Namespace, chosen: Chosen, executor: ExecutorSpec, saved: Checkpoint
-) -> tuple[list[RunRow], list[GeneratedCluster]]:
+) -> Collected:
     loads = _loads(args)
     use_bound = _use_bound(args)
+    traces = _traces(args)
     results = saved.results
+    skipped = [0]  # the runs of the skipped trace cells, for the progress bar
 
-    def runs(cluster: GeneratedCluster) -> list[tuple[Any, Callable[..., Any], RunTask]]:
-        """The runs (and bounds) of a generated cluster that are not saved yet."""
+    def runs(cluster: GeneratedCluster, trace: str = "") -> list[Call]:
+        """The runs (and bounds) of a generated or trace cell cluster not saved yet."""
         calls: list[tuple[Any, Callable[..., Any], RunTask]] = []
         for load in loads:
             for seed in range(args.seeds):
-                for label_, (policy, params) in chosen.items():
+                for label_, (policy, params) in _cell_policies(args, chosen, trace).items():
                     task = RunTask(
                         cluster.seed,
                         cluster.data,
@@ -245,43 +284,59 @@ def _run(
                         policy,
                         params,
                         cluster.family,
+                        trace,
                     )
-                    calls.append((("run", task.cluster, load, seed, label_), run_task, task))
+                    key = result_key("run", trace, task.cluster, load, seed, label_)
+                    calls.append((key, run_task, task))
                 if use_bound:
-                    calls.append((("bound", task.cluster, load, seed), bound_task, task))
-        return [call for call in calls if call[0] not in results]
+                    key = result_key("bound", trace, task.cluster, load, seed)
+                    calls.append((key, bound_task, task))
+        return [(key, fn, (task,)) for key, fn, task in calls if key not in results]
 
-    todo: list[tuple[Any, Callable[..., Any], tuple[Any, ...]]] = []
+    def trace_runs(cell: TraceCluster) -> list[Call]:
+        if cell.cluster is None:
+            skipped[0] += _cell_runs(args, chosen, cell.trace)
+            return []
+        return runs(cell.cluster, cell.trace)
+
+    def after(generated: GeneratedCluster) -> list[Call]:
+        """A generated cluster's runs and its trace cell clusters (or their runs)."""
+        calls = runs(generated)
+        settings = _settings(args, generated.family)
+        for trace in traces:
+            key = result_key("cluster", trace, generated.seed)
+            if key in results:
+                calls += trace_runs(results[key])
+            else:
+                calls.append((key, trace_cluster_task, (generated, trace, settings)))
+        return calls
+
+    todo: list[Call] = []
     for family, s in _cluster_seeds(args):
         if ("cluster", s) in results:
-            todo += [(key, fn, (task,)) for key, fn, task in runs(results["cluster", s])]
+            todo += after(results["cluster", s])
         else:
             todo.append((("cluster", s), generate_task, (s, _settings(args, family), family)))
     label = (
         f"robustness: {len(_families(args))} x {args.clusters} clusters x {len(loads)} loads "
-        f"x {args.seeds} seeds"
+        f"x {args.seeds} seeds" + (f" (and {len(traces)} traces)" if traces else "")
     )
 
     def follow(key: Any, result: Any) -> list[Call]:
-        """A generated cluster's runs, once it is generated."""
-        return [(k, fn, (task,)) for k, fn, task in runs(result)] if key[0] == "cluster" else []
+        """A generated cluster's runs and trace cells, or a trace cell cluster's runs."""
+        if key[0] == "cluster":
+            return after(result)
+        return trace_runs(result) if key[0] == "trace-cluster" else []
 
-    with progress_bar(_total_runs(args, chosen), label) as advance:
-        run_saving(executor, todo, saved, advance, follow)
-    bounds = {key[1:]: result[1] for key, result in results.items() if key[0] == "bound"}
-    rows: list[RunRow] = [
-        dataclasses.replace(
-            row, bound_goodput_rps=bounds.get((row.cluster, row.load, row.seed), math.nan)
-        )
-        for key, row in results.items()
-        if key[0] == "run"
-    ]
-    rows.sort(key=lambda r: (r.cluster, r.load, r.seed, list(chosen).index(r.policy)))
-    clusters: list[GeneratedCluster] = sorted(
-        (result for key, result in results.items() if key[0] == "cluster"),
-        key=lambda c: c.seed,
-    )
-    return rows, clusters
+    total = _total_runs(args, chosen)
+    with progress_bar(total, label) as advance:
+        run_saving(executor, todo, saved, lambda n: advance(min(n + skipped[0], total)), follow)
+    return collect(results, chosen, traces, named=bool(args.policies))
+
+
+def _cell_policies(args: argparse.Namespace, chosen: Chosen, trace: str = "") -> Chosen:
+    """The policies run on a cell of ``trace`` (empty: synthetic; ``cell_policies``)."""
+    return cell_policies(chosen, trace, named=bool(args.policies))
 
 
 def _settings(args: argparse.Namespace, family: str) -> dict[str, Any]:
@@ -310,15 +365,23 @@ def _use_bound(args: argparse.Namespace) -> bool:
     return bound_available() and not args.no_bound
 
 
+def _cell_runs(args: argparse.Namespace, chosen: Chosen, trace: str = "") -> int:
+    """The runs and bounds of one generated or trace cell cluster."""
+    policies = len(_cell_policies(args, chosen, trace)) + (1 if _use_bound(args) else 0)
+    return len(_loads(args)) * int(args.seeds) * policies
+
+
 def _total_runs(args: argparse.Namespace, chosen: Chosen) -> int:
-    per_cluster = (
-        len(_loads(args)) * int(args.seeds) * (len(chosen) + (1 if _use_bound(args) else 0))
-    )
-    return len(_families(args)) * int(args.clusters) * (1 + per_cluster)
+    """Every result the benchmark saves: clusters, trace cell clusters, runs and bounds."""
+    per_cluster = 1 + _cell_runs(args, chosen)
+    per_cluster += sum(1 + _cell_runs(args, chosen, trace) for trace in _traces(args))
+    return len(_families(args)) * int(args.clusters) * per_cluster
 
 
 def _header(args: argparse.Namespace, chosen: Chosen) -> dict[str, Any]:
-    """What the runs depend on: a resumed benchmark must have the same."""
+    """What the runs depend on: a resumed benchmark must have the same. A trace cell's keys
+    name its trace, so ``--traces`` is not part of it: a checkpoint resumed with other traces
+    keeps every run it holds and reports those asked for."""
     return {
         "family": args.family,
         "clusters": [seed for _, seed in _cluster_seeds(args)],
@@ -342,29 +405,34 @@ def _report(
     args: argparse.Namespace,
     chosen: Chosen,
     rows: list[RunRow],
+    cells: list[TraceCluster],
     out: Path,
 ) -> list[str]:
-    """Print and plot each family's results; return the files written."""
+    """Print and plot each family's results, then each trace's; return the files written."""
     sweep = _sweep(args)
     points = sweep[1] if sweep else []
-    contenders = _contenders(chosen, points)
     swept = {p.label for p in points}
-    families = _families(args)
+    families, traces = _families(args), _traces(args)
+    groups = [(f, "" if len(families) == 1 else f"-{f}", "") for f in families]
+    groups += [(trace_label(f, t), f"-{f}-{t}", t) for t in traces for f in families]
     written: list[str] = []
     scored: list[FamilyScores] = []
     sweeps: list[tuple[str, SweepSummary]] = []
-    for family in families:
+    for index, (family, suffix, trace) in enumerate(groups):
+        if index == len(families) and traces:
+            print_trace_heading(cells, traces)
         mine = [row for row in rows if row.family == family]
         if not mine:
             continue
+        policies = _cell_policies(args, chosen, trace)
+        contenders = _contenders(policies, points)
         loads = sorted({float(row.load) for row in mine})
-        results = print_tables(mine, contenders, list(chosen), loads, family)
-        name = "robustness.png" if len(families) == 1 else f"robustness-{family}.png"
-        plot(mine, results, contenders, out / name)
-        written.append(name)
+        results = print_tables(mine, contenders, list(policies), loads, family)
+        plot(mine, results, contenders, out / f"robustness{suffix}.png")
+        written.append(f"robustness{suffix}.png")
         checks = []
-        if "cloud-only" in chosen:
-            ucb = [label for label, (policy, _) in chosen.items() if policy == SWEPT]
+        if "cloud-only" in policies:
+            ucb = [label for label, (policy, _) in policies.items() if policy == SWEPT]
             checks = [cloud_check(mine, label) for label in ucb]
             print_cloud_checks(checks, family)
         scored.append(FamilyScores(family, results, checks))
@@ -372,8 +440,9 @@ def _report(
             baselines = [label for label in contenders if label not in swept]
             summary = summarize_sweep(mine, sweep[0], points, baselines)
             print_sweep(summary, family)
-            plot_sweep(summary, family, out / f"sweep-{family}.png")
-            written.append(f"sweep-{family}.png")
+            name = family.replace("/", "-")
+            plot_sweep(summary, family, out / f"sweep-{name}.png")
+            written.append(f"sweep-{name}.png")
             sweeps.append((family, summary))
     write_scores(scored, out / "scores.csv")
     written.append("scores.csv")
@@ -386,6 +455,7 @@ def _report(
 def main() -> None:
     args = _arguments()
     _families(args)
+    _traces(args)
     chosen = _policies(args)
     path = Path(args.out) / checkpoint.FILENAME
     try:
@@ -394,8 +464,8 @@ def main() -> None:
         out = writable_dir("--out", Path(args.out))
         started = time.perf_counter()
         header = _header(args, chosen)
-        with Checkpoint(path, header, resume=args.resume, decode=_decode) as saved:
-            rows, clusters = _run(args, chosen, executor, saved)
+        with Checkpoint(path, header, resume=args.resume, decode=decode) as saved:
+            collected = _run(args, chosen, executor, saved)
     except InputError as err:
         _fail(str(err))
     except KeyboardInterrupt:
@@ -408,12 +478,15 @@ def main() -> None:
         )
         sys.exit(130)
     elapsed = time.perf_counter() - started
-    write_csvs(rows, clusters, out)
-    written = _report(args, chosen, rows, out)
+    rows, clusters = collected.rows, collected.clusters
+    write_csvs(rows, [*clusters, *(c.cluster for c in collected.cells if c.cluster)], out)
+    written = _report(args, chosen, rows, collected.cells, out)
     total = sum(int(row.requests) for row in rows)
+    ran = sum(not cell.skipped for cell in collected.cells)
     print(
-        f"{len(rows)} runs ({total:,} simulated requests) on {len(clusters)} clusters in "
-        f"{elapsed:.0f} s ({executor.describe()}); wrote {out}/robustness.csv, clusters.csv, "
+        f"{len(rows)} runs ({total:,} simulated requests) on {len(clusters)} clusters"
+        + (f" and {ran} trace cell clusters" if collected.cells else "")
+        + f" in {elapsed:.0f} s ({executor.describe()}); wrote {out}/robustness.csv, clusters.csv, "
         f"{', '.join(written)}"
     )
 

@@ -17,7 +17,7 @@ SCRIPT = Path(__file__).parents[2] / "benchmarks" / "robustness.py"
 SMALL = [
     "--clusters", "1", "--seeds", "1", "--loads", "1.0", "--requests", "60",
     "--max-requests", "60", "--steady-multiple", "0", "--no-bound", "--workers", "1",
-    "--set", "servers=[2,4]", "--set", "capacity-requests=60",
+    "--set", "servers=[2,4]", "--set", "capacity-requests=60", "--traces", "none",
 ]  # fmt: skip
 # The dial the sweep is for, or a parameter CS-UCB has had all along; 0.9 and 0.99 suit both.
 _FIELDS = {field.alias for field in lookup("cs-ucb").config.model_fields.values()}

@@ -1,4 +1,5 @@
-"""benchmarks/robustness.py interrupted after a few runs, then resumed: the same rows."""
+"""benchmarks/robustness.py interrupted after a few runs, then resumed: the same rows (trace
+cells' too)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ SCRIPT = Path(__file__).parents[2] / "benchmarks" / "robustness.py"
 FLAGS = [
     "--clusters", "2", "--seeds", "1", "--loads", "1.0", "--requests", "60",
     "--max-requests", "60", "--steady-multiple", "0", "--policies", "least-loaded,round-robin",
-    "--no-bound", "--workers", "2",
+    "--no-bound", "--workers", "2", "--set", "servers=[2,3]", "--set", "capacity-requests=60",
+    "--traces", "azure-code",
 ]  # fmt: skip
 
 
@@ -62,10 +64,11 @@ def test_an_interrupted_benchmark_resumes_to_the_same_rows(
             _run(benchmark, patch, tmp_path / "resumed")
     assert stopped.value.code == 130
     err = capsys.readouterr().err.splitlines()[-1]
-    assert err.startswith("robustness: interrupted; 3 of 6 runs saved in ")
+    assert err.startswith("robustness: interrupted; 3 of 12 runs saved in ")
     assert err.endswith(" --resume")
     _run(benchmark, monkeypatch, tmp_path / "resumed", "--resume")
     assert _rows(tmp_path / "resumed") == _rows(tmp_path / "whole")
     clusters = [(tmp_path / run / "clusters.csv").read_bytes() for run in ("resumed", "whole")]
     assert clusters[0] == clusters[1]
-    assert len(_rows(tmp_path / "whole")) == 4
+    rows = _rows(tmp_path / "whole")
+    assert [row["family"] for row in rows] == ["mixed"] * 4 + ["mixed/azure-code"] * 4

@@ -1,5 +1,6 @@
 """The robustness benchmark's outputs: CSV files, terminal tables and a plot (the definitions
-of every measure: :mod:`perllm.experiments.robustness`)."""
+of every measure: :mod:`perllm.experiments.robustness`; trace cells:
+:mod:`perllm.experiments.robustness_traces`)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from perllm.experiments.robustness import (
     win_matrix,
 )
 from perllm.experiments.robustness_runs import ROW_FIELDS
+from perllm.experiments.robustness_traces import TraceCluster
 from perllm.experiments.rows import GeneratedCluster, RunRow, write_csv
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "plot",
     "print_cloud_checks",
     "print_tables",
+    "print_trace_heading",
     "write_csvs",
     "write_scores",
 ]
@@ -64,7 +67,8 @@ class FamilyScores:
 
 
 def write_csvs(rows: Sequence[RunRow], clusters: Sequence[GeneratedCluster], out: Path) -> None:
-    """``robustness.csv`` (one row per run) and ``clusters.csv`` (one row per cluster)."""
+    """``robustness.csv`` (one row per run) and ``clusters.csv`` (one row per cluster; a trace
+    cell cluster's arrivals are ``trace FILE`` and its classes their names, joined by ``+``)."""
     write_csv(rows, ROW_FIELDS, out / "robustness.csv")
     with (out / "clusters.csv").open("w", newline="") as handle:
         table = csv.writer(handle)
@@ -85,6 +89,9 @@ def write_csvs(rows: Sequence[RunRow], clusters: Sequence[GeneratedCluster], out
             data, arrivals = c.data, c.data["workload"]["arrivals"]
             classes = data["workload"]["classes"]
             process = arrivals["process"] + (f" cv {arrivals['cv']}" if "cv" in arrivals else "")
+            if "trace" in data["workload"]:
+                process = f"trace {data['workload']['trace']['path']}"
+                classes = "+".join(cls["name"] for cls in classes)
             table.writerow(
                 (
                     c.family,
@@ -169,6 +176,25 @@ def print_tables(
         )
     console.print(grid)
     return results
+
+
+def print_trace_heading(cells: Sequence[TraceCluster], traces: Sequence[str]) -> None:
+    """Say that the tables to follow are trace cells; per trace, how many clusters ran and
+    which were skipped (their requests fitting no server, of their window)."""
+    print(
+        "\nTrace cells, reported apart from the synthetic cells: each generated cluster replays "
+        "a production trace's first requests (arrivals and lengths from the trace, timestamps "
+        "stretched to the load x the cluster's capacity measured on that trace; TTFT + TPOT "
+        "deadlines; docs/traces.md)."
+    )
+    for trace in traces:
+        mine = [c for c in cells if c.trace == trace]
+        skips = [c for c in mine if c.skipped]
+        line = f"trace {trace}: {len(mine) - len(skips)} of {len(mine)} clusters run"
+        if skips:
+            which = ", ".join(f"{c.seed} ({c.unfit:,} of {c.window:,})" for c in skips)
+            line += f"; {len(skips)} skipped, over half their requests fitting no server: {which}"
+        print(line)
 
 
 def print_cloud_checks(checks: Sequence[CloudCheck], family: str = "mixed") -> None:

@@ -1,10 +1,11 @@
 """The runs of the robustness benchmark, one function per worker task (picklable arguments).
 
 Clusters travel between processes as their scenario mappings (plain data) and are rebuilt, once
-per process, by :func:`cluster_of`. A policy is named by a *label*: a registered policy name, or
-a variant label mapped to ``(policy, params)``. A run gives a
-:class:`~perllm.experiments.rows.RunRow`, a generated cluster a
-:class:`~perllm.experiments.rows.GeneratedCluster`.
+per process, by :func:`cluster_of`: a generated cluster, or its trace cell cluster on a
+production trace (:mod:`perllm.experiments.robustness_traces`), the same seed under another key.
+A policy is named by a *label*: a registered policy name, or a variant label mapped to
+``(policy, params)``. A run gives a :class:`~perllm.experiments.rows.RunRow`, a generated
+cluster a :class:`~perllm.experiments.rows.GeneratedCluster`.
 """
 
 from __future__ import annotations
@@ -39,13 +40,14 @@ BOUND_MODULE = "perllm.bound"  # optional: ``compute_bound(cluster, requests, wo
 ROW_FIELDS: tuple[str, ...] = RunRow.columns()
 """The columns of ``robustness.csv``: :class:`~perllm.experiments.rows.RunRow`'s fields."""
 
-_CLUSTERS: dict[int, scenario.Cluster] = {}
+_CLUSTERS: dict[tuple[int, str], scenario.Cluster] = {}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RunTask:
     """One policy on one cell: cluster ``cluster`` (of cluster family ``family``) at
-    ``load x capacity``, run seed ``seed``."""
+    ``load x capacity``, run seed ``seed``; ``trace`` names the production trace of a trace
+    cell (``data`` is then its trace cell cluster), empty for the cluster's own workload."""
 
     cluster: int
     data: Mapping[str, Any]
@@ -56,6 +58,7 @@ class RunTask:
     policy: str
     params: dict[str, Any]
     family: str = "mixed"
+    trace: str = ""
 
 
 def generate_task(
@@ -67,12 +70,13 @@ def generate_task(
     return GeneratedCluster(family, seed, generated.data, generated.capacity)
 
 
-def cluster_of(seed: int, data: Mapping[str, Any]) -> scenario.Cluster:
-    """The cluster of a scenario mapping, built once per process."""
-    if seed not in _CLUSTERS:
-        source = f"generated scenario (seed {seed})"
-        _CLUSTERS[seed] = scenario.build(scenario.parse(data, source), source)
-    return _CLUSTERS[seed]
+def cluster_of(seed: int, data: Mapping[str, Any], trace: str = "") -> scenario.Cluster:
+    """The cluster of a scenario mapping, built once per process and kept by ``(seed, trace)``:
+    generated cluster ``seed`` (``trace`` empty) or its trace cell cluster on ``trace``."""
+    if (seed, trace) not in _CLUSTERS:
+        source = f"generated scenario (seed {seed})" + (f" on trace {trace}" if trace else "")
+        _CLUSTERS[seed, trace] = scenario.build(scenario.parse(data, source), source)
+    return _CLUSTERS[seed, trace]
 
 
 def _rate(task: RunTask) -> float:
@@ -81,7 +85,7 @@ def _rate(task: RunTask) -> float:
 
 def run_task(task: RunTask) -> RunRow:
     """Run one policy on one cell and return its row (no bound yet: ``nan``)."""
-    cluster = cluster_of(task.cluster, task.data)
+    cluster = cluster_of(task.cluster, task.data, task.trace)
     started = time.perf_counter()
     result = run_once(
         cluster,
@@ -127,7 +131,7 @@ def bound_task(task: RunTask) -> tuple[tuple[int, float, int], float]:
     Calls ``perllm.bound.compute_bound(cluster, requests, world_seed)`` on exactly the requests
     and bandwidth draws the cell's runs see, and reads ``goodput_upper_bound_rps``.
     """
-    cluster = cluster_of(task.cluster, task.data)
+    cluster = cluster_of(task.cluster, task.data, task.trace)
     workload_seed, _, world_seed = seeds_for(task.seed)
     requests = generate_requests(cluster.workload, cluster.requests, workload_seed, _rate(task))
     compute_bound = importlib.import_module(BOUND_MODULE).compute_bound
