@@ -25,7 +25,7 @@ from perllm.testing import paper_view
 def _requests(n: int, rng: np.random.Generator) -> list[Request]:
     classes = ("realtime-assistant", "chat", "doc-summary", "batch-analytics")
     return [
-        Request(
+        Request.of(
             id=i,
             arrival_s=float(i),
             service_class=classes[i % 4],
@@ -51,7 +51,7 @@ def measure(policy_name: str, servers: int, decisions: int) -> np.ndarray:
     for i, request in enumerate(requests):
         view.running[:] = rng.integers(0, 4, servers)
         view.queued[:] = rng.integers(0, 2, servers)
-        view.clock = request.arrival_s  # the router's clock moves with the arrivals
+        view.clock = request.routed.arrival_s  # the router's clock moves with the arrivals
         start = clock()
         decision = policy.select(request.routed, view)
         policy.observe(

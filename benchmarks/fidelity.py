@@ -142,7 +142,7 @@ def main() -> None:
             route = "through the perllm gateway"
     n_prompt = {i: t for i, t in enumerate(prompt_tokens)}
     requests = [
-        Request(i, r["arrival_s"], "fidelity", n_prompt[i], int(r["output_tokens"]), 0, 0, 1e9)
+        Request.of(i, r["arrival_s"], "fidelity", n_prompt[i], int(r["output_tokens"]), 0, 0, 1e9)
         for i, r in enumerate(real)
     ]
     cluster = one_server_cluster(PROFILE)

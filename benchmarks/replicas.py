@@ -188,12 +188,13 @@ async def replay(
     async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), limits=limits) as client:
 
         async def one(i: int, request: Request) -> None:
-            await asyncio.sleep(max(0.0, start + request.arrival_s * scale - time.monotonic()))
+            routed = request.routed
+            await asyncio.sleep(max(0.0, start + routed.arrival_s * scale - time.monotonic()))
             sent = time.monotonic()
             out.first_s = min(out.first_s, sent)
-            deadline_s = request.deadline_s * scale
+            deadline_s = routed.deadline_s * scale
             headers = {
-                "x-perllm-class": request.service_class,
+                "x-perllm-class": routed.service_class,
                 "x-perllm-deadline-ms": f"{deadline_s * 1000.0:.3f}",
             }
             body = {"model": "perllm", "prompt": prompts[i], "max_tokens": request.output_tokens}
@@ -269,7 +270,7 @@ def run_setup(
     try:
         for url, proc in zip(urls, procs, strict=True):
             wait_http(url + "/health", proc, "gateway")
-        span = requests[-1].arrival_s * args.time_scale
+        span = requests[-1].routed.arrival_s * args.time_scale
         faults: list[tuple[float, Any]] = []
         if setup.fault == "replica":
             faults.append((0.4 * span, procs[-1].kill))
@@ -404,7 +405,7 @@ def main() -> None:
             for seed in args.seeds:
                 requests = generate_requests(cluster.workload, args.requests, seed, args.rate)
                 rng = np.random.default_rng(seed)
-                prompts = [make_prompt(rng, r.prompt_tokens) for r in requests]
+                prompts = [make_prompt(rng, r.routed.prompt_tokens) for r in requests]
                 for db, setup in enumerate(setups):
                     console.print(f"seed {seed}, {setup.name}: {args.requests} requests ...")
                     if redis.proc is None or redis.proc.poll() is not None:

@@ -95,7 +95,7 @@ def replay_setups(
             for seed in args.seeds:
                 requests = generate_requests(cluster.workload, args.requests, seed, rate)
                 rng = np.random.default_rng(seed)
-                prompts = [make_prompt(rng, r.prompt_tokens) for r in requests]
+                prompts = [make_prompt(rng, r.routed.prompt_tokens) for r in requests]
                 for db, name in enumerate(names):
                     console.print(f"rate {rate:g}/s, seed {seed}, {name}: {len(requests)} ...")
                     setup = Setup(name, SETUPS[name][0], shared=False)

@@ -10,7 +10,7 @@ Units are part of the names: ``_s`` seconds, ``_mbps`` megabits per second, ``_j
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
@@ -53,39 +53,45 @@ class RouterRequest:
 class Request:
     """One LLM service request with its ground truth (the simulator's view of it).
 
-    ``output_tokens`` is the true output length and ``response_bytes`` the true response size;
-    only the simulator and the clairvoyant references may read them. Policies are handed
-    :attr:`routed`, the :class:`RouterRequest` without them, so that reading the truth from a
-    policy is a type error rather than a convention.
+    :attr:`routed` is the request as a router sees it (:class:`RouterRequest`), the only part a
+    policy is handed; ``output_tokens`` is the true output length and ``response_bytes`` the
+    true response size, which only the simulator and the clairvoyant references may read. A
+    :class:`Request` is not a :class:`RouterRequest`, so that passing the truth to a policy is
+    a type error rather than a convention. :meth:`of` builds one from flat values.
     """
 
-    id: int
-    arrival_s: float
-    service_class: str
-    prompt_tokens: int
+    routed: RouterRequest
     output_tokens: int
-    request_bytes: int
     response_bytes: int
-    deadline_s: float
-    model: str | None = None
-    # Chained ids of the prompt's blocks where a trace gives them (Mooncake: 512-token blocks,
-    # equal ids for equal prefixes); empty otherwise. A router sees them as ``prefix_blocks``
-    # (it could hash the prompt itself).
-    hash_ids: tuple[int, ...] = ()
-    routed: RouterRequest = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
+    @classmethod
+    def of(
+        cls,
+        id: int,
+        arrival_s: float,
+        service_class: str,
+        prompt_tokens: int,
+        output_tokens: int,
+        request_bytes: int,
+        response_bytes: int,
+        deadline_s: float,
+        model: str | None = None,
+        prefix_blocks: tuple[int, ...] = (),
+    ) -> Request:
+        """A request from its router's fields and its ground truth, in the order a workload
+        lists them (the prompt's ``prefix_blocks`` are :attr:`RouterRequest.prefix_blocks`; the
+        client sets no ``max_output_tokens``)."""
         routed = RouterRequest(
-            self.id,
-            self.arrival_s,
-            self.service_class,
-            self.prompt_tokens,
-            self.request_bytes,
-            self.deadline_s,
-            self.model,
-            prefix_blocks=self.hash_ids,
+            id,
+            arrival_s,
+            service_class,
+            prompt_tokens,
+            request_bytes,
+            deadline_s,
+            model,
+            prefix_blocks=prefix_blocks,
         )
-        object.__setattr__(self, "routed", routed)
+        return cls(routed, output_tokens, response_bytes)
 
 
 @dataclass(frozen=True, slots=True)

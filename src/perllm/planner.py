@@ -151,11 +151,11 @@ def plan_trace(
 ) -> Plan:
     """Plan ``requests`` on ``cluster`` for a run with ``world_seed`` (see the module doc)."""
     inst = build_instance(cluster, requests, world_seed)
-    ids = [r.id for r in requests]
+    ids = [r.routed.id for r in requests]
     candidates: dict[int, list[int]] = {}
     for i, s in zip(inst.pairs.request.tolist(), inst.pairs.server.tolist(), strict=True):
         candidates.setdefault(ids[i], []).append(s)
-    window_end = max((r.arrival_s for r in requests), default=0.0)
+    window_end = max((r.routed.arrival_s for r in requests), default=0.0)
     best: tuple[tuple[float, int], dict[int, int], dict[int, int]] | None = None
     rounds = []
     for edges_first, margin, edf in STRATEGIES:

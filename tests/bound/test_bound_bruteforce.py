@@ -64,7 +64,7 @@ def _requests(
     deadline = fastest * rng.uniform(*slack, n) + 0.1
     attachment = np.where(rng.random(n) < 0.3, rng.integers(100_000, 3_000_000, n), 0)
     return [
-        Request(
+        Request.of(
             id=i,
             arrival_s=float(arrival[i]),
             service_class="c",
@@ -80,7 +80,7 @@ def _requests(
 
 def _run(cluster: scenario.Cluster, trace: list[Request], plan: tuple[int, ...]) -> Outcome:
     policy = PlannedPolicy(PlannedConfig(), 0)
-    policy.load_plan({r.id: s for r, s in zip(trace, plan, strict=True)})
+    policy.load_plan({r.routed.id: s for r, s in zip(trace, plan, strict=True)})
     summary = summarize(
         World(cluster, policy, trace, seed=7).run(),
         policy="fixed",

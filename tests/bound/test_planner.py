@@ -14,7 +14,7 @@ from perllm.workload.generator import generate_requests
 
 def test_the_policy_needs_a_plan() -> None:
     policy = make_policy("planner")
-    request = Request(0, 0.0, "c", 10, 10, 40, 552, 5.0)
+    request = Request.of(0, 0.0, "c", 10, 10, 40, 552, 5.0)
     with pytest.raises(TypeError, match="plan"):
         policy.select(request, None)  # type: ignore[arg-type]
 
@@ -25,7 +25,7 @@ def test_the_run_is_the_best_planning_round() -> None:
     workload_seed, _, world_seed = seeds_for(4)
     trace = generate_requests(cluster.workload, 400, workload_seed)
     plan = plan_trace(cluster, trace, world_seed, repair_rounds=2)
-    assert set(plan.servers) == {r.id for r in trace}
+    assert set(plan.servers) == {r.routed.id for r in trace}
     best = max(r["goodput_rps"] for r in plan.rounds)
     summary = run_once(cluster, "planner", requests=400, seed=4).summary
     assert summary.goodput_rps == best

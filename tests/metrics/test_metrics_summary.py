@@ -179,14 +179,14 @@ SERVERS = (_spec("a", "edge"), _spec("b", "cloud"))
 
 
 def _request(i: int, arrival: float, cls: str, deadline: float) -> Request:
-    return Request(i, arrival, cls, 10 * (i + 1), 5 * (i + 1), 40, 60, deadline)
+    return Request.of(i, arrival, cls, 10 * (i + 1), 5 * (i + 1), 40, 60, deadline)
 
 
 def _feedback(
     request: Request, server: int, processing: float, energy: tuple[float, float, float]
 ) -> Feedback:
     return Feedback(
-        request=request,
+        request=request.routed,
         decision=Decision(server=server),
         processing_s=processing,
         transfer_s=0.1,
@@ -195,7 +195,7 @@ def _feedback(
         decode_s=processing - 0.6,
         output_tokens=request.output_tokens,
         energy=EnergyParts(*energy),
-        met=processing <= request.deadline_s,
+        met=processing <= request.routed.deadline_s,
     )
 
 
@@ -224,7 +224,7 @@ def _hand_made() -> Recorder:
     ]
     rec.on_feedback(1.0, _feedback(r[0], 0, 1.0, (1, 10, 2)))
     rec.on_feedback(2.5, _feedback(r[2], 0, 0.5, (1, 5, 0)))
-    rec.on_reject(3.0, r[3])
+    rec.on_reject(3.0, r[3].routed)
     rec.on_feedback(4.0, _feedback(r[1], 1, 3.0, (2, 20, 0)))
     rec.on_feedback(6.0, _feedback(r[4], 1, 2.0, (1, 15, 1)))
     rec.on_end(6.0, {"a": 4.0, "b": 0.0})

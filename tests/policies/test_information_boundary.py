@@ -9,6 +9,7 @@ oracle, which may read the truth, is the positive control: its decisions do chan
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import pytest
@@ -66,6 +67,15 @@ def test_the_routed_request_carries_no_ground_truth() -> None:
     assert "response_bytes" not in fields
 
 
+def test_a_request_is_its_routed_request_and_the_truth_not_a_router_request() -> None:
+    assert not issubclass(Request, RouterRequest)
+    names = [f.name for f in dataclasses.fields(Request)]
+    assert names == ["routed", "output_tokens", "response_bytes"]
+    request = Request.of(7, 1.5, "chat", 10, 20, 40, 600, 9.0, "m", prefix_blocks=(1, 2))
+    assert request.routed == RouterRequest(7, 1.5, "chat", 10, 40, 9.0, "m", None, (1, 2))
+    assert (request.output_tokens, request.response_bytes) == (20, 600)
+
+
 @pytest.mark.parametrize("name", ONLINE)
 def test_online_decisions_do_not_depend_on_true_output_lengths(
     name: str, traces: tuple[list[Request], list[Request]]
@@ -81,11 +91,16 @@ def test_the_oracle_reads_the_truth_so_the_check_can_fail(
     assert _decisions("oracle", original) != _decisions("oracle", permuted)
 
 
+def _routed(request: Request, **changes: Any) -> Request:
+    """``request`` with ``changes`` to what its router sees."""
+    return dataclasses.replace(request, routed=dataclasses.replace(request.routed, **changes))
+
+
 def _with_blocks(requests: list[Request], seed: int) -> list[Request]:
     """The requests with prompt blocks drawn from a small pool of shared prefixes."""
     rng = np.random.default_rng(seed)
     return [
-        dataclasses.replace(r, hash_ids=tuple(int(b) for b in rng.integers(0, 4) * 10 + range(3)))
+        _routed(r, prefix_blocks=tuple(int(b) for b in rng.integers(0, 4) * 10 + range(3)))
         for r in requests
     ]
 
@@ -122,8 +137,7 @@ def test_the_router_record_steers_prefix_affinity_so_the_check_can_fail(
     traces: tuple[list[Request], list[Request]],
 ) -> None:
     requests = [
-        dataclasses.replace(r, prompt_tokens=3 * BLOCK_TOKENS)
-        for r in _with_blocks(traces[0][:60], seed=7)
+        _routed(r, prompt_tokens=3 * BLOCK_TOKENS) for r in _with_blocks(traces[0][:60], seed=7)
     ]
     one = _prefix_decisions("prefix-affinity", requests, False, record_seed=1)
     other = _prefix_decisions("prefix-affinity", requests, False, record_seed=2)

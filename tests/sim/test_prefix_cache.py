@@ -87,7 +87,7 @@ def _spec(kv_capacity: int = 200_000) -> ServerSpec:
 
 
 def _job(prompt: int, blocks: tuple[int, ...]) -> Job:
-    request = Request(
+    request = Request.of(
         id=next(_ids),
         arrival_s=0.0,
         service_class="chat",
@@ -96,7 +96,7 @@ def _job(prompt: int, blocks: tuple[int, ...]) -> Job:
         request_bytes=4 * prompt,
         response_bytes=4,
         deadline_s=1e9,
-        hash_ids=blocks,
+        prefix_blocks=blocks,
     )
     return Job(request, Decision(server=0), dispatch_s=0.0)
 

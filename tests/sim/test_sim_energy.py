@@ -55,7 +55,7 @@ def _columns(world: World) -> dict[str, np.ndarray]:
 
 def test_every_request_is_recorded_once(world: World) -> None:
     cols = _columns(world)
-    assert sorted(cols["id"].tolist()) == [r.id for r in world.requests]
+    assert sorted(cols["id"].tolist()) == [r.routed.id for r in world.requests]
     # The horizon is the last completion: the last response reaches its user half an RTT
     # after the last event (its download) ends.
     done = ~cols["rejected"]
@@ -111,7 +111,7 @@ def test_transmission_energy_is_link_power_times_the_link_time_held(world: World
         transfer = float(cols["transfer_s"][i]) - link.rtt_s  # upload + download
         assert transfer > 0
         request = world.true_request(int(cols["id"][i]))
-        bits = max(request.request_bytes * 8.0, 1.0) + max(request.response_bytes * 8.0, 1.0)
+        bits = max(request.routed.request_bytes * 8.0, 1.0) + max(request.response_bytes * 8.0, 1.0)
         held_s = float(cols["transmission_j"][i]) / link.tx_power_w
         assert held_s <= transfer * (1 + 1e-9)
         if link.name not in dynamic:

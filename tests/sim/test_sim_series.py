@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import pytest
 
 from perllm.cluster import scenario
-from perllm.domain import Decision, Request
+from perllm.domain import Decision, Request, RouterRequest
 from perllm.policies.registry import make_policy
 from perllm.sim.world import World
 from perllm.testing import scenario_with, write_yaml
@@ -24,7 +24,7 @@ class _FixedPolicy:
     def __init__(self) -> None:
         self.seen: list[tuple[float, float]] = []
 
-    def select(self, request: Request, view: Any) -> Decision:
+    def select(self, request: RouterRequest, view: Any) -> Decision:
         self.seen.append((view.now(), view.bandwidth_mbps("wan")))
         return Decision(server=0)
 
@@ -39,7 +39,7 @@ class _FixedPolicy:
 
 
 def _request(i: int, arrival_s: float, request_bytes: int) -> Request:
-    return Request(
+    return Request.of(
         id=i,
         arrival_s=arrival_s,
         service_class="chat",

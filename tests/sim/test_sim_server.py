@@ -48,7 +48,7 @@ _ids = itertools.count()
 
 
 def make_job(prompt: int, output: int, arrival_s: float = 0.0, priority: int = 0) -> Job:
-    request = Request(
+    request = Request.of(
         id=next(_ids),
         arrival_s=arrival_s,
         service_class="c",

@@ -32,7 +32,7 @@ def _uploads(tmp_path: Path, shares: dict[int, float]) -> tuple[dict[int, float]
     """Two 5 MB uploads started together on one 100 Mbps link: each one's transfer time, and
     their transmission energy."""
     cluster = scenario.load(str(write_yaml(tmp_path, scenario_with(links__tx_power_w=2.0))))
-    requests = [Request(i, 0.0, "docs", 10, 5, 5_000_000, 100, deadline_s=100.0) for i in (0, 1)]
+    requests = [Request.of(i, 0.0, "docs", 10, 5, 5_000_000, 100, deadline_s=100.0) for i in (0, 1)]
     world = World(cluster, FixedShares(shares), requests, seed=0)
     world.run()
     cols = world.recorder.columns

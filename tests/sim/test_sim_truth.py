@@ -10,7 +10,7 @@ import pytest
 
 from perllm.cluster import scenario
 from perllm.cluster.truth import ClusterTruth, ServerTruth
-from perllm.domain import ClusterView, Decision, Feedback, Request
+from perllm.domain import ClusterView, Decision, Feedback, Request, RouterRequest
 from perllm.errors import InputError
 from perllm.sim.world import World
 
@@ -30,7 +30,7 @@ ONE_SERVER: dict[str, Any] = {
     "workload": {"arrivals": {"process": "poisson", "rate-rps": 1.0}, "classes": "personalized"},
 }
 # One long request; its upload is 4 MB so link speed shows in the transfer time.
-REQUEST = Request(0, 0.0, "chat", 500, 2000, 4_000_000, 8512, 1e9)
+REQUEST = Request.of(0, 0.0, "chat", 500, 2000, 4_000_000, 8512, 1e9)
 
 
 class SeeingPolicy:
@@ -42,7 +42,7 @@ class SeeingPolicy:
         self.seen: list[tuple[Any, ...]] = []
         self.feedback: list[Feedback] = []
 
-    def select(self, request: Request, view: ClusterView) -> Decision:
+    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
         spec = view.servers[0]
         self.seen.append((spec.perf, spec.power, view.links["lan"], view.bandwidth_mbps("lan")))
         return Decision(server=0)
@@ -93,7 +93,7 @@ def test_a_mismatched_server_really_runs_at_its_true_speed(speed: float) -> None
     assert policy.seen[0][1] == nominal.power
 
 
-UP_S = REQUEST.request_bytes * 8 / 100e6  # the upload's time on the nominal 100 Mbps
+UP_S = REQUEST.routed.request_bytes * 8 / 100e6  # the upload's time on the nominal 100 Mbps
 DOWN_S = REQUEST.response_bytes * 8 / 100e6
 
 

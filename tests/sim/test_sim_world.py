@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from perllm.cluster import scenario
-from perllm.domain import ClusterView, Decision, Feedback, Prediction, Request
+from perllm.domain import ClusterView, Decision, Feedback, Prediction, Request, RouterRequest
 from perllm.policies.registry import make_policy
 from perllm.sim import engine as engine_module
 from perllm.sim import world as world_module
@@ -50,13 +50,17 @@ def _run(cluster: Any, policy: str, requests: list[Request], seed: int = 0) -> W
     return world
 
 
+def _routed(request: Request, **changes: Any) -> Request:
+    """``request`` with ``changes`` to what its router sees."""
+    return dataclasses.replace(request, routed=dataclasses.replace(request.routed, **changes))
+
+
 def _longer(requests: list[Request], factor: int) -> list[Request]:
     return [
         dataclasses.replace(
-            r,
+            _routed(r, deadline_s=r.routed.deadline_s * factor),
             output_tokens=r.output_tokens * factor,
             response_bytes=r.response_bytes * factor,
-            deadline_s=r.deadline_s * factor,
         )
         for r in requests
     ]
@@ -83,7 +87,7 @@ def test_events_scale_with_requests_not_tokens(policy: str) -> None:
 def test_a_very_long_answer_costs_a_handful_of_events() -> None:
     cluster = scenario.load("tiny")
     # 30,000 tokens: as long as edge-0's KV cache (35,027 tokens) holds.
-    request = Request(0, 0.0, "chat", 100, 30_000, 400, 120_512, 1e9)
+    request = Request.of(0, 0.0, "chat", 100, 30_000, 400, 120_512, 1e9)
     world = _run(cluster, "round-robin", [request])
     assert world.loop.handled <= 8  # type: ignore[attr-defined]
     assert world.recorder.columns["output_tokens"] == [30_000]
@@ -111,7 +115,7 @@ class PredictingPolicy:
         self.next = 0
         self.predictions: dict[int, Prediction] = {}
 
-    def select(self, request: Request, view: ClusterView) -> Decision:
+    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
         server = self.next % len(view.servers)
         self.next += 1
         share = 1.0 + (request.id % 3) / 2
@@ -145,14 +149,14 @@ def test_prediction_of_the_last_arrival_is_exact() -> None:
     policy = PredictingPolicy()
     recorder = World(cluster, policy, requests).run()
     cols = recorder.columns
-    last = requests[-1].id
+    last = requests[-1].routed.id
     _assert_exact(policy.predictions[last], cols, cols["id"].index(last))
 
 
 def test_predictions_of_isolated_requests_are_exact() -> None:
     cluster = scenario.load("tiny")
     base = generate_requests(cluster.workload, 12, seed=9)
-    requests = [dataclasses.replace(r, arrival_s=1000.0 * i) for i, r in enumerate(base)]
+    requests = [_routed(r, arrival_s=1000.0 * i) for i, r in enumerate(base)]
     policy = PredictingPolicy()
     recorder = World(cluster, policy, requests).run()
     cols = recorder.columns
@@ -180,7 +184,7 @@ def test_large_arrival_times_terminate_and_shift_nothing(offset_s: float) -> Non
     # A JSONL trace may carry epoch timestamps: the run must end and give the same answers.
     cluster = scenario.load("tiny")
     base = generate_requests(cluster.workload, 150, seed=12)
-    shifted = [dataclasses.replace(r, arrival_s=r.arrival_s + offset_s) for r in base]
+    shifted = [_routed(r, arrival_s=r.routed.arrival_s + offset_s) for r in base]
     a = _run(cluster, "round-robin", base).recorder
     b = _run(cluster, "round-robin", shifted).recorder
     pa = np.array(a.columns["processing_s"])
@@ -193,7 +197,7 @@ def test_large_arrival_times_terminate_and_shift_nothing(offset_s: float) -> Non
 
 def test_rejections_are_recorded_and_end_the_run() -> None:
     class RejectEveryOther(PredictingPolicy):
-        def select(self, request: Request, view: ClusterView) -> Decision:
+        def select(self, request: RouterRequest, view: ClusterView) -> Decision:
             if request.id % 2:
                 return Decision(server=-1, reject=True)
             return Decision(server=0)
@@ -210,7 +214,7 @@ def test_request_order_in_the_input_does_not_matter() -> None:
     cluster = scenario.load("perllm-paper")
     requests = generate_requests(cluster.workload, 150, seed=6)
     # Two requests at the same instant keep their input order (id order here).
-    requests[5] = dataclasses.replace(requests[5], arrival_s=requests[4].arrival_s)
+    requests[5] = _routed(requests[5], arrival_s=requests[4].routed.arrival_s)
     a = _run(cluster, "cs-ucb", requests, seed=1).recorder
     shuffled = list(reversed(requests))
     shuffled[-5], shuffled[-6] = shuffled[-6], shuffled[-5]  # keep 4 before 5

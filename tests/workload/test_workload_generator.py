@@ -32,9 +32,9 @@ def _builtin(rate_rps: float = 10.0) -> WorkloadConfig:
 def test_class_shares_and_ids() -> None:
     cfg = _builtin()
     requests = generate_requests(cfg, 100_000, seed=5)
-    assert [r.id for r in requests[:3]] == [0, 1, 2]
-    assert requests[-1].id == 99_999
-    counts = Counter(r.service_class for r in requests)
+    assert [r.routed.id for r in requests[:3]] == [0, 1, 2]
+    assert requests[-1].routed.id == 99_999
+    counts = Counter(r.routed.service_class for r in requests)
     for cls in cfg.classes:
         assert counts[cls.name] / len(requests) == pytest.approx(cls.share, abs=0.02)
     assert class_names(cfg) == [c.name for c in cfg.classes]
@@ -43,16 +43,19 @@ def test_class_shares_and_ids() -> None:
 def test_deadlines_lengths_and_bytes_follow_the_class() -> None:
     cfg = _builtin()
     by_name = {c.name: c for c in cfg.classes}
-    for r in generate_requests(cfg, 20_000, seed=6):
+    for request in generate_requests(cfg, 20_000, seed=6):
+        r = request.routed
         cls = by_name[r.service_class]
         per_token_s = cls.deadline.per_output_token_s * length_dist(cls.output).nominal_mean
         assert cls.deadline.low_s + per_token_s <= r.deadline_s <= cls.deadline.high_s + per_token_s
         assert cls.prompt.min_tokens <= r.prompt_tokens <= cls.prompt.max_tokens
-        assert 1 <= r.output_tokens <= cls.output.max_tokens
-        assert r.response_bytes == r.output_tokens * BYTES_PER_TOKEN + RESPONSE_OVERHEAD_BYTES
+        output = request.output_tokens
+        assert 1 <= output <= cls.output.max_tokens
+        assert request.response_bytes == output * BYTES_PER_TOKEN + RESPONSE_OVERHEAD_BYTES
         attachment = r.request_bytes - r.prompt_tokens * BYTES_PER_TOKEN
         assert (attachment > 0) == (cls.attachment_bytes is not None)
         assert r.model is None
+        assert r.max_output_tokens is None and r.prefix_blocks == ()
 
 
 def test_per_output_token_deadline_term() -> None:
@@ -66,7 +69,7 @@ def test_per_output_token_deadline_term() -> None:
     # a deadline is set before anybody knows how long the answer will be.
     assert len({r.output_tokens for r in requests}) > 10
     for r in requests:
-        assert r.deadline_s == pytest.approx(2 + 0.5 * nominal)
+        assert r.routed.deadline_s == pytest.approx(2 + 0.5 * nominal)
 
 
 def test_same_seed_same_requests_different_seed_different() -> None:
@@ -78,7 +81,7 @@ def test_same_seed_same_requests_different_seed_different() -> None:
 
 def test_arrivals_and_rate_override() -> None:
     requests = generate_requests(_builtin(rate_rps=1.0), 50_000, seed=3, rate_rps=25.0)
-    arrivals = np.array([r.arrival_s for r in requests])
+    arrivals = np.array([r.routed.arrival_s for r in requests])
     assert arrivals[0] == 0.0
     assert np.all(np.diff(arrivals) >= 0)
     assert (len(arrivals) - 1) / arrivals[-1] == pytest.approx(25.0, rel=0.03)
@@ -112,10 +115,10 @@ def test_trace_replay_fills_in_from_classes(tmp_path: Path) -> None:
     cfg = _trace_cfg(_azure_csv(tmp_path, 30), "azure-csv")
     requests = generate_requests(cfg, 10, seed=1)
     assert len(requests) == 10
-    assert [r.prompt_tokens for r in requests] == list(range(100, 110))
+    assert [r.routed.prompt_tokens for r in requests] == list(range(100, 110))
     assert requests[0].output_tokens == 1  # GeneratedTokens 0 counts as 1
-    assert [r.arrival_s for r in requests] == pytest.approx([float(i) for i in range(10)])
-    assert all(r.service_class in class_names(cfg) for r in requests)
+    assert [r.routed.arrival_s for r in requests] == pytest.approx([float(i) for i in range(10)])
+    assert all(r.routed.service_class in class_names(cfg) for r in requests)
     assert requests == generate_requests(cfg, 10, seed=1)
     assert len(generate_requests(cfg, 1000, seed=1)) == 30
 
@@ -126,8 +129,8 @@ def test_trace_rescaled_to_rate(tmp_path: Path) -> None:
         generate_requests(_trace_cfg(path, "azure-csv", rate_rps=4.0), 30, seed=1),
         generate_requests(_trace_cfg(path, "azure-csv"), 30, seed=1, rate_rps=4.0),
     ):
-        assert requests[-1].arrival_s == pytest.approx(29 / 4.0)
-        assert requests[1].arrival_s == pytest.approx(0.25)
+        assert requests[-1].routed.arrival_s == pytest.approx(29 / 4.0)
+        assert requests[1].routed.arrival_s == pytest.approx(0.25)
 
 
 def test_jsonl_trace_keeps_given_fields(tmp_path: Path) -> None:
@@ -146,12 +149,13 @@ def test_jsonl_trace_keeps_given_fields(tmp_path: Path) -> None:
     ]
     path.write_text("\n".join(json.dumps(r) for r in rows))
     first, second = generate_requests(_trace_cfg(str(path), "jsonl"), 5, seed=2)
-    assert first.service_class == "chat"
-    assert 15.0 <= first.deadline_s <= 30.0
-    assert first.request_bytes == 10 * BYTES_PER_TOKEN
-    assert (second.deadline_s, second.request_bytes, second.response_bytes) == (9.0, 123, 45)
-    assert second.model == "m"
-    assert second.arrival_s == 2.0
+    assert first.routed.service_class == "chat"
+    assert 15.0 <= first.routed.deadline_s <= 30.0
+    assert first.routed.request_bytes == 10 * BYTES_PER_TOKEN
+    given = (second.routed.deadline_s, second.routed.request_bytes, second.response_bytes)
+    assert given == (9.0, 123, 45)
+    assert second.routed.model == "m"
+    assert second.routed.arrival_s == 2.0
 
 
 def test_trace_with_unknown_class(tmp_path: Path) -> None:

@@ -40,14 +40,14 @@ def test_shipped_traces_read_whole(name: str, fmt: str, count: int) -> None:
     assert 3000 < arrivals[-1] < 3700  # each covers about one hour
     if fmt == "mooncake-jsonl":
         # Block ids of 512-token blocks: one per started block, the first one shared widely.
-        assert all(len(r.hash_ids) == -(-r.prompt_tokens // 512) for r in rows)
-        assert rows[0].hash_ids[:3] == (0, 1, 2)
-        assert sum(1 for r in rows if r.hash_ids and r.hash_ids[0] == 0) > 100
+        assert all(len(r.prefix_blocks) == -(-r.prompt_tokens // 512) for r in rows)
+        assert rows[0].prefix_blocks[:3] == (0, 1, 2)
+        assert sum(1 for r in rows if r.prefix_blocks and r.prefix_blocks[0] == 0) > 100
     else:
-        assert all(r.hash_ids == () for r in rows)
+        assert all(r.prefix_blocks == () for r in rows)
 
 
-def test_mooncake_hash_ids_reach_the_requests() -> None:
+def test_mooncake_hash_ids_reach_the_routed_requests() -> None:
     from perllm.cluster import scenario
     from perllm.workload.generator import generate_requests
 
@@ -55,9 +55,8 @@ def test_mooncake_hash_ids_reach_the_requests() -> None:
     trace = TraceConfig(path="traces:mooncake_conversation_trace.jsonl", format="mooncake-jsonl")
     workload = config.workload.model_copy(update={"trace": trace})
     requests = generate_requests(workload, 5, seed=0)
-    assert requests[1].hash_ids[:2] == (0, 14)
-    assert requests[1].prompt_tokens == 7322
-    assert not hasattr(requests[1].routed, "hash_ids")
+    assert requests[1].routed.prefix_blocks[:2] == (0, 14)
+    assert requests[1].routed.prompt_tokens == 7322
 
 
 def test_the_env_variable_moves_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -37,11 +37,11 @@ def test_trace_scenarios_replay_the_whole_trace_with_slo_deadlines(name: str) ->
     assert name in scenario.builtin_names()
     assert cluster.requests == count
     requests = generate_requests(cluster.workload, 400, seed=0)
-    assert len(requests) == 400 and requests[0].arrival_s == 0.0
-    assert {r.service_class for r in requests} == {service_class}
+    assert len(requests) == 400 and requests[0].routed.arrival_s == 0.0
+    assert {r.routed.service_class for r in requests} == {service_class}
     # Deadline = TTFT SLO + TPOT SLO x the request's own output tokens.
     for r in requests:
-        assert r.deadline_s == pytest.approx(ttft_s + tpot_s * r.output_tokens)
+        assert r.routed.deadline_s == pytest.approx(ttft_s + tpot_s * r.output_tokens)
     tiers = {s.tier for s in cluster.servers}
     assert tiers == {"edge", "cloud"}
 
@@ -65,9 +65,10 @@ def test_the_trace_window_start_and_busiest_hour() -> None:
     arrivals = np.array([row.arrival_s for row in rows])
     start = int(np.searchsorted(arrivals, 600.0))
     later = generate_requests(_with_trace(workload, start_s=600.0), 50, seed=0)
-    assert later[0].arrival_s == 0.0
-    assert [r.prompt_tokens for r in later] == [row.prompt_tokens for row in rows[start:][:50]]
-    assert later[-1].arrival_s == pytest.approx(arrivals[start + 49] - arrivals[start])
+    assert later[0].routed.arrival_s == 0.0
+    prompts = [r.routed.prompt_tokens for r in later]
+    assert prompts == [row.prompt_tokens for row in rows[start:][:50]]
+    assert later[-1].routed.arrival_s == pytest.approx(arrivals[start + 49] - arrivals[start])
     busiest = generate_requests(_with_trace(workload, window="busiest-hour"), 10**6, seed=0)
     counts = np.searchsorted(arrivals, arrivals + 3600.0) - np.arange(arrivals.size)
     assert len(busiest) == counts.max() == len(rows) - int(np.argmax(counts))
@@ -80,7 +81,7 @@ def test_the_trace_window_start_and_busiest_hour() -> None:
 def test_the_rate_compresses_the_trace() -> None:
     workload = scenario.load("azure-code-paper").workload
     requests = generate_requests(workload, 1000, seed=0, rate_rps=20.0)
-    span = requests[-1].arrival_s - requests[0].arrival_s
+    span = requests[-1].routed.arrival_s - requests[0].routed.arrival_s
     assert 999 / span == pytest.approx(20.0)
 
 

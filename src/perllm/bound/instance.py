@@ -66,19 +66,17 @@ class Instance:
 
 
 def _columns(requests: Sequence[Request]) -> dict[str, FloatArray]:
-    def col(name: str) -> FloatArray:
-        return np.array([getattr(r, name) for r in requests], dtype=np.float64)
+    def col(values: list[float]) -> FloatArray:
+        return np.array(values, dtype=np.float64)
 
+    routed = [r.routed for r in requests]
     return {
-        name: col(name)
-        for name in (
-            "arrival_s",
-            "deadline_s",
-            "prompt_tokens",
-            "output_tokens",
-            "request_bytes",
-            "response_bytes",
-        )
+        "arrival_s": col([r.arrival_s for r in routed]),
+        "deadline_s": col([r.deadline_s for r in routed]),
+        "prompt_tokens": col([r.prompt_tokens for r in routed]),
+        "output_tokens": col([r.output_tokens for r in requests]),
+        "request_bytes": col([r.request_bytes for r in routed]),
+        "response_bytes": col([r.response_bytes for r in requests]),
     }
 
 

@@ -86,7 +86,7 @@ def truthful(cluster: Cluster) -> Cluster:
 
 def _mean_lengths(cluster: Cluster, seed: int) -> tuple[float, float]:
     requests = generate_requests(cluster.workload, 2000, seed, rate_rps=1.0)
-    prompt = float(np.mean([r.prompt_tokens for r in requests]))
+    prompt = float(np.mean([r.routed.prompt_tokens for r in requests]))
     return prompt, max(float(np.mean([r.output_tokens for r in requests])), 1.0)
 
 

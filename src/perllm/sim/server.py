@@ -17,10 +17,10 @@ period starts (``idle_w * gap``) is attributed to the first request of that busy
 Waiting requests join the batch in order of their decision's ``priority`` (lower first), then of
 arrival; a running request is never preempted.
 
-Prefix cache: a request whose prompt names its blocks (``Request.hash_ids``) skips the prefill
-of its longest prefix found in the server's cache (:class:`perllm.prefix.BlockLRU`, sized to the
-KV cache, least recently used evicted first); its blocks enter the cache when its prefill
-starts. The request still holds its whole prompt in the KV cache.
+Prefix cache: a request whose prompt names its blocks (``request.routed.prefix_blocks``) skips
+the prefill of its longest prefix found in the server's cache (:class:`perllm.prefix.BlockLRU`,
+sized to the KV cache, least recently used evicted first); its blocks enter the cache when its
+prefill starts. The request still holds its whole prompt in the KV cache.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ class ServerEngine:
         self._account(now)
         job.arrive_server_s = now
         heapq.heappush(self.queue, (job.decision.priority, next(self._seq), job))
-        self.queued_prompt += job.request.prompt_tokens
+        self.queued_prompt += job.request.routed.prompt_tokens
         if self.phase == IDLE:
             self._continue(now)
         elif self.phase == DECODE and self._admissible(self.queue[0][2]):
@@ -160,7 +160,7 @@ class ServerEngine:
                 job.first_token_s = now
                 job.join_step = self.steps
                 job.finish_step = self.steps + max(job.request.output_tokens - 1, 0)
-                self.kv_base += job.request.prompt_tokens + 1 - self.steps
+                self.kv_base += job.request.routed.prompt_tokens + 1 - self.steps
                 heapq.heappush(self.running, (job.finish_step, next(self._seq), job))
             self.prefilling = []
         elif self.phase == DECODE:
@@ -170,8 +170,10 @@ class ServerEngine:
             job = heapq.heappop(self.running)[2]
             job.finish_s = now
             job.inference_j = self.energy_acc - job.energy_mark
-            self.kv_base -= job.request.prompt_tokens + 1 - job.join_step
-            self.reserved -= job.request.prompt_tokens + job.request.output_tokens
+            request = job.request
+            prompt = request.routed.prompt_tokens
+            self.kv_base -= prompt + 1 - job.join_step
+            self.reserved -= prompt + request.output_tokens
             finished.append(job)
         self._continue(now)
         return finished
@@ -180,7 +182,8 @@ class ServerEngine:
         batch = len(self.running) + len(self.prefilling)
         if batch == 0:
             return True
-        need = job.request.prompt_tokens + job.request.output_tokens
+        request = job.request
+        need = request.routed.prompt_tokens + request.output_tokens
         return batch < self.spec.max_batch and self.reserved + need <= self.spec.kv_capacity_tokens
 
     def _continue(self, now: float) -> None:
@@ -188,8 +191,10 @@ class ServerEngine:
         joiners = []
         while self.queue and self._admissible(self.queue[0][2]):
             job = heapq.heappop(self.queue)[2]
-            self.queued_prompt -= job.request.prompt_tokens
-            self.reserved += job.request.prompt_tokens + job.request.output_tokens
+            request = job.request
+            prompt_tokens = request.routed.prompt_tokens
+            self.queued_prompt -= prompt_tokens
+            self.reserved += prompt_tokens + request.output_tokens
             self.prefilling.append(job)
             joiners.append(job)
         if joiners:
@@ -201,13 +206,14 @@ class ServerEngine:
             for job in joiners:
                 job.start_s = now
                 job.energy_mark = self.energy_acc
-                blocks = job.request.hash_ids
+                routed = job.request.routed
+                blocks = routed.prefix_blocks
                 if blocks:
                     job.cached_tokens = cached_tokens(
-                        self.prefix.match(blocks), job.request.prompt_tokens
+                        self.prefix.match(blocks), routed.prompt_tokens
                     )
                     self.prefix.insert(blocks)
-                prompt += job.request.prompt_tokens - job.cached_tokens
+                prompt += routed.prompt_tokens - job.cached_tokens
             self.phase = PREFILL
             self.phase_end_s = (
                 now + self.perf.prefill_fixed_s + prompt * self.perf.prefill_s_per_token

@@ -56,7 +56,7 @@ class _LinkState:
 
 
 def _arrival_time(request: Request) -> float:
-    return request.arrival_s
+    return request.routed.arrival_s
 
 
 def _fit_limit(spec: ServerSpec, enforce_context: bool) -> tuple[int, str]:
@@ -237,12 +237,15 @@ class World:
     def _schedule_next_arrival(self) -> None:
         request = next(self._arrivals, None)
         if request is not None:
-            self.loop.schedule(request.arrival_s, PRIORITY_ARRIVAL, self._on_arrival, request)
+            self.loop.schedule(
+                request.routed.arrival_s, PRIORITY_ARRIVAL, self._on_arrival, request
+            )
 
     def _on_arrival(self, request: Request) -> None:
         self._schedule_next_arrival()
         now = self.loop.now
-        tokens = request.prompt_tokens + request.output_tokens
+        routed = request.routed
+        tokens = routed.prompt_tokens + request.output_tokens
         if tokens > self._largest_fit[0]:
             limit, what = self._largest_fit
             reason = f"fits no server: {_length(request)} > {limit}, the largest {what}"
@@ -250,26 +253,26 @@ class World:
             return
         if self.oracle is not None:
             self._record_oracle(request)
-        decision = self.policy.select(request.routed, self.view)
+        decision = self.policy.select(routed, self.view)
         if decision.reject or not 0 <= decision.server < len(self.servers):
-            self.recorder.on_reject(now, request.routed)
+            self.recorder.on_reject(now, routed)
             self._count_done()
             return
         server = decision.server
         limit, what = self._fit[server]
         if tokens > limit:
-            self.policy.forget(request.routed, decision)
+            self.policy.forget(routed, decision)
             name = self.cluster.servers[server].name
             self._refuse(request, f"does not fit {name}: {_length(request)} > {limit}, its {what}")
             return
         if self.prefix_record is not None:
-            self.prefix_record.sent(server, request.routed.prefix_blocks)
+            self.prefix_record.sent(server, routed.prefix_blocks)
         job = Job(request, decision, dispatch_s=now)
         self.uploading[server] += 1
-        self.uploading_prompt[server] += request.prompt_tokens
+        self.uploading_prompt[server] += routed.prompt_tokens
         self._sync_load(server)
         link = self.links[self.cluster.servers[server].link]
-        self._transfer(link, UP, job, request.request_bytes * 8.0)
+        self._transfer(link, UP, job, routed.request_bytes * 8.0)
 
     def _refuse(self, request: Request, reason: str) -> None:
         self.recorder.on_reject(self.loop.now, request.routed, reason)
@@ -285,7 +288,7 @@ class World:
             outcome.energy.transmission_j, outcome.energy.inference_j, outcome.energy.idle_j
         )
         self.recorder.on_oracle(
-            request.routed, weighted, outcome.processing_s <= request.deadline_s
+            request.routed, weighted, outcome.processing_s <= request.routed.deadline_s
         )
 
     # -- links -------------------------------------------------------------------------------
@@ -356,7 +359,7 @@ class World:
     def _on_delivered(self, job: Job) -> None:
         server = job.decision.server
         self.uploading[server] -= 1
-        self.uploading_prompt[server] -= job.request.prompt_tokens
+        self.uploading_prompt[server] -= job.request.routed.prompt_tokens
         self.servers[server].add(job, self.loop.now)
         self._after_server(server)
 
@@ -392,9 +395,10 @@ class World:
     # -- completion --------------------------------------------------------------------------
     def _complete(self, job: Job) -> None:
         request = job.request
-        processing = job.done_s - request.arrival_s
+        routed = request.routed
+        processing = job.done_s - routed.arrival_s
         feedback = Feedback(
-            request=request.routed,
+            request=routed,
             decision=job.decision,
             processing_s=processing,
             transfer_s=job.uplink_s
@@ -405,7 +409,7 @@ class World:
             decode_s=job.finish_s - job.first_token_s,
             output_tokens=request.output_tokens,
             energy=EnergyParts(job.transmission_j, job.inference_j, job.idle_j),
-            met=processing <= request.deadline_s,
+            met=processing <= routed.deadline_s,
             cached_tokens=job.cached_tokens,
         )
         self.last_done_s = max(self.last_done_s, job.done_s)
@@ -417,7 +421,7 @@ class World:
         """The ground truth of a request, for the clairvoyant view only: policies are handed
         the routed request (:class:`RouterRequest`), which has no true output length."""
         if self._truth is None:
-            self._truth = {r.id: r for r in self.requests}
+            self._truth = {r.routed.id: r for r in self.requests}
         return self._truth[request_id]
 
     def predict(self, request: Request, server: int, share: float, priority: int = 0) -> Prediction:
@@ -426,24 +430,26 @@ class World:
         link = self.links[spec.link]
         up, down = link.channels
         weight = max(share, 1e-6)
-        up_end = up.predict_finish_s(now, max(request.request_bytes * 8.0, 1.0), weight)
+        request_bits = max(request.routed.request_bytes * 8.0, 1.0)
+        up_end = up.predict_finish_s(now, request_bits, weight)
         job = Job(request, Decision(server=server, share=share, priority=priority), dispatch_s=now)
         probe = self.servers[server].predict(job, up_end + link.spec.rtt_s / 2.0)
         down_end = down.predict_finish_s(
             probe.finish_s, max(request.response_bytes * 8.0, 1.0), weight
         )
-        bits = max(request.request_bytes * 8.0, 1.0) + max(request.response_bytes * 8.0, 1.0)
+        bits = request_bits + max(request.response_bytes * 8.0, 1.0)
         tx = physics.transmission_j(link.spec.tx_power_w, bits / up.bandwidth_bps)
         done = down_end + link.spec.rtt_s / 2.0
         return Prediction(
-            processing_s=done - request.arrival_s,
+            processing_s=done - request.routed.arrival_s,
             energy=EnergyParts(tx, probe.inference_j, probe.idle_j),
         )
 
 
 def _length(request: Request) -> str:
-    tokens = request.prompt_tokens + request.output_tokens
-    return f"{tokens} tokens ({request.prompt_tokens} prompt + {request.output_tokens} output)"
+    prompt = request.routed.prompt_tokens
+    tokens = prompt + request.output_tokens
+    return f"{tokens} tokens ({prompt} prompt + {request.output_tokens} output)"
 
 
 def simulate(

@@ -49,7 +49,7 @@ class _Columns:
     response_bytes: IntArray
     deadline_s: FloatArray
     models: Sequence[str | None]
-    hash_ids: Sequence[tuple[int, ...]]
+    prefix_blocks: Sequence[tuple[int, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +150,7 @@ def _synthetic(
         response_bytes=physics.response_bytes(output),
         deadline_s=deadline,
         models=[None] * n,
-        hash_ids=[()] * n,
+        prefix_blocks=[()] * n,
     )
 
 
@@ -219,7 +219,7 @@ def _from_trace(
         response_bytes=response_bytes,
         deadline_s=deadline,
         models=[row.model for row in rows],
-        hash_ids=[row.hash_ids for row in rows],
+        prefix_blocks=[row.prefix_blocks for row in rows],
     )
 
 
@@ -249,10 +249,10 @@ def _to_requests(columns: _Columns, names: Sequence[str]) -> list[Request]:
         columns.response_bytes.tolist(),
         columns.deadline_s.tolist(),
         columns.models,
-        columns.hash_ids,
+        columns.prefix_blocks,
     ]
     with _gc_paused():
-        return list(map(Request, *values))
+        return list(map(Request.of, *values))
 
 
 def generate_requests(

@@ -9,8 +9,9 @@
 - **Mooncake** (Qin et al., FAST'25, github.com/kvcache-ai/Mooncake): JSON lines
   ``{"timestamp": ms, "input_length": n, "output_length": m, "hash_ids": [...]}`` with
   ``timestamp`` the arrival in milliseconds since the first request. ``hash_ids`` (the ids of
-  the prompt's 512-token blocks, equal for equal prefixes) are kept on each request
-  (:attr:`perllm.domain.Request.hash_ids`); the simulator does not model a prefix cache.
+  the prompt's 512-token blocks, equal for equal prefixes) become the request's prefix blocks
+  (:attr:`perllm.domain.RouterRequest.prefix_blocks`): the simulated servers cache them, and a
+  router records which it sent where (:mod:`perllm.prefix`).
 
 Arrivals are made relative to the first row. ``Model`` and ``Log Type`` are checked (non-empty)
 and not used: they name OpenAI's models, not this cluster's, and a request's service class is
@@ -176,7 +177,7 @@ def parse_mooncake_jsonl(text: str, source: str) -> list[TraceRow]:
                 item.input_length,
                 item.output_length,
                 line=line,
-                hash_ids=tuple(item.hash_ids),
+                prefix_blocks=tuple(item.hash_ids),
             )
         )
     if not rows:

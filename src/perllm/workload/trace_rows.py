@@ -18,9 +18,10 @@ class TraceRow:
     """One request of a trace; ``None`` means "not in the trace, fill in from the class".
 
     ``arrival_s`` is relative to the first row for Azure CSV traces and as written for JSONL.
-    ``line`` is the row's line number in the file (for error messages). ``hash_ids`` are the
-    ids of the prompt's blocks where the trace gives them (Mooncake: 512-token blocks, equal
-    ids for equal prefixes), else empty.
+    ``line`` is the row's line number in the file (for error messages). ``prefix_blocks`` are
+    the ids of the prompt's blocks where the trace gives them (Mooncake's ``hash_ids``:
+    512-token blocks, equal ids for equal prefixes), else empty; they become the request's
+    :attr:`perllm.domain.RouterRequest.prefix_blocks`.
     """
 
     arrival_s: float
@@ -32,7 +33,7 @@ class TraceRow:
     response_bytes: int | None = None
     model: str | None = None
     line: int = 0
-    hash_ids: tuple[int, ...] = ()
+    prefix_blocks: tuple[int, ...] = ()
 
 
 def bad_field(source: str, line: int, field: str, problem: str) -> InputError:
