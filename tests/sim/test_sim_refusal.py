@@ -103,3 +103,35 @@ def test_the_trace_replays_refuse_what_no_model_can_hold() -> None:
     assert reasons and all("> 4096, the largest context window" in r for r in reasons.values())
     assert len(result.recorder) == 300
     assert result.summary.rejected == len(reasons)
+
+
+@pytest.mark.parametrize("policy", ["least-loaded", "cs-ucb", "feasible-energy", "greedy-latency"])
+def test_a_server_whose_context_cannot_hold_the_prompt_is_out_for_the_policy(
+    tmp_path: Path, policy: str
+) -> None:
+    # As in the gateway: with the context window enforced, a policy sees the servers whose
+    # window cannot hold a request's prompt as unhealthy for that request, so a prompt too long
+    # for the edge's Llama 2 (4,096 tokens) goes to the cloud's Llama 3.1 (131,072) every time.
+    path = tmp_path / "trace.jsonl"
+    rows = [
+        {"arrival_s": 0.5 * i, "prompt_tokens": 5_000 if i % 2 else 300, "output_tokens": 20}
+        for i in range(20)
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = scenario.load("tiny").config
+    cloud = config.servers[-1].model_copy(update={"model": "llama-3.1-8b"})
+    workload = config.workload.model_copy(
+        update={"trace": TraceConfig(path=str(path), format="jsonl")}
+    )
+    changes = {
+        "workload": workload,
+        "enforce_context_window": True,
+        "servers": [*config.servers[:-1], cloud],
+    }
+    cluster = scenario.build(config.model_copy(update=changes))
+    assert [s.context_tokens for s in cluster.servers] == [4096, 4096, 131072]
+    result = run_once(cluster, policy, requests=len(rows), seed=0)
+    assert result.recorder.reasons == {}
+    servers = result.recorder.columns["server"]
+    prompts = result.recorder.columns["prompt_tokens"]
+    assert {s for s, p in zip(servers, prompts, strict=True) if p == 5_000} == {"cloud"}

@@ -78,6 +78,7 @@ class SimView:
         self.admission_control: bool = world.cluster.admission_control
         self._healthy = np.ones(len(self.servers), dtype=bool)
         self._healthy.flags.writeable = False
+        self._usable = self._healthy
         self._no_prefix = np.zeros(len(self.servers))
         self._no_prefix.flags.writeable = False
 
@@ -100,8 +101,13 @@ class SimView:
             w.tokens,
             w.link_estimate[w.server_link],
             w.link_weight[w.server_link],
-            self._healthy,
+            self._usable,
         )
+
+    def restrict(self, allowed: npt.NDArray[np.bool_] | None) -> None:
+        """Show only the ``allowed`` servers as healthy until the next call (``None``: all), as
+        the gateway's view of one request does."""
+        self._usable = self._healthy if allowed is None else allowed
 
     def prefix_tokens(self, request: RouterRequest) -> npt.NDArray[np.float64]:
         record = self._world.prefix_record
@@ -192,6 +198,15 @@ class World:
         # them is refused before any policy sees it (a record with its reason, never a crash).
         self._fit = [_fit_limit(s, cluster.enforce_context_window) for s in cluster.servers]
         self._largest_fit = max(self._fit)
+        self._context = np.array(
+            [
+                s.context_tokens
+                if cluster.enforce_context_window and s.context_tokens is not None
+                else math.inf
+                for s in cluster.servers
+            ]
+        )
+        self._smallest_context = float(self._context.min())
         self.finished = 0
         self._progress_every = max(1, len(requests) // 200)
         self.last_done_s = 0.0
@@ -251,6 +266,10 @@ class World:
             reason = f"fits no server: {_length(request)} > {limit}, the largest {what}"
             self._refuse(request, reason)
             return
+        # As the gateway does, a server whose context window cannot hold the prompt (and the
+        # client's max_tokens) is out for this request: a router knows both.
+        need = routed.prompt_tokens + (routed.max_output_tokens or 0)
+        self.view.restrict(None if need <= self._smallest_context else self._context >= need)
         if self.oracle is not None:
             self._record_oracle(request)
         decision = self.policy.select(routed, self.view)
