@@ -65,8 +65,10 @@ energy is uncertain look cheaper, so it is tried and its bound tightens as ``1 /
 UCB's bonus does; pessimism on time keeps the constraint: an arm is trusted to be fast only as
 far as its observations say. The price turns the constraint into a penalty, as a Lagrangian does.
 
-A decision is one compiled pass, ``O(servers)`` (plus ``O(log k)`` per server for its queue's
-order); an update is ``O(servers)`` (every arm borrows from the others).
+A decision is one compiled pass (:mod:`perllm.policies.cs_ucb_kernel`), ``O(servers)`` (plus
+``O(log k)`` per server for its queue's order); the miss probability, its costliest part, is
+computed only where the energy alone does not already exceed the best score found. An update is
+``O(servers)`` (every arm borrows from the others).
 Parameters: ``miss-price`` 30; ``confidence`` and ``exploration`` 1 (standard errors);
 ``prior-log-sd`` 0.3 (a datasheet within about 30%); ``pool-weight`` 10; ``prefill-window-s`` 2;
 ``prefill-cap`` 0.9; ``drift-rate`` 0.2; ``drift-memory-s`` 60; ``late-margin`` 0.5;
@@ -81,8 +83,6 @@ from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit
-from numba.extending import register_jitable
 from pydantic import Field, field_validator
 
 from perllm import physics
@@ -96,30 +96,23 @@ from perllm.domain import (
     response_bytes,
 )
 from perllm.policies.base import PolicyConfig, StatisticsPolicy
+from perllm.policies.cs_ucb_kernel import crowded, decide_kernel
 from perllm.policies.drift import Drift
-from perllm.policies.estimates import OutputLengths, ServerTable, estimate_kernel
+from perllm.policies.estimates import OutputLengths, ServerTable
 from perllm.policies.ledger import ANSWERED, DROPPED, Ledger, Placement
 from perllm.policies.link_share import SHARE_FLOOR, urgency_share
 from perllm.policies.log_ratio import LOWER, UPPER, LogRatioStats
 from perllm.policies.mergeable import NamedSums, StatisticSet
-from perllm.policies.miss import miss_probability
 from perllm.policies.outstanding import (
     LateAnswers,
     Outstanding,
     PrefillLoad,
-    prefill_share,
-    queued_ahead_kernel,
 )
 
 Array = npt.NDArray[np.float64]
 
-# ``estimate_kernel``, ``queued_ahead_kernel``, ``prefill_share`` and ``miss_probability`` are
-# compiled into ``_decide_kernel``, whose numba cache is keyed on this file only: after an edit
-# to one of them, touch this file (or clear __pycache__) so that it is recompiled.
-
 # Priorities are milliseconds of absolute deadline; a deflected request comes after all of them.
 DEFLECTED_PRIORITY = DEFERRED_PRIORITY
-_ONE_SHARE = np.ones(1)
 
 
 class CsUcbConfig(PolicyConfig):
@@ -151,145 +144,6 @@ class CsUcbConfig(PolicyConfig):
         if 0.0 < value < 1e-3:
             raise ValueError("must be 0 (off) or at least 0.001 s")
         return value
-
-
-@register_jitable
-def crowded(queue_s: float, load: float, max_batch: float) -> bool:
-    """A crowded arm: the request would wait in the server's queue, or the batch is at least half
-    full (where each newcomer's prefill stalls it). Time is learned apart for such arms."""
-    return queue_s > 0.0 or load >= 0.5 * max_batch
-
-
-@njit(cache=True)
-def _decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.select
-    table: npt.NDArray[np.void],
-    running: Array,
-    queued: Array,
-    tokens_in_flight: Array,
-    bandwidth_mbps: Array,
-    link_active_weight: Array,
-    healthy: npt.NDArray[np.bool_],
-    cached: Array,
-    request: Array,
-    weights: Array,
-    prefill_seconds: Array,
-    prefill_at: Array,
-    stall: Array,
-    slow: Array,
-    spread: Array,
-    drift: Array,
-    energy_lower: Array,
-    priorities: npt.NDArray[np.int64],
-    counts: npt.NDArray[np.int64],
-    priority: int,
-    knobs: Array,
-) -> tuple[int, float, float, float, float, float, float, float]:
-    """Stages 1 to 5 of the module docstring in one compiled pass. ``cached``: each server's
-    expected cached prefix of the prompt, in tokens; ``request``: ``(prompt tokens, bytes both
-    ways, expected output tokens, mu_o, sd_o, deadline, now, horizon)``; ``weights``:
-    ``(transmission, inference, idle)``; ``slow`` and ``spread``: each server's time bound ``F``
-    and observation spread, calm (row 0) and crowded (row 1); ``drift``: each server's drift and
-    when it last moved; ``knobs``: ``(miss-price, prefill-window-s, prefill-cap,
-    drift-memory-s)``. Returns the server, its miss probability, its estimate (decode step, time
-    with the stalls, transfer at a full share, queueing, inference energy) and its pessimistic
-    end; ``stall`` receives each server's ``u / (1 - u)``."""
-    prompt, total_bytes, expected, mu_o, sd_o = (
-        request[0],
-        request[1],
-        request[2],
-        request[3],
-        request[4],
-    )
-    deadline_s, now, horizon = request[5], request[6], request[7]
-    price, window_s, cap, memory_s = knobs[0], knobs[1], knobs[2], knobs[3]
-    n = running.shape[0]
-    everywhere = np.ones(n, dtype=np.bool_)
-    ahead = queued_ahead_kernel(priorities, counts, running, queued, priority, everywhere)
-    est = estimate_kernel(
-        table,
-        running,
-        queued,
-        ahead,
-        tokens_in_flight,
-        bandwidth_mbps,
-        link_active_weight,
-        prompt,
-        cached,
-        total_bytes,
-        expected,
-        _ONE_SHARE,
-        weights[0],
-        weights[1],
-        weights[2],
-    )
-    transfer, service, queue, processing = est[0][0], est[1], est[2], est[3][0]
-    transmission = est[4][0]
-    inference, marginal, decode_step = est[5], est[6][0], est[9]
-    # Stage 3: the candidates (healthy with room in the cache, else healthy, else all).
-    candidate = np.empty(n, dtype=np.bool_)
-    for tier in range(3):
-        found = False
-        for s in range(n):
-            fits = prompt + expected <= table[s].kv_capacity_tokens
-            candidate[s] = tier == 2 or (healthy[s] and (tier == 1 or fits))
-            found = found or candidate[s]
-        if found:
-            break
-    # Stages 2 and 4: bounds, miss probability, energy, the reference energy.
-    p_miss = np.empty(n)
-    e_lcb = np.empty(n)
-    t_mean = np.empty(n)
-    end = np.empty(n)
-    reference = np.inf
-    idle_w = 0.0
-    for s in range(n):
-        idle_w += weights[2] * table[s].idle_w
-    for s in range(n):
-        stall[s] = 0.0
-        if window_s > 0.0:
-            full = running[s] + queued[s] >= table[s].max_batch
-            u = min(prefill_share(prefill_seconds, prefill_at, s, full, now, window_s), cap)
-            stall[s] = u / (1.0 - u)
-        if not candidate[s]:
-            continue
-        row = 1 if crowded(queue[s], running[s] + queued[s], table[s].max_batch) else 0
-        lately = 1.0
-        if drift[0, s] > 0.0:
-            lately = math.exp(drift[0, s] * math.exp(-max(now - drift[1, s], 0.0) / memory_s))
-        step = decode_step[s] * (1.0 + stall[s])
-        t_mean[s] = processing[s] + service[s] * stall[s]
-        fixed = t_mean[s] - expected * step  # all but the output's decode steps
-        p_miss[s] = miss_probability(
-            deadline_s, slow[row, s] * lately, fixed, step, mu_o, sd_o, spread[row, s]
-        )
-        infer = marginal[s] - weights[0] * transmission[s]
-        # Past the end of the work in flight, the whole cluster's idle draw is this request's.
-        end[s] = now + t_mean[s] * slow[row, s] * lately
-        e_lcb[s] = (
-            marginal[s] + infer * (energy_lower[s] - 1.0) + idle_w * max(end[s] - horizon, 0.0)
-        )
-        own = weights[0] * transmission[s] + weights[1] * inference[s] * energy_lower[s]
-        if not own > 0.0:  # energy weighted by idle power alone: the price counts joules
-            own = transmission[s] + inference[s] * energy_lower[s]
-        reference = min(reference, own)
-    # Stage 5: the least score, the sooner done on a tie.
-    best, best_score = -1, np.inf
-    for s in range(n):
-        if not candidate[s]:
-            continue
-        score = e_lcb[s] + price * reference * p_miss[s]
-        if best < 0 or score < best_score or (score == best_score and t_mean[s] < t_mean[best]):
-            best, best_score = s, score
-    return (
-        best,
-        p_miss[best],
-        decode_step[best],
-        t_mean[best],
-        transfer[best],
-        queue[best],
-        inference[best],
-        end[best],
-    )
 
 
 class CsUcbPolicy(StatisticsPolicy):
@@ -357,7 +211,7 @@ class CsUcbPolicy(StatisticsPolicy):
         now, weights = view.now(), view.weights
         total_bytes = request.request_bytes + response_bytes(expected)
         cached = view.prefix_tokens(request)
-        chosen = _decide_kernel(
+        chosen = decide_kernel(
             table.columns,
             loads.running,
             loads.queued,

@@ -1,0 +1,181 @@
+"""CS-UCB's decision in one compiled pass (numba): stages 1 to 5 of
+:mod:`perllm.policies.cs_ucb`, whose docstring states the formulas.
+
+``estimate_kernel``, ``queued_ahead_kernel``, ``prefill_share`` and ``miss_probability`` are
+compiled into :func:`decide_kernel`, whose numba cache is keyed on this file only: after an edit
+to one of them, touch this file (or clear __pycache__) so that it is recompiled.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+from numba.extending import register_jitable
+
+from perllm.policies.estimates import estimate_kernel
+from perllm.policies.miss import miss_probability
+from perllm.policies.outstanding import prefill_share, queued_ahead_kernel
+
+Array = npt.NDArray[np.float64]
+
+_ONE_SHARE = np.ones(1)
+
+
+@register_jitable
+def crowded(queue_s: float, load: float, max_batch: float) -> bool:
+    """A crowded arm: the request would wait in the server's queue, or the batch is at least half
+    full (where each newcomer's prefill stalls it). Time is learned apart for such arms."""
+    return queue_s > 0.0 or load >= 0.5 * max_batch
+
+
+@njit(cache=True)
+def decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.select
+    table: npt.NDArray[np.void],
+    running: Array,
+    queued: Array,
+    tokens_in_flight: Array,
+    bandwidth_mbps: Array,
+    link_active_weight: Array,
+    healthy: npt.NDArray[np.bool_],
+    cached: Array,
+    request: Array,
+    weights: Array,
+    prefill_seconds: Array,
+    prefill_at: Array,
+    stall: Array,
+    slow: Array,
+    spread: Array,
+    drift: Array,
+    energy_lower: Array,
+    priorities: npt.NDArray[np.int64],
+    counts: npt.NDArray[np.int64],
+    priority: int,
+    knobs: Array,
+) -> tuple[int, float, float, float, float, float, float, float]:
+    """Stages 1 to 5 of the module docstring in one compiled pass. ``cached``: each server's
+    expected cached prefix of the prompt, in tokens; ``request``: ``(prompt tokens, bytes both
+    ways, expected output tokens, mu_o, sd_o, deadline, now, horizon)``; ``weights``:
+    ``(transmission, inference, idle)``; ``slow`` and ``spread``: each server's time bound ``F``
+    and observation spread, calm (row 0) and crowded (row 1); ``drift``: each server's drift and
+    when it last moved; ``knobs``: ``(miss-price, prefill-window-s, prefill-cap,
+    drift-memory-s)``. Returns the server, its miss probability, its estimate (decode step, time
+    with the stalls, transfer at a full share, queueing, inference energy) and its pessimistic
+    end; ``stall`` receives each server's ``u / (1 - u)``."""
+    prompt, total_bytes, expected, mu_o, sd_o = (
+        request[0],
+        request[1],
+        request[2],
+        request[3],
+        request[4],
+    )
+    deadline_s, now, horizon = request[5], request[6], request[7]
+    price, window_s, cap, memory_s = knobs[0], knobs[1], knobs[2], knobs[3]
+    n = running.shape[0]
+    everywhere = np.ones(n, dtype=np.bool_)
+    ahead = queued_ahead_kernel(priorities, counts, running, queued, priority, everywhere)
+    est = estimate_kernel(
+        table,
+        running,
+        queued,
+        ahead,
+        tokens_in_flight,
+        bandwidth_mbps,
+        link_active_weight,
+        prompt,
+        cached,
+        total_bytes,
+        expected,
+        _ONE_SHARE,
+        weights[0],
+        weights[1],
+        weights[2],
+    )
+    transfer, service, queue, processing = est[0][0], est[1], est[2], est[3][0]
+    transmission = est[4][0]
+    inference, marginal, decode_step = est[5], est[6][0], est[9]
+    # Stage 3: the candidates (healthy with room in the cache, else healthy, else all).
+    candidate = np.empty(n, dtype=np.bool_)
+    for tier in range(3):
+        found = False
+        for s in range(n):
+            fits = prompt + expected <= table[s].kv_capacity_tokens
+            candidate[s] = tier == 2 or (healthy[s] and (tier == 1 or fits))
+            found = found or candidate[s]
+        if found:
+            break
+    # Stage 2 and the energy of stage 4: bounds, energy, the reference energy.
+    e_lcb = np.empty(n)
+    t_mean = np.empty(n)
+    end = np.empty(n)
+    factor = np.empty(n)  # the pessimistic time factor, F with the drift
+    fixed = np.empty(n)  # all but the output's decode steps
+    step = np.empty(n)
+    spread_of = np.empty(n)
+    reference = np.inf
+    idle_w = 0.0
+    for s in range(n):
+        idle_w += weights[2] * table[s].idle_w
+    for s in range(n):
+        stall[s] = 0.0
+        if window_s > 0.0:
+            full = running[s] + queued[s] >= table[s].max_batch
+            u = min(prefill_share(prefill_seconds, prefill_at, s, full, now, window_s), cap)
+            stall[s] = u / (1.0 - u)
+        if not candidate[s]:
+            continue
+        row = 1 if crowded(queue[s], running[s] + queued[s], table[s].max_batch) else 0
+        lately = 1.0
+        if drift[0, s] > 0.0:
+            lately = math.exp(drift[0, s] * math.exp(-max(now - drift[1, s], 0.0) / memory_s))
+        factor[s] = slow[row, s] * lately
+        spread_of[s] = spread[row, s]
+        step[s] = decode_step[s] * (1.0 + stall[s])
+        t_mean[s] = processing[s] + service[s] * stall[s]
+        fixed[s] = t_mean[s] - expected * step[s]
+        infer = marginal[s] - weights[0] * transmission[s]
+        # Past the end of the work in flight, the whole cluster's idle draw is this request's.
+        end[s] = now + t_mean[s] * factor[s]
+        e_lcb[s] = (
+            marginal[s] + infer * (energy_lower[s] - 1.0) + idle_w * max(end[s] - horizon, 0.0)
+        )
+        own = weights[0] * transmission[s] + weights[1] * inference[s] * energy_lower[s]
+        if not own > 0.0:  # energy weighted by idle power alone: the price counts joules
+            own = transmission[s] + inference[s] * energy_lower[s]
+        reference = min(reference, own)
+    # Stages 4 and 5: the least score; on a tie the sooner done, then the first. The penalty is
+    # never negative, so a server whose energy alone is above the best score so far cannot win:
+    # its miss probability (the costly part) is skipped, and starting from the least energy
+    # skips most.
+    first = -1
+    for s in range(n):
+        if candidate[s] and (first < 0 or e_lcb[s] < e_lcb[first]):
+            first = s
+    best, best_score, best_p = -1, np.inf, 1.0
+    for k in range(n + 1):
+        s = first if k == 0 else k - 1
+        if (k > 0 and s == first) or not candidate[s] or e_lcb[s] > best_score:
+            continue
+        p = miss_probability(deadline_s, factor[s], fixed[s], step[s], mu_o, sd_o, spread_of[s])
+        score = e_lcb[s] + price * reference * p
+        if (
+            best < 0
+            or score < best_score
+            or (
+                score == best_score
+                and (t_mean[s] < t_mean[best] or (t_mean[s] == t_mean[best] and s < best))
+            )
+        ):
+            best, best_score, best_p = s, score, p
+    return (
+        best,
+        best_p,
+        decode_step[best],
+        t_mean[best],
+        transfer[best],
+        queue[best],
+        inference[best],
+        end[best],
+    )
