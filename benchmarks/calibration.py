@@ -14,7 +14,9 @@ happened:
   time (the median and the 10th and 90th percentiles of ``observed / estimated``), and the
   wait in the server's queue, predicted against observed, by the request's slack at placement
   (its deadline less its estimated processing time: the queue is served by deadline, so a
-  request with slack waits behind later arrivals with less, by design).
+  request with slack waits behind later arrivals with less, by design);
+- the inference energy: the request's share of its batch's energy, estimated at the decision
+  against the one the world reports (the 10th, 50th and 90th percentiles of the ratio).
 
 Deflected requests (placed behind every request that can still make it) are counted apart: their
 wait is by design. A well-calibrated ``P`` has each decile's observed miss rate near its mean
@@ -114,6 +116,14 @@ def _report(seen: Seen) -> None:
         q10, q50, q90 = np.quantile(ratio, (0.1, 0.5, 0.9))
         print(
             f"\nprocessing time, observed / estimated at the mean length (placed by deadline): "
+            f"p10 {q10:.2f}  median {q50:.2f}  p90 {q90:.2f}"
+        )
+    energy = np.array([f.energy.inference_j / m.estimate_j for f, m in placed if m.estimate_j > 0])
+    energy = energy[np.isfinite(energy) & (energy > 0)]
+    if energy.size:
+        q10, q50, q90 = np.quantile(energy, (0.1, 0.5, 0.9))
+        print(
+            f"inference energy, observed / estimated (the request's share of its batch's): "
             f"p10 {q10:.2f}  median {q50:.2f}  p90 {q90:.2f}"
         )
     _waits(queued)
