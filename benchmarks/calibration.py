@@ -123,7 +123,7 @@ def _report(seen: Seen) -> None:
     if energy.size:
         q10, q50, q90 = np.quantile(energy, (0.1, 0.5, 0.9))
         print(
-            f"inference energy, observed / estimated (the request's share of its batch's): "
+            f"inference energy, observed / estimated at the mean length (all placed): "
             f"p10 {q10:.2f}  median {q50:.2f}  p90 {q90:.2f}"
         )
     _waits(queued)

@@ -82,7 +82,6 @@ import math
 from typing import ClassVar
 
 import numpy as np
-import numpy.typing as npt
 from pydantic import Field, field_validator
 
 from perllm import physics
@@ -103,13 +102,7 @@ from perllm.policies.ledger import ANSWERED, DROPPED, Ledger, Placement
 from perllm.policies.link_share import SHARE_FLOOR, urgency_share
 from perllm.policies.log_ratio import LOWER, UPPER, LogRatioStats
 from perllm.policies.mergeable import NamedSums, StatisticSet
-from perllm.policies.outstanding import (
-    LateAnswers,
-    Outstanding,
-    PrefillLoad,
-)
-
-Array = npt.NDArray[np.float64]
+from perllm.policies.outstanding import LateAnswers, Outstanding, PrefillLoad
 
 # Priorities are milliseconds of absolute deadline; a deflected request comes after all of them.
 DEFLECTED_PRIORITY = DEFERRED_PRIORITY

@@ -31,6 +31,55 @@ def crowded(queue_s: float, load: float, max_batch: float) -> bool:
     return queue_s > 0.0 or load >= 0.5 * max_batch
 
 
+@register_jitable
+def least_score(
+    candidate: npt.NDArray[np.bool_],
+    e_lcb: Array,
+    t_mean: Array,
+    factor: Array,
+    fixed: Array,
+    step: Array,
+    spread: Array,
+    deadline_s: float,
+    mu_o: float,
+    sd_o: float,
+    penalty: float,
+) -> tuple[int, float]:
+    """Stages 4 and 5: the candidate with the least score ``e_lcb + penalty x P``, on a tie the
+    sooner done (``t_mean``), then the first; returned with its miss probability ``P``
+    (:func:`~perllm.policies.miss.miss_probability` of its ``factor``, ``fixed``, ``step`` and
+    ``spread``).
+
+    ``P``, the costly part, is computed only where it can change the choice. The penalty is
+    never negative (``penalty`` is a price, which is not negative, times a reference energy, a
+    sum of non-negative energies, and ``P`` lies in [0, 1]), so a server whose ``e_lcb`` alone
+    is above the best score so far, or above the score of the server with the least ``e_lcb``,
+    cannot win. The servers are visited in index order, so the choice is a plain scan's, even
+    where a score is not a number."""
+    n = e_lcb.shape[0]
+    first = -1
+    for s in range(n):
+        if candidate[s] and (first < 0 or e_lcb[s] < e_lcb[first]):
+            first = s
+    if first < 0:
+        return -1, 1.0
+    first_p = miss_probability(
+        deadline_s, factor[first], fixed[first], step[first], mu_o, sd_o, spread[first]
+    )
+    bound = e_lcb[first] + penalty * first_p
+    best, best_score, best_p = -1, np.inf, 1.0
+    for s in range(n):
+        if not candidate[s] or (best >= 0 and (e_lcb[s] > best_score or e_lcb[s] > bound)):
+            continue
+        p = first_p
+        if s != first:
+            p = miss_probability(deadline_s, factor[s], fixed[s], step[s], mu_o, sd_o, spread[s])
+        score = e_lcb[s] + penalty * p
+        if best < 0 or score < best_score or (score == best_score and t_mean[s] < t_mean[best]):
+            best, best_score, best_p = s, score, p
+    return best, best_p
+
+
 @njit(cache=True)
 def decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.select
     table: npt.NDArray[np.void],
@@ -55,15 +104,16 @@ def decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.se
     priority: int,
     knobs: Array,
 ) -> tuple[int, float, float, float, float, float, float, float]:
-    """Stages 1 to 5 of the module docstring in one compiled pass. ``cached``: each server's
-    expected cached prefix of the prompt, in tokens; ``request``: ``(prompt tokens, bytes both
-    ways, expected output tokens, mu_o, sd_o, deadline, now, horizon)``; ``weights``:
-    ``(transmission, inference, idle)``; ``slow`` and ``spread``: each server's time bound ``F``
-    and observation spread, calm (row 0) and crowded (row 1); ``drift``: each server's drift and
-    when it last moved; ``knobs``: ``(miss-price, prefill-window-s, prefill-cap,
-    drift-memory-s)``. Returns the server, its miss probability, its estimate (decode step, time
-    with the stalls, transfer at a full share, queueing, inference energy) and its pessimistic
-    end; ``stall`` receives each server's ``u / (1 - u)``."""
+    """Stages 1 to 5 of :mod:`perllm.policies.cs_ucb`'s docstring in one compiled pass.
+    ``cached``: each server's expected cached prefix of the prompt, in tokens; ``request``:
+    ``(prompt tokens, bytes both ways, expected output tokens, mu_o, sd_o, deadline, now,
+    horizon)``; ``weights``: ``(transmission, inference, idle)``; ``slow`` and ``spread``: each
+    server's time bound ``F`` and observation spread, calm (row 0) and crowded (row 1);
+    ``drift``: each server's drift and when it last moved; ``knobs``: ``(miss-price,
+    prefill-window-s, prefill-cap, drift-memory-s)``. Returns the server, its miss probability,
+    its estimate (decode step, time with the stalls, transfer at a full share, queueing,
+    inference energy) and its pessimistic end; ``stall`` receives each server's ``u / (1 -
+    u)``."""
     prompt, total_bytes, expected, mu_o, sd_o = (
         request[0],
         request[1],
@@ -137,7 +187,7 @@ def decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.se
         fixed[s] = t_mean[s] - expected * step[s]
         infer = marginal[s] - weights[0] * transmission[s]
         # Past the end of the work in flight, the whole cluster's idle draw is this request's.
-        end[s] = now + t_mean[s] * factor[s]
+        end[s] = now + t_mean[s] * slow[row, s] * lately
         e_lcb[s] = (
             marginal[s] + infer * (energy_lower[s] - 1.0) + idle_w * max(end[s] - horizon, 0.0)
         )
@@ -145,30 +195,20 @@ def decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.se
         if not own > 0.0:  # energy weighted by idle power alone: the price counts joules
             own = transmission[s] + inference[s] * energy_lower[s]
         reference = min(reference, own)
-    # Stages 4 and 5: the least score; on a tie the sooner done, then the first. The penalty is
-    # never negative, so a server whose energy alone is above the best score so far cannot win:
-    # its miss probability (the costly part) is skipped, and starting from the least energy
-    # skips most.
-    first = -1
-    for s in range(n):
-        if candidate[s] and (first < 0 or e_lcb[s] < e_lcb[first]):
-            first = s
-    best, best_score, best_p = -1, np.inf, 1.0
-    for k in range(n + 1):
-        s = first if k == 0 else k - 1
-        if (k > 0 and s == first) or not candidate[s] or e_lcb[s] > best_score:
-            continue
-        p = miss_probability(deadline_s, factor[s], fixed[s], step[s], mu_o, sd_o, spread_of[s])
-        score = e_lcb[s] + price * reference * p
-        if (
-            best < 0
-            or score < best_score
-            or (
-                score == best_score
-                and (t_mean[s] < t_mean[best] or (t_mean[s] == t_mean[best] and s < best))
-            )
-        ):
-            best, best_score, best_p = s, score, p
+    # Stages 4 and 5.
+    best, best_p = least_score(
+        candidate,
+        e_lcb,
+        t_mean,
+        factor,
+        fixed,
+        step,
+        spread_of,
+        deadline_s,
+        mu_o,
+        sd_o,
+        price * reference,
+    )
     return (
         best,
         best_p,
