@@ -19,8 +19,10 @@ receives (:func:`prompt_blocks`) and keeps no prompt text.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +47,16 @@ def prompt_blocks(text: str) -> tuple[int, ...]:
         blocks.append(int.from_bytes(digest, "little") >> 1)  # a non-negative int64
         previous = digest
     return tuple(blocks)
+
+
+def body_blocks(body: Mapping[str, Any], chat: bool) -> tuple[int, ...]:
+    """The block hashes of an OpenAI request body's prompt (``messages`` for a chat call, else
+    ``prompt``): a string as it is, anything else as compact JSON, whose text grows only at its
+    end when a conversation adds turns. The gateway and the emulator hash alike."""
+    prompt = body.get("messages") if chat else body.get("prompt")
+    if isinstance(prompt, str):
+        return prompt_blocks(prompt)
+    return prompt_blocks(json.dumps(prompt, ensure_ascii=False, separators=(",", ":")))
 
 
 def cached_tokens(matched_blocks: int, prompt_tokens: int) -> int:

@@ -15,6 +15,8 @@ from perllm.emulator.app import create_emulator_app, parse_profile
 from perllm.emulator.engine import ABORTED, BatchEngine, filler_token
 from perllm.errors import InputError
 from perllm.perf.model import deployment
+from perllm.physics import CHARS_PER_TOKEN
+from perllm.prefix import BLOCK_TOKENS, BlockLRU
 
 pytestmark = pytest.mark.anyio
 
@@ -105,6 +107,42 @@ async def test_emulator_http_api() -> None:
         assert (await client.get("/health")).json()["status"] == "ok"
         assert [m["id"] for m in (await client.get("/v1/models")).json()["data"]] == ["tiny"]
         assert "DCGM_FI_DEV_POWER_USAGE" in (await client.get("/metrics")).text
+
+
+async def test_a_cached_prefix_skips_its_prefill() -> None:
+    perf = deployment("a100-80gb", "llama-3.1-8b", "fp16").perf()
+    engine = BatchEngine(perf, max_batch=4, time_scale=0.0, cache=BlockLRU(64))
+    blocks = (11, 12, 13)
+    prompt = 3 * BLOCK_TOKENS + 100
+    spent = []
+    for shared in (blocks, (*blocks[:2], 99), (7,)):
+        before = engine.emulated_s()
+        stream = engine.submit(prompt, 1, blocks=shared)
+        await _drain(stream)
+        spent.append(engine.emulated_s() - before)
+        await _ran_out(engine)
+    # The first call fills the cache; the second finds its first two blocks there; the third,
+    # another prompt, finds none.
+    assert [engine.cache.match(b) for b in (blocks, (7,))] == [3, 1]
+    assert spent[1] == pytest.approx(perf.prefill_s(prompt - 2 * BLOCK_TOKENS))
+    assert spent[0] == spent[2] == pytest.approx(perf.prefill_s(prompt))
+    await engine.stop()
+
+
+async def test_the_emulator_reports_the_cached_prompt_tokens_of_a_conversation() -> None:
+    app = create_emulator_app("a100-80gb:llama-3.1-8b:fp16", time_scale=0.0)
+    system = {"role": "system", "content": "s" * int(2 * BLOCK_TOKENS * CHARS_PER_TOKEN)}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://emu") as client:
+
+        async def cached(*turns: str) -> int:
+            messages = [system] + [{"role": "user", "content": turn} for turn in turns]
+            body = {"model": "llama-3.1-8b", "messages": messages, "max_tokens": 2}
+            usage = (await client.post("/v1/chat/completions", json=body)).json()["usage"]
+            return int(usage["prompt_tokens_details"]["cached_tokens"])
+
+        assert await cached("hello") == 0
+        assert await cached("hello", "and then?") == 2 * BLOCK_TOKENS
 
 
 @pytest.mark.parametrize(

@@ -97,13 +97,22 @@ def test_a_conversation_s_next_turn_follows_its_prefix_through_the_gateway(
         messages += [{"role": "user", "content": turn} for turn in turns]
         return {"model": model, "max_tokens": 8, "messages": messages}
 
-    def routes(policy: str) -> list[str]:
+    def routes(policy: str) -> list[tuple[str, int]]:
+        """Where each call went, and the prompt tokens its backend found in its prefix cache."""
         config = kit.gateway_config(backends, policy={"type": policy})
         gateway = serve(create_app(config, make_policy(policy)))
         with httpx.Client(base_url=gateway.url, timeout=30) as client:
             calls = [body("only-1", "hi"), body("m", "hi", "and then?")]
             answers = [client.post("/v1/chat/completions", json=call) for call in calls]
-        return [answer.headers["x-perllm-backend"] for answer in answers]
+        return [
+            (
+                answer.headers["x-perllm-backend"],
+                answer.json()["usage"]["prompt_tokens_details"]["cached_tokens"],
+            )
+            for answer in answers
+        ]
 
-    assert routes("prefix-affinity") == ["edge-1", "edge-1"]
-    assert routes("least-loaded") == ["edge-1", "edge-0"]
+    # The emulated edges keep prefix caches: the next turn skips its system prompt's prefill
+    # where it follows its prefix (edge-1 has held the system prompt since the first run).
+    assert routes("prefix-affinity") == [("edge-1", 0), ("edge-1", 3 * BLOCK_TOKENS)]
+    assert routes("least-loaded") == [("edge-1", 3 * BLOCK_TOKENS), ("edge-0", 0)]

@@ -10,6 +10,11 @@ when ``stream_options.include_usage`` is set), ``GET /v1/models``, ``GET /health
 counter (``DCGM_FI_DEV_POWER_USAGE``, ``DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION``), all read from
 its engine at each scrape: see :mod:`perllm.emulator.metrics`.
 
+A catalog deployment keeps a prefix cache the size of its KV cache: a prompt is hashed in blocks
+as the gateway hashes it (:func:`perllm.prefix.body_blocks`), the prefill of its longest cached
+prefix is skipped, and ``usage.prompt_tokens_details.cached_tokens`` says how many tokens that
+was (see :mod:`perllm.emulator.engine`).
+
 Each answer has ``max_tokens`` tokens (default 64) of deterministic filler words. ``rtt_ms``
 emulates a network path: each call waits one RTT (times ``time_scale``) before it is queued;
 bandwidth is not emulated. On shutdown, streams still unfinished end with an SSE error event
@@ -43,6 +48,7 @@ from perllm.emulator.metrics import (
 )
 from perllm.errors import InputError
 from perllm.perf.model import Deployment, deployment
+from perllm.prefix import BLOCK_TOKENS, BlockLRU, body_blocks
 
 __all__ = ["INSTANT", "create_emulator_app", "parse_profile"]
 
@@ -97,6 +103,19 @@ def _prompt_chars(kind: str, body: dict[str, Any]) -> int:
     return len(prompt) if isinstance(prompt, str) else len(json.dumps(prompt))
 
 
+def _usage(stream: Stream, cached: bool) -> dict[str, Any]:
+    """The OpenAI ``usage`` of a finished stream; with a prefix cache, the prompt tokens found
+    in it too (``prompt_tokens_details.cached_tokens``, as vLLM reports them)."""
+    usage: dict[str, Any] = {
+        "prompt_tokens": stream.prompt_tokens,
+        "completion_tokens": stream.max_tokens,
+        "total_tokens": stream.prompt_tokens + stream.max_tokens,
+    }
+    if cached:
+        usage["prompt_tokens_details"] = {"cached_tokens": stream.cached}
+    return usage
+
+
 class _Emulator:
     def __init__(self, model: str, engine: BatchEngine, rtt_s: float) -> None:
         self.model = model
@@ -124,7 +143,7 @@ class _Emulator:
         return b"data: " + json.dumps(event).encode() + b"\n\n"
 
     async def stream(
-        self, kind: str, rid: str, stream: Stream, usage: dict[str, int] | None
+        self, kind: str, rid: str, stream: Stream, with_usage: bool
     ) -> AsyncIterator[bytes]:
         try:
             first = True
@@ -135,7 +154,7 @@ class _Emulator:
                 finish = "length" if index + 1 >= stream.max_tokens else None
                 yield self.chunk(kind, rid, filler_token(index), finish, first)
                 first = False
-            if usage is not None:
+            if with_usage:
                 obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
                 event = {
                     "id": rid,
@@ -143,7 +162,7 @@ class _Emulator:
                     "created": int(time.time()),
                     "model": self.model,
                     "choices": [],
-                    "usage": usage,
+                    "usage": _usage(stream, self.engine.cache is not None),
                 }
                 yield b"data: " + json.dumps(event).encode() + b"\n\n"
             yield b"data: [DONE]\n\n"
@@ -176,20 +195,14 @@ class _Emulator:
         if not isinstance(priority, int) or isinstance(priority, bool):
             return _error(400, "'priority' must be an integer", "bad_priority")
         prompt_tokens = max(1, math.ceil(_prompt_chars(kind, body) / CHARS_PER_TOKEN))
+        blocks = body_blocks(body, kind == "chat") if self.engine.cache is not None else ()
         if self.rtt_s > 0:
             await asyncio.sleep(self.rtt_s * self.engine.time_scale)
-        stream = self.engine.submit(prompt_tokens, max_tokens, priority)
+        stream = self.engine.submit(prompt_tokens, max_tokens, priority, blocks)
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-emu-{next(self._ids)}"
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": max_tokens,
-            "total_tokens": prompt_tokens + max_tokens,
-        }
         if body.get("stream"):
             options = body.get("stream_options") or {}
-            with_usage = (
-                usage if isinstance(options, dict) and options.get("include_usage") else None
-            )
+            with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
             return StreamingResponse(
                 self.stream(kind, rid, stream, with_usage), media_type="text/event-stream"
             )
@@ -224,7 +237,7 @@ class _Emulator:
                 "created": int(time.time()),
                 "model": self.model,
                 "choices": [choice],
-                "usage": usage,
+                "usage": _usage(stream, self.engine.cache is not None),
             }
         )
 
@@ -270,6 +283,7 @@ def create_emulator_app(
         max_batch,
         time_scale,
         power=dep.power() if dep is not None else None,
+        cache=BlockLRU(dep.kv_capacity_tokens() // BLOCK_TOKENS) if dep is not None else None,
     )
     emu = _Emulator(name, engine, rtt_ms / 1000.0)
     registry = metrics_registry(

@@ -3,8 +3,8 @@
 One engine task loops while streams are active or waiting:
 
 1. admit waiting streams while the batch has room (``max_batch``); each admission runs its
-   prefill, ``perf.prefill_s(prompt_tokens)``, which pauses the loop, and yields its first token
-   (the stream in prefill counts as running, as vLLM counts it);
+   prefill, ``perf.prefill_s(prompt_tokens - cached)``, which pauses the loop, and yields its
+   first token (the stream in prefill counts as running, as vLLM counts it);
 2. run one decode step, ``perf.step_s(batch, kv_tokens)`` with ``kv_tokens`` the prompt and
    generated tokens of every active stream, after which each active stream gets one token;
 3. streams that reached their ``max_tokens`` (or whose client went away) leave the batch.
@@ -12,6 +12,11 @@ One engine task loops while streams are active or waiting:
 Every duration is multiplied by ``time_scale`` (0 runs without waiting). The engine keeps its
 own schedule, so the small overshoots of each sleep do not add up; when it falls more than
 :data:`MAX_LAG_S` behind (a starved CPU), it restarts its schedule from the present.
+
+With a prefix cache (:class:`perllm.prefix.BlockLRU`, as the simulator's servers keep one), a
+stream whose prompt names its blocks skips the prefill of its longest cached prefix
+(:func:`perllm.prefix.cached_tokens`, ``cached``); its blocks enter the cache when its prefill
+starts, and it still holds its whole prompt in the KV cache.
 
 The engine also keeps the emulated server's clock, :meth:`BatchEngine.emulated_s`, and its
 energy, :meth:`BatchEngine.energy_j`: the power of the running batch
@@ -30,6 +35,7 @@ from dataclasses import dataclass, field
 
 from perllm.domain import PowerSpec, ServerPerf
 from perllm.emulator.energy import EnergyMeter, power_w
+from perllm.prefix import BlockLRU, cached_tokens
 
 __all__ = ["ABORTED", "MAX_LAG_S", "BatchEngine", "Stream", "filler_token"]
 
@@ -55,6 +61,8 @@ class Stream:
 
     prompt_tokens: int
     max_tokens: int
+    blocks: tuple[int, ...] = ()  # the prompt's prefix blocks (perllm.prefix)
+    cached: int = 0  # prompt tokens found in the prefix cache at its prefill
     generated: int = 0
     cancelled: bool = False
     tokens: asyncio.Queue[int | None] = field(default_factory=asyncio.Queue)
@@ -88,6 +96,8 @@ class BatchEngine:
         The real clock in seconds that schedules the work, and the sleep that waits on it
         (default ``time.monotonic`` and ``asyncio.sleep``); a test may pass a virtual clock
         whose sleep moves it.
+    cache
+        The server's prefix cache (``None``: none).
     """
 
     def __init__(
@@ -99,8 +109,10 @@ class BatchEngine:
         power: PowerSpec | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        cache: BlockLRU | None = None,
     ) -> None:
         self.perf = perf
+        self.cache = cache
         self.max_batch = max_batch
         self.time_scale = time_scale
         self.power = power
@@ -166,9 +178,12 @@ class BatchEngine:
         work when the engine is past it (waking from a sleep a little late), else to the present."""
         self.energy.update(self.batch, min(self.emulated_s(), self._emulated))
 
-    def submit(self, prompt_tokens: int, max_tokens: int, priority: int = 0) -> Stream:
-        """Queue a request; its tokens arrive on the returned stream's ``tokens`` queue."""
-        stream = Stream(prompt_tokens, max(max_tokens, 1))
+    def submit(
+        self, prompt_tokens: int, max_tokens: int, priority: int = 0, blocks: tuple[int, ...] = ()
+    ) -> Stream:
+        """Queue a request (``blocks``: its prompt's prefix blocks); its tokens arrive on the
+        returned stream's ``tokens`` queue."""
+        stream = Stream(prompt_tokens, max(max_tokens, 1), blocks)
         if self.perf is None:
             while not stream.emit():
                 pass
@@ -199,7 +214,11 @@ class BatchEngine:
                     continue
                 self.prefilling = stream
                 self._changed()
-                await self._advance(perf.prefill_s(stream.prompt_tokens))
+                if self.cache is not None and stream.blocks:
+                    matched = self.cache.match(stream.blocks)
+                    stream.cached = cached_tokens(matched, stream.prompt_tokens)
+                    self.cache.insert(stream.blocks)
+                await self._advance(perf.prefill_s(stream.prompt_tokens - stream.cached))
                 self.prefilling = None
                 if not stream.cancelled and not stream.emit():
                     self.active.append(stream)

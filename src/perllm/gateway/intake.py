@@ -34,7 +34,7 @@ from starlette.responses import JSONResponse
 
 from perllm.domain import CHARS_PER_TOKEN
 from perllm.gateway.config import GatewayConfig
-from perllm.prefix import prompt_blocks
+from perllm.prefix import body_blocks
 
 __all__ = [
     "ApiError",
@@ -98,8 +98,8 @@ class Call:
     service_class: str
     deadline_s: float
     prompt_tokens: int
-    # Chained hashes of the prompt's blocks (perllm.prefix.prompt_blocks of its canonical JSON:
-    # calls that share leading messages share leading blocks); the text itself is not kept.
+    # Chained hashes of the prompt's blocks (perllm.prefix.body_blocks: of its compact JSON, so
+    # that calls sharing leading messages share leading blocks); the text itself is not kept.
     prefix_blocks: tuple[int, ...] = ()
 
 
@@ -156,15 +156,6 @@ def _text_chars(value: Any) -> int:
     if isinstance(value, dict):
         return _text_chars(value.get("text", value.get("content", "")))
     return 0
-
-
-def _prefix_blocks(kind: Kind, body: dict[str, Any]) -> tuple[int, ...]:
-    """The prompt's block hashes: of the prompt string, or of the messages (or prompt list) as
-    compact JSON, whose text grows only at its end when a conversation adds turns."""
-    prompt = body.get("messages") if kind == "chat" else body.get("prompt")
-    if isinstance(prompt, str):
-        return prompt_blocks(prompt)
-    return prompt_blocks(json.dumps(prompt, ensure_ascii=False, separators=(",", ":")))
 
 
 def _prompt_tokens(kind: Kind, body: dict[str, Any]) -> int:
@@ -397,5 +388,5 @@ def parse_call(
         service_class=name,
         deadline_s=_deadline_s(headers, service.deadline_ms, output_tokens),
         prompt_tokens=prompt_tokens,
-        prefix_blocks=_prefix_blocks(kind, body),
+        prefix_blocks=body_blocks(body, kind == "chat"),
     )
