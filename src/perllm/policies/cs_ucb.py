@@ -95,7 +95,7 @@ from perllm.domain import (
     response_bytes,
 )
 from perllm.policies.base import PolicyConfig, StatisticsPolicy
-from perllm.policies.cs_ucb_kernel import crowded, decide_kernel
+from perllm.policies.cs_ucb_kernel import KNOB_FIELDS, REQUEST_FIELDS, crowded, decide_kernel
 from perllm.policies.drift import Drift
 from perllm.policies.estimates import OutputLengths, ServerTable
 from perllm.policies.ledger import ANSWERED, DROPPED, Ledger, Placement
@@ -165,9 +165,10 @@ class CsUcbPolicy(StatisticsPolicy):
         self.drift = Drift(0, config.drift_rate, config.drift_memory_s)
         self._stall = np.zeros(0)
         self.horizon = 0.0  # when the work in flight is expected to end
-        self._knobs = np.array(
-            (config.miss_price, config.prefill_window_s, config.prefill_cap, config.drift_memory_s)
-        )
+        self._request = np.zeros(1, dtype=REQUEST_FIELDS)
+        self._knobs = np.zeros(1, dtype=KNOB_FIELDS)
+        for name in KNOB_FIELDS.names or ():
+            self._knobs[name] = getattr(config, name)
 
     def on_servers(self, view: ClusterView) -> None:
         self.table = ServerTable.of(view)
@@ -204,6 +205,19 @@ class CsUcbPolicy(StatisticsPolicy):
         now, weights = view.now(), view.weights
         total_bytes = request.request_bytes + response_bytes(expected)
         cached = view.prefix_tokens(request)
+        self._request[0] = (
+            request.prompt_tokens,
+            total_bytes,
+            expected,
+            mu_o,
+            sd_o,
+            request.deadline_s,
+            now,
+            self.horizon,
+            weights.transmission,
+            weights.inference,
+            weights.idle,
+        )
         chosen = decide_kernel(
             table.columns,
             loads.running,
@@ -213,19 +227,7 @@ class CsUcbPolicy(StatisticsPolicy):
             loads.link_active_weight,
             loads.healthy,
             cached,
-            np.array(
-                (
-                    request.prompt_tokens,
-                    total_bytes,
-                    expected,
-                    mu_o,
-                    sd_o,
-                    request.deadline_s,
-                    now,
-                    self.horizon,
-                )
-            ),
-            np.array((weights.transmission, weights.inference, weights.idle)),
+            self._request,
             self.prefills.seconds,
             self.prefills.at,
             self._stall,

@@ -23,6 +23,35 @@ Array = npt.NDArray[np.float64]
 
 _ONE_SHARE = np.ones(1)
 
+# What the pass reads of the request and the moment, one record: the prompt, the bytes both
+# ways, the class's expected output and the log-normal fit of its length, the deadline, the
+# router's clock, when the work in flight is expected to end, and the objective's weights.
+REQUEST_FIELDS = np.dtype(
+    [
+        (name, np.float64)
+        for name in (
+            "prompt_tokens",
+            "total_bytes",
+            "expected_tokens",
+            "mu_o",
+            "sd_o",
+            "deadline_s",
+            "now",
+            "horizon",
+            "w_transmission",
+            "w_inference",
+            "w_idle",
+        )
+    ]
+)
+# The policy's settings the pass reads, one record (named as the options are).
+KNOB_FIELDS = np.dtype(
+    [
+        (name, np.float64)
+        for name in ("miss_price", "prefill_window_s", "prefill_cap", "drift_memory_s")
+    ]
+)
+
 
 @register_jitable
 def crowded(queue_s: float, load: float, max_batch: float) -> bool:
@@ -90,8 +119,7 @@ def decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.se
     link_active_weight: Array,
     healthy: npt.NDArray[np.bool_],
     cached: Array,
-    request: Array,
-    weights: Array,
+    request: npt.NDArray[np.void],
     prefill_seconds: Array,
     prefill_at: Array,
     stall: Array,
@@ -102,27 +130,21 @@ def decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.se
     priorities: npt.NDArray[np.int64],
     counts: npt.NDArray[np.int64],
     priority: int,
-    knobs: Array,
+    knobs: npt.NDArray[np.void],
 ) -> tuple[int, float, float, float, float, float, float, float]:
     """Stages 1 to 5 of :mod:`perllm.policies.cs_ucb`'s docstring in one compiled pass.
-    ``cached``: each server's expected cached prefix of the prompt, in tokens; ``request``:
-    ``(prompt tokens, bytes both ways, expected output tokens, mu_o, sd_o, deadline, now,
-    horizon)``; ``weights``: ``(transmission, inference, idle)``; ``slow`` and ``spread``: each
-    server's time bound ``F`` and observation spread, calm (row 0) and crowded (row 1);
-    ``drift``: each server's drift and when it last moved; ``knobs``: ``(miss-price,
-    prefill-window-s, prefill-cap, drift-memory-s)``. Returns the server, its miss probability,
-    its estimate (decode step, time with the stalls, transfer at a full share, queueing,
-    inference energy) and its pessimistic end; ``stall`` receives each server's ``u / (1 -
-    u)``."""
-    prompt, total_bytes, expected, mu_o, sd_o = (
-        request[0],
-        request[1],
-        request[2],
-        request[3],
-        request[4],
-    )
-    deadline_s, now, horizon = request[5], request[6], request[7]
-    price, window_s, cap, memory_s = knobs[0], knobs[1], knobs[2], knobs[3]
+    ``cached``: each server's expected cached prefix of the prompt, in tokens; ``request``: one
+    record of :data:`REQUEST_FIELDS`; ``slow`` and ``spread``: each server's time bound ``F``
+    and observation spread, calm (row 0) and crowded (row 1); ``drift``: each server's drift
+    (row 0) and when it last moved (row 1); ``knobs``: one record of :data:`KNOB_FIELDS`.
+    Returns the server, its miss probability, its estimate (decode step, time with the stalls,
+    transfer at a full share, queueing, inference energy) and its pessimistic end; ``stall``
+    receives each server's ``u / (1 - u)``."""
+    r, k = request[0], knobs[0]
+    prompt, expected, mu_o, sd_o = r.prompt_tokens, r.expected_tokens, r.mu_o, r.sd_o
+    deadline_s, now, horizon = r.deadline_s, r.now, r.horizon
+    w_tx, w_inf, w_idle = r.w_transmission, r.w_inference, r.w_idle
+    price, window_s, cap = k.miss_price, k.prefill_window_s, k.prefill_cap
     n = running.shape[0]
     everywhere = np.ones(n, dtype=np.bool_)
     ahead = queued_ahead_kernel(priorities, counts, running, queued, priority, everywhere)
@@ -136,12 +158,12 @@ def decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.se
         link_active_weight,
         prompt,
         cached,
-        total_bytes,
+        r.total_bytes,
         expected,
         _ONE_SHARE,
-        weights[0],
-        weights[1],
-        weights[2],
+        w_tx,
+        w_inf,
+        w_idle,
     )
     transfer, service, queue, processing = est[0][0], est[1], est[2], est[3][0]
     transmission = est[4][0]
@@ -167,7 +189,7 @@ def decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.se
     reference = np.inf
     idle_w = 0.0
     for s in range(n):
-        idle_w += weights[2] * table[s].idle_w
+        idle_w += w_idle * table[s].idle_w
     for s in range(n):
         stall[s] = 0.0
         if window_s > 0.0:
@@ -179,19 +201,21 @@ def decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.se
         row = 1 if crowded(queue[s], running[s] + queued[s], table[s].max_batch) else 0
         lately = 1.0
         if drift[0, s] > 0.0:
-            lately = math.exp(drift[0, s] * math.exp(-max(now - drift[1, s], 0.0) / memory_s))
+            lately = math.exp(
+                drift[0, s] * math.exp(-max(now - drift[1, s], 0.0) / k.drift_memory_s)
+            )
         factor[s] = slow[row, s] * lately
         spread_of[s] = spread[row, s]
         step[s] = decode_step[s] * (1.0 + stall[s])
         t_mean[s] = processing[s] + service[s] * stall[s]
         fixed[s] = t_mean[s] - expected * step[s]
-        infer = marginal[s] - weights[0] * transmission[s]
+        infer = marginal[s] - w_tx * transmission[s]
         # Past the end of the work in flight, the whole cluster's idle draw is this request's.
         end[s] = now + t_mean[s] * slow[row, s] * lately
         e_lcb[s] = (
             marginal[s] + infer * (energy_lower[s] - 1.0) + idle_w * max(end[s] - horizon, 0.0)
         )
-        own = weights[0] * transmission[s] + weights[1] * inference[s] * energy_lower[s]
+        own = w_tx * transmission[s] + w_inf * inference[s] * energy_lower[s]
         if not own > 0.0:  # energy weighted by idle power alone: the price counts joules
             own = transmission[s] + inference[s] * energy_lower[s]
         reference = min(reference, own)
