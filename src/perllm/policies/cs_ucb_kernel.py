@@ -2,8 +2,8 @@
 :mod:`perllm.policies.cs_ucb`, whose docstring states the formulas.
 
 ``estimate_kernel``, ``queued_ahead_kernel``, ``prefill_share`` and ``miss_probability`` are
-compiled into :func:`decide_kernel`, whose numba cache is keyed on this file only: after an edit
-to one of them, touch this file (or clear __pycache__) so that it is recompiled.
+compiled into :func:`decide_kernel`; its cache is named by all of their sources
+(:mod:`perllm.policies.kernel_cache`), so an edit to any of them recompiles it.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit
 from numba.extending import register_jitable
 
 from perllm.policies.estimates import estimate_kernel
+from perllm.policies.kernel_cache import kernel
 from perllm.policies.miss import miss_probability
 from perllm.policies.outstanding import prefill_share, queued_ahead_kernel
 
@@ -109,7 +109,7 @@ def least_score(
     return best, best_p
 
 
-@njit(cache=True)
+@kernel
 def decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.select
     table: npt.NDArray[np.void],
     running: Array,

@@ -57,7 +57,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit
 from numba.extending import register_jitable
 
 from perllm import physics
@@ -69,6 +68,7 @@ from perllm.domain import (
     ServerSpec,
     response_bytes,
 )
+from perllm.policies.kernel_cache import kernel
 
 Array = npt.NDArray[np.float64]
 _ONE_SHARE = np.ones(1)
@@ -191,8 +191,7 @@ class Estimate:
 
 
 # The kernel calls the formulas of perllm.physics themselves: registered here, numba compiles
-# them into the kernel (inlined). Numba's cache of the kernel is keyed on this file only: after
-# an edit to perllm.physics, touch this file (or clear __pycache__) so that it is recompiled.
+# them into the kernel (inlined); an edit to perllm.physics recompiles it (kernel_cache).
 for _formula in (
     physics.busy_power_w,
     physics.batch_share_j,
@@ -206,7 +205,7 @@ for _formula in (
     register_jitable(inline="always")(_formula)
 
 
-@njit(cache=True)
+@kernel
 def estimate_kernel(  # pragma: no cover - compiled; tested through estimate()
     table: npt.NDArray[np.void],
     running: Array,

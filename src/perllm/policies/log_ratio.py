@@ -14,8 +14,8 @@ from collections.abc import Mapping
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit
 
+from perllm.policies.kernel_cache import kernel
 from perllm.policies.mergeable import Totals, add_totals, finite, refuse
 
 Array = npt.NDArray[np.float64]
@@ -26,7 +26,7 @@ UPPER, LOWER = 1, 2
 _STATS = ("count", "total", "total_sq")
 
 
-@njit(cache=True)
+@kernel
 def _refresh(  # pragma: no cover - compiled; tested through LogRatioStats
     count: Array,
     total: Array,

@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+
+from perllm.policies.kernel_cache import kernel
 
 # Gauss-Hermite nodes and weights for a standard normal (5 points: exact to degree 9).
 _NODES = np.array(
@@ -32,7 +33,7 @@ _WEIGHTS = np.array(
 )
 
 
-@njit(cache=True)
+@kernel
 def miss_probability(  # pragma: no cover - compiled; tested against a Monte Carlo draw
     deadline_s: float,
     factor: float,

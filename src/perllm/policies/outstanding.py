@@ -15,10 +15,10 @@ from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit
 from numba.extending import register_jitable
 
 from perllm.domain import LoadArrays
+from perllm.policies.kernel_cache import kernel
 from perllm.policies.ledger import DROPPED, PENDING, Placement
 
 Array = npt.NDArray[np.float64]
@@ -53,7 +53,7 @@ class Outstanding:
         _delete(self.priorities[server], self.counts, server, priority)
 
 
-@njit(cache=True)
+@kernel
 def _insert(row: Priorities, counts: Priorities, server: int, priority: int) -> None:
     """Insert ``priority`` into the sorted ``row`` (after equal ones)."""
     i = counts[server]
@@ -64,7 +64,7 @@ def _insert(row: Priorities, counts: Priorities, server: int, priority: int) -> 
     counts[server] += 1
 
 
-@njit(cache=True)
+@kernel
 def _delete(row: Priorities, counts: Priorities, server: int, priority: int) -> None:
     """Remove one ``priority`` from the sorted ``row``, if there."""
     count = counts[server]
@@ -74,7 +74,7 @@ def _delete(row: Priorities, counts: Priorities, server: int, priority: int) -> 
         counts[server] = count - 1
 
 
-@njit(cache=True)
+@kernel
 def queued_ahead_kernel(
     priorities: Priorities,
     counts: Priorities,
@@ -138,7 +138,7 @@ def prefill_share(seconds: Array, at: Array, s: int, full: bool, now: float, tau
     return float(seconds[row, s] * math.exp(-max(now - at[row, s], 0.0) / tau_s) / tau_s)
 
 
-@njit(cache=True)
+@kernel
 def _utilisation(
     seconds: Array,
     at: Array,
