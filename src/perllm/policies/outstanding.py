@@ -103,10 +103,10 @@ class PrefillLoad:
 
     Which requests a server admitted the router does not see, but it can bound them: while the
     server has free batch slots it admits what it is sent (the prefills *placed* on it). While
-    its batch is full it admits one request for each that finishes, at the rate the prefills
-    *done* show (counted when their responses come back, a whole service time late); and every
-    request placed there and still waiting will pause the batch for its prefill before or while
-    a newcomer runs. A full server's load is the larger of the two, pessimistic as every time
+    its batch is full it admits one request for each that finishes, so the prefills *done*
+    (counted when their responses come back) measure it; but those come back a whole service
+    time late, and until they do the placed requests, which it prefills as slots free, are the
+    better measure. A full server's load is the larger of the two, pessimistic as every time
     bound is. Row 0 of ``seconds`` and ``at`` holds the placed, row 1 the done."""
 
     def __init__(self, n_servers: int, tau_s: float) -> None:
