@@ -577,16 +577,11 @@ def test_prefill_load_decays_and_counts_what_a_full_server_admits() -> None:
     assert load.utilisation(12.0, loads(1), max_batch) == pytest.approx([math.exp(-1.0), 0.0])
     load.placed(0, now=12.0, prefill_s=0.5)
     assert load.utilisation(12.0, loads(1), max_batch)[0] == pytest.approx(math.exp(-1.0) + 0.25)
-    # A full batch admits one request per one that finishes. Before any answer comes back the
-    # placed prefills are what it will prefill as slots free; once more is done than placed,
-    # the done prefills count.
-    placed = math.exp(-1.0) + 0.25
-    assert load.utilisation(12.0, loads(4), max_batch)[0] == pytest.approx(placed)
+    # A full batch admits one request per one that finishes, however many are sent: the done
+    # prefills count there, not the placed.
+    assert load.utilisation(12.0, loads(4), max_batch)[0] == 0.0
     load.done(0, now=12.0, prefill_s=0.4)
-    assert load.utilisation(12.0, loads(4), max_batch)[0] == pytest.approx(placed)
-    load.done(0, now=12.0, prefill_s=1.6)
-    assert load.utilisation(12.0, loads(4), max_batch)[0] == pytest.approx(1.0)
-    assert load.utilisation(12.0, loads(1), max_batch)[0] == pytest.approx(placed)  # not full
+    assert load.utilisation(12.0, loads(4), max_batch)[0] == pytest.approx(0.2)
 
 
 def test_a_burst_of_placements_stretches_the_estimate_with_their_prefills(

@@ -102,12 +102,10 @@ class PrefillLoad:
     alone say.
 
     Which requests a server admitted the router does not see, but it can bound them: while the
-    server has free batch slots it admits what it is sent (the prefills *placed* on it). While
-    its batch is full it admits one request for each that finishes, so the prefills *done*
-    (counted when their responses come back) measure it; but those come back a whole service
-    time late, and until they do the placed requests, which it prefills as slots free, are the
-    better measure. A full server's load is the larger of the two, pessimistic as every time
-    bound is. Row 0 of ``seconds`` and ``at`` holds the placed, row 1 the done."""
+    server has free batch slots it admits what it is sent (the prefills *placed* on it), and
+    while its batch is full, one request for each that finishes (the prefills *done*, counted
+    when their responses come back). Row 0 of ``seconds`` and ``at`` holds the placed, row 1
+    the done."""
 
     def __init__(self, n_servers: int, tau_s: float) -> None:
         self.tau_s = tau_s
@@ -136,11 +134,8 @@ class PrefillLoad:
 @register_jitable(inline="always")
 def prefill_share(seconds: Array, at: Array, s: int, full: bool, now: float, tau_s: float) -> float:
     """``u_s`` (see :class:`PrefillLoad`): compiled into the decision's kernels."""
-    placed = seconds[0, s] * math.exp(-max(now - at[0, s], 0.0) / tau_s) / tau_s
-    if not full:
-        return float(placed)
-    done = seconds[1, s] * math.exp(-max(now - at[1, s], 0.0) / tau_s) / tau_s
-    return float(max(placed, done))
+    row = 1 if full else 0
+    return float(seconds[row, s] * math.exp(-max(now - at[row, s], 0.0) / tau_s) / tau_s)
 
 
 @kernel
