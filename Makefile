@@ -69,4 +69,4 @@ bench-real: llamacpp
 	$(BIN)/python benchmarks/mixed_testbed.py
 
 clean:
-	rm -rf $(VENV) results
+	rm -rf $(VENV) results src/perllm/policies/__pycache__/numba-*

@@ -3,8 +3,8 @@
 Run: ``python benchmarks/price_ladder.py [--family gpu-edge] [--clusters 1001,1002,1005]
 [--loads 0.7,1.5] [--prices 0,1,3,10,30,100,300,1000]``.
 
-Each generated cluster (:mod:`perllm.clustergen`; the default numbers are tuning clusters, as
-the policy test of the price uses) is simulated at each load (x its measured capacity) with the
+Each generated cluster (:mod:`perllm.clustergen`; the default numbers are GPU-edge tuning
+clusters, never reported elsewhere) is simulated at each load (x its measured capacity) with the
 same 1,000 requests for every price. Decision by decision a higher price never picks a likelier
 miss or a cheaper server; this prints how far that order carries over to a whole run, where
 each choice changes the loads and what is learned after it.

@@ -725,3 +725,29 @@ def test_a_request_that_would_outlast_the_work_in_flight_pays_the_cluster_s_idle
         chosen[horizon] = policy.select(request, view)
     assert chosen[3600.0].server == 2 and chosen[0.0].server in (0, 1)
     assert chosen[0.0].estimate_s < chosen[3600.0].estimate_s
+
+
+def test_the_compiled_pass_reads_each_request_value_under_its_own_name(paper_view) -> None:
+    # The request record is filled in field order: each field must hold its own value.
+    policy = make_policy("cs-ucb", {"miss-price": 7.0, "prefill-cap": 0.8})
+    policy.begin(len(paper_view.servers))
+    policy.horizon = 12.5
+    paper_view.clock = 3.0
+    request = RouterRequest(0, 1.0, "chat", 321, 4000, 45.0)
+    policy.select(request, paper_view)
+    record = policy._request[0]
+    weights = paper_view.weights
+    expected = {
+        "prompt_tokens": 321.0,
+        "deadline_s": 45.0,
+        "now": 3.0,
+        "horizon": 12.5,
+        "expected_tokens": policy.lengths.expected("chat"),
+        "w_transmission": weights.transmission,
+        "w_inference": weights.inference,
+        "w_idle": weights.idle,
+    }
+    assert {name: float(record[name]) for name in expected} == expected
+    assert float(record["total_bytes"]) > 4000.0  # the request's bytes and the answer's
+    knobs = policy._knobs[0]
+    assert (float(knobs["miss_price"]), float(knobs["prefill_cap"])) == (7.0, 0.8)

@@ -3,13 +3,14 @@
 Numba keys a cached kernel on the source file that defines it, but a kernel also compiles in
 functions of other files (:mod:`perllm.physics`, the estimates, the miss probability, the queue
 order): an edit there alone would leave the old kernel in the cache, and it would run. So
-:func:`kernel` caches in a directory named by a digest of every file compiled into a kernel
-(those of this package that define kernels or mention numba, and :mod:`perllm.physics`): an
-edit to any of them starts a fresh cache. The directory is
-``policies/__pycache__/numba-DIGEST``, or ``numba-DIGEST`` under ``NUMBA_CACHE_DIR`` where that
-is set; where it cannot be written, numba falls back to its own locations. Numba's setting is
-changed only while a kernel is defined, so the caller's own numba functions cache where they
-would anyway.
+:func:`kernel` caches in a directory named by a digest of every file a kernel could compile in
+(all of this package's modules, and :mod:`perllm.physics`): an edit to any of them starts a
+fresh cache. The directory is ``numba-DIGEST`` under numba's own cache directory where one is
+set (``NUMBA_CACHE_DIR``), else under ``policies/__pycache__``, else, where that cannot be
+written (a read-only install), under the user's cache (``$XDG_CACHE_HOME`` or ``~/.cache``,
+``perllm/``). ``make clean`` removes the in-tree ones. Numba's setting is changed only while a
+kernel is defined (imports are serialised, so no other definition sees it), and the caller's
+own numba functions cache where they would anyway.
 """
 
 from __future__ import annotations
@@ -31,22 +32,40 @@ _PHYSICS = _POLICIES.parent / "physics.py"
 
 
 @functools.cache
-def cache_directory() -> str:
-    """Where the kernels of these sources are cached (see the module docstring)."""
+def sources_digest() -> str:
+    """A digest of every file a kernel could compile in."""
     digest = hashlib.sha256()
     for path in [_PHYSICS, *sorted(_POLICIES.glob("*.py"))]:
-        text = path.read_bytes()
-        if path == _PHYSICS or b"numba" in text or b"kernel_cache" in text:
-            digest.update(path.name.encode() + b"\0" + text + b"\0")
-    base = os.environ.get("NUMBA_CACHE_DIR") or str(_POLICIES / "__pycache__")
-    return str(Path(base) / f"numba-{digest.hexdigest()[:16]}")
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _writable(directory: Path) -> bool:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(directory, os.W_OK)
+
+
+def cache_directory(numba_cache_dir: str = "") -> str:
+    """Where the kernels of these sources are cached, given numba's own cache directory (empty
+    where none is set); see the module docstring."""
+    name = f"numba-{sources_digest()}"
+    if numba_cache_dir:
+        return str(Path(numba_cache_dir) / name)
+    in_tree = _POLICIES / "__pycache__" / name
+    if _writable(in_tree):
+        return str(in_tree)
+    user = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return str(user / "perllm" / name)
 
 
 def kernel(func: F) -> F:
     """``numba.njit(cache=True)``, cached in :func:`cache_directory`."""
     settings = vars(config)  # numba sets its options on the module at run time
     previous = settings["CACHE_DIR"]
-    settings["CACHE_DIR"] = cache_directory()
+    settings["CACHE_DIR"] = cache_directory(str(previous or ""))
     try:
         return cast(F, njit(cache=True)(func))
     finally:
