@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from perllm.cli_args import key_value
+from perllm.clustergen.families import SHORT_RUNS
 from perllm.domain import DEFERRED_PRIORITY, Feedback
 from perllm.errors import InputError
 from perllm.experiments.robustness_runs import cluster_of, generate_task
@@ -59,7 +60,7 @@ def _arguments() -> argparse.Namespace:
 
 
 def _collect(args: argparse.Namespace) -> Seen:
-    settings: dict[str, Any] = {"requests": 1000, "steady-multiple": 2.0, "max-requests": 2000}
+    settings: dict[str, Any] = dict(SHORT_RUNS)
     params: dict[str, Any] = {}
     for pair in args.set:
         settings.update(key_value(pair))

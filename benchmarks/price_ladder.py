@@ -20,11 +20,9 @@ from rich.table import Table
 
 from perllm.cluster import scenario
 from perllm.clustergen import generate
-from perllm.clustergen.families import cluster_seed, family_settings
+from perllm.clustergen.families import SHORT_RUNS, cluster_seed, family_settings
 from perllm.errors import InputError
 from perllm.sim.runner import run_once
-
-_SETTINGS = {"requests": 1000, "steady-multiple": 2.0, "max-requests": 2000}
 
 
 def _numbers(text: str, name: str, kind: type[float] | type[int]) -> list[float]:
@@ -49,7 +47,7 @@ def main() -> None:
         prices = _numbers(args.prices, "prices", float)
         for price in prices:
             table.add_column(f"{price:g}", justify="right")
-        settings = family_settings(args.family, _SETTINGS)
+        settings = family_settings(args.family, SHORT_RUNS)
         for number in clusters:
             generated = generate(cluster_seed(args.family, int(number)), settings)
             source = f"{args.family} cluster {number:g}"

@@ -61,6 +61,7 @@ from perllm.cli_args import key_value, writable_dir
 from perllm.clustergen.families import (
     FAMILIES,
     FAMILY_SEED_STRIDE,
+    SHORT_RUNS,
     cluster_seed,
     family_overrides,
 )
@@ -131,11 +132,18 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--first-cluster", type=int, default=0, help="seed of the first cluster")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--loads", default=",".join(map(str, LOADS)), help="x capacity")
-    parser.add_argument("--requests", type=int, default=1000, help="least requests per run")
     parser.add_argument(
-        "--steady-multiple", type=float, default=2.0, help="requests per run >= this x slots"
+        "--requests", type=int, default=SHORT_RUNS["requests"], help="least requests per run"
     )
-    parser.add_argument("--max-requests", type=int, default=2000, help="most requests per run")
+    parser.add_argument(
+        "--steady-multiple",
+        type=float,
+        default=SHORT_RUNS["steady-multiple"],
+        help="requests per run >= this x slots",
+    )
+    parser.add_argument(
+        "--max-requests", type=int, default=SHORT_RUNS["max-requests"], help="most requests per run"
+    )
     parser.add_argument("--out", default="results-robustness")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--policies", help="comma-separated names (default: all, and oracle)")

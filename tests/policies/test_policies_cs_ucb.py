@@ -16,7 +16,7 @@ import pytest
 
 from perllm.cluster import scenario
 from perllm.clustergen import generate
-from perllm.clustergen.families import cluster_seed, family_settings
+from perllm.clustergen.families import SHORT_RUNS, cluster_seed, family_settings
 from perllm.domain import REJECT, LoadArrays, RouterRequest
 from perllm.errors import InputError
 from perllm.policies.bandit import ucb_index
@@ -697,8 +697,7 @@ def test_a_price_on_a_miss_meets_more_deadlines_than_none(cluster: int) -> None:
     # One fixed trace: a GPU-edge tuning cluster (RTX and Jetson edges beside data-center GPUs)
     # at 1.5x its capacity. Without a price the cheapest arm wins whatever its risk; with the
     # default price far more deadlines are met (beyond it, more price moves them by the noise).
-    overrides = {"requests": 1000, "steady-multiple": 2.0, "max-requests": 2000}
-    generated = generate(cluster_seed("gpu-edge", cluster), family_settings("gpu-edge", overrides))
+    generated = generate(cluster_seed("gpu-edge", cluster), family_settings("gpu-edge", SHORT_RUNS))
     built = scenario.build(scenario.parse(generated.data, "generated"), "generated")
     rate = 1.5 * generated.capacity.rate_rps
     free, priced = (

@@ -45,6 +45,9 @@ FAMILIES: dict[str, dict[str, Any]] = {
     },
 }
 FAMILY_SEED_STRIDE = 100_000
+# The robustness benchmark's run length, as generator settings: at least 1,000 requests and at
+# least twice the cluster's concurrent slots, at most 2,000 (short runs, mostly cold starts).
+SHORT_RUNS: dict[str, Any] = {"requests": 1000, "steady-multiple": 2.0, "max-requests": 2000}
 
 
 def _check(family: str) -> None:
