@@ -9,6 +9,7 @@ import itertools
 import json
 import math
 import re
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -39,9 +40,14 @@ def memo(policy: Any, request: RouterRequest) -> Placement:
     return placement
 
 
-def watched(mu: float, sd: float, expected: float) -> Placement:
-    """A placement on server 0 with the class's length fit, as LateAnswers watches it."""
-    return Placement(0, 0, False, expected, 0.0, 0.0, 0.0, 0.0, 0.0, mu, sd)
+def watched(expected: float, queue_s: float = 0.0, placed_s: float = 0.0) -> Placement:
+    """A placement of a ``chat`` request on server 0, as LateAnswers watches it."""
+    return Placement(0, 0, False, "chat", expected, 0.0, 0.0, 0.0, 0.0, 0.0, queue_s, placed_s)
+
+
+def fit_of(mu: float, sd: float) -> Any:
+    """A length fit: ``(mu, sd)`` for ``chat``, none for any other class."""
+    return lambda service_class: (mu, sd) if service_class == "chat" else None
 
 
 def test_ucb_index_formula() -> None:
@@ -224,11 +230,11 @@ def test_a_server_whose_answers_come_late_is_left_before_any_comes_back(
 
 
 @pytest.mark.parametrize("batch_full", [False, True])
-def test_only_requests_that_start_at_once_are_watched_for_late_answers(
+def test_a_silent_server_is_left_whether_its_requests_start_at_once_or_wait(
     batch_full, paper_view, request_factory
 ) -> None:
-    # Queued behind a full batch, a request is late by its queue as much as by its server: its
-    # answer says nothing of the server's speed. (No answer ever comes back here.)
+    # No answer ever comes back from the cloud. Its requests are due when its record says; those
+    # queued behind a full batch too, since nothing ahead of them has finished either.
     policy = make_policy("cs-ucb", {"drift-memory-s": 1e9}, seed=5)
     for tokens in np.random.default_rng(5).lognormal(4.0, 0.8, size=50):
         policy.lengths.observe("chat", int(tokens))
@@ -239,10 +245,52 @@ def test_only_requests_that_start_at_once_are_watched_for_late_answers(
         decision = policy.select(request_factory(i, deadline_s=600.0, prompt=20), paper_view)
         picks.append(decision.server)
     watched, drift = float(policy.late.shares[2, 5]), float(policy.drift.values[0, 5])
-    if batch_full:
-        assert picks == [5] * 30 and watched == 0.0 and drift == 0.0
-    else:  # watched, found slow, and then left
-        assert picks[:LATE_AFTER] == [5] * LATE_AFTER and watched >= LATE_AFTER and drift > 1.0
+    assert picks[:LATE_AFTER] == [5] * LATE_AFTER and watched >= LATE_AFTER and drift > 1.0
+    assert 5 not in picks[-10:]
+
+
+def test_a_queued_request_out_when_due_is_late_only_if_its_server_was_silent() -> None:
+    # Ten queued requests, placed at 0 and due at 1, none back. Where the server answered
+    # something since they were placed, later requests with earlier deadlines may have passed
+    # them: they count neither way. Where it answered nothing, they are late. Queued requests
+    # back in time count as on time whatever the server did.
+    mu, sd = 4.0, 0.8
+    mean = math.exp(mu + sd * sd / 2)
+    for answered_at, back in ((0.5, False), (None, False), (0.5, True)):
+        late, ledger = LateAnswers(1, rate=0.2), Ledger[Placement]()
+        for i in range(10):
+            ledger.place(i, placement := watched(mean, queue_s=0.3, placed_s=0.0))
+            late.watch(i, placement, 1.0)
+            if back:
+                ledger.release(i, ANSWERED)
+        if answered_at is not None:
+            late.answered(0, answered_at)
+        found = late.slowdowns(1.0, 0.5, fit_of(mu, sd))
+        if back:
+            assert late.shares[2, 0] == 10 and late.shares[0, 0] == 0.0 and not found
+        elif answered_at is None:
+            assert late.shares[2, 0] == 10 and found
+        else:
+            assert late.shares[2, 0] == 0 and not found
+
+
+def test_late_answers_wait_for_a_length_fit_and_are_judged_by_the_fit_when_due() -> None:
+    # A request placed before its class had a fit is judged by the fit its class has when it
+    # falls due; without one then, it counts neither way. The shares are unbiased means: five
+    # late answers in a row read as a late share of 1.
+    mu, sd = 4.0, 0.8
+    mean = math.exp(mu + sd * sd / 2)
+    late, ledger = LateAnswers(1, rate=0.2), Ledger[Placement]()
+    for i in range(10):
+        ledger.place(i, placement := watched(mean))
+        late.watch(i, placement, 1.0 if i < 5 else 2.0)
+    assert not late.slowdowns(1.0, 0.5, lambda service_class: None)
+    assert late.shares[2, 0] == 0
+    found = late.slowdowns(2.0, 0.5, fit_of(mu, sd))
+    assert late.shares[2, 0] == LATE_AFTER and len(found) == 1
+    # A late share of 1 is read at its clamp (1e-3 on time): the slowdown is bounded.
+    on_time = NormalDist().inv_cdf(1e-3)
+    assert found[0][1] == pytest.approx(math.log(mean) - mu - sd * on_time)
 
 
 def test_late_answers_imply_the_slowdown_and_ordinary_lateness_implies_none() -> None:
@@ -256,11 +304,11 @@ def test_late_answers_imply_the_slowdown_and_ordinary_lateness_implies_none() ->
         late, ledger = LateAnswers(1, rate=0.2), Ledger[Placement]()
         found: list[float] = []
         for i, tokens in enumerate(rng.lognormal(mu, sd, size=400)):
-            ledger.place(i, placement := watched(mu, sd, mean))
+            ledger.place(i, placement := watched(mean))
             late.watch(i, placement, float(i))
             if not tokens * f > mean:
                 ledger.release(i, ANSWERED)  # back by the time it is due
-            found += [log_f for _, log_f in late.slowdowns(float(i), margin)]
+            found += [log_f for _, log_f in late.slowdowns(float(i), margin, fit_of(mu, sd))]
         if f == 1.0:
             assert not found
         else:
@@ -276,13 +324,13 @@ def test_a_failed_request_is_neither_late_nor_on_time() -> None:
     for forget in (False, True):
         late, ledger = LateAnswers(1, rate=0.2), Ledger[Placement]()
         for i in range(20):
-            ledger.place(i, placement := watched(mu, sd, mean))
+            ledger.place(i, placement := watched(mean))
             late.watch(i, placement, 1.0 if i < 10 else 2.0)
             if i >= 10:
                 ledger.release(i, DROPPED if forget else ANSWERED)
         assert ledger.release(99, DROPPED) is None  # never placed: nothing to release
-        assert late.slowdowns(1.0, 0.5)  # the late answers report a slowdown
-        late.slowdowns(2.0, 0.5)
+        assert late.slowdowns(1.0, 0.5, fit_of(mu, sd))  # the late answers report a slowdown
+        late.slowdowns(2.0, 0.5, fit_of(mu, sd))
         share = 1.0 - 0.8**10
         assert late.shares[2, 0] == (10 if forget else 20)
         assert late.shares[0, 0] == pytest.approx(share if forget else share * 0.8**10)

@@ -267,23 +267,22 @@ class CsUcbPolicy(StatisticsPolicy):
             server,
             priority,
             is_crowded,
+            service_class,
             expected,
             step * (1.0 + stall),
             prefill,
             estimate_s,
             inference_j,
             p_miss,
-            mu_o,
-            sd_o,
             queue_s,
+            now,
         )
         self.ledger.place(request.id, memo)
-        if queue_s == 0.0 and not hopeless:
-            # Due when the arm's own record says the answer comes, at the mean length; only a
-            # request that starts at once measures its server's speed (not its queue's).
+        if not hopeless:
+            # Due when the arm's own record says the answer comes, at the mean length.
             due = now + estimate_s * float(times.own[row + int(is_crowded), server])
             self.late.watch(request.id, memo, due)
-        for slow, log_f in self.late.slowdowns(now, self.config.late_margin):
+        for slow, log_f in self.late.slowdowns(now, self.config.late_margin, self.lengths.log_fit):
             self.drift.raise_to(slow, log_f, now)
         return Decision(server=server, share=share, estimate_s=estimate_s, priority=priority)
 
@@ -297,6 +296,7 @@ class CsUcbPolicy(StatisticsPolicy):
         if feedback.failed:
             return
         finished = request.arrival_s + feedback.processing_s
+        self.late.answered(server, finished)
         if self.config.prefill_window_s > 0:
             self.prefills.done(server, finished, memo.prefill)
         self.lengths.observe(request.service_class, feedback.output_tokens)

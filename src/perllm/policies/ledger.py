@@ -73,12 +73,12 @@ class Placement(Memo):
 
     ``server`` and ``priority``: where it was queued and with which priority (its entry in
     :class:`~perllm.policies.outstanding.Outstanding`); ``crowded``: its arm was crowded at
-    placement; ``expected``: the expected output tokens; ``step``: one decode step there, with
-    the prefill stalls; ``prefill``: its prefill seconds; ``estimate_s``: the processing time
-    estimated at the expected length (at its link share); ``estimate_j``: its inference energy;
-    ``miss_probability``: the chance of a miss the decision was scored with; ``mu``, ``sd``:
-    the class's log-normal length fit at placement (``sd`` 0 without one); ``queue_s``: the
-    wait in the server's queue estimated at placement."""
+    placement; ``service_class``: the request's class; ``expected``: the expected output
+    tokens; ``step``: one decode step there, with the prefill stalls; ``prefill``: its prefill
+    seconds; ``estimate_s``: the processing time estimated at the expected length (at its link
+    share); ``estimate_j``: its inference energy; ``miss_probability``: the chance of a miss the
+    decision was scored with; ``queue_s``: the wait in the server's queue estimated at
+    placement; ``placed_s``: when it was placed (the router's clock)."""
 
     __slots__ = (
         "crowded",
@@ -86,12 +86,12 @@ class Placement(Memo):
         "estimate_s",
         "expected",
         "miss_probability",
-        "mu",
+        "placed_s",
         "prefill",
         "priority",
         "queue_s",
-        "sd",
         "server",
+        "service_class",
         "step",
     )
 
@@ -100,29 +100,29 @@ class Placement(Memo):
         server: int,
         priority: int,
         crowded: bool,
+        service_class: str,
         expected: float,
         step: float,
         prefill: float,
         estimate_s: float,
         estimate_j: float,
         miss_probability: float,
-        mu: float,
-        sd: float,
         queue_s: float = math.nan,
+        placed_s: float = math.nan,
     ) -> None:
         self.outcome = PENDING
         self.server = server
         self.priority = priority
         self.crowded = crowded
+        self.service_class = service_class
         self.expected = expected
         self.step = step
         self.prefill = prefill
         self.estimate_s = estimate_s
         self.estimate_j = estimate_j
         self.miss_probability = miss_probability
-        self.mu = mu
-        self.sd = sd
         self.queue_s = queue_s
+        self.placed_s = placed_s
 
 
 class Pull(Memo):

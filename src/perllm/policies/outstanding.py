@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections.abc import Callable
 from statistics import NormalDist
 
 import numpy as np
@@ -25,6 +26,8 @@ Array = npt.NDArray[np.float64]
 Priorities = npt.NDArray[np.int64]
 
 _STANDARD = NormalDist()
+# A class's log-normal length fit, ``(mean, sd)`` of ``ln tokens``, or ``None`` without one.
+LengthFit = Callable[[str], tuple[float, float] | None]
 
 
 class Outstanding:
@@ -163,49 +166,72 @@ class LateAnswers:
     """How many of each server's answers come later than planned, as the router sees it: a
     server that slows down shows it in flight, long before its first slow answer comes back.
 
-    Each placed request is *due* when the arm's own record says its answer comes at the class's
-    mean output length; at that time the router knows whether it has come back (its memo's
-    outcome). Output lengths vary, so on a server as fast as its record a request is late with
+    Each placed request that is not deflected is *due* when the arm's own record says its
+    answer comes at the class's mean output length ``o_mean`` (its estimated queue wait
+    included); at that time the router knows whether it has come back (its memo's outcome).
+    Output lengths vary, so on a server as fast as its record a request is late with
     probability ``p0 = P(o > o_mean) = 1 - F(o_mean)``, ``F`` the class's log-normal fit (mean
-    ``mu`` and sd ``sd`` of ``ln o``, kept in the memo). Each server keeps exponentially weighted
-    means (rate ``a``) of the late indicator, ``L``, and of the requests' ``p0``, ``P``. A
-    server slower than its record by a factor ``f`` (a decode-bound time) makes late every
-    answer longer than ``o_mean / f``, so ``L = 1 - F(o_mean / f)``: ``ln f = ln o_mean - mu -
-    sd Phi^-1(1 - L)``, reported once at least :data:`LATE_AFTER` answers were due and ``L > P +
-    margin``. A request that failed or was given up (its memo dropped) counts neither way. Each
-    placement and each answer due costs ``O(log k)`` for ``k`` requests pending."""
+    ``mu`` and sd ``sd`` of ``ln o``) when the request falls due. Each server keeps exponentially
+    weighted means (rate ``a``) of the late indicator and of the requests' ``p0``, divided by
+    ``1 - (1 - a)^k`` after ``k`` answers due (means that start at 0, unbiased): ``L`` and
+    ``P``. A server slower than its record by a factor ``f`` (a decode-bound time) makes late
+    every answer longer than ``o_mean / f``, so ``L = 1 - F(o_mean / f)``: ``ln f = ln o_mean -
+    mu - sd Phi^-1(1 - L)``, reported once at least :data:`LATE_AFTER` answers were due and
+    ``L > P + margin``.
+
+    A request that waited in the queue is late by its queue as much as by its server, and a
+    queue served by deadline lets later requests with earlier deadlines pass it, by design. So
+    a queued request still out when due counts as late only if its server has answered nothing
+    since it was placed: then nothing ahead of it has finished either, the queue has not moved,
+    and the server is slower than the wait its record predicted. Otherwise it counts neither
+    way; back in time, it counts as on time. A request that failed or was given up (its memo
+    dropped), or of a class without a length fit yet, counts neither way. Each placement and
+    each answer due costs ``O(log k)`` for ``k`` requests pending."""
 
     def __init__(self, n_servers: int, rate: float) -> None:
         self.rate = rate
-        self.shares = np.zeros((3, n_servers))  # L, P, answers due
+        self.shares = np.zeros((3, n_servers))  # the late and expected sums, answers due
+        self.last_answer = [-math.inf] * n_servers  # when each server last answered
         self._due: list[tuple[float, int, int, Placement]] = []
         self._order = itertools.count()  # breaks ties between equal times and ids
 
     def watch(self, request_id: int, memo: Placement, due_s: float) -> None:
-        """Watch a placed request, due at ``due_s`` (not without a length fit, ``memo.sd >
-        0``)."""
-        if not memo.sd > 0.0 or not memo.expected > 0.0:
-            return
-        heapq.heappush(self._due, (due_s, request_id, next(self._order), memo))
+        """Watch a placed request, due at ``due_s``."""
+        if memo.expected > 0.0:
+            heapq.heappush(self._due, (due_s, request_id, next(self._order), memo))
 
-    def slowdowns(self, now: float, margin: float) -> list[tuple[int, float]]:
-        """Take the answers due by ``now`` (late if their memo is still pending); return
+    def answered(self, server: int, at_s: float) -> None:
+        """``server`` answered a request at ``at_s``."""
+        self.last_answer[server] = max(self.last_answer[server], at_s)
+
+    def slowdowns(self, now: float, margin: float, fit: LengthFit) -> list[tuple[int, float]]:
+        """Take the answers due by ``now`` (late if their memo is still pending), judged by
+        each class's length fit ``fit(service_class)`` (``(mu, sd)``, or ``None``); return
         ``(server, ln f)`` for each whose late share then exceeds the expected by more than
         ``margin``."""
         due, shares, a = self._due, self.shares, self.rate
         found: list[tuple[int, float]] = []
         while due and due[0][0] <= now:
             memo = heapq.heappop(due)[3]
-            if memo.outcome == DROPPED:
+            server, pending = memo.server, memo.outcome == PENDING
+            if memo.outcome == DROPPED or (
+                pending and memo.queue_s > 0.0 and self.last_answer[server] > memo.placed_s
+            ):
                 continue
-            server, mu, sd, expected = memo.server, memo.mu, memo.sd, memo.expected
+            length = fit(memo.service_class)
+            if length is None or not length[1] > 0.0:
+                continue
+            mu, sd = length
+            expected = memo.expected
             p0 = 0.5 * math.erfc((math.log(expected) - mu) / (sd * math.sqrt(2.0)))
-            late = 1.0 if memo.outcome == PENDING else 0.0
-            shares[0, server] += a * (late - shares[0, server])
+            shares[0, server] += a * ((1.0 if pending else 0.0) - shares[0, server])
             shares[1, server] += a * (p0 - shares[1, server])
             shares[2, server] += 1.0
-            share = float(shares[0, server])
-            if shares[2, server] >= LATE_AFTER and share > shares[1, server] + margin:
+            weight = 1.0 - (1.0 - a) ** shares[2, server]  # 0 only at rate 0: nothing learned
+            if shares[2, server] < LATE_AFTER or not weight > 0.0:
+                continue
+            share = float(shares[0, server]) / weight
+            if share > shares[1, server] / weight + margin:
                 on_time = min(max(1.0 - share, 1e-3), 1.0 - 1e-3)
                 found.append((server, math.log(expected) - mu - sd * _STANDARD.inv_cdf(on_time)))
         return found
