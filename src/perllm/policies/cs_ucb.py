@@ -296,7 +296,7 @@ class CsUcbPolicy(StatisticsPolicy):
         if feedback.failed:
             return
         finished = request.arrival_s + feedback.processing_s
-        self.late.answered(server, finished)
+        self.late.answered(feedback.decision.server, finished)  # where it ran (a failover)
         if self.config.prefill_window_s > 0:
             self.prefills.done(server, finished, memo.prefill)
         self.lengths.observe(request.service_class, feedback.output_tokens)
