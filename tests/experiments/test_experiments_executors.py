@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -81,3 +83,39 @@ def test_describe_names_the_executor() -> None:
     assert ExecutorSpec("process", 3).describe() == "3 processes"
     assert ExecutorSpec("ray", 2).describe() == "local Ray, 2 CPUs"
     assert ExecutorSpec("ray", 2, "10.0.0.1:6379").describe() == "Ray at 10.0.0.1:6379"
+
+
+_HOLD_A_WORKER = """
+from perllm.experiments.executors import ExecutorSpec, open_executor
+from tests_helper_hold import hold
+with open_executor(ExecutorSpec("process", 2)) as pool:
+    pool.submit("held", hold)
+    for _ in pool.completed():
+        pass
+"""
+
+
+def test_a_sigterm_stops_the_workers_with_the_sweep(tmp_path: Path) -> None:
+    """A sweep ended by SIGTERM (a job scheduler, ``kill``) takes its workers with it: each
+    running call's process is gone once the sweep's process has exited."""
+    (tmp_path / "tests_helper_hold.py").write_text(
+        "import os, sys, time\n"
+        "def hold():\n"
+        "    print(os.getpid(), flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    command = [sys.executable, "-c", _HOLD_A_WORKER]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as sweep:
+        try:
+            assert sweep.stdout is not None
+            worker = int(sweep.stdout.readline())  # the worker runs its call
+            sweep.send_signal(signal.SIGTERM)
+            assert sweep.wait(timeout=60) == 128 + signal.SIGTERM
+        finally:
+            sweep.kill()
+    try:
+        os.kill(worker, signal.SIGKILL)  # still there: the sweep left it behind
+    except ProcessLookupError:
+        return
+    pytest.fail(f"worker {worker} outlived its sweep")

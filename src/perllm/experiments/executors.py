@@ -11,8 +11,11 @@ cluster is generated). Results are keyed, so a sweep's outputs do not depend on 
   cluster at ``ray_address`` (``ray start --head`` prints it). Ray is imported only here, and only
   when asked for, so perllm runs without it (``pip install 'perllm[ray]'`` adds it).
 
-If the sweep stops early (Ctrl-C or a failed run), the calls still queued are cancelled and the
-running ones abandoned: the pool's processes are terminated, the Ray tasks cancelled.
+If the sweep stops early (Ctrl-C, a SIGTERM or a failed run), the calls still queued are
+cancelled and the running ones abandoned: the pool's processes are terminated, the Ray tasks
+cancelled. While an executor is open in the main thread, a SIGTERM that would end the process
+at once (its default action) is turned into ``SystemExit(143)`` there, so that the workers are
+stopped before the process exits instead of running on without it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import logging
 import multiprocessing
 import signal
 import socket
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -89,11 +93,32 @@ def open_executor(spec: ExecutorSpec) -> Iterator[Executor]:
     else:
         raise InputError(f"--executor: expected one of {', '.join(EXECUTORS)}, got {spec.kind!r}")
     try:
-        yield pool
+        with _sigterm_as_exit():
+            yield pool
     except BaseException:
         pool.close(abandon=True)
         raise
     pool.close(abandon=False)
+
+
+@contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """In the main thread, where SIGTERM has its default action: raise ``SystemExit(143)``
+    (128 + SIGTERM, the status a shell reports for a process it ended) on a SIGTERM instead."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    if previous != signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def map_in_order(spec: ExecutorSpec, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
