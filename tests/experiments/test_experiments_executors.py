@@ -99,7 +99,7 @@ def test_a_sigterm_stops_the_workers_with_the_sweep(tmp_path: Path) -> None:
     """A sweep ended by SIGTERM (a job scheduler, ``kill``) takes its workers with it: each
     running call's process is gone once the sweep's process has exited."""
     (tmp_path / "tests_helper_hold.py").write_text(
-        "import os, sys, time\n"
+        "import os, time\n"
         "def hold():\n"
         "    print(os.getpid(), flush=True)\n"
         "    time.sleep(600)\n"
