@@ -85,6 +85,16 @@ def test_describe_names_the_executor() -> None:
     assert ExecutorSpec("ray", 2, "10.0.0.1:6379").describe() == "Ray at 10.0.0.1:6379"
 
 
+# A call that holds its worker: it prints the worker's PID, then waits to be stopped.
+_HOLD = """
+import os
+import time
+
+
+def hold():
+    print(os.getpid(), flush=True)
+    time.sleep(600)
+"""
 _HOLD_A_WORKER = """
 from perllm.experiments.executors import ExecutorSpec, open_executor
 from tests_helper_hold import hold
@@ -98,12 +108,7 @@ with open_executor(ExecutorSpec("process", 2)) as pool:
 def test_a_sigterm_stops_the_workers_with_the_sweep(tmp_path: Path) -> None:
     """A sweep ended by SIGTERM (a job scheduler, ``kill``) takes its workers with it: each
     running call's process is gone once the sweep's process has exited."""
-    (tmp_path / "tests_helper_hold.py").write_text(
-        "import os, time\n"
-        "def hold():\n"
-        "    print(os.getpid(), flush=True)\n"
-        "    time.sleep(600)\n"
-    )
+    (tmp_path / "tests_helper_hold.py").write_text(_HOLD)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
     command = [sys.executable, "-c", _HOLD_A_WORKER]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as sweep:
