@@ -183,3 +183,14 @@ def test_policies_lists_every_policy(capsys: pytest.CaptureFixture[str]) -> None
     for name in REGISTRY:
         assert name in out, name
     assert "exploration" in out
+
+
+def test_policies_states_what_every_parameter_means(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "policies")
+    assert code == 0, err
+    lines = " ".join(out.split())  # the console folds long lines
+    for name, entry in REGISTRY.items():
+        for field_name, field in entry.config.model_fields.items():
+            key = field_name.replace("_", "-")
+            assert field.description, f"{name} {key} has no description"
+            assert f"{name} {key}: {' '.join(field.description.split())[:40]}" in lines, key

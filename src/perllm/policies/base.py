@@ -28,7 +28,12 @@ from perllm.policies.mergeable import StatisticSet
 
 
 class PolicyConfig(KebabModel):
-    """Base of every policy's settings: frozen, no unknown keys, kebab-case in YAML/CLI."""
+    """Base of every policy's settings: frozen, no unknown keys, kebab-case in YAML/CLI. Each
+    setting states its meaning (``Field(description=...)``), which ``perllm policies`` prints."""
+
+
+PRIOR_OUTPUT_TOKENS = "a class's expected output tokens until its first answer"
+"""The meaning of ``prior-output-tokens``, a setting of every policy that learns output lengths."""
 
 
 @runtime_checkable

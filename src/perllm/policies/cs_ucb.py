@@ -94,7 +94,7 @@ from perllm.domain import (
     RouterRequest,
     response_bytes,
 )
-from perllm.policies.base import PolicyConfig, StatisticsPolicy
+from perllm.policies.base import PRIOR_OUTPUT_TOKENS, PolicyConfig, StatisticsPolicy
 from perllm.policies.cs_ucb_kernel import KNOB_FIELDS, REQUEST_FIELDS, crowded, decide_kernel
 from perllm.policies.drift import Drift
 from perllm.policies.estimates import OutputLengths, ServerTable
@@ -119,17 +119,93 @@ class CsUcbConfig(PolicyConfig):
             "spent to lower the chance of a miss"
         ),
     )
-    exploration: float = Field(1.0, ge=0.0, le=10.0)
-    confidence: float = Field(1.0, ge=0.0, le=10.0)
-    prior_log_sd: float = Field(0.3, ge=0.0, le=5.0)
-    prior_output_tokens: float = Field(128.0, gt=0.0)
-    pool_weight: float = Field(10.0, ge=0.0, le=1000.0)
-    prefill_window_s: float = Field(2.0, ge=0.0)
-    prefill_cap: float = Field(0.9, gt=0.0, lt=1.0)
-    drift_rate: float = Field(0.2, ge=0.0, le=1.0)
-    drift_memory_s: float = Field(60.0, gt=0.0)
-    late_margin: float = Field(0.5, gt=0.0)
-    share_by_urgency: bool = True
+    exploration: float = Field(
+        1.0,
+        ge=0.0,
+        le=10.0,
+        description=(
+            "optimism on energy: a server's energy is taken this many standard errors below "
+            "what its answers showed, so that a server whose energy is uncertain is tried; "
+            "0 takes the mean"
+        ),
+    )
+    confidence: float = Field(
+        1.0,
+        ge=0.0,
+        le=10.0,
+        description=(
+            "pessimism on time: a server's time is taken this many standard errors above what "
+            "its answers showed; 0 takes the mean"
+        ),
+    )
+    prior_log_sd: float = Field(
+        0.3,
+        ge=0.0,
+        le=5.0,
+        description=(
+            "how far a server's time and energy may be from its datasheet before it has "
+            "answered, as a spread of ln(observed / estimated): 0.3 is about 30%"
+        ),
+    )
+    prior_output_tokens: float = Field(128.0, gt=0.0, description=PRIOR_OUTPUT_TOKENS)
+    pool_weight: float = Field(
+        10.0,
+        ge=0.0,
+        le=1000.0,
+        description=(
+            "what the other servers showed, as a server's starting point, is worth this many "
+            "of its own answers; 0: each server learns alone"
+        ),
+    )
+    prefill_window_s: float = Field(
+        2.0,
+        ge=0.0,
+        description=(
+            "seconds over which a server's recent prefills are counted for the stalls they "
+            "cause its batch (each weighs exp(-age / window)); 0: no stalls estimated"
+        ),
+    )
+    prefill_cap: float = Field(
+        0.9,
+        gt=0.0,
+        lt=1.0,
+        description=(
+            "the largest share of a server's time its prefills are taken to stall its batch "
+            "(a request there runs at most 1 / (1 - cap) times slower)"
+        ),
+    )
+    drift_rate: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "the weight of each answer in a server's recent drift (how much slower of late it "
+            "is than its record) and in its share of late answers; 0: no drift"
+        ),
+    )
+    drift_memory_s: float = Field(
+        60.0,
+        gt=0.0,
+        description=(
+            "seconds over which a server's drift fades (exp(-age / memory)): a server left for "
+            "being slow is tried again after about this long"
+        ),
+    )
+    late_margin: float = Field(
+        0.5,
+        gt=0.0,
+        description=(
+            "how far a server's share of late answers must exceed the share its class's "
+            "lengths explain before its drift is raised"
+        ),
+    )
+    share_by_urgency: bool = Field(
+        True,
+        description=(
+            "a request's upload gets more of its link the less time it has to spare; false: "
+            "equal shares"
+        ),
+    )
 
     @field_validator("prefill_window_s")
     @classmethod

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from pydantic import Field
 
 from perllm.domain import ClusterView, Decision, Feedback, LoadArrays, RouterRequest
-from perllm.policies.base import PolicyBase, PolicyConfig, StatelessPolicy
+from perllm.policies.base import PRIOR_OUTPUT_TOKENS, PolicyBase, PolicyConfig, StatelessPolicy
 from perllm.policies.estimates import (
     Estimate,
     OutputLengths,
@@ -130,7 +130,7 @@ class PrefixAffinityPolicy(_Tabled, StatelessPolicy):
 
 
 class GreedyConfig(PolicyConfig):
-    prior_output_tokens: float = 128.0
+    prior_output_tokens: float = Field(128.0, gt=0.0, description=PRIOR_OUTPUT_TOKENS)
 
 
 class _Greedy(_Tabled):

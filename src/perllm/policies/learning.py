@@ -23,17 +23,27 @@ from perllm.policies.base import PolicyConfig, StatisticsPolicy
 from perllm.policies.ledger import ANSWERED, DROPPED, Ledger, Pull
 from perllm.policies.mergeable import NamedSums, StatisticSet
 
+_PENALTY = (
+    "the reward a missed deadline loses; an energy costs at most 1, so at 1 or more any met "
+    "deadline beats any miss"
+)
+_SHARE_LEVELS = "the link shares each server is tried at: one arm per server and share"
+
 
 class Ucb1Config(PolicyConfig):
-    exploration: float = Field(0.3, ge=0.0)
-    penalty: float = Field(1.0, ge=0.0)
-    share_levels: tuple[float, ...] = (0.5, 1.0, 2.0)
+    exploration: float = Field(
+        0.3, ge=0.0, description="alpha, the weight of UCB1's bonus alpha sqrt(2 ln N / n)"
+    )
+    penalty: float = Field(1.0, ge=0.0, description=_PENALTY)
+    share_levels: tuple[float, ...] = Field((0.5, 1.0, 2.0), description=_SHARE_LEVELS)
 
 
 class EpsilonGreedyConfig(PolicyConfig):
-    epsilon: float = Field(0.1, ge=0.0, le=1.0)
-    penalty: float = Field(1.0, ge=0.0)
-    share_levels: tuple[float, ...] = (0.5, 1.0, 2.0)
+    epsilon: float = Field(
+        0.1, ge=0.0, le=1.0, description="the chance of a random arm instead of the best"
+    )
+    penalty: float = Field(1.0, ge=0.0, description=_PENALTY)
+    share_levels: tuple[float, ...] = Field((0.5, 1.0, 2.0), description=_SHARE_LEVELS)
 
 
 class _ArmBandit(StatisticsPolicy):

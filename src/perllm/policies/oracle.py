@@ -18,7 +18,7 @@ from perllm.policies.base import PolicyConfig, StatelessPolicy
 
 
 class OracleConfig(PolicyConfig):
-    share: float = Field(1.0, gt=0.0)
+    share: float = Field(1.0, gt=0.0, description="the link share every request's upload gets")
 
 
 class OraclePolicy(StatelessPolicy):

@@ -19,9 +19,12 @@ from perllm.policies.base import PolicyConfig, StatelessPolicy
 
 
 class PlannedConfig(PolicyConfig):
-    """``repair_rounds``: how many times the planner re-plans after simulating its plan."""
-
-    repair_rounds: int = Field(2, ge=0, le=20)
+    repair_rounds: int = Field(
+        2,
+        ge=0,
+        le=20,
+        description="how many times the planner re-plans after simulating its plan",
+    )
 
 
 class PlannedPolicy(StatelessPolicy):
