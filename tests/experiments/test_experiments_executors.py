@@ -85,15 +85,17 @@ def test_describe_names_the_executor() -> None:
     assert ExecutorSpec("ray", 2, "10.0.0.1:6379").describe() == "Ray at 10.0.0.1:6379"
 
 
-# A call that holds its worker: it prints the worker's PID, then waits to be stopped.
+# A call that holds its worker: it prints the worker's PID, then waits for a signal (the
+# pool's terminate, or the sweep's SIGKILL in the test's clean-up).
 _HOLD = """
 import os
-import time
+import signal
 
 
 def hold():
     print(os.getpid(), flush=True)
-    time.sleep(600)
+    while True:
+        signal.pause()
 """
 _HOLD_A_WORKER = """
 from perllm.experiments.executors import ExecutorSpec, open_executor
