@@ -40,8 +40,8 @@ def run(policy: Any, n: int, seed: int) -> None:
     simulate(CLUSTER, policy, generate_requests(CLUSTER.workload, n, seed), seed=seed)
 
 
-def _log_ratios(pool_weight: float) -> LogRatioStats:
-    return LogRatioStats(4, 1.0, 0.3, pool_weight=pool_weight, variants=2)
+def _log_ratios(pooled: bool) -> LogRatioStats:
+    return LogRatioStats(4, 1.0, 0.3, pooled=pooled, variants=2)
 
 
 def _observations(seed: int) -> list[tuple[str, int, int, float]]:
@@ -58,9 +58,9 @@ def _approx(a: Mapping[str, float], b: Mapping[str, float]) -> None:
         assert a[name] == pytest.approx(b[name], rel=1e-9, abs=1e-9), name
 
 
-@pytest.mark.parametrize("pool_weight", [0.0, 10.0])
-def test_merging_two_replicas_equals_one_that_saw_both(pool_weight: float) -> None:
-    one, two, both = _log_ratios(pool_weight), _log_ratios(pool_weight), _log_ratios(pool_weight)
+@pytest.mark.parametrize("pooled", [False, True])
+def test_merging_two_replicas_equals_one_that_saw_both(pooled: bool) -> None:
+    one, two, both = _log_ratios(pooled), _log_ratios(pooled), _log_ratios(pooled)
     seen = _observations(1)
     for i, (group, variant, server, x) in enumerate(seen):
         for stats in (one if i % 3 else two, both):
@@ -77,19 +77,19 @@ def test_merging_two_replicas_equals_one_that_saw_both(pool_weight: float) -> No
 
 
 def test_totals_are_additive_and_bounds_derive_from_them() -> None:
-    stats = _log_ratios(10.0)
+    stats = _log_ratios(True)
     for group, variant, server, x in _observations(2):
         stats.observe((stats.group(group) + variant, server), x)
     totals = stats.totals()
     # Sums only: the counts are whole observations, and adding a statistic to itself doubles
     # every total (zeros are left out, never written).
     assert sum(v for k, v in totals.items() if "|count|" in k) == 300
-    doubled = _log_ratios(10.0)
+    doubled = _log_ratios(True)
     doubled.adopt(totals)
     doubled.merge(totals)
     _approx(doubled.totals(), {k: 2 * v for k, v in totals.items()})
     # A fresh copy adopting the totals has every bound, row for row.
-    copy = _log_ratios(10.0)
+    copy = _log_ratios(True)
     copy.adopt(totals)
     for group, first in stats.groups.items():
         row = copy.group(group)

@@ -120,10 +120,13 @@ def test_never_picks_an_infeasible_arm_while_a_feasible_one_is_known(
 def test_learns_that_a_server_is_slower_than_its_spec(
     paper_view, request_factory, feedback_factory
 ) -> None:
-    # Each server learns alone here: with the pool, the one server observed would lend its
-    # slowness to the untried edges as a prior (an error the servers share), and every arm would
-    # look hopeless.
-    policy = make_policy("cs-ucb", {"pool-weight": 0}, seed=3)
+    policy = make_policy("cs-ucb", seed=3)
+    # Each server learns alone here: pooled, the one server observed would lend its slowness to
+    # the untried edges as their prior (an error servers share), and every arm would look
+    # hopeless. The pool is the next test's.
+    policy.begin(len(paper_view.servers))
+    assert policy.times is not None
+    policy.times.pooled = False
     # Feedback says the cloud takes 40x its estimate (~90 s): with a 20 s deadline it is
     # hopeless there, while the CPU edges (about 10 s) make it.
     picks = []
@@ -455,7 +458,8 @@ def test_a_deflected_request_teaches_energy_but_not_time(
 
 
 def test_an_untried_server_starts_from_what_the_others_showed() -> None:
-    pooled, alone = LogRatioStats(3, 1.0, 0.3, pool_weight=10.0), LogRatioStats(3, 1.0, 0.3)
+    tau = 0.3
+    pooled, alone = LogRatioStats(3, 1.0, tau, pooled=True), LogRatioStats(3, 1.0, tau)
     for stats in (pooled, alone):
         assert (stats.group("slow"), stats.group("fast")) == (0, 1)
         for _ in range(5):
@@ -463,19 +467,27 @@ def test_an_untried_server_starts_from_what_the_others_showed() -> None:
             stats.observe((0, 1), math.log(2.0))
             stats.observe((1, 0), math.log(0.5))  # in another row, twice as fast
             stats.observe((1, 1), math.log(0.5))
-    # Alone, server 2 keeps the datasheet's prior; pooled, it expects what 0 and 1 showed.
-    assert alone.upper[0, 2] == pytest.approx(math.exp(0.3))
-    assert pooled.upper[0, 2] == pytest.approx(2.0)  # the others agree: no spread
-    assert pooled.lower[0, 2] == pytest.approx(1.0)  # never more optimistic than the datasheet
+    # Alone, server 2 keeps the datasheet's prior; pooled, it expects what 0 and 1 showed, give
+    # or take how far servers scatter about each other (tau).
+    assert alone.upper[0, 2] == pytest.approx(math.exp(tau))
+    assert pooled.upper[0, 2] == pytest.approx(2.0 * math.exp(tau))
+    assert pooled.lower[0, 2] == pytest.approx(math.exp(-tau))  # no rosier than the datasheet
     # Good news lowers only the optimistic bound: the pessimistic one stays the datasheet's.
-    assert pooled.lower[1, 2] == pytest.approx(0.5)
-    assert pooled.upper[1, 2] == pytest.approx(1.0)
-    # An arm's own observations outweigh the pool as they accumulate (weight 10 each way).
-    for _ in range(30):
-        pooled.observe((0, 2), 0.0)
-    assert pooled.upper[0, 2] == pytest.approx(math.exp(10 * math.log(2.0) / 40), rel=1e-6)
+    assert pooled.lower[1, 2] == pytest.approx(0.5 * math.exp(-tau))
+    assert pooled.upper[1, 2] == pytest.approx(math.exp(tau))
+    # Its own observations outweigh the pool as they come: the prior is worth sd^2 / tau^2 of
+    # them, a normal model's posterior mean.
+    rng = np.random.default_rng(7)
+    own = rng.normal(0.0, 0.6, size=30)
+    for x in own:
+        pooled.observe((0, 2), float(x))
+    n, sd = len(own), float(np.std(own))
+    weight = sd**2 / tau**2
+    mean = (own.sum() + weight * math.log(2.0)) / (n + weight)
+    assert pooled.upper[0, 2] == pytest.approx(math.exp(mean + sd / math.sqrt(n + weight)))
+    assert pooled.spread[0, 2] == pytest.approx(sd)
     # The pool is derived from the counts, so a restored copy has the same bounds.
-    restored = LogRatioStats(3, 1.0, 0.3, pool_weight=10.0)
+    restored = LogRatioStats(3, 1.0, tau, pooled=True)
     restored.adopt(pooled.totals())
     np.testing.assert_allclose(restored.upper, pooled.upper)
     np.testing.assert_allclose(restored.lower, pooled.lower)
@@ -485,6 +497,20 @@ def test_an_untried_server_starts_from_what_the_others_showed() -> None:
     for bad in (math.inf, math.nan):
         pooled.observe((0, 1), bad)
     np.testing.assert_allclose(pooled.upper, restored.upper)
+
+
+def test_a_narrower_scatter_between_servers_keeps_an_arm_nearer_the_pool() -> None:
+    # The same arm, the same answers: the smaller tau, the more they must say to move it.
+    uppers = []
+    for tau in (0.1, 0.3, 1.0):
+        stats = LogRatioStats(2, 1.0, tau, pooled=True)
+        stats.group("c")
+        for _ in range(20):
+            stats.observe((0, 0), math.log(3.0))  # a server three times slower than its spec
+        for x in (0.1, -0.1, 0.2, -0.2):
+            stats.observe((0, 1), x)  # one as fast as its spec, give or take 20%
+        uppers.append(float(stats.upper[0, 1]))
+    assert uppers[0] > uppers[1] > uppers[2] > 1.0
 
 
 def test_state_round_trips_through_json(paper_view, request_factory, feedback_factory) -> None:
@@ -726,8 +752,9 @@ def test_without_a_price_on_a_miss_the_least_energy_wins_whatever_its_risk(
     tight = request_factory(deadline_s=40.0, prompt=50)
     decisions = []
     for price in (0.0, 1000.0):
-        policy = make_policy("cs-ucb", {"miss-price": price, "pool-weight": 0})
+        policy = make_policy("cs-ucb", {"miss-price": price})
         policy.begin(len(paper_view.servers))
+        policy.times.pooled = False  # the A100's record is its own, not the edges' prior
         policy.horizon = 3600.0  # the work in flight outlasts either choice
         row = policy.times.group(tight.service_class)
         for k in range(50):

@@ -20,9 +20,10 @@ request ``r`` of class ``c`` with deadline ``D`` it goes through five stages.
    observed to estimated time, ``l_T``, per (class, server, crowded: the request would queue or
    the batch is at least half full), at the output length the request really had (so what is
    learned is the model's error, not the spread of lengths), and of observed to estimated
-   inference energy per server, ``l_E``. An arm borrows the mean of the other servers of its row
-   as a prior worth ``pool-weight`` observations, leaning no further than the datasheet away from
-   its bound's side. With ``m`` its mean, ``sd`` the spread of one observation and ``n + w`` its
+   inference energy per server, ``l_E``. An arm's prior is the mean of the other servers of its
+   row, about which servers scatter by ``prior-log-sd`` (``tau``), leaning no further than the
+   datasheet away from its bound's side; as in a normal model, it is worth ``w = sd^2 / tau^2``
+   observations. With ``m`` its mean, ``sd`` the spread of one observation and ``n + w`` its
    observations plus the prior's:
 
    - pessimism on time (the constraint): ``F_s = exp(m_hi + confidence sd / sqrt(n + w))``,
@@ -70,7 +71,7 @@ A decision is one compiled pass (:mod:`perllm.policies.cs_ucb_kernel`), ``O(serv
 computed only where the energy alone does not already exceed the best score found. An update is
 ``O(servers)`` (every arm borrows from the others).
 Parameters: ``miss-price`` 30; ``confidence`` and ``exploration`` 1 (standard errors);
-``prior-log-sd`` 0.3 (a datasheet within about 30%); ``pool-weight`` 10; ``prefill-window-s`` 2;
+``prior-log-sd`` 0.3 (a server within about 30% of the others); ``prefill-window-s`` 2;
 ``prefill-cap`` 0.9; ``drift-rate`` 0.2; ``drift-memory-s`` 60; ``late-margin`` 0.5;
 ``share-by-urgency`` on; ``prior-output-tokens`` 128 (a class's mean before its first answer).
 They were chosen on generated tuning clusters only
@@ -140,23 +141,16 @@ class CsUcbConfig(PolicyConfig):
     )
     prior_log_sd: float = Field(
         0.3,
-        ge=0.0,
+        gt=0.0,
         le=5.0,
         description=(
-            "how far a server's time and energy may be from its datasheet before it has "
-            "answered, as a spread of ln(observed / estimated): 0.3 is about 30%"
+            "how far a server's error against its datasheet may be from the other servers' "
+            "(from none before any has answered), as a spread of ln(observed / estimated): "
+            "0.3 is about 30%; the smaller, the more of its own answers a server needs to "
+            "outweigh the others'"
         ),
     )
     prior_output_tokens: float = Field(128.0, gt=0.0, description=PRIOR_OUTPUT_TOKENS)
-    pool_weight: float = Field(
-        10.0,
-        ge=0.0,
-        le=1000.0,
-        description=(
-            "what the other servers showed, as a server's starting point, is worth this many "
-            "of its own answers; 0: each server learns alone"
-        ),
-    )
     prefill_window_s: float = Field(
         2.0,
         ge=0.0,
@@ -263,9 +257,9 @@ class CsUcbPolicy(StatisticsPolicy):
     def _corrections(self, n_servers: int) -> tuple[LogRatioStats, LogRatioStats]:
         """Time corrections (by class, calm and crowded) and energy corrections (one row)."""
         cfg = self.config
-        args = (cfg.prior_log_sd, cfg.pool_weight)
-        times = LogRatioStats(n_servers, cfg.confidence, *args, sides=UPPER, variants=2)
-        energy = LogRatioStats(n_servers, cfg.exploration, *args, sides=LOWER)
+        prior = cfg.prior_log_sd
+        times = LogRatioStats(n_servers, cfg.confidence, prior, True, sides=UPPER, variants=2)
+        energy = LogRatioStats(n_servers, cfg.exploration, prior, True, sides=LOWER)
         energy.group("")
         return times, energy
 

@@ -38,7 +38,7 @@ def _refresh(  # pragma: no cover - compiled; tested through LogRatioStats
     row: int,
     confidence: float,
     prior_sd: float,
-    pool_weight: float,
+    pooled: bool,
     server: int,
     log_ratio: float,
     sides: int,
@@ -61,32 +61,27 @@ def _refresh(  # pragma: no cover - compiled; tested through LogRatioStats
         n = count[row, s]
         if want_upper and (server < 0 or s == server):  # only the observed arm's record moved
             own[row, s] = math.exp(total[row, s] / n) if n > 0.0 else 1.0
-        # The other servers: what they showed is worth ``pool_weight`` observations.
         others_n = row_n - n
-        prior_n, prior_mean, prior_spread = 0.0, 0.0, prior_sd
-        if pool_weight > 0.0 and others_n > 0.0:
-            prior_n = pool_weight
+        has_prior = pooled and others_n > 0.0
+        prior_mean, sd = 0.0, prior_sd
+        if has_prior:
             prior_mean = (row_total - total[row, s]) / others_n
             if others_n >= 2.0:
                 others_sq = (row_sq - total_sq[row, s]) / others_n
-                prior_spread = math.sqrt(max(others_sq - prior_mean * prior_mean, 0.0))
-        if n + prior_n <= 0.0:
-            spread[row, s] = prior_sd
-            if want_upper:
-                upper[row, s] = math.exp(confidence * prior_sd)
-            if want_lower:
-                lower[row, s] = math.exp(-confidence * prior_sd)
-            continue
-        # The prior leans no further than the datasheet's (0) away from its bound's side.
-        high = (total[row, s] + prior_n * max(prior_mean, 0.0)) / (n + prior_n)
-        low = (total[row, s] + prior_n * min(prior_mean, 0.0)) / (n + prior_n)
+                sd = math.sqrt(max(others_sq - prior_mean * prior_mean, 0.0))
         if n >= 2.0:
             mine = total[row, s] / n
             sd = math.sqrt(max(total_sq[row, s] / n - mine * mine, 0.0))
-        else:
-            sd = prior_spread
         spread[row, s] = sd
-        width = confidence * sd / math.sqrt(n + prior_n)
+        # The prior leans no further than the datasheet's (0) away from its bound's side.
+        high, low = max(prior_mean, 0.0), min(prior_mean, 0.0)
+        width = confidence * prior_sd
+        if n > 0.0 and (prior_sd > 0.0 or not has_prior):
+            # The prior is worth (sd / prior_sd)^2 observations (none without the pool).
+            weight = (sd / prior_sd) ** 2 if has_prior else 0.0
+            high = (total[row, s] + weight * high) / (n + weight)
+            low = (total[row, s] + weight * low) / (n + weight)
+            width = confidence * sd / math.sqrt(n + weight)
         if want_upper:
             upper[row, s] = math.exp(high + width)
         if want_lower:
@@ -98,17 +93,21 @@ class LogRatioStats:
     they give, kept up to date on every update (step 2 of the module docstring):
 
     - ``upper = exp(m_hi + beta sd / sqrt(n + w))`` and ``lower = exp(m_lo - beta sd / sqrt(n +
-      w))``, with ``m_hi = (sum + w max(mu, 0)) / (n + w)``, ``m_lo`` alike with ``min(mu, 0)``,
-      ``mu`` the mean of the *other* servers of the row, ``w`` the ``pool_weight`` (0 when they
-      have no observation), ``sd`` the arm's own from two observations on, the others' before
-      (``prior_sd`` until they have two); ``exp(+-beta prior_sd)`` while ``n + w = 0``;
+      w))``, with ``m_hi = (sum + w max(mu, 0)) / (n + w)``, ``m_lo`` alike with ``min(mu, 0)``
+      and ``sd`` the arm's own spread from two observations on, the others' before
+      (``prior_sd`` until they have two). Where the row is ``pooled`` and the other servers
+      have observations, their mean ``mu`` is the arm's prior: the true log-ratios of a row's
+      servers are taken to scatter by ``tau = prior_sd`` about it, so (as in a normal model
+      with a normal prior) the prior is worth ``w = sd^2 / tau^2`` observations, and before the
+      arm's first observation the bounds are ``exp(max(mu, 0) + beta tau)`` and ``exp(min(mu,
+      0) - beta tau)``. Otherwise ``w = 0`` and the bounds are ``exp(+-beta prior_sd)`` until
+      the first observation;
     - ``own = exp(sum / n)``, the arm's own record (1, the datasheet, before any observation),
       kept with the upper bound;
-    - ``spread = sd``, the spread of one observation's ``l`` about the mean (``prior_sd`` while
-      ``n + w = 0``).
+    - ``spread = sd``, the spread of one observation's ``l`` about the mean.
 
-    A bound not kept (``sides``) is ``nan``. With ``pool_weight`` 0 every arm stands alone. A
-    refresh costs ``O(servers)``: every arm of the row borrows from the others.
+    A bound not kept (``sides``) is ``nan``. A refresh costs ``O(servers)``: every arm of a
+    pooled row borrows from the others.
 
     Rows are made by :meth:`group`: a group's ``variants`` rows follow each other. The totals
     are named ``VARIANT|SERVER|STAT|GROUP`` (``STAT`` one of ``count``, ``total``,
@@ -119,7 +118,7 @@ class LogRatioStats:
         n_servers: int,
         confidence: float,
         prior_sd: float,
-        pool_weight: float = 0.0,
+        pooled: bool = False,
         sides: int = 3,
         variants: int = 1,
     ) -> None:
@@ -128,7 +127,7 @@ class LogRatioStats:
         self.variants = variants
         self.confidence = confidence
         self.prior_sd = prior_sd
-        self.pool_weight = pool_weight
+        self.pooled = pooled
         self.groups: dict[str, int] = {}  # name -> its first row
         self.count = np.zeros((0, n_servers))
         self.total = np.zeros((0, n_servers))
@@ -187,7 +186,7 @@ class LogRatioStats:
             row,
             self.confidence,
             self.prior_sd,
-            self.pool_weight,
+            self.pooled,
             server,
             log_ratio,
             self.sides,
