@@ -373,7 +373,7 @@ def test_the_decision_s_estimate_is_the_shared_estimate_of_its_arm(
     # CS-UCB's compiled decision calls the shared estimate's kernel itself: its time for the
     # chosen arm is the one estimate() gives (numba caches each file's kernels apart, so a stale
     # cache after an edit of estimates.py would show here).
-    policy = make_policy("cs-ucb", {"prefill-window-s": 0.0, "share-by-urgency": False})
+    policy = make_policy("cs-ucb", {"recent-window-s": 0.0, "share-by-urgency": False})
     paper_view.running[:] = [1, 0, 2, 3, 0, 20]
     paper_view.queued[:] = [0, 0, 1, 0, 0, 5]
     request = request_factory(deadline_s=30.0, prompt=300)
@@ -395,7 +395,7 @@ def test_a_prefix_the_router_sent_counts_as_prefill_saved_in_the_estimate(
 ) -> None:
     # The same shared estimate, with the prompt's recorded prefix per server taken off prefill:
     # the decision's estimate matches it, and the prefill the policy remembers is the rest.
-    policy = make_policy("cs-ucb", {"prefill-window-s": 0.0, "share-by-urgency": False})
+    policy = make_policy("cs-ucb", {"recent-window-s": 0.0, "share-by-urgency": False})
     request = request_factory(deadline_s=60.0, prompt=3000)
     paper_view.running[:] = [1, 1, 1, 1, 1, 8]
     paper_view.prefix[:] = [0.0, 0.0, 2560.0, 0.0, 0.0, 0.0]
@@ -608,7 +608,7 @@ def test_time_is_learned_at_the_output_length_each_request_had(
     # prefilling about a third of the time, so each decode step there takes 1 / (1 - u) longer.
     table = ServerTable.of(paper_view)
     rng = np.random.default_rng(4)
-    policy = make_policy("cs-ucb", {"prefill-window-s": window})
+    policy = make_policy("cs-ucb", {"recent-window-s": window})
     for i in range(60):
         paper_view.clock = float(i)  # the router's clock at the arrival
         request = request_factory(i, deadline_s=600.0, prompt=50)
@@ -632,9 +632,9 @@ def test_time_is_learned_at_the_output_length_each_request_had(
 
 
 def test_a_prefill_window_below_a_millisecond_is_refused() -> None:
-    with pytest.raises(InputError, match=r"prefill-window-s.*0\.001"):
-        make_policy("cs-ucb", {"prefill-window-s": 1e-6})
-    make_policy("cs-ucb", {"prefill-window-s": 0})  # off
+    with pytest.raises(InputError, match=r"recent-window-s.*0\.001"):
+        make_policy("cs-ucb", {"recent-window-s": 1e-6})
+    make_policy("cs-ucb", {"recent-window-s": 0})  # off
 
 
 def test_prefill_load_decays_and_counts_what_a_full_server_admits() -> None:
@@ -667,7 +667,7 @@ def test_a_burst_of_placements_stretches_the_estimate_with_their_prefills(
     # waits); without it every one is estimated as the first.
     estimates = {}
     for window in (0.0, 2.0):
-        policy = make_policy("cs-ucb", {"prefill-window-s": window})
+        policy = make_policy("cs-ucb", {"recent-window-s": window})
         view = copy.deepcopy(paper_view)
         seen = []
         for i in range(30):

@@ -7,14 +7,22 @@ request ``r`` of class ``c`` with deadline ``D`` it goes through five stages.
 
 1. **Estimate** (:mod:`perllm.policies.estimates`): on each server ``s``, the processing time
    ``T_s(o)`` of ``r`` for ``o`` output tokens (transfer, the wait behind the queued requests
-   with earlier deadlines, prefill of the prompt less the prefix the router sent ``s`` recently
+   with earlier deadlines and those that will pass it, prefill of the prompt less the prefix the
+   router sent ``s`` recently
    (:meth:`~perllm.domain.ClusterView.prefix_tokens`) and ``o - 1`` decode steps in the batch
    ``r`` sees) and the *marginal* weighted energy ``M_s`` of adding ``r`` to ``s`` now (a busy
    GPU is cheap per request, an idle one pays for its whole step). Servers draw idle power as
    long as the cluster has work, so a request expected to end after all the work in flight also
    pays the cluster's weighted idle power for the difference. Prefill stalls stretch the
    service by ``1 / (1 - u_s)``, ``u_s`` the share of the server's time its recent prefills take
-   (:class:`~perllm.policies.outstanding.PrefillLoad`, ``prefill-window-s``, ``prefill-cap``).
+   (:class:`~perllm.policies.outstanding.PrefillLoad`, ``recent-window-s``, ``prefill-cap``).
+   A request that must queue is passed by later arrivals with earlier deadlines: with ``b``
+   requests to finish before it, ``mu_s`` the server's answers per second and ``lambda_s`` the
+   router's placements there per second (:class:`~perllm.policies.outstanding.Traffic`), its
+   wait is ``b / (mu_s - lambda_s g / 2)``, ``g`` its rank in the queue's order (the share that
+   goes first), halved since a newcomer's chance to pass falls to nothing over its slack; a
+   miss where the flow that passes outruns the drain
+   (:func:`~perllm.policies.cs_ucb_kernel.passed_wait`).
    Output lengths are learned per class as a log-normal fit, ``ln o ~ N(mu_o, sd_o)``.
 2. **Learned corrections** (:class:`~perllm.policies.log_ratio.LogRatioStats`): the log-ratio of
    observed to estimated time, ``l_T``, per (class, server, crowded: the request would queue or
@@ -71,7 +79,7 @@ A decision is one compiled pass (:mod:`perllm.policies.cs_ucb_kernel`), ``O(serv
 computed only where the energy alone does not already exceed the best score found. An update is
 ``O(servers)`` (every arm borrows from the others).
 Parameters: ``miss-price`` 30; ``confidence`` and ``exploration`` 1 (standard errors);
-``prior-log-sd`` 0.3 (a server within about 30% of the others); ``prefill-window-s`` 2;
+``prior-log-sd`` 0.3 (a server within about 30% of the others); ``recent-window-s`` 2;
 ``prefill-cap`` 0.9; ``drift-rate`` 0.2; ``drift-memory-s`` 60; ``late-margin`` 0.5;
 ``share-by-urgency`` on; ``prior-output-tokens`` 128 (a class's mean before its first answer).
 They were chosen on generated tuning clusters only
@@ -103,7 +111,7 @@ from perllm.policies.ledger import ANSWERED, DROPPED, Ledger, Placement
 from perllm.policies.link_share import SHARE_FLOOR, urgency_share
 from perllm.policies.log_ratio import LOWER, UPPER, LogRatioStats
 from perllm.policies.mergeable import NamedSums, StatisticSet
-from perllm.policies.outstanding import LateAnswers, Outstanding, PrefillLoad
+from perllm.policies.outstanding import LateAnswers, Outstanding, PrefillLoad, Traffic
 
 # Priorities are milliseconds of absolute deadline; a deflected request comes after all of them.
 DEFLECTED_PRIORITY = DEFERRED_PRIORITY
@@ -151,12 +159,14 @@ class CsUcbConfig(PolicyConfig):
         ),
     )
     prior_output_tokens: float = Field(128.0, gt=0.0, description=PRIOR_OUTPUT_TOKENS)
-    prefill_window_s: float = Field(
+    recent_window_s: float = Field(
         2.0,
         ge=0.0,
         description=(
-            "seconds over which a server's recent prefills are counted for the stalls they "
-            "cause its batch (each weighs exp(-age / window)); 0: no stalls estimated"
+            "seconds over which the router's recent traffic with a server is counted (each "
+            "event weighs exp(-age / window)): the prefills it placed there, for the stalls "
+            "they cause the batch, and the requests placed and answered, for how fast a queue "
+            "moves and who passes a queued request; 0: neither is estimated"
         ),
     )
     prefill_cap: float = Field(
@@ -201,7 +211,7 @@ class CsUcbConfig(PolicyConfig):
         ),
     )
 
-    @field_validator("prefill_window_s")
+    @field_validator("recent_window_s")
     @classmethod
     def _window_off_or_real(cls, value: float) -> float:
         if 0.0 < value < 1e-3:
@@ -231,6 +241,7 @@ class CsUcbPolicy(StatisticsPolicy):
         self.energy: LogRatioStats | None = None
         self.outstanding = Outstanding(0)
         self.prefills = PrefillLoad(0, 1.0)
+        self.traffic = Traffic(0, 1.0)
         self.late = LateAnswers(0, config.drift_rate)
         self.drift = Drift(0, config.drift_rate, config.drift_memory_s)
         self._stall = np.zeros(0)
@@ -248,7 +259,8 @@ class CsUcbPolicy(StatisticsPolicy):
         cfg = self.config
         self.times, self.energy = self._corrections(n_servers)
         self.outstanding = Outstanding(n_servers)
-        self.prefills = PrefillLoad(n_servers, cfg.prefill_window_s or 1.0)
+        self.prefills = PrefillLoad(n_servers, cfg.recent_window_s or 1.0)
+        self.traffic = Traffic(n_servers, cfg.recent_window_s or 1.0)
         self._stall = np.zeros(n_servers)
         self.horizon = 0.0
         self.drift = Drift(n_servers, cfg.drift_rate, cfg.drift_memory_s)
@@ -309,6 +321,8 @@ class CsUcbPolicy(StatisticsPolicy):
             self.outstanding.counts,
             priority,
             self._knobs,
+            self.traffic.seconds,
+            self.traffic.at,
         )
         server, p_miss, step, time_s, transfer_s, queue_s, inference_j, end_s = chosen
         hopeless = not p_miss < 0.5
@@ -321,8 +335,9 @@ class CsUcbPolicy(StatisticsPolicy):
         is_crowded = crowded(queue_s, load, float(table.max_batch[server]))
         stall = float(self._stall[server])
         prefill = table.prefill_of(server, request.prompt_tokens - float(cached[server]))
-        if self.config.prefill_window_s > 0:
+        if self.config.recent_window_s > 0:
             self.prefills.placed(server, now, prefill)
+            self.traffic.placed_one(server, now)
         rest_s = time_s - transfer_s
         share = 1.0
         if self.config.share_by_urgency:
@@ -367,8 +382,9 @@ class CsUcbPolicy(StatisticsPolicy):
             return
         finished = request.arrival_s + feedback.processing_s
         self.late.answered(feedback.decision.server, finished)  # where it ran (a failover)
-        if self.config.prefill_window_s > 0:
+        if self.config.recent_window_s > 0:
             self.prefills.done(server, finished, memo.prefill)
+            self.traffic.answered(feedback.decision.server, finished)
         self.lengths.observe(request.service_class, feedback.output_tokens)
         if feedback.decision.server != server:
             return  # it ran elsewhere than placed: the estimates were not of that server

@@ -1,7 +1,7 @@
 """CS-UCB's decision in one compiled pass (numba): stages 1 to 5 of
 :mod:`perllm.policies.cs_ucb`, whose docstring states the formulas.
 
-``estimate_kernel``, ``queued_ahead_kernel``, ``prefill_share`` and ``miss_probability`` are
+``estimate_kernel``, ``queued_ahead_kernel``, ``recent_rate`` and ``miss_probability`` are
 compiled into :func:`decide_kernel`; its cache is named by all of their sources
 (:mod:`perllm.policies.kernel_cache`), so an edit to any of them recompiles it.
 """
@@ -17,7 +17,7 @@ from numba.extending import register_jitable
 from perllm.policies.estimates import estimate_kernel
 from perllm.policies.kernel_cache import kernel
 from perllm.policies.miss import miss_probability
-from perllm.policies.outstanding import prefill_share, queued_ahead_kernel
+from perllm.policies.outstanding import queued_ahead_kernel, recent_rate
 
 Array = npt.NDArray[np.float64]
 
@@ -48,7 +48,7 @@ REQUEST_FIELDS = np.dtype(
 KNOB_FIELDS = np.dtype(
     [
         (name, np.float64)
-        for name in ("miss_price", "prefill_window_s", "prefill_cap", "drift_memory_s")
+        for name in ("miss_price", "recent_window_s", "prefill_cap", "drift_memory_s")
     ]
 )
 
@@ -58,6 +58,31 @@ def crowded(queue_s: float, load: float, max_batch: float) -> bool:
     """A crowded arm: the request would wait in the server's queue, or the batch is at least half
     full (where each newcomer's prefill stalls it). Time is learned apart for such arms."""
     return queue_s > 0.0 or load >= 0.5 * max_batch
+
+
+@register_jitable
+def passed_wait(
+    queue_s: float,
+    service_s: float,
+    slots: float,
+    placed: float,
+    answered: float,
+    rank: float,
+    deadline_s: float,
+) -> float:
+    """Stage 1's wait of a request that must queue (``queue_s > 0``, the work ahead of it now
+    drained ``slots`` at a time), counting the requests that will pass it: the server drains
+    ``answered`` requests a second (its model's ``slots / service_s`` before any answer), and
+    the router sends it ``placed`` a second, of which those with earlier deadlines pass; the
+    share of the queue ahead of it, ``rank``, is taken as their share, counted at half since a
+    newcomer's chance to pass falls to nothing over the request's slack. With no drain to
+    spare, it is passed until it misses (ten deadlines)."""
+    behind = queue_s * slots / service_s
+    drain = answered if answered > 0.0 else slots / service_s
+    spare = drain - 0.5 * placed * rank
+    if not spare > 0.0:
+        return 10.0 * deadline_s + queue_s
+    return max(behind / spare, queue_s)
 
 
 @register_jitable
@@ -131,12 +156,15 @@ def decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.se
     counts: npt.NDArray[np.int64],
     priority: int,
     knobs: npt.NDArray[np.void],
+    traffic: Array,
+    traffic_at: Array,
 ) -> tuple[int, float, float, float, float, float, float, float]:
     """Stages 1 to 5 of :mod:`perllm.policies.cs_ucb`'s docstring in one compiled pass.
     ``cached``: each server's expected cached prefix of the prompt, in tokens; ``request``: one
     record of :data:`REQUEST_FIELDS`; ``slow`` and ``spread``: each server's time bound ``F``
     and observation spread, calm (row 0) and crowded (row 1); ``drift``: each server's drift
-    (row 0) and when it last moved (row 1); ``knobs``: one record of :data:`KNOB_FIELDS`.
+    (row 0) and when it last moved (row 1); ``knobs``: one record of :data:`KNOB_FIELDS`;
+    ``traffic`` and ``traffic_at``: :class:`~perllm.policies.outstanding.Traffic`'s sums.
     Returns the server, its miss probability, its estimate (decode step, time with the stalls,
     transfer at a full share, queueing, inference energy) and its pessimistic end; ``stall``
     receives each server's ``u / (1 - u)``."""
@@ -144,7 +172,7 @@ def decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.se
     prompt, expected, mu_o, sd_o = r.prompt_tokens, r.expected_tokens, r.mu_o, r.sd_o
     deadline_s, now, horizon = r.deadline_s, r.now, r.horizon
     w_tx, w_inf, w_idle = r.w_transmission, r.w_inference, r.w_idle
-    price, window_s, cap = k.miss_price, k.prefill_window_s, k.prefill_cap
+    price, window_s, cap = k.miss_price, k.recent_window_s, k.prefill_cap
     n = running.shape[0]
     everywhere = np.ones(n, dtype=np.bool_)
     ahead = queued_ahead_kernel(priorities, counts, running, queued, priority, everywhere)
@@ -168,6 +196,15 @@ def decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.se
     transfer, service, queue, processing = est[0][0], est[1], est[2], est[3][0]
     transmission = est[4][0]
     inference, marginal, decode_step = est[5], est[6][0], est[9]
+    for s in range(n):
+        if queue[s] > 0.0 and window_s > 0.0:
+            placed = recent_rate(traffic, traffic_at, s, 0, now, window_s)
+            answered = recent_rate(traffic, traffic_at, s, 1, now, window_s)
+            rank = (ahead[s] + 1.0) / (queued[s] + 1.0)
+            # est[7], the server's batch with the request, is its slots where it must queue.
+            wait = passed_wait(queue[s], service[s], est[7][s], placed, answered, rank, deadline_s)
+            processing[s] += wait - queue[s]
+            queue[s] = wait
     # Stage 3: the candidates (healthy with room in the cache, else healthy, else all).
     candidate = np.empty(n, dtype=np.bool_)
     for tier in range(3):
@@ -193,8 +230,8 @@ def decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.se
     for s in range(n):
         stall[s] = 0.0
         if window_s > 0.0:
-            full = running[s] + queued[s] >= table[s].max_batch
-            u = min(prefill_share(prefill_seconds, prefill_at, s, full, now, window_s), cap)
+            full = 1 if running[s] + queued[s] >= table[s].max_batch else 0
+            u = min(recent_rate(prefill_seconds, prefill_at, s, full, now, window_s), cap)
             stall[s] = u / (1.0 - u)
         if not candidate[s]:
             continue

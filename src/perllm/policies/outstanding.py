@@ -138,11 +138,25 @@ class PrefillLoad:
         )
 
 
+class Traffic(PrefillLoad):
+    """The router's recent traffic with each server, in requests per second: the requests it
+    placed there (row 0) and the answers that came back (row 1), each counted ``exp(-age /
+    tau)``, the same decayed sums as :class:`PrefillLoad`'s (of requests, not prefill seconds).
+    While a server keeps a queue, its answers per second are how fast the queue moves."""
+
+    def placed_one(self, server: int, now: float) -> None:
+        self.placed(server, now, 1.0)
+
+    def answered(self, server: int, now: float) -> None:
+        self.done(server, now, 1.0)
+
+
 @register_jitable(inline="always")
-def prefill_share(seconds: Array, at: Array, s: int, full: bool, now: float, tau_s: float) -> float:
-    """``u_s`` (see :class:`PrefillLoad`): compiled into the decision's kernels."""
-    row = 1 if full else 0
-    return float(seconds[row, s] * math.exp(-max(now - at[row, s], 0.0) / tau_s) / tau_s)
+def recent_rate(sums: Array, at: Array, s: int, row: int, now: float, tau_s: float) -> float:
+    """Server ``s``'s decayed sum of its placed (``row`` 0) or done (1) work, per second:
+    ``u_s`` of :class:`PrefillLoad`, or the requests per second of :class:`Traffic`. Compiled
+    into the decision's kernels."""
+    return float(sums[row, s] * math.exp(-max(now - at[row, s], 0.0) / tau_s) / tau_s)
 
 
 @kernel
@@ -158,7 +172,8 @@ def _utilisation(
     n = seconds.shape[1]
     out = np.empty(n)
     for s in range(n):
-        out[s] = prefill_share(seconds, at, s, running[s] + queued[s] >= max_batch[s], now, tau_s)
+        row = 1 if running[s] + queued[s] >= max_batch[s] else 0
+        out[s] = recent_rate(seconds, at, s, row, now, tau_s)
     return out
 
 
