@@ -6,23 +6,21 @@ model of every arm and learns, per arm, how far reality is from it, with confide
 request ``r`` of class ``c`` with deadline ``D`` it goes through five stages.
 
 1. **Estimate** (:mod:`perllm.policies.estimates`): on each server ``s``, the processing time
-   ``T_s(o)`` of ``r`` for ``o`` output tokens (transfer, the wait behind the queued requests
-   with earlier deadlines and those that will pass it, prefill of the prompt less the prefix the
-   router sent ``s`` recently
-   (:meth:`~perllm.domain.ClusterView.prefix_tokens`) and ``o - 1`` decode steps in the batch
-   ``r`` sees) and the *marginal* weighted energy ``M_s`` of adding ``r`` to ``s`` now (a busy
-   GPU is cheap per request, an idle one pays for its whole step). Servers draw idle power as
-   long as the cluster has work, so a request expected to end after all the work in flight also
-   pays the cluster's weighted idle power for the difference. Prefill stalls stretch the
-   service by ``1 / (1 - u_s)``, ``u_s`` the share of the server's time its recent prefills take
-   (:class:`~perllm.policies.outstanding.PrefillLoad`, ``recent-window-s``, ``prefill-cap``).
+   ``T_s(o)`` of ``r`` for ``o`` output tokens (transfer, the wait behind the queued requests with
+   earlier deadlines and those that will pass it, prefill of the prompt less the prefix the router
+   sent ``s`` recently (:meth:`~perllm.domain.ClusterView.prefix_tokens`) and ``o - 1`` decode
+   steps in the batch ``r`` sees) and the *marginal* weighted energy ``M_s`` of adding ``r`` to
+   ``s`` now (a busy GPU is cheap per request, an idle one pays for its whole step). Servers draw
+   idle power as long as the cluster has work, so a request expected to end after all the work in
+   flight also pays the cluster's weighted idle power for the difference. Prefill stalls stretch
+   the service by ``1 / (1 - u_s)``, ``u_s`` the share of the server's time its recent prefills
+   take (:class:`~perllm.policies.outstanding.PrefillLoad`, ``recent-window-s``, ``prefill-cap``).
    A request that must queue is passed by later arrivals with earlier deadlines: with ``b``
    requests to finish before it, ``mu_s`` the server's answers per second and ``lambda_s`` the
-   router's placements there per second (:class:`~perllm.policies.outstanding.Traffic`), its
-   wait is ``b / (mu_s - lambda_s g / 2)``, ``g`` its rank in the queue's order (the share that
-   goes first), halved since a newcomer's chance to pass falls to nothing over its slack; a
-   miss where the flow that passes outruns the drain
-   (:func:`~perllm.policies.cs_ucb_kernel.passed_wait`).
+   router's placements there per second (:class:`~perllm.policies.outstanding.Traffic`), its wait
+   is ``b / (mu_s - lambda_s g / 2)``, ``g`` its rank in the queue's order (the share that goes
+   first), halved since a newcomer's chance to pass falls to nothing over its slack; a miss where
+   the flow that passes outruns the drain (:func:`~perllm.policies.cs_ucb_kernel.passed_wait`).
    Output lengths are learned per class as a log-normal fit, ``ln o ~ N(mu_o, sd_o)``.
 2. **Learned corrections** (:class:`~perllm.policies.log_ratio.LogRatioStats`): the log-ratio of
    observed to estimated time, ``l_T``, per (class, server, crowded: the request would queue or
@@ -270,8 +268,10 @@ class CsUcbPolicy(StatisticsPolicy):
         """Time corrections (by class, calm and crowded) and energy corrections (one row)."""
         cfg = self.config
         prior = cfg.prior_log_sd
-        times = LogRatioStats(n_servers, cfg.confidence, prior, True, sides=UPPER, variants=2)
-        energy = LogRatioStats(n_servers, cfg.exploration, prior, True, sides=LOWER)
+        times = LogRatioStats(
+            n_servers, cfg.confidence, prior, pooled=True, sides=UPPER, variants=2
+        )
+        energy = LogRatioStats(n_servers, cfg.exploration, prior, pooled=True, sides=LOWER)
         energy.group("")
         return times, energy
 

@@ -36,15 +36,14 @@ class Outstanding:
     A server serves its queue by priority (lower first). Of its ``queued`` requests, those that
     will go before a new one of priority ``p`` are estimated as the placed requests of lower
     priority less the ``running`` ones (taken to hold the lowest), at most ``queued``:
-    :func:`queued_ahead_kernel`. This is the work ahead now; those that will pass the request
-    later are counted apart (:func:`~perllm.policies.cs_ucb_kernel.passed_wait`). For a request
-    with a loose deadline on a full server it still counts too few, since the running ones need
-    not hold the lowest priorities: a server admits the head of its queue whenever a slot frees
-    (the lab notebook's "The wait behind a crowded server"). Each placement and each feedback
-    costs ``O(k)``
-    for ``k`` requests outstanding on that server; the sorted rows live in one array so that
-    the query, on the decision path, is one compiled pass. Which request holds which entry is
-    in its memo (:class:`~perllm.policies.ledger.Placement`).
+    :func:`queued_ahead_kernel`. This is the work ahead now; those that will pass the request later
+    are counted apart (:func:`~perllm.policies.cs_ucb_kernel.passed_wait`). For a request with a
+    loose deadline on a full server it still counts too few, since the running ones need not hold
+    the lowest priorities: a server admits the head of its queue whenever a slot frees (the lab
+    notebook's "The wait behind a crowded server"). Each placement and each feedback costs ``O(k)``
+    for ``k`` requests outstanding on that server; the sorted rows live in one array so that the
+    query, on the decision path, is one compiled pass. Which request holds which entry is in its
+    memo (:class:`~perllm.policies.ledger.Placement`).
     """
 
     def __init__(self, n_servers: int) -> None:
