@@ -54,7 +54,7 @@ def test_traffic_counts_requests_per_second() -> None:
 
 
 def _loose_choice(flooded: bool, view: Any, request: Any) -> int:
-    policy = make_policy("cs-ucb", seed=1)
+    policy = make_policy("cs-ucb", {"recent-window-s": 2.0}, seed=1)  # rates over 2 s
     policy.begin(len(view.servers))
     # What the A100 runs and queues the router placed there, each due in 5 s.
     for _ in range(int(view.running[5] + view.queued[5])):

@@ -77,7 +77,7 @@ A decision is one compiled pass (:mod:`perllm.policies.cs_ucb_kernel`), ``O(serv
 computed only where the energy alone does not already exceed the best score found. An update is
 ``O(servers)`` (every arm borrows from the others).
 Parameters: ``miss-price`` 30; ``confidence`` and ``exploration`` 1 (standard errors);
-``prior-log-sd`` 0.3 (a server within about 30% of the others); ``recent-window-s`` 2;
+``prior-log-sd`` 0.3 (a server within about 30% of the others); ``recent-window-s`` 4;
 ``prefill-cap`` 0.9; ``drift-rate`` 0.2; ``drift-memory-s`` 60; ``late-margin`` 0.5;
 ``share-by-urgency`` on; ``prior-output-tokens`` 128 (a class's mean before its first answer).
 They were chosen on generated tuning clusters only
@@ -158,7 +158,7 @@ class CsUcbConfig(PolicyConfig):
     )
     prior_output_tokens: float = Field(128.0, gt=0.0, description=PRIOR_OUTPUT_TOKENS)
     recent_window_s: float = Field(
-        2.0,
+        4.0,
         ge=0.0,
         description=(
             "seconds over which the router's recent traffic with a server is counted (each "
