@@ -153,6 +153,11 @@ class ServerPerf:
             kv_tokens,
         )
 
+    def slowdown(self, step_s: float, batch: int, kv_tokens: float) -> float:
+        """How many times longer than these coefficients say a decode step of ``batch``
+        sequences holding ``kv_tokens`` cached tokens took, observed at ``step_s``."""
+        return step_s / self.step_s(batch, kv_tokens)
+
 
 @dataclass(frozen=True, slots=True)
 class ServerSpec:
@@ -298,6 +303,9 @@ class LoadArrays(NamedTuple):
     bandwidth_mbps: npt.NDArray[np.float64]
     link_active_weight: npt.NDArray[np.float64]
     healthy: npt.NDArray[np.bool_]
+    slowdown: npt.NDArray[np.float64]
+    """Each server's decode step as its metrics last showed it, over its datasheet's step at the
+    batch and cache it then had (:meth:`ServerPerf.slowdown`); 1 until it shows one."""
 
 
 class ClusterView(Protocol):

@@ -34,6 +34,7 @@ class StaticView:
         self.running = np.zeros(n)
         self.tokens = np.zeros(n)
         self.healthy = np.ones(n, dtype=bool)
+        self.slowdown = np.ones(n)
         self.bandwidth = np.array([links[s.link].bandwidth_mbps for s in servers])
         self.active_weight = np.zeros(n)
         self.prefix = np.zeros(n)  # prompt tokens the router sent each server before
@@ -58,6 +59,7 @@ class StaticView:
             self.bandwidth,
             self.active_weight,
             self.healthy,
+            self.slowdown,
         )
 
     def prefix_tokens(self, request: RouterRequest) -> npt.NDArray[np.float64]:

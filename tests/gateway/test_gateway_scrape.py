@@ -18,6 +18,7 @@ from waiting import wait_for
 from perllm.gateway import create_app
 from perllm.gateway.config import BackendConfig
 from perllm.gateway.scrape import ENGINE_METRICS, metric_names, parse_load
+from perllm.gateway.view import build_specs
 from perllm.policies.registry import make_policy
 
 VLLM = """# HELP vllm:num_requests_running Number of requests in model execution batches.
@@ -63,6 +64,39 @@ def test_garbage_or_missing_metrics_are_a_value_error(text: str, problem: str) -
         parse_load(text, ENGINE_METRICS["vllm"])
 
 
+def test_decoding_counters_per_engine() -> None:
+    vllm = VLLM + (
+        'vllm:inter_token_latency_seconds_sum{engine="0"} 3.0\n'
+        'vllm:inter_token_latency_seconds_sum{engine="1"} 1.0\n'
+        'vllm:inter_token_latency_seconds_count{engine="0"} 100\n'
+        'vllm:inter_token_latency_seconds_count{engine="1"} 60\n'
+    )
+    assert parse_load(vllm, ENGINE_METRICS["vllm"]).decoding == (4.0, 160.0)
+    older = vllm.replace("inter_token_latency", "time_per_output_token")
+    assert parse_load(older, ENGINE_METRICS["vllm"]).decoding == (4.0, 160.0)
+    assert parse_load(VLLM, ENGINE_METRICS["vllm"]).decoding is None  # not reported
+    llama = (
+        "llamacpp:requests_deferred 0\nllamacpp:requests_processing 1\n"
+        "llamacpp:tokens_predicted_seconds_total 8.4\nllamacpp:tokens_predicted_total 789\n"
+    )
+    assert parse_load(llama, ENGINE_METRICS["llamacpp"]).decoding == (8.4, 789.0)
+    sglang = (
+        "sglang:num_queue_reqs 0\nsglang:num_running_reqs 1\n"
+        "sglang:inter_token_latency_seconds_sum 2\nsglang:inter_token_latency_seconds_count 50\n"
+    )
+    assert parse_load(sglang, ENGINE_METRICS["sglang"]).decoding == (2.0, 50.0)
+    with pytest.raises(ValueError, match="is -1"):
+        parse_load(llama.replace("8.4", "-1"), ENGINE_METRICS["llamacpp"])
+
+
+def test_a_custom_engine_names_both_decoding_counters_or_neither() -> None:
+    names = {"queued": "q", "running": "r", "decode-seconds": "ds"}
+    with pytest.raises(ValueError, match="decode-seconds and decode-tokens go together"):
+        _backend("c", "http://127.0.0.1:9", "custom", names)
+    backend = _backend("c", "http://127.0.0.1:9", "custom", {**names, "decode-tokens": "dt"})
+    assert parse_load("q 0\nr 1\nds 2\ndt 4\n", metric_names(backend)).decoding == (2.0, 4.0)
+
+
 def test_a_custom_engine_needs_its_names() -> None:
     with pytest.raises(ValueError, match="engine: custom needs metrics"):
         _backend("c", "http://127.0.0.1:9", "custom")
@@ -95,6 +129,7 @@ class FakeEngine:
         self.others = 0
         self.broken: str | None = None
         self.calls = 0
+        self.decoded = (0.0, 0.0)  # its decoding counters: seconds between tokens, tokens
 
     def app(self) -> Starlette:
         async def chat(request: Request) -> Response:
@@ -122,7 +157,8 @@ class FakeEngine:
             if self.broken == "garbage":
                 return PlainTextResponse("<html>not metrics</html>{{")
             text = f"q {max(self.others - 4, 0)}\nr {min(self.others, 4)}\nkv 0.5\n"
-            return PlainTextResponse(text)
+            seconds, tokens = self.decoded
+            return PlainTextResponse(text + f"ds {seconds}\ndt {tokens}\n")
 
         async def health(request: Request) -> Response:
             return JSONResponse({"status": "ok"})
@@ -201,6 +237,49 @@ def test_failing_scrapes_show_in_health_go_stale_and_never_fail_a_call(
     engine.broken = None
     wait_for(lambda: problem() is None, "the scrape to work again")
     assert httpx.get(gateway.url + "/health").json()["scrape"]["b"]["age_s"] < math.inf
+
+
+def test_a_backend_whose_steps_run_slow_shows_it_and_loses_the_calls(serve: Any, kit: Any) -> None:
+    """Two identical backends; the first reports decode steps five times its datasheet's: the
+    gateway's view shows the slowdown, and CS-UCB sends its calls to the second."""
+    slow, fast = FakeEngine(), FakeEngine()
+    slow_server, fast_server = serve(slow.app()), serve(fast.app())
+    names = {**NAMES, "decode-seconds": "ds", "decode-tokens": "dt"}
+    config = kit.gateway_config(
+        [
+            kit.backend("slow", slow_server.url, engine="custom", metrics=names),
+            kit.backend("fast", fast_server.url, engine="custom", metrics=names),
+        ],
+        scrape={"interval-s": 0.05, "stale-s": 1.0},
+    )
+    gateway = serve(create_app(config, make_policy("cs-ucb"), health_checks=False))
+    slow.others = fast.others = 1  # one request running on each, sent by someone else
+    wait_for(lambda: _stats(gateway.url, "slow")["others_in_flight"] == 1, "the load seen")
+    # Its datasheet's step with that request and half the cache (kv 0.5), five times over.
+    spec = build_specs(config)[0][0]
+    datasheet = spec.perf.step_s(1, 0.5 * spec.kv_capacity_tokens)
+    slow.decoded = (5.0 * datasheet * 200, 200.0)
+    fast.decoded = (datasheet * 200, 200.0)
+    wait_for(lambda: _stats(gateway.url, "slow")["slowdown"] > 4.9, "the slowdown seen")
+    assert _stats(gateway.url, "slow")["slowdown"] == pytest.approx(5.0)
+    assert _stats(gateway.url, "fast")["slowdown"] == pytest.approx(1.0)
+    for _ in range(4):
+        answer = httpx.post(gateway.url + "/v1/chat/completions", json=BODY, timeout=60)
+        assert answer.headers["x-perllm-backend"] == "fast"
+
+    # An engine whose counters fall was restarted: no step is read from them, and the next
+    # growth is measured from where they restarted.
+    def rounds() -> int:
+        found: int = httpx.get(gateway.url + "/health").json()["scrape"]["slow"]["rounds"]
+        return found
+
+    slow.decoded = (0.0, 0.0)
+    later = rounds() + 2
+    wait_for(lambda: rounds() >= later, "two more scrapes")
+    assert _stats(gateway.url, "slow")["slowdown"] == pytest.approx(5.0)
+    slow.decoded = (2.0 * datasheet * 100, 100.0)
+    wait_for(lambda: _stats(gateway.url, "slow")["slowdown"] < 2.1, "the new steps seen")
+    assert _stats(gateway.url, "slow")["slowdown"] == pytest.approx(2.0)
 
 
 def test_emulated_vllm_backends_loaded_by_direct_clients_are_avoided(serve: Any, kit: Any) -> None:

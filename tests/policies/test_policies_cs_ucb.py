@@ -643,7 +643,8 @@ def test_prefill_load_decays_and_counts_what_a_full_server_admits() -> None:
 
     def loads(running: float) -> LoadArrays:
         zeros = np.zeros(2)
-        return LoadArrays(zeros, np.array([running, 0.0]), zeros, zeros, zeros, np.ones(2, bool))
+        ones = np.ones(2)
+        return LoadArrays(zeros, np.array([running, 0.0]), zeros, zeros, zeros, ones > 0, ones)
 
     load.placed(0, now=10.0, prefill_s=1.0)
     load.placed(0, now=10.0, prefill_s=1.0)

@@ -31,11 +31,13 @@ def _reference(view, s: int, request, o: float, weights: EnergyWeights, share: f
         slots = min(slots, max(running, 1.0))
     b = min(ahead, slots)
 
+    slow = loads.slowdown[s]  # the datasheet's times, as much slower as the server shows
+
     def step(batch: float, kv_tokens: float) -> float:
         memory = perf.step_weights_s + kv_tokens * perf.step_s_per_kv_token
-        return perf.step_overhead_s + max(perf.step_compute_s_per_seq * batch, memory)
+        return slow * (perf.step_overhead_s + max(perf.step_compute_s_per_seq * batch, memory))
 
-    prefill = perf.prefill_fixed_s + request.prompt_tokens * perf.prefill_s_per_token
+    prefill = slow * (perf.prefill_fixed_s + request.prompt_tokens * perf.prefill_s_per_token)
     service = prefill + steps * step(b, kv + request.prompt_tokens)
     queue = (ahead - b) / slots * service
     seconds = (request.request_bytes + response_bytes(o)) * 8e-6 / loads.bandwidth_mbps[s]
@@ -67,11 +69,15 @@ def test_estimate_matches_the_docstring_formulas(seed: int) -> None:
     view.queued[:] = rng.integers(0, 4, 8)
     view.tokens[:] = rng.integers(0, 20_000, 8)
     view.active_weight[:] = rng.uniform(0.0, 3.0, 8)
+    view.slowdown[:] = rng.uniform(0.5, 4.0, 8)
     weights = EnergyWeights(transmission=1.5, inference=1.0, idle=0.5)
     request = make_request(prompt=int(rng.integers(10, 3000)))
     shares = np.array([0.5, 1.0, 2.0])
     o = float(rng.uniform(5, 600))
-    est = estimate(ServerTable.of(view), view.load_arrays(), request, o, shares, weights)
+    loads = view.load_arrays()
+    est = estimate(
+        ServerTable.of(view), loads, request, o, shares, weights, slowdown=loads.slowdown
+    )
     for s in range(8):
         for z, share in enumerate(shares):
             ref = _reference(view, s, request, o, weights, float(share))
@@ -81,6 +87,20 @@ def test_estimate_matches_the_docstring_formulas(seed: int) -> None:
         assert est.inference_j[s] == pytest.approx(ref["inference_j"], rel=1e-12)
         assert est.power_w[s] == pytest.approx(ref["power_w"], rel=1e-12)
         assert math.isfinite(est.marginal_j[0, s])
+
+
+def test_the_baselines_estimate_from_the_datasheet_alone() -> None:
+    # Without a slowdown passed, estimate() takes every server as fast as its datasheet, what
+    # the model-based baselines use; CS-UCB passes the view's.
+    view = paper_view(4)
+    view.running[:] = 2.0
+    view.slowdown[:] = 3.0
+    table, loads, request = ServerTable.of(view), view.load_arrays(), make_request()
+    datasheet = estimate(table, loads, request, 100.0)
+    shown = estimate(table, loads, request, 100.0, slowdown=loads.slowdown)
+    np.testing.assert_allclose(shown.service_s, 3.0 * datasheet.service_s, rtol=1e-12)
+    np.testing.assert_allclose(shown.decode_step_s, 3.0 * datasheet.decode_step_s, rtol=1e-12)
+    assert np.all(shown.inference_j > datasheet.inference_j)
 
 
 def test_a_priority_queue_shortens_the_wait_not_the_energy() -> None:

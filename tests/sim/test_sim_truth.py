@@ -173,3 +173,36 @@ def test_bad_mismatch_fields_are_named(server: dict[str, Any], field: str) -> No
 def test_bad_link_factor_is_named() -> None:
     with pytest.raises(InputError, match=re.escape("field 'links.0.true-bandwidth-factor'")):
         _cluster(link={"true-bandwidth-factor": 0})
+
+
+class SlowdownSeeingPolicy(SeeingPolicy):
+    """Sends everything to server 0 and keeps the slowdown the view showed there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slowdowns: list[float] = []
+
+    def select(self, request: RouterRequest, view: ClusterView) -> Decision:
+        self.slowdowns.append(float(view.load_arrays().slowdown[0]))
+        return super().select(request, view)
+
+
+@pytest.mark.parametrize(
+    ("server", "shown"),
+    [
+        ({}, 1.0),
+        ({"true-speed-factor": 0.5}, 2.0),
+        ({"true-speed-factor": 2.0}, 0.5),
+        ({"degrade": {"at-s": 1.0, "speed-factor": 0.25}}, 4.0),
+    ],
+)
+def test_the_view_shows_how_much_slower_than_its_datasheet_a_server_decodes(
+    server: dict[str, Any], shown: float
+) -> None:
+    # The long request decodes for tens of seconds; the one after it arrives at 5 s and sees
+    # the server's step, as its metrics would show it, against the datasheet's.
+    later = Request.of(1, 5.0, "chat", 50, 10, 1000, 100, 1e9)
+    policy = SlowdownSeeingPolicy()
+    World(_cluster(server), policy, [REQUEST, later]).run()
+    assert policy.slowdowns[0] == 1.0  # nothing decoded yet: as the datasheet
+    assert policy.slowdowns[1] == pytest.approx(shown, rel=1e-9)

@@ -99,11 +99,20 @@ Engine = Literal["vllm", "sglang", "llamacpp", "custom"]
 
 class MetricNames(KebabModel):
     """The Prometheus metrics a ``custom`` engine reports its load in (gauges; samples of one
-    name are summed over their labels)."""
+    name are summed over their labels), and optionally its decoding counters: the seconds
+    between output tokens and the tokens, whose growth between scrapes is its decode step."""
 
     queued: str = Field(min_length=1)
     running: str = Field(min_length=1)
     kv_cache: str | None = Field(default=None, min_length=1)  # a fraction in [0, 1]
+    decode_seconds: str | None = Field(default=None, min_length=1)
+    decode_tokens: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _decoding_in_pairs(self) -> MetricNames:
+        if (self.decode_seconds is None) != (self.decode_tokens is None):
+            raise ValueError("decode-seconds and decode-tokens go together: name both or neither")
+        return self
 
 
 EnergyUnit = Literal["uJ", "mJ", "J", "kJ", "Wh", "kWh"]

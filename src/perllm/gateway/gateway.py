@@ -125,6 +125,7 @@ class Gateway:
                 "tokens_in_flight": load.tokens_in_flight,
                 "others_in_flight": float(self.view.others_in_flight[i]),
                 "kv_cache_use": self.view.kv_cache_use[i],
+                "slowdown": float(self.view.slowdown[i]),
                 "bandwidth_mbps": float(self.view.bandwidth[i]),
                 "energy_j": self._measured(i),
                 "answered": self.dispatcher.answered[spec.name],

@@ -12,6 +12,15 @@ name are summed over their labels):
   use;
 - ``custom``: the names in the backend's ``metrics: {queued, running, kv-cache}``.
 
+And, where the engine reports them, two counters of its decoding: the seconds between output
+tokens and the tokens (``vllm:inter_token_latency_seconds`` sum and count, or the older
+``vllm:time_per_output_token_seconds``; ``sglang:inter_token_latency_seconds``;
+``llamacpp:tokens_predicted_seconds_total`` and ``llamacpp:tokens_predicted_total``; a custom
+engine's ``decode-seconds`` and ``decode-tokens``). Their increase between two scrapes is the
+engine's mean decode step over the interval, which the view compares with the backend's
+datasheet (:meth:`perllm.gateway.view.LiveView.observe_step`). The step so measured includes
+the pauses for other requests' prefills, which the datasheet's step does not.
+
 The live view adds to its own count what the scrape shows beyond it (see
 :meth:`perllm.gateway.view.LiveView.observe_scrape`): a scrape older than ``scrape.stale-s``
 is forgotten. A scrape that fails (unreachable, an error status, text that is not Prometheus
@@ -57,6 +66,8 @@ class EngineMetrics:
     queued: tuple[str, ...]
     running: tuple[str, ...]
     kv_cache: tuple[str, ...] = ()
+    decode_seconds: tuple[str, ...] = ()  # counters, read in the same order
+    decode_tokens: tuple[str, ...] = ()
 
 
 ENGINE_METRICS = {
@@ -64,11 +75,23 @@ ENGINE_METRICS = {
         ("vllm:num_requests_waiting",),
         ("vllm:num_requests_running",),
         ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+        ("vllm:inter_token_latency_seconds_sum", "vllm:time_per_output_token_seconds_sum"),
+        ("vllm:inter_token_latency_seconds_count", "vllm:time_per_output_token_seconds_count"),
     ),
     "sglang": EngineMetrics(
-        ("sglang:num_queue_reqs",), ("sglang:num_running_reqs",), ("sglang:token_usage",)
+        ("sglang:num_queue_reqs",),
+        ("sglang:num_running_reqs",),
+        ("sglang:token_usage",),
+        ("sglang:inter_token_latency_seconds_sum",),
+        ("sglang:inter_token_latency_seconds_count",),
     ),
-    "llamacpp": EngineMetrics(("llamacpp:requests_deferred",), ("llamacpp:requests_processing",)),
+    "llamacpp": EngineMetrics(
+        ("llamacpp:requests_deferred",),
+        ("llamacpp:requests_processing",),
+        (),
+        ("llamacpp:tokens_predicted_seconds_total",),
+        ("llamacpp:tokens_predicted_total",),
+    ),
 }
 
 
@@ -78,24 +101,29 @@ def metric_names(backend: BackendConfig) -> EngineMetrics:
         names: MetricNames | None = backend.metrics
         assert names is not None  # the config requires them
         kv = () if names.kv_cache is None else (names.kv_cache,)
-        return EngineMetrics((names.queued,), (names.running,), kv)
+        seconds = () if names.decode_seconds is None else (names.decode_seconds,)
+        tokens = () if names.decode_tokens is None else (names.decode_tokens,)
+        return EngineMetrics((names.queued,), (names.running,), kv, seconds, tokens)
     assert backend.engine is not None
     return ENGINE_METRICS[backend.engine]
 
 
 @dataclass(frozen=True, slots=True)
 class BackendLoad:
-    """One scrape: the requests a backend queues and runs, and its KV-cache use (0-1)."""
+    """One scrape: the requests a backend queues and runs, its KV-cache use (0-1) and its
+    decoding counters (seconds between output tokens, tokens), each ``None`` if not reported."""
 
     queued: float
     running: float
     kv_cache: float | None
+    decoding: tuple[float, float] | None = None
 
 
 def parse_load(text: str, names: EngineMetrics) -> BackendLoad:
     """The load in a Prometheus exposition (``ValueError`` naming what is missing or bad)."""
     sums: dict[str, float] = {}
-    for name, _, value in samples(text, (*names.queued, *names.running, *names.kv_cache)):
+    wanted = (*names.queued, *names.running, *names.kv_cache)
+    for name, _, value in samples(text, (*wanted, *names.decode_seconds, *names.decode_tokens)):
         sums[name] = sums.get(name, 0.0) + value
 
     def first(options: tuple[str, ...], what: str) -> float | None:
@@ -113,7 +141,14 @@ def parse_load(text: str, names: EngineMetrics) -> BackendLoad:
     running = first(names.running, "running")
     assert queued is not None and running is not None
     kv = first(names.kv_cache, "")
-    return BackendLoad(queued, running, None if kv is None else min(kv, 1.0))
+    decoding = None
+    for seconds, tokens in zip(names.decode_seconds, names.decode_tokens, strict=True):
+        if seconds in sums and tokens in sums:
+            spent, made = first((seconds,), ""), first((tokens,), "")
+            assert spent is not None and made is not None
+            decoding = (spent, made)
+            break
+    return BackendLoad(queued, running, None if kv is None else min(kv, 1.0), decoding)
 
 
 class Scraper:
@@ -143,6 +178,7 @@ class Scraper:
         self.targets = [i for i, b in enumerate(backends) if b.engine or i in self.power]
         self.names = {i: metric_names(b) for i, b in enumerate(backends) if b.engine}
         self.last_ok: dict[int, float] = {}  # monotonic time of each backend's last good scrape
+        self.decoding: dict[int, tuple[float, float]] = {}  # each backend's last counters
         self.scraped_here = dict.fromkeys(self.targets, 0)  # engine scrapes by this process
         self.errors: dict[int, str] = {}  # each failing backend's last problem
         self.scrapes = 0
@@ -184,6 +220,7 @@ class Scraper:
                 self.scraped_here[index] += 1
                 found = parse_load(text, self.names[index])
                 self.view.observe_scrape(index, found.queued + found.running, found.kv_cache)
+                self._decoding(index, found)
                 if self.shared is not None:
                     await self.shared.publish(backend.name, self._others(index))
             if index in self.power:
@@ -193,12 +230,26 @@ class Scraper:
             return
         self._worked(index)
 
+    def _decoding(self, index: int, found: BackendLoad) -> None:
+        """The mean decode step since the last scrape, from the growth of the counters (none
+        where no token was made, or where they fell: the engine restarted)."""
+        before = self.decoding.pop(index, None)
+        if found.decoding is None:
+            return
+        self.decoding[index] = found.decoding
+        if before is not None:
+            seconds = found.decoding[0] - before[0]
+            tokens = found.decoding[1] - before[1]
+            if tokens > 0.0 and seconds > 0.0:
+                self.view.observe_step(index, seconds / tokens, found.running)
+
     def _others(self, index: int) -> Others:
         view = self.view
         return (
             float(view.others_in_flight[index]),
             float(view.others_tokens[index]),
             view.kv_cache_use[index],
+            float(view.slowdown[index]),
         )
 
     def _failed(self, index: int, problem: str) -> None:

@@ -4,9 +4,9 @@ them, not once each.
 Before its scrape of a backend, a replica claims it for the interval (``SET NX`` with an expiry
 a little under ``scrape.interval-s``). The replica that holds the claim scrapes and publishes
 what it found of others' load (requests, tokens, KV-cache use; already net of every replica's
-calls, since its view counts them all), kept for ``scrape.stale-s``; the others take that. If
-the store cannot be reached, every replica scrapes for itself. Power sources are read by each
-replica, whose energy accounts are its own.
+calls, since its view counts them all) and the backend's slowdown, kept for ``scrape.stale-s``;
+the others take that. If the store cannot be reached, every replica scrapes for itself. Power
+sources are read by each replica, whose energy accounts are its own.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 __all__ = ["Others", "SharedScrapes"]
 
-Others = tuple[float, float, float | None]  # requests, tokens, KV-cache use
+Others = tuple[float, float, float | None, float]  # requests, tokens, KV-cache use, slowdown
 
 
 class SharedScrapes:
@@ -68,8 +68,9 @@ class SharedScrapes:
                 found.append(None)
                 continue
             try:
-                requests, tokens, kv = json.loads(text)
-                found.append((float(requests), float(tokens), None if kv is None else float(kv)))
+                requests, tokens, kv, slowdown = json.loads(text)
+                kv_use = None if kv is None else float(kv)
+                found.append((float(requests), float(tokens), kv_use, float(slowdown)))
             except (TypeError, ValueError):
                 found.append(None)
         return found

@@ -24,6 +24,9 @@ With replicas sharing a state store, the other replicas' in-flight requests and 
 (:meth:`LiveView.set_remote`, from :mod:`perllm.gateway.shared_state`) are added to this
 gateway's own in ``running``, ``queued`` and ``tokens_in_flight``.
 
+- ``slowdown``: a scraped backend's decode step over its datasheet's at the batch and cache it
+  had (:meth:`LiveView.observe_step`), 1 where its engine reports no step time.
+
 A backend whose ``engine`` is scraped (:mod:`perllm.gateway.scrape`) reports every request it
 queues or runs. What it reports beyond this gateway's and its replicas' requests in flight at
 that moment is *others'* load (another gateway, a batch job, direct clients), added as well
@@ -121,6 +124,7 @@ class LiveView:
         self.max_batch = np.array([float(s.max_batch) for s in self.servers])
         self.bandwidth = np.array([self.links[s.link].bandwidth_mbps for s in self.servers])
         self._zeros = np.zeros(n)
+        self.slowdown = np.ones(n)  # scraped: each backend's step over its datasheet's
         self._shaped = [(i, shaper) for i, shaper in enumerate(shapers) if shaper is not None]
         self._index = {s.name: i for i, s in enumerate(self.servers)}
         self.prefixes = PrefixRecord.for_servers([s.kv_capacity_tokens for s in self.servers])
@@ -157,6 +161,7 @@ class LiveView:
             self.bandwidth.copy(),
             self._active_weights(),
             healthy,
+            self.slowdown.copy(),
         )
 
     def _active_weights(self) -> Array:
@@ -190,16 +195,38 @@ class LiveView:
         if kv_cache_use is not None:
             held = kv_cache_use * self.kv_capacity[server]
             tokens = max(held - self.tokens[server] - self.remote_tokens[server], 0.0)
-        self.observe_others(server, max(requests - mine, 0.0), tokens, kv_cache_use)
+        self.observe_others(
+            server, max(requests - mine, 0.0), tokens, kv_cache_use, float(self.slowdown[server])
+        )
+
+    def observe_step(self, server: int, step_s: float, running: float) -> None:
+        """A scrape of ``server`` showed its decode steps taking ``step_s`` (its generation
+        time over its tokens since the last scrape) with ``running`` requests in its batch: its
+        slowdown against its datasheet at that batch and at the cache it holds (its reported
+        KV-cache use, else the tokens counted here)."""
+        use = self.kv_cache_use[server]
+        held = (
+            use * self.kv_capacity[server]
+            if use is not None
+            else self.tokens[server] + self._outside_tokens[server]
+        )
+        batch = max(round(running), 1)
+        self.slowdown[server] = self.servers[server].perf.slowdown(step_s, batch, held)
 
     def observe_others(
-        self, server: int, requests: float, tokens: float, kv_cache_use: float | None
+        self,
+        server: int,
+        requests: float,
+        tokens: float,
+        kv_cache_use: float | None,
+        slowdown: float,
     ) -> None:
-        """Others' load on ``server``: their requests and tokens in flight, and its KV-cache
-        use (from a scrape of this gateway's, or a replica's)."""
+        """Others' load on ``server``: their requests and tokens in flight, its KV-cache use
+        and its slowdown (from a scrape of this gateway's, or a replica's)."""
         self.others_in_flight[server] = requests
         self.others_tokens[server] = tokens
         self.kv_cache_use[server] = kv_cache_use
+        self.slowdown[server] = slowdown
         self._fuse()
 
     def forget_scrape(self, server: int) -> None:
@@ -207,6 +234,7 @@ class LiveView:
         self.others_in_flight[server] = 0.0
         self.others_tokens[server] = 0.0
         self.kv_cache_use[server] = None
+        self.slowdown[server] = 1.0
         self._fuse()
 
     def _fuse(self) -> None:

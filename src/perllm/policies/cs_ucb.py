@@ -9,10 +9,12 @@ request ``r`` of class ``c`` with deadline ``D`` it goes through five stages.
    ``T_s(o)`` of ``r`` for ``o`` output tokens (transfer, the wait behind the queued requests with
    earlier deadlines and those that will pass it, prefill of the prompt less the prefix the router
    sent ``s`` recently (:meth:`~perllm.domain.ClusterView.prefix_tokens`) and ``o - 1`` decode
-   steps in the batch ``r`` sees) and the *marginal* weighted energy ``M_s`` of adding ``r`` to
-   ``s`` now (a busy GPU is cheap per request, an idle one pays for its whole step). Servers draw
-   idle power as long as the cluster has work, so a request expected to end after all the work in
-   flight also pays the cluster's weighted idle power for the difference. Prefill stalls stretch
+   steps in the batch ``r`` sees, every time stretched by the server's slowdown: its decode step
+   as its metrics last showed it, over its datasheet's, :attr:`~perllm.domain.LoadArrays.slowdown`)
+   and the *marginal* weighted energy ``M_s`` of adding ``r`` to ``s`` now (a busy GPU is cheap
+   per request, an idle one pays for its whole step). Servers draw idle power as long as the
+   cluster has work, so a request expected to end after all the work in flight also pays the
+   cluster's weighted idle power for the difference. Prefill stalls stretch
    the service by ``1 / (1 - u_s)``, ``u_s`` the share of the server's time its recent prefills
    take (:class:`~perllm.policies.outstanding.PrefillLoad`, ``recent-window-s``, ``prefill-cap``).
    A request that must queue is passed by later arrivals with earlier deadlines: with ``b``
@@ -323,6 +325,7 @@ class CsUcbPolicy(StatisticsPolicy):
             self._knobs,
             self.traffic.seconds,
             self.traffic.at,
+            loads.slowdown,
         )
         server, p_miss, step, time_s, transfer_s, queue_s, inference_j, end_s = chosen
         hopeless = not p_miss < 0.5

@@ -158,6 +158,7 @@ def decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.se
     knobs: npt.NDArray[np.void],
     traffic: Array,
     traffic_at: Array,
+    slowdown: Array,
 ) -> tuple[int, float, float, float, float, float, float, float]:
     """Stages 1 to 5 of :mod:`perllm.policies.cs_ucb`'s docstring in one compiled pass.
     ``cached``: each server's expected cached prefix of the prompt, in tokens; ``request``: one
@@ -192,6 +193,7 @@ def decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.se
         w_tx,
         w_inf,
         w_idle,
+        slowdown,
     )
     transfer, service, queue, processing = est[0][0], est[1], est[2], est[3][0]
     transmission = est[4][0]

@@ -43,6 +43,10 @@ For request ``r`` on server ``s`` with link share ``z``, expected output ``o`` t
   per token and an idle one pays for its whole step: the load-dependence the paper's energy
   model implies.
 
+The times are the datasheet's (``step``, ``prefill``), or, where the caller passes each server's
+``slowdown`` (:attr:`perllm.domain.LoadArrays.slowdown`: its decode step as its metrics showed
+it, over the datasheet's), the datasheet's times that many times over, prefill included.
+
 All of it is one compiled pass over the servers (numba): the estimate is on every decision's
 path, and at 100 servers numpy's per-call overhead alone would be several times the budget. The
 formulas themselves are those of :mod:`perllm.physics` (step, prefill, power, transfer,
@@ -222,6 +226,7 @@ def estimate_kernel(  # pragma: no cover - compiled; tested through estimate()
     w_transmission: float,
     w_inference: float,
     w_idle: float,
+    slowdown: Array,
 ) -> tuple[Array, Array, Array, Array, Array, Array, Array, Array, Array, Array]:
     """The module docstring's formulas, server by server (``table``: :data:`SERVER_FIELDS`
     records), in the order of :class:`Estimate`'s fields. Compiled code that fuses the estimate
@@ -260,10 +265,12 @@ def estimate_kernel(  # pragma: no cover - compiled; tested through estimate()
         ahead = running[s] + queued_ahead[s] + 1.0
         seen = min(ahead, slots)
         kv = tokens_in_flight[s]
-        compute, weights, per_kv = c.step_compute_s_per_seq, c.step_weights_s, c.step_s_per_kv_token
-        overhead = c.step_overhead_s
+        # The datasheet's times, as much slower as the server's steps show it to be.
+        q = slowdown[s]
+        compute, weights = q * c.step_compute_s_per_seq, q * c.step_weights_s
+        per_kv, overhead = q * c.step_s_per_kv_token, q * c.step_overhead_s
         roofline = physics.step_roofline_s(compute, weights, per_kv, seen, kv + prompt_tokens)
-        prefill = physics.prefill_s(
+        prefill = q * physics.prefill_s(
             c.prefill_fixed_s, c.prefill_s_per_token, prompt_tokens - cached_tokens[s]
         )
         service[s] = (prefill + steps * overhead) + steps * roofline
@@ -317,6 +324,7 @@ def estimate(
     weights: EnergyWeights = _UNIT_WEIGHTS,
     queued_ahead: Array | None = None,
     cached_tokens: Array | None = None,
+    slowdown: Array | None = None,
 ) -> Estimate:
     """Estimate the outcome of ``request`` on every server (see the module docstring).
 
@@ -342,6 +350,7 @@ def estimate(
         weights.transmission,
         weights.inference,
         weights.idle,
+        np.ones(len(loads.running)) if slowdown is None else slowdown,
     )
     return Estimate(*parts)
 

@@ -133,6 +133,14 @@ class ServerEngine:
     def batch(self) -> int:
         return len(self.running) + len(self.prefilling)
 
+    def decode_step_s(self) -> float | None:
+        """The decode step it runs now (``None`` unless decoding), as its inter-token latency
+        metrics show it: its true speed, the prefill pauses apart."""
+        if self.phase != DECODE:
+            return None
+        _, _, overhead, compute, alpha, _ = self._segment
+        return overhead + max(compute, alpha)
+
     def kv_tokens(self) -> float:
         return self.kv_base + len(self.running) * self.steps
 

@@ -102,6 +102,7 @@ class SimView:
             w.link_estimate[w.server_link],
             w.link_weight[w.server_link],
             self._usable,
+            w.slowdown,
         )
 
     def restrict(self, allowed: npt.NDArray[np.bool_] | None) -> None:
@@ -181,6 +182,7 @@ class World:
         self.link_weight = np.zeros(len(link_names))
         self._link_index = {name: i for i, name in enumerate(link_names)}
         self.queued = np.zeros(n)
+        self.slowdown = np.ones(n)  # each server's step as it last showed, over its datasheet's
         self.running = np.zeros(n)
         self.tokens = np.zeros(n)
         self.uploading = [0] * n
@@ -407,6 +409,10 @@ class World:
         engine = self.servers[server]
         self.queued[server] = len(engine.queue) + self.uploading[server]
         self.running[server] = engine.batch
+        step = engine.decode_step_s()
+        if step is not None:  # the segment starts: its step as the server's metrics show it
+            datasheet = self.cluster.servers[server].perf
+            self.slowdown[server] = datasheet.slowdown(step, engine.batch, engine.kv_tokens())
         self.tokens[server] = (
             engine.kv_tokens() + engine.queued_prompt + self.uploading_prompt[server]
         )
