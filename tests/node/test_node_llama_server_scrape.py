@@ -1,5 +1,6 @@
 """A real llama.cpp server (``llama-server --metrics``, C++) loaded by a client the gateway
-does not see: the gateway's scrape counts that load and its choice moves to the other backend.
+does not see: the gateway's scrape counts that load and its choice moves to the other backend;
+its decoding counters give the server's slowdown against its datasheet.
 
 ``scripts/build_llama_server.sh`` builds the server once into ``~/.cache/perllm/bin`` (``make
 test`` runs it); the model is the Gemma 3 270M GGUF of the llama.cpp node. Without them the
@@ -107,18 +108,30 @@ def test_the_gateway_counts_a_real_llama_server_s_load_and_moves_away(llama_serv
         body = {"messages": [{"role": "user", "content": "Tell me a long story."}]}
         with ServerThread(app) as gateway, httpx.Client(timeout=START_S) as direct:
 
-            def others() -> float:
-                stats = httpx.get(gateway.url + "/stats").json()["backends"]["llama"]
-                return float(stats["others_in_flight"])
+            def stats() -> dict[str, Any]:
+                found: dict[str, Any] = httpx.get(gateway.url + "/stats").json()["backends"]
+                return found["llama"]
 
+            def others() -> float:
+                return float(stats()["others_in_flight"])
+
+            def scraped() -> bool:
+                health = httpx.get(gateway.url + "/health").json()["scrape"]["llama"]
+                return health["age_s"] is not None
+
+            # Its decoding counters read once before it generates anything.
+            _wait("the llama server's first scrape", scraped)
             # Idle, the two backends tie and least-loaded takes the first: the llama server.
             idle = httpx.post(
                 gateway.url + "/v1/chat/completions",
-                json={**body, "model": PUBLIC_MODEL, "max_tokens": 2},
+                json={**body, "model": PUBLIC_MODEL, "max_tokens": 8},
                 timeout=START_S,
             )
             assert idle.headers["x-perllm-backend"] == "llama"
             _wait("the idle llama server scraped", lambda: others() == 0.0)
+            # The counters grew by the tokens it made: its step, against its datasheet's.
+            _wait("the llama server's decode step measured", lambda: stats()["slowdown"] != 1.0)
+            assert 0.0 < stats()["slowdown"] < float("inf")
             long = {**body, "model": ALIAS, "max_tokens": 1500, "stream": True, "seed": 1}
             url = llama_server + "/v1/chat/completions"
             streams = [

@@ -165,7 +165,8 @@ def decide_kernel(  # pragma: no cover - compiled; tested through CsUcbPolicy.se
     record of :data:`REQUEST_FIELDS`; ``slow`` and ``spread``: each server's time bound ``F``
     and observation spread, calm (row 0) and crowded (row 1); ``drift``: each server's drift
     (row 0) and when it last moved (row 1); ``knobs``: one record of :data:`KNOB_FIELDS`;
-    ``traffic`` and ``traffic_at``: :class:`~perllm.policies.outstanding.Traffic`'s sums.
+    ``traffic`` and ``traffic_at``: :class:`~perllm.policies.outstanding.Traffic`'s sums;
+    ``slowdown``: each server's, as the view shows it (:attr:`~perllm.domain.LoadArrays.slowdown`).
     Returns the server, its miss probability, its estimate (decode step, time with the stalls,
     transfer at a full share, queueing, inference energy) and its pessimistic end; ``stall``
     receives each server's ``u / (1 - u)``."""
