@@ -4,6 +4,7 @@ fail (real servers on loopback)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
@@ -18,6 +19,7 @@ from waiting import wait_for
 from perllm.gateway import create_app
 from perllm.gateway.config import BackendConfig
 from perllm.gateway.scrape import ENGINE_METRICS, metric_names, parse_load
+from perllm.gateway.shared_scrape import SharedScrapes
 from perllm.gateway.view import build_specs
 from perllm.policies.registry import make_policy
 
@@ -95,6 +97,16 @@ def test_a_custom_engine_names_both_decoding_counters_or_neither() -> None:
         _backend("c", "http://127.0.0.1:9", "custom", names)
     backend = _backend("c", "http://127.0.0.1:9", "custom", {**names, "decode-tokens": "dt"})
     assert parse_load("q 0\nr 1\nds 2\ndt 4\n", metric_names(backend)).decoding == (2.0, 4.0)
+
+
+def test_a_replica_of_a_version_without_the_slowdown_is_still_read() -> None:
+    class Store:
+        async def mget(self, keys: list[str]) -> list[str | None]:
+            return ["[2, 100.0, 0.5]", "[1, 50.0, null, 3.0]", "not json", None][: len(keys)]
+
+    shared = SharedScrapes(Store(), "p", "me", 1.0, 5.0)  # type: ignore[arg-type]
+    found = asyncio.run(shared.fetch(["a", "b", "c", "d"]))
+    assert found == [(2.0, 100.0, 0.5, 1.0), (1.0, 50.0, None, 3.0), None, None]
 
 
 def test_a_custom_engine_needs_its_names() -> None:
@@ -267,19 +279,28 @@ def test_a_backend_whose_steps_run_slow_shows_it_and_loses_the_calls(serve: Any,
         answer = httpx.post(gateway.url + "/v1/chat/completions", json=BODY, timeout=60)
         assert answer.headers["x-perllm-backend"] == "fast"
 
-    # An engine whose counters fall was restarted: no step is read from them, and the next
-    # growth is measured from where they restarted.
+    # An engine whose counters fall was restarted: no step is read from their fall (which here
+    # would read 5.2), and the next growth is measured from where they restarted.
     def rounds() -> int:
         found: int = httpx.get(gateway.url + "/health").json()["scrape"]["slow"]["rounds"]
         return found
 
-    slow.decoded = (0.0, 0.0)
+    restarted = (datasheet * 10, 10.0)
+    slow.decoded = restarted
     later = rounds() + 2
     wait_for(lambda: rounds() >= later, "two more scrapes")
     assert _stats(gateway.url, "slow")["slowdown"] == pytest.approx(5.0)
-    slow.decoded = (2.0 * datasheet * 100, 100.0)
+    slow.decoded = (restarted[0] + 2.0 * datasheet * 100, restarted[1] + 100.0)
     wait_for(lambda: _stats(gateway.url, "slow")["slowdown"] < 2.1, "the new steps seen")
     assert _stats(gateway.url, "slow")["slowdown"] == pytest.approx(2.0)
+    # Steps made by a burst that ended before the scrape ran at a batch the scrape does not
+    # show: no reading; and with no reading for stale-s (1 s) the slowdown is forgotten.
+    slow.others = 0
+    slow.decoded = (restarted[0] + 2.0 * datasheet * 100 + 9.0 * datasheet * 50, 160.0)
+    later = rounds() + 2
+    wait_for(lambda: rounds() >= later, "two more scrapes")
+    assert _stats(gateway.url, "slow")["slowdown"] in (pytest.approx(2.0), 1.0)  # never 9
+    wait_for(lambda: _stats(gateway.url, "slow")["slowdown"] == 1.0, "the slowdown forgotten")
 
 
 def test_emulated_vllm_backends_loaded_by_direct_clients_are_avoided(serve: Any, kit: Any) -> None:

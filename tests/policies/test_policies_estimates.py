@@ -9,6 +9,7 @@ import pytest
 
 from perllm.domain import EnergyWeights, RouterRequest, response_bytes
 from perllm.policies.estimates import ServerTable, estimate
+from perllm.policies.registry import make_policy
 from perllm.testing import paper_view
 
 
@@ -91,7 +92,15 @@ def test_estimate_matches_the_docstring_formulas(seed: int) -> None:
 
 def test_the_baselines_estimate_from_the_datasheet_alone() -> None:
     # Without a slowdown passed, estimate() takes every server as fast as its datasheet, what
-    # the model-based baselines use; CS-UCB passes the view's.
+    # the model-based baselines use (their choice is the same whatever the view shows); CS-UCB
+    # passes the view's.
+    view = paper_view(6)
+    request = make_request()
+    for name in ("greedy-latency", "greedy-energy", "feasible-energy", "feasible-latency"):
+        chosen = make_policy(name).select(request, view).server
+        view.slowdown[chosen] = 20.0
+        assert make_policy(name).select(request, view).server == chosen, name
+        view.slowdown[:] = 1.0
     view = paper_view(4)
     view.running[:] = 2.0
     view.slowdown[:] = 3.0

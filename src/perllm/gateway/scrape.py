@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -179,6 +180,7 @@ class Scraper:
         self.names = {i: metric_names(b) for i, b in enumerate(backends) if b.engine}
         self.last_ok: dict[int, float] = {}  # monotonic time of each backend's last good scrape
         self.decoding: dict[int, tuple[float, float]] = {}  # each backend's last counters
+        self.step_seen: dict[int, float] = {}  # monotonic time of each backend's last step
         self.scraped_here = dict.fromkeys(self.targets, 0)  # engine scrapes by this process
         self.errors: dict[int, str] = {}  # each failing backend's last problem
         self.scrapes = 0
@@ -231,17 +233,24 @@ class Scraper:
         self._worked(index)
 
     def _decoding(self, index: int, found: BackendLoad) -> None:
-        """The mean decode step since the last scrape, from the growth of the counters (none
-        where no token was made, or where they fell: the engine restarted)."""
+        """The mean decode step since this process's last scrape of ``index``, from the growth
+        of its counters, read against the batch the scrape shows: so only while the engine
+        still runs requests (a burst that ended before the scrape ran at another batch), and
+        not where no token was made or the counters fell (the engine restarted). With no
+        reading for ``scrape.stale-s``, or no counters, the slowdown is forgotten."""
         before = self.decoding.pop(index, None)
-        if found.decoding is None:
-            return
-        self.decoding[index] = found.decoding
-        if before is not None:
-            seconds = found.decoding[0] - before[0]
-            tokens = found.decoding[1] - before[1]
-            if tokens > 0.0 and seconds > 0.0:
-                self.view.observe_step(index, seconds / tokens, found.running)
+        now = time.monotonic()
+        if found.decoding is not None:
+            self.decoding[index] = found.decoding
+            if before is not None and found.running > 0.0:
+                seconds = found.decoding[0] - before[0]
+                tokens = found.decoding[1] - before[1]
+                if tokens > 0.0 and seconds > 0.0:
+                    self.view.observe_step(index, seconds / tokens, found.running)
+                    self.step_seen[index] = now
+                    return
+        if now - self.step_seen.get(index, -math.inf) > self.settings.stale_s:
+            self.view.forget_step(index)
 
     def _others(self, index: int) -> Others:
         view = self.view
@@ -289,6 +298,8 @@ class Scraper:
             won = await self.shared.claim([self.backends[i].name for i in engines])
             theirs = [i for i, w in zip(engines, won, strict=True) if not w]
             mine -= set(theirs)
+            for index in theirs:  # counters read by another replica: measure afresh next time
+                self.decoding.pop(index, None)
             published = await self.shared.fetch([self.backends[i].name for i in theirs])
             for index, others in zip(theirs, published, strict=True):
                 if others is None:

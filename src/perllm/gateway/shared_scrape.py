@@ -68,9 +68,12 @@ class SharedScrapes:
                 found.append(None)
                 continue
             try:
-                requests, tokens, kv, slowdown = json.loads(text)
+                values = json.loads(text)
+                requests, tokens, kv = values[:3]
+                # A replica of a version that shares no slowdown publishes three values.
+                slowdown = float(values[3]) if len(values) > 3 else 1.0
                 kv_use = None if kv is None else float(kv)
-                found.append((float(requests), float(tokens), kv_use, float(slowdown)))
+                found.append((float(requests), float(tokens), kv_use, slowdown))
             except (TypeError, ValueError):
                 found.append(None)
         return found

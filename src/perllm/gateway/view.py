@@ -18,14 +18,13 @@ What the gateway observes:
 - ``healthy``: the backend's circuit breaker is not open (see :mod:`perllm.gateway.health`);
 - ``prefix_tokens``: the prompt blocks this gateway has sent to each backend recently
   (:class:`perllm.prefix.PrefixRecord`, hashed blocks, no prompt text), the prefix a backend
-  with prefix caching may hold.
+  with prefix caching may hold;
+- ``slowdown``: a scraped backend's decode step over its datasheet's at the batch and cache it
+  had (:meth:`LiveView.observe_step`), 1 where its engine has shown no step lately.
 
 With replicas sharing a state store, the other replicas' in-flight requests and tokens
 (:meth:`LiveView.set_remote`, from :mod:`perllm.gateway.shared_state`) are added to this
 gateway's own in ``running``, ``queued`` and ``tokens_in_flight``.
-
-- ``slowdown``: a scraped backend's decode step over its datasheet's at the batch and cache it
-  had (:meth:`LiveView.observe_step`), 1 where its engine reports no step time.
 
 A backend whose ``engine`` is scraped (:mod:`perllm.gateway.scrape`) reports every request it
 queues or runs. What it reports beyond this gateway's and its replicas' requests in flight at
@@ -212,6 +211,10 @@ class LiveView:
         )
         batch = max(round(running), 1)
         self.slowdown[server] = self.servers[server].perf.slowdown(step_s, batch, held)
+
+    def forget_step(self, server: int) -> None:
+        """``server`` has shown no decode step lately: take it as fast as its datasheet."""
+        self.slowdown[server] = 1.0
 
     def observe_others(
         self,

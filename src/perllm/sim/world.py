@@ -410,7 +410,7 @@ class World:
         self.queued[server] = len(engine.queue) + self.uploading[server]
         self.running[server] = engine.batch
         step = engine.decode_step_s()
-        if step is not None:  # the segment starts: its step as the server's metrics show it
+        if step is not None:  # decoding: its step as the server's metrics show it
             datasheet = self.cluster.servers[server].perf
             self.slowdown[server] = datasheet.slowdown(step, engine.batch, engine.kv_tokens())
         self.tokens[server] = (
