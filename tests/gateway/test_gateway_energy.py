@@ -197,8 +197,19 @@ def test_cs_ucb_learns_the_measured_energy_where_there_is_one(serve: Any, kit: A
     )
     gateway = serve(create_app(config, make_policy("cs-ucb"), health_checks=False))
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 32}
+
+    def power_read() -> bool:
+        health = httpx.get(gateway.url + "/health").json()["scrape"]["hot"]
+        return health["age_s"] is not None and health["rounds"] >= 3
+
+    # The arms tie at first, and the first wins: the first call goes to "hot". Its power is
+    # read a few times before, and the call lasts several readings, so that it carries a
+    # measured energy (a reading in a busy interval), whether or not CS-UCB comes back there.
+    wait_for(power_read, "the hot backend's power read")
     with httpx.Client(base_url=gateway.url, timeout=60) as client:
-        for _ in range(24):  # CS-UCB tries both arms
+        first = client.post("/v1/chat/completions", json={**body, "max_tokens": 256})
+        assert first.headers["x-perllm-backend"] == "hot"
+        for _ in range(23):  # CS-UCB tries both arms
             answer = client.post("/v1/chat/completions", json=body)
             assert answer.status_code == 200
         totals = client.get("/admin/state").json()["totals"]  # energy corrections: e|0|SERVER|..
