@@ -55,7 +55,6 @@ import os
 import platform
 import re
 import signal
-import socket
 import sys
 import time
 from collections import Counter
@@ -69,6 +68,7 @@ from chaos_clients import Call, ChaosReport, ChaosSettings, Restarts
 from prometheus_client.parser import text_string_to_metric_families
 
 import perllm
+from perllm.serving import restartable_port
 
 __all__ = ["ChaosReport", "ChaosSettings", "machine", "render", "run_chaos"]
 
@@ -94,12 +94,6 @@ def machine() -> str:
     cores = os.cpu_count() or 0
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
     return f"{name}, {cores} cores" + (f" ({usable} usable)" if usable != cores else "")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class _Process:
@@ -240,7 +234,7 @@ async def run_chaos(settings: ChaosSettings, workdir: Path) -> ChaosReport:
     """Run the chaos described by ``settings``; logs and state go to ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
     report = ChaosReport(settings, machine=machine())
-    ports = [_free_port() for _ in PROFILES]
+    ports = [restartable_port() for _ in PROFILES]
     scale = ["--time-scale", str(settings.time_scale), "--drain-s", "1"]
     emulators = [
         _Process(
@@ -252,7 +246,7 @@ async def run_chaos(settings: ChaosSettings, workdir: Path) -> ChaosReport:
     ]
     config = workdir / "gateway.yaml"
     config.write_text(yaml.safe_dump(_gateway_config(ports, settings, workdir / "state.json")))
-    gateway_port = _free_port()
+    gateway_port = restartable_port()
     gateway_log = workdir / "gateway.log"
     gateway_log.write_bytes(b"")
     args = ["serve", "--config", str(config), "--port", str(gateway_port), "--log-level", "info"]

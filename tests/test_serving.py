@@ -9,6 +9,7 @@ import signal
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,7 +19,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from perllm.errors import InputError
-from perllm.serving import LOOPBACK, ServerThread, bind, serve_apps
+from perllm.serving import LOOPBACK, ServerThread, bind, restartable_port, serve_apps
 
 
 def _app(events: list[str], name: str = "app", *, fail_startup: bool = False) -> Starlette:
@@ -118,3 +119,15 @@ def test_serve_apps_serves_every_app_until_a_signal_then_stops_them_all() -> Non
 
     asyncio.run(main())
     assert sorted(events) == ["a shutdown", "a startup", "b shutdown", "b startup", "on_stop"]
+
+
+def test_a_restartable_port_is_free_and_below_the_outgoing_connections_range() -> None:
+    low = 32768
+    ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    if ranges.exists():
+        low = int(ranges.read_text().split()[0])
+    ports = [restartable_port() for _ in range(20)]
+    assert len(set(ports)) == len(ports)  # never the same twice
+    for port in ports:
+        assert 10_000 <= port < low
+        bind("127.0.0.1", port).close()  # nothing listens there

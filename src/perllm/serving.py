@@ -9,6 +9,8 @@ One harness for every place that starts a server (``perllm serve``, ``emulate`` 
 - :class:`ServerThread` serves one app in a daemon thread with its own event loop;
   :meth:`~ServerThread.start` returns once uvicorn says it has started (an event set by its
   startup, waited on with a bound against a hang only) and raises if it could not.
+- :func:`restartable_port` picks a port for a server that is stopped and started again on it
+  (outside the range the kernel takes outgoing connections' ports from).
 - :func:`serve_apps` serves several apps in the running event loop until one stops, with
   Ctrl-C handled once for all of them, and a graceful stop that loses no call sent on a
   kept-alive connection (see its docstring).
@@ -21,10 +23,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import random
 import signal
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
@@ -56,6 +60,30 @@ def bind(host: str, port: int, flag: str = "--port") -> socket.socket:
         raise InputError(f"{flag}: cannot listen on {host}:{port}: {err.strerror}") from None
     sock.set_inheritable(True)
     return sock
+
+
+_HANDED_OUT: set[int] = set()
+
+
+def restartable_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now, below the kernel's range for the local ports of outgoing
+    connections (Linux's ``ip_local_port_range``), for a server that is stopped and started
+    again on the same port: while it is down, no client socket can take that port, as one can
+    take a port that :func:`bind` picked with ``0`` (those come from that range). Never the
+    same port twice in one process."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.SystemRandom()
+    for _ in range(1000):
+        port = rng.randrange(10_000, max(low, 10_001))
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock, contextlib.suppress(OSError):
+            sock.bind((host, port))
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free port below the range of outgoing connections")
 
 
 def _seconds(value: float | None) -> int | None:
