@@ -194,9 +194,7 @@ class LiveView:
         if kv_cache_use is not None:
             held = kv_cache_use * self.kv_capacity[server]
             tokens = max(held - self.tokens[server] - self.remote_tokens[server], 0.0)
-        self.observe_others(
-            server, max(requests - mine, 0.0), tokens, kv_cache_use, float(self.slowdown[server])
-        )
+        self._others(server, max(requests - mine, 0.0), tokens, kv_cache_use)
 
     def observe_step(self, server: int, step_s: float, running: float) -> None:
         """A scrape of ``server`` showed its decode steps taking ``step_s`` (its generation
@@ -224,12 +222,18 @@ class LiveView:
         kv_cache_use: float | None,
         slowdown: float,
     ) -> None:
-        """Others' load on ``server``: their requests and tokens in flight, its KV-cache use
-        and its slowdown (from a scrape of this gateway's, or a replica's)."""
+        """Others' load on ``server``, its KV-cache use and its slowdown, as a replica's scrape
+        found them."""
+        self._others(server, requests, tokens, kv_cache_use)
+        self.slowdown[server] = slowdown
+
+    def _others(
+        self, server: int, requests: float, tokens: float, kv_cache_use: float | None
+    ) -> None:
+        """Others' requests and tokens in flight on ``server``, and its KV-cache use."""
         self.others_in_flight[server] = requests
         self.others_tokens[server] = tokens
         self.kv_cache_use[server] = kv_cache_use
-        self.slowdown[server] = slowdown
         self._fuse()
 
     def forget_scrape(self, server: int) -> None:

@@ -403,16 +403,16 @@ class World:
             if engine.phase_end_s < math.inf:
                 arg = (server, engine.version)
                 self.loop.schedule(engine.phase_end_s, PRIORITY_PROGRESS, self._on_server, arg)
+            step = engine.decode_step_s()
+            if step is not None:  # a new decode segment: its step as the server's metrics show it
+                datasheet = self.cluster.servers[server].perf
+                self.slowdown[server] = datasheet.slowdown(step, engine.batch, engine.kv_tokens())
         self._sync_load(server)
 
     def _sync_load(self, server: int) -> None:
         engine = self.servers[server]
         self.queued[server] = len(engine.queue) + self.uploading[server]
         self.running[server] = engine.batch
-        step = engine.decode_step_s()
-        if step is not None:  # decoding: its step as the server's metrics show it
-            datasheet = self.cluster.servers[server].perf
-            self.slowdown[server] = datasheet.slowdown(step, engine.batch, engine.kv_tokens())
         self.tokens[server] = (
             engine.kv_tokens() + engine.queued_prompt + self.uploading_prompt[server]
         )
